@@ -1,0 +1,63 @@
+"""``runner``: the core of the ``runbook`` executable runbook framework.
+
+Public API (imported lazily so ``runbook --help`` stays fast):
+
+- Authoring: :class:`Runbook`, :class:`Params`, :data:`Secret`, :class:`Context`
+- Running from Python: :func:`start`, :func:`resume`, :func:`status`, :func:`plan`
+- Errors: :class:`RunbookError` and its tree in :mod:`runner.errors`
+- Plugins: :data:`hookimpl`, :class:`StepType`, :class:`ActionResult`, :class:`Wait`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from runner._version import __version__
+
+if TYPE_CHECKING:
+    from runner.context import Context
+    from runner.errors import RunbookError
+    from runner.params import Params, Secret
+    from runner.plugin import hookimpl
+    from runner.pyform import Runbook
+    from runner.steptypes import ActionResult, StepType, Wait
+
+__all__ = [
+    "ActionResult",
+    "Context",
+    "Params",
+    "Runbook",
+    "RunbookError",
+    "Secret",
+    "StepType",
+    "Wait",
+    "__version__",
+    "hookimpl",
+]
+
+_LAZY = {
+    "ActionResult": "runner.steptypes",
+    "Context": "runner.context",
+    "Params": "runner.params",
+    "Runbook": "runner.pyform",
+    "RunbookError": "runner.errors",
+    "Secret": "runner.params",
+    "StepType": "runner.steptypes",
+    "Wait": "runner.steptypes",
+    "hookimpl": "runner.plugin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,264 @@
+"""Finding and loading runbooks.
+
+Search path: the ``--path`` entries if given, else ``RUNBOOK_PATH`` (``os.pathsep``
+separated) if set, else ``./runbooks``; then directories shipped by plugins.
+Each entry is a directory (searched recursively for ``*.yaml``, ``*.yml`` and
+``*.py``; names starting with ``.`` or ``_`` are skipped) or a single file.
+
+Runbooks are looked up by name in the catalog, never by joining a name into a
+path. Two runbooks with one name is an error naming both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import types
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import Problem, RunbookNotFound, ValidationError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from runner.model import RunbookSpec
+    from runner.registry import StepTypeRegistry
+    from runner.yamlsafe import Located
+
+__all__ = ["Catalog", "LoadedRunbook", "search_path"]
+
+PY_MODULE_PREFIX = "runbook_catalog"
+_SUFFIXES = (".yaml", ".yml", ".py")
+
+
+def search_path(paths: Sequence[str | Path] = (), plugin_dirs: Iterable[Path] = ()) -> list[Path]:
+    """The directories and files searched for runbooks, in order."""
+    if paths:
+        chosen = [Path(p) for p in paths]
+    elif os.environ.get("RUNBOOK_PATH"):
+        chosen = [Path(p) for p in os.environ["RUNBOOK_PATH"].split(os.pathsep) if p]
+    else:
+        chosen = [Path("runbooks")]
+    return [*chosen, *plugin_dirs]
+
+
+@dataclass
+class LoadedRunbook:
+    """A compiled runbook and where it came from."""
+
+    spec: RunbookSpec
+    file: str
+    params_model: type[BaseModel]
+    registry: StepTypeRegistry = field(repr=False)
+    located: Located | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The runbook's name."""
+        return self.spec.name
+
+    @cached_property
+    def step_hashes(self) -> dict[str, str]:
+        """Per-step content hash (config, probes, and step-type fingerprints such as function source)."""
+        out = {}
+        for step in self.spec.steps:
+            data = step.model_dump(mode="json", by_alias=True)
+            data["_fingerprints"] = [self._fingerprint(a.type, a.config) for a in _actions(step)]
+            out[step.id] = _digest(data)
+        return out
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Hash of the whole compiled runbook."""
+        data = self.spec.model_dump(mode="json", by_alias=True, exclude={"steps"})
+        return _digest({"runbook": data, "steps": self.step_hashes})
+
+    def _fingerprint(self, type_name: str, config: Any) -> str | None:
+        if type_name not in self.registry:
+            return None
+        return self.registry.get(type_name).fingerprint(config)
+
+    def location(self, step_id: str, key: str | None = None) -> str:
+        """``file:line`` of a step (for messages)."""
+        if self.located is None:
+            return self.file
+        idx = self.spec.index(step_id)
+        line, _ = self.located.position(("steps", idx, key) if key else ("steps", idx))
+        return f"{self.file}:{line}" if line else self.file
+
+
+def _actions(step: Any) -> list[Any]:
+    out = [step.action]
+    out += [c for c in (*step.precondition, *step.check, *(step.verify.checks if step.verify else ())) if c.type]
+    if step.rollback is not None:
+        out.append(step.rollback)
+    return out
+
+
+def _digest(data: Any) -> str:
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class Catalog:
+    """Runbooks by name, plus every problem found while loading them."""
+
+    def __init__(self, runbooks: dict[str, LoadedRunbook], problems: list[Problem], files: list[Path]) -> None:
+        self.runbooks, self.problems, self.files = runbooks, problems, files
+
+    @classmethod
+    def load(cls, registry: StepTypeRegistry, paths: Sequence[Path]) -> Catalog:
+        """Load every runbook under ``paths``; problems are collected, not raised."""
+        runbooks: dict[str, LoadedRunbook] = {}
+        problems: list[Problem] = []
+        files = _files(paths, problems)
+        clashes: set[str] = set()
+        for file in files:
+            try:
+                loaded = load_file(file, registry)
+            except ValidationError as exc:
+                problems.extend(exc.problems)
+                continue
+            for rb in loaded:
+                other = runbooks.get(rb.name)
+                if other is not None:
+                    problems.append(Problem(f"runbook name '{rb.name}' is also defined in {other.file}", file=rb.file))
+                    clashes.add(rb.name)
+                    continue
+                runbooks[rb.name] = rb
+        for name in clashes:
+            runbooks.pop(name, None)
+        return cls(runbooks, problems, files)
+
+    def get(self, name: str) -> LoadedRunbook:
+        """The runbook called ``name``; raises if unknown or defined twice."""
+        if name not in self.runbooks:
+            clash = [p for p in self.problems if f"runbook name '{name}' is also defined" in p.message]
+            if clash:
+                raise ValidationError(clash)
+            raise RunbookNotFound(name, self.names())
+        return self.runbooks[name]
+
+    def names(self) -> list[str]:
+        """Every loaded runbook's name, sorted."""
+        return sorted(self.runbooks)
+
+    def __iter__(self) -> Any:
+        return iter(self.runbooks[name] for name in self.names())
+
+
+def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            out.append(path)
+        elif path.is_dir():
+            out.extend(_walk(path))
+        elif path != Path("runbooks"):  # the default directory may simply not exist yet
+            problems.append(Problem("runbook path does not exist", file=str(path)))
+    seen: set[Path] = set()
+    unique = []
+    for f in out:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _walk(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for name in sorted(filenames):
+            if name.endswith(_SUFFIXES) and not name.startswith((".", "_")):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def load_file(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:
+    """Load the runbook(s) defined in one YAML or Python file."""
+    if path.suffix == ".py":
+        return _load_python(path, registry)
+    return [_load_yaml(path, registry)]
+
+
+def _load_yaml(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
+    from runner.compiler import compile_runbook
+    from runner.params import build_params_model
+    from runner.yamlsafe import load_yaml
+
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValidationError([Problem(f"cannot read file: {exc.strerror}", file=file)]) from None
+    located = load_yaml(raw, file)
+    spec = compile_runbook(located.data, registry, located=located, file=file)
+    return LoadedRunbook(spec, file, build_params_model(spec.name, spec.params), registry, located)
+
+
+def _load_python(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:
+    from runner.params import build_params_model
+    from runner.pyform import Runbook
+
+    module = import_runbook_module(path)
+    out = []
+    for value in vars(module).values():
+        if isinstance(value, Runbook):
+            spec = value.compile(registry, file=str(path))
+            model = value.params_model or build_params_model(spec.name, spec.params)
+            out.append(LoadedRunbook(spec, str(path), model, registry))
+    return out
+
+
+def import_runbook_module(path: Path) -> types.ModuleType:
+    """Import a Python runbook file as ``runbook_catalog.<stem>`` (once per process)."""
+    name = f"{PY_MODULE_PREFIX}.{path.stem}"
+    existing = sys.modules.get(name)
+    if existing is not None:
+        if Path(existing.__file__ or "").resolve() == path.resolve():
+            return existing
+        raise ValidationError([Problem(f"another Python runbook file is named {path.name} ({existing.__file__}); rename one", file=str(path))])
+    if PY_MODULE_PREFIX not in sys.modules:
+        parent = types.ModuleType(PY_MODULE_PREFIX)
+        parent.__path__ = []
+        sys.modules[PY_MODULE_PREFIX] = parent
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValidationError([Problem("cannot import this file as Python", file=str(path))])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(path.parent.resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        raise ValidationError([Problem(f"Python syntax error: {exc.msg}", file=str(path), line=exc.lineno, column=exc.offset)]) from None
+    except ValidationError:
+        del sys.modules[name]
+        raise
+    except Exception as exc:
+        del sys.modules[name]
+        line = _traceback_line(exc, path)
+        raise ValidationError([Problem(f"importing the runbook failed: {type(exc).__name__}: {exc}", file=str(path), line=line)]) from None
+    return module
+
+
+def _traceback_line(exc: BaseException, path: Path) -> int | None:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

@@ -1,0 +1,51 @@
+"""The ``runbook`` command line. ``main`` maps every error to one line and an exit code.
+
+Start-up stays light: this package imports click and the command modules only;
+each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``runbook`` console script."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: list[str]) -> int:
+    """Run the CLI with ``args`` and return the exit code (used by ``main`` and tests)."""
+    import click
+
+    from runner.cli.app import build_cli
+    from runner.cli.output import report_error
+    from runner.errors import ExitCode, RunbookError
+
+    debug = "--debug" in args or os.environ.get("RUNBOOK_DEBUG") == "1"
+    as_json = "--json" in args
+    try:
+        cli = build_cli()
+        result = cli.main(args, prog_name="runbook", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return int(ExitCode.INTERRUPTED)
+    except click.ClickException as exc:
+        report_error(exc, as_json=as_json, debug=debug)
+        return int(ExitCode.USAGE)
+    except RunbookError as exc:
+        report_error(exc, as_json=as_json, debug=debug)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitCode.FAILED)
+    except Exception as exc:  # a bug: one line, traceback only with --debug
+        report_error(exc, as_json=as_json, debug=debug)
+        return int(ExitCode.FAILED)
+    return int(result) if isinstance(result, int) else 0

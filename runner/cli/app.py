@@ -1,0 +1,120 @@
+"""Root command group and the lazily built objects commands share."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from runner._version import __version__
+
+if TYPE_CHECKING:
+    from runner.catalog import Catalog
+    from runner.engine import Engine
+    from runner.plugin import PluginHost
+    from runner.settings import Settings
+    from runner.store.base import Store
+
+__all__ = ["AppState", "build_cli", "json_option", "pass_state"]
+
+
+class AppState:
+    """What every command may need; each piece is built on first use."""
+
+    def __init__(self, host: PluginHost, *, paths: tuple[str, ...], store: str | None, inventory: str | None,
+                 known_hosts: str | None, debug: bool, json_output: bool) -> None:  # fmt: skip
+        self.host, self.debug, self.json = host, debug, json_output
+        self._options = {"paths": list(paths), "store_url": store, "inventory": inventory, "known_hosts": known_hosts}
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Settings from global options and ``RUNBOOK_*`` variables."""
+        from runner.settings import Settings
+
+        return Settings(**self._options)  # type: ignore[arg-type]
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The runbooks on the search path."""
+        from runner.catalog import Catalog, search_path
+
+        dirs = search_path(self.settings.paths, self.host.runbook_sources.directories())
+        return Catalog.load(self.host.step_types, dirs)
+
+    @cached_property
+    def store(self) -> Store:
+        """The journal store (opened, and created if new)."""
+        return self.host.stores.open(self.settings.resolved_store_url())
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The engine over the store and catalog."""
+        from runner.engine import Engine
+
+        return Engine(self.host, self.store, self.catalog, self.settings)
+
+    def cli_prefix(self) -> list[str]:
+        """Global options to repeat in a ``next.command`` so it runs against the same runbooks and store."""
+        out: list[str] = []
+        for path in self._options["paths"]:
+            out += ["--path", str(path)]
+        if self._options["store_url"]:
+            out += ["--store", str(self._options["store_url"])]
+        for key in ("inventory", "known_hosts"):
+            if self._options[key]:
+                out += [f"--{key.replace('_', '-')}", str(self._options[key])]
+        return out
+
+
+pass_state = click.make_pass_decorator(AppState)
+
+
+def json_option(fn: Any) -> Any:
+    """``--json``: print one JSON document on stdout and nothing else."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value and ctx.find_object(AppState) is not None:
+            ctx.find_object(AppState).json = True  # type: ignore[union-attr]
+        return value
+
+    return click.option("--json", "json_output", is_flag=True, expose_value=False, callback=set_json, is_eager=True,
+                        help="Print one JSON document (the documented shape) and nothing else on stdout.")(fn)  # fmt: skip
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # keep the documented order, not alphabetical
+
+
+def build_cli() -> click.Group:
+    """The root group with the core's commands and every plugin's."""
+    from runner.cli import catalog_cmds, run_cmds
+    from runner.plugin import PluginHost
+
+    host = PluginHost()
+
+    @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    @click.version_option(__version__, "--version", prog_name="runbook", message="%(prog)s %(version)s")
+    @click.option("--path", "paths", multiple=True, metavar="DIR|FILE", help="Where runbooks are (repeatable; default ./runbooks or RUNBOOK_PATH).")
+    @click.option("--store", metavar="URL", help="Journal store URL (default: sqlite under .runbook/; env RUNBOOK_STORE).")
+    @click.option("--inventory", metavar="FILE", help="Inventory of hosts and groups (env RUNBOOK_INVENTORY).")
+    @click.option("--known-hosts", metavar="FILE", help="known_hosts file for SSH (env RUNBOOK_KNOWN_HOSTS).")
+    @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+    @click.option("--json", "json_output", is_flag=True, help="Machine output for every command (same as the command's --json).")
+    @click.pass_context
+    def cli(ctx: click.Context, paths: tuple[str, ...], store: str | None, inventory: str | None,
+            known_hosts: str | None, debug: bool, json_output: bool) -> None:  # fmt: skip
+        """Executable runbooks: typed, idempotent steps, run durably.
+
+        Exit codes: 0 succeeded, 1 failed, 2 usage or validation error, 3 paused or budget
+        reached, 4 waiting (approval, wait step, decision), 5 cancelled, 6 conflict,
+        130 interrupted.
+        """
+        ctx.obj = AppState(host, paths=paths, store=store, inventory=inventory, known_hosts=known_hosts,
+                           debug=debug, json_output=json_output)  # fmt: skip
+
+    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS):
+        cli.add_command(command)
+    host.add_commands(cli)
+    return cli

@@ -1,0 +1,260 @@
+"""``runbook list | show | validate | schema | plugins``: what runbooks and plugins there are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from runner.cli.app import AppState, json_option, pass_state
+
+if TYPE_CHECKING:
+    from runner.catalog import LoadedRunbook
+    from runner.model import Check
+
+__all__ = ["COMMANDS", "runbook_summary"]
+
+
+def runbook_summary(rb: LoadedRunbook) -> dict[str, Any]:
+    """JSON shape of one catalog entry (``list --json``, the HTTP catalog, MCP)."""
+    return {
+        "name": rb.name,
+        "description": rb.spec.description,
+        "version": rb.spec.version,
+        "tags": list(rb.spec.tags),
+        "file": rb.file,
+        "steps": len(rb.spec.steps),
+        "params_schema": rb.params_model.model_json_schema(),
+    }
+
+
+def _warn_problems(state: AppState) -> None:
+    from runner.cli.output import err_console
+
+    for problem in state.catalog.problems:
+        err_console().print(f"[yellow]warning:[/] {problem}", markup=True, highlight=False)
+
+
+@click.command("list")
+@click.option("--tag", "tags", multiple=True, help="Only runbooks carrying this tag (repeatable).")
+@json_option
+@pass_state
+def list_cmd(state: AppState, tags: tuple[str, ...]) -> int:
+    """List the runbooks on the search path."""
+    items = [rb for rb in state.catalog if not tags or set(tags) <= set(rb.spec.tags)]
+    if state.json:
+        from runner.cli.output import emit_json
+
+        emit_json({"runbooks": [runbook_summary(rb) for rb in items], "problems": [p.as_dict() for p in state.catalog.problems]})
+        return 0
+    from rich.table import Table
+
+    from runner.cli.output import console
+
+    _warn_problems(state)
+    if not items:
+        console().print("No runbooks found. Put YAML or Python runbooks in ./runbooks or pass --path.")
+        return 0
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("NAME", "PARAMS", "STEPS", "DESCRIPTION"):
+        table.add_column(col, overflow="fold")
+    for rb in items:
+        params = ", ".join(f"{n}{'' if s.is_required() else '?'}" for n, s in rb.spec.params.items())
+        table.add_row(rb.name, params or "-", str(len(rb.spec.steps)), rb.spec.description.strip().splitlines()[0] if rb.spec.description else "")
+    console().print(table)
+    return 0
+
+
+def _check_text(check: Check, state: AppState) -> str:
+    if check.expr is not None:
+        return f"expr {check.expr}"
+    step_type = state.host.step_types.get(check.type or "")
+    text = f"{check.type}: {step_type.summary(check.config)}"
+    if check.expect is not None:
+        text += "  expect " + ", ".join(f"{k}={v}" for k, v in check.expect.model_dump(by_alias=True, exclude_none=True).items())
+    return text
+
+
+@click.command("show")
+@click.argument("name")
+@json_option
+@pass_state
+def show_cmd(state: AppState, name: str) -> int:
+    """Show a runbook: params with types, defaults and descriptions; steps with their checks."""
+    rb = state.catalog.get(name)
+    if state.json:
+        from runner.cli.output import emit_json
+
+        emit_json({**runbook_summary(rb), "runbook": rb.spec.model_dump(mode="json", by_alias=True), "content_hash": rb.content_hash})
+        return 0
+    from rich.table import Table
+
+    from runner.cli.output import console
+    from runner.durations import format_duration
+
+    out = console()
+    out.print(f"[bold]{rb.name}[/] v{rb.spec.version}  [dim]{rb.file}[/]")
+    if rb.spec.description:
+        out.print(rb.spec.description.strip())
+    if rb.spec.lock:
+        out.print(f"lock: {rb.spec.lock}")
+    if rb.spec.params:
+        table = Table(title="params", box=None, title_justify="left", header_style="bold")
+        for col in ("NAME", "TYPE", "REQUIRED", "DEFAULT", "DESCRIPTION"):
+            table.add_column(col, overflow="fold")
+        for pname, spec in rb.spec.params.items():
+            kind = "secret ref" if spec.secret else (f"one of {spec.enum}" if spec.enum else spec.type)
+            default = "" if spec.is_required() else repr(spec.default)
+            table.add_row(pname, kind, "yes" if spec.is_required() else "no", default, spec.description)
+        out.print(table)
+    out.print("[bold]steps[/]")
+    for i, step in enumerate(rb.spec.steps, 1):
+        st = state.host.step_types.get(step.action.type)
+        extras = []
+        if step.timeout is not None:
+            extras.append(f"timeout {format_duration(step.timeout)}")
+        if step.retry.attempts > 1:
+            extras.append(f"retry {step.retry.attempts}x")
+        if step.idempotent:
+            extras.append("idempotent")
+        if step.targets is not None:
+            extras.append(f"targets {step.targets}")
+        out.print(f"  {i}. [bold]{step.id}[/] {step.action.type}: {st.summary(step.action.config)}" + (f"  [dim]({', '.join(extras)})[/]" if extras else ""))
+        if step.description:
+            out.print(f"       {step.description}")
+        if step.when is not None:
+            out.print(f"       when: {step.when}")
+        for label, checks in (("precondition", step.precondition), ("check", step.check)):
+            for c in checks:
+                out.print(f"       {label}: {_check_text(c, state)}")
+        if step.verify is not None:
+            for c in step.verify.checks:
+                out.print(f"       verify (within {format_duration(step.verify.within)}, every {format_duration(step.verify.every)}): {_check_text(c, state)}")
+        if step.rollback is not None:
+            rst = state.host.step_types.get(step.rollback.type)
+            out.print(f"       rollback: {step.rollback.type}: {rst.summary(step.rollback.config)}")
+    return 0
+
+
+def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+    """(loaded runbooks, problems) for ``paths`` (or the search path), template syntax included."""
+    from runner.catalog import Catalog, search_path
+    from runner.steptypes import is_template
+    from runner.templating import Renderer
+
+    if paths:
+        catalog = Catalog.load(state.host.step_types, [Path(p) for p in paths])
+        for p in paths:
+            if not Path(p).exists():
+                from runner.errors import Problem
+
+                catalog.problems.append(Problem("no such file or directory", file=p))
+    else:
+        catalog = Catalog.load(state.host.step_types, search_path(state.settings.paths, state.host.runbook_sources.directories()))
+    renderer = Renderer(dict(state.host.template_filters.items()))
+    problems = list(catalog.problems)
+    for rb in catalog:
+        for path, text in _strings(rb.spec.model_dump(mode="json", by_alias=True)):
+            if is_template(text):
+                msg = renderer.check_syntax(text)
+                if msg is not None:
+                    problems.append(_template_problem(rb, path, msg))
+    return list(catalog), problems
+
+
+def _template_problem(rb: LoadedRunbook, path: tuple[Any, ...], msg: str) -> Any:
+    from runner.errors import Problem
+
+    where = None
+    line = None
+    if len(path) >= 2 and path[0] == "steps":
+        step = rb.spec.steps[path[1]]
+        where = f"step '{step.id}', field '{'.'.join(str(p) for p in path[2:] if p not in ('action', 'config'))}'"
+        if rb.located is not None:
+            line = rb.located.position(("steps", path[1]))[0]
+    return Problem(msg, file=rb.file, line=line, where=where)
+
+
+def _strings(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _strings(v, (*path, k))]
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in _strings(v, (*path, i))]
+    return []
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path())
+@json_option
+@pass_state
+def validate_cmd(state: AppState, paths: tuple[str, ...]) -> int:
+    """Check runbook files (default: the search path) and report every problem; exit 2 if any."""
+    runbooks, problems = validate_files(state, paths)
+    if state.json:
+        from runner.cli.output import emit_json
+
+        emit_json({"valid": not problems, "runbooks": [{"name": rb.name, "file": rb.file} for rb in runbooks],
+                   "problems": [p.as_dict() for p in problems]})  # fmt: skip
+    else:
+        import sys
+
+        for problem in problems:
+            sys.stderr.write(f"error: {problem}\n")
+        from runner.cli.output import console
+
+        verdict = "[green]ok[/]" if not problems else f"[red]{len(problems)} problem{'s' if len(problems) != 1 else ''}[/]"
+        console().print(f"{len(runbooks)} runbook{'s' if len(runbooks) != 1 else ''} valid, {verdict}")
+    return 2 if problems else 0
+
+
+@click.command("schema")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@json_option
+@pass_state
+def schema_cmd(state: AppState, output: str | None) -> int:
+    """Print the JSON Schema (draft 2020-12) of runbook files, for editors and CI."""
+    import json
+
+    from runner.schema import runbook_schema
+
+    text = json.dumps(runbook_schema(state.host.step_types), indent=2) + "\n"
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    return 0
+
+
+@click.command("plugins")
+@json_option
+@pass_state
+def plugins_cmd(state: AppState) -> int:
+    """Show the loaded plugins, what each contributes and where it comes from."""
+    infos = state.host.describe()
+    from runner.plugin import disabled_plugins
+
+    if state.json:
+        from runner.cli.output import emit_json
+
+        emit_json({"plugins": [i.as_dict() for i in infos], "disabled": disabled_plugins()})
+        return 0
+    from rich.table import Table
+
+    from runner.cli.output import console
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("PLUGIN", "CONTRIBUTES", "FROM"):
+        table.add_column(col, overflow="fold")
+    for info in infos:
+        what = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in info.contributes.items()) or "-"
+        table.add_row(info.name, what, info.distribution or info.location)
+    console().print(table)
+    if disabled_plugins():
+        console().print(f"disabled by RUNBOOK_DISABLE_PLUGINS: {', '.join(disabled_plugins())}")
+    return 0
+
+
+COMMANDS = (list_cmd, show_cmd, validate_cmd, schema_cmd, plugins_cmd)

@@ -1,0 +1,96 @@
+"""Printing for the CLI: one JSON document for machines, rich text for humans, one line per error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["console", "emit_json", "err_console", "report_error"]
+
+_consoles: dict[str, Console] = {}
+
+
+def console() -> Console:
+    """Console on stdout (colours only on a terminal; plain text otherwise)."""
+    if "out" not in _consoles:
+        from rich.console import Console
+
+        _consoles["out"] = Console(highlight=False, soft_wrap=True)
+    return _consoles["out"]
+
+
+def err_console() -> Console:
+    """Console on stderr."""
+    if "err" not in _consoles:
+        from rich.console import Console
+
+        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _consoles["err"]
+
+
+def emit_json(document: Any) -> None:
+    """Write ``document`` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error_document(exc: BaseException) -> dict[str, Any]:
+    """The JSON shape of an error: ``{"error": {type, message, hint, exit_code, problems?}}``."""
+    from runner.errors import RunbookError, ValidationError
+
+    code = exc.exit_code if isinstance(exc, RunbookError) else (2 if _is_click_usage(exc) else 1)
+    body: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": getattr(exc, "message", None) or _click_message(exc) or str(exc),
+        "hint": getattr(exc, "hint", None),
+        "exit_code": int(code),
+    }
+    if isinstance(exc, ValidationError):
+        body["problems"] = [p.as_dict() for p in exc.problems]
+    return {"error": body}
+
+
+def _is_click_usage(exc: BaseException) -> bool:
+    import click
+
+    return isinstance(exc, click.ClickException)
+
+
+def _click_message(exc: BaseException) -> str | None:
+    import click
+
+    if isinstance(exc, click.ClickException):
+        return exc.format_message()
+    return None
+
+
+def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> None:
+    """One clear line per problem on stderr (and the JSON error document on stdout with ``--json``)."""
+    from runner.errors import RunbookError, ValidationError
+
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    if as_json:
+        emit_json(error_document(exc))
+    if isinstance(exc, ValidationError):
+        for problem in exc.problems:
+            sys.stderr.write(f"error: {problem}\n")
+    elif isinstance(exc, RunbookError):
+        sys.stderr.write(f"error: {exc}\n")
+    elif _is_click_usage(exc):
+        import click
+
+        assert isinstance(exc, click.ClickException)
+        ctx = getattr(exc, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx is not None else ""
+        sys.stderr.write(f"error{where}: {exc.format_message()}\n")
+    else:
+        hint = "" if debug else " (run with --debug for the traceback)"
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}{hint}\n")
+    sys.stderr.flush()

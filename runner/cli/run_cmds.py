@@ -1,0 +1,5 @@
+"""Run commands (filled in with the engine)."""
+
+from __future__ import annotations
+
+COMMANDS: tuple[object, ...] = ()

@@ -1,0 +1,26 @@
+"""Hook implementations of the core itself (registered from ``runner.plugin._CORE_PLUGINS``)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from runner.plugin import hookimpl
+
+if TYPE_CHECKING:
+    from runner.context import Context
+    from runner.registry import TemplateFilterRegistry
+    from runner.steptypes import ActionResult, StepType, Wait
+
+
+@hookimpl(trylast=True)
+def runbook_execute_action(step_type: StepType, config: Any, ctx: Context) -> ActionResult | Wait:
+    """Run the action: the innermost implementation, which wrappers surround."""
+    return step_type.execute(config, ctx)
+
+
+@hookimpl
+def runbook_register_template_filters(registry: TemplateFilterRegistry) -> None:
+    """Filters every runbook may use: ``to_json``, ``from_json``."""
+    registry.add("to_json", lambda value: json.dumps(value, sort_keys=True, default=str))
+    registry.add("from_json", json.loads)

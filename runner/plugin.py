@@ -1,0 +1,214 @@
+"""Plugin manager factory and the typed facade the core calls hooks through.
+
+Nothing is loaded at import time. :func:`get_plugin_manager` returns a fresh
+manager: it adds the hook specs, honours the ``RUNBOOK_DISABLE_PLUGINS`` block
+list, loads the ``runbook`` entry-point group (built-in plugins are registered
+there too), registers the core's own implementations, then calls
+``check_pending()`` so that a misspelt hook fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from runner.registry import (
+        AlertSourceRegistry,
+        RunbookSourceRegistry,
+        SecretProviderRegistry,
+        StepTypeRegistry,
+        StoreRegistry,
+        TemplateFilterRegistry,
+    )
+    from runner.store.records import Event, RunRecord
+
+__all__ = ["NAME", "PluginHost", "PluginInfo", "get_plugin_manager", "hookimpl", "hookspec"]
+
+NAME = "runbook"
+"""The pluggy project name and the entry-point group."""
+
+hookspec = pluggy.HookspecMarker(NAME)
+hookimpl = pluggy.HookimplMarker(NAME)
+
+_CORE_PLUGINS: tuple[str, ...] = ("runner.coreplugin",)
+
+
+def disabled_plugins(value: str | None = None) -> list[str]:
+    """Names blocked by ``RUNBOOK_DISABLE_PLUGINS`` (comma separated)."""
+    raw = os.environ.get("RUNBOOK_DISABLE_PLUGINS", "") if value is None else value
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def get_plugin_manager(
+    *, disable: Iterable[str] | None = None, extra: Iterable[object] = (), entrypoints: bool = True
+) -> pluggy.PluginManager:
+    """Return a new plugin manager with every enabled plugin registered and validated.
+
+    :param disable: plugin names to block; defaults to ``RUNBOOK_DISABLE_PLUGINS``.
+    :param extra: plugin objects to register in addition (embedding applications, tests).
+    :param entrypoints: load the ``runbook`` entry-point group (the built-ins live there).
+    """
+    import importlib
+
+    from runner import hookspecs
+    from runner.errors import PluginError
+
+    pm = pluggy.PluginManager(NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in disabled_plugins() if disable is None else disable:
+        pm.set_blocked(name)
+    if entrypoints:
+        try:
+            pm.load_setuptools_entrypoints(NAME)
+        except Exception as exc:  # a broken third-party plugin must not look like our bug
+            raise PluginError(f"could not load a '{NAME}' entry-point plugin: {exc}") from exc
+    for module_name in _CORE_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    for plugin in extra:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"plugin '{exc.plugin_name if hasattr(exc, 'plugin_name') else exc.plugin}' is invalid: {exc}"
+        ) from exc
+    return pm
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``runbook plugins`` shows for one plugin."""
+
+    name: str
+    module: str
+    location: str
+    distribution: str | None
+    contributes: dict[str, list[str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape of ``runbook plugins --json``."""
+        return {
+            "name": self.name,
+            "module": self.module,
+            "location": self.location,
+            "distribution": self.distribution,
+            "contributes": self.contributes,
+        }
+
+
+class PluginHost:
+    """Typed facade over a plugin manager: registries are built once, on first use."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        self.pm = pm if pm is not None else get_plugin_manager()
+
+    def _fill(self, registry: Any, hook_name: str) -> Any:
+        caller = getattr(self.pm.hook, hook_name)
+        # Call each implementation on its own so the registry knows who contributed what.
+        for impl in reversed(caller.get_hookimpls()):
+            with registry.contributor(impl.plugin_name):
+                impl.function(registry=registry)
+        return registry
+
+    @cached_property
+    def step_types(self) -> StepTypeRegistry:
+        """Every registered step type by name."""
+        from runner.registry import StepTypeRegistry
+
+        return self._fill(StepTypeRegistry(), "runbook_register_step_types")  # type: ignore[no-any-return]
+
+    @cached_property
+    def stores(self) -> StoreRegistry:
+        """Store factories by URL scheme."""
+        from runner.registry import StoreRegistry
+
+        return self._fill(StoreRegistry(), "runbook_register_stores")  # type: ignore[no-any-return]
+
+    @cached_property
+    def secret_providers(self) -> SecretProviderRegistry:
+        """Secret resolvers by reference scheme."""
+        from runner.registry import SecretProviderRegistry
+
+        return self._fill(SecretProviderRegistry(), "runbook_register_secret_providers")  # type: ignore[no-any-return]
+
+    @cached_property
+    def alert_sources(self) -> AlertSourceRegistry:
+        """Alert sources by name."""
+        from runner.registry import AlertSourceRegistry
+
+        return self._fill(AlertSourceRegistry(), "runbook_register_alert_sources")  # type: ignore[no-any-return]
+
+    @cached_property
+    def template_filters(self) -> TemplateFilterRegistry:
+        """Extra Jinja2 filters by name."""
+        from runner.registry import TemplateFilterRegistry
+
+        return self._fill(TemplateFilterRegistry(), "runbook_register_template_filters")  # type: ignore[no-any-return]
+
+    @cached_property
+    def runbook_sources(self) -> RunbookSourceRegistry:
+        """Runbook directories shipped by plugins."""
+        from runner.registry import RunbookSourceRegistry
+
+        return self._fill(RunbookSourceRegistry(), "runbook_register_runbook_sources")  # type: ignore[no-any-return]
+
+    def add_commands(self, cli: click.Group) -> None:
+        """Let plugins add sub-commands to ``cli``."""
+        self.pm.hook.runbook_add_commands(cli=cli)
+
+    def on_event(self, event: Event, run: RunRecord) -> None:
+        """Tell observers about a committed event; their failures never affect the run."""
+        if not self._has_observers:
+            return
+        import logging
+
+        for impl in self.pm.hook.runbook_on_event.get_hookimpls():
+            try:
+                impl.function(event=event, run=run)
+            except Exception:  # an observer's bug must not fail the operation
+                logging.getLogger("runbook.plugins").exception("plugin %s failed in runbook_on_event", impl.plugin_name)
+
+    @cached_property
+    def _has_observers(self) -> bool:
+        return bool(self.pm.hook.runbook_on_event.get_hookimpls())
+
+    def execute_action(self, step_type: Any, config: Any, ctx: Any) -> Any:
+        """Run one action or probe through the (possibly wrapped) ``runbook_execute_action`` hook."""
+        return self.pm.hook.runbook_execute_action(step_type=step_type, config=config, ctx=ctx)
+
+    def describe(self) -> list[PluginInfo]:
+        """Loaded plugins, what each contributes and where it comes from."""
+        contributions: dict[str, dict[str, list[str]]] = {}
+        for kind, registry in (
+            ("step_types", self.step_types),
+            ("stores", self.stores),
+            ("secret_providers", self.secret_providers),
+            ("alert_sources", self.alert_sources),
+            ("template_filters", self.template_filters),
+            ("runbook_sources", self.runbook_sources),
+        ):
+            for item_name, plugin_name in registry.contributors().items():
+                contributions.setdefault(plugin_name, {}).setdefault(kind, []).append(item_name)
+        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            module = getattr(plugin, "__name__", type(plugin).__name__)
+            location = getattr(plugin, "__file__", None) or "<object>"
+            dist = dists.get(id(plugin))
+            dist_name = f"{dist.metadata['name']} {dist.version}" if dist is not None else None
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [] if not h.name.startswith("runbook_register_"))
+            contributes = dict(sorted(contributions.get(name, {}).items()))
+            if hooks:
+                contributes["hooks"] = hooks
+            out.append(PluginInfo(name, module, str(location), dist_name, contributes))
+        return sorted(out, key=lambda p: p.name)

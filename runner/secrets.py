@@ -1,0 +1,115 @@
+"""Secret references and redaction.
+
+A secret is named by reference (``env:NAME``, ``file:PATH`` or a plugin's
+scheme) and resolved only when a step needs it. Every resolved value is added
+to the run's :class:`Redactor`, which replaces it (by literal match, regex
+metacharacters included) in every output, event, error and log line before
+anything is stored or printed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from runner.errors import SecretError
+from runner.registry import SecretProviderRegistry
+
+__all__ = ["MASK", "Redactor", "SecretResolver", "SecretsView"]
+
+MASK = "***"
+_MIN_LEN = 3  # shorter values would shred ordinary text; secrets that short are refused
+
+
+class Redactor:
+    """Replaces known secret values by :data:`MASK` in strings and nested JSON values."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values: list[str] = []
+        for v in values:
+            self.add(v)
+
+    def add(self, value: str) -> None:
+        """Start redacting ``value`` (and its JSON-escaped form)."""
+        forms = {value, json.dumps(value)[1:-1], value.strip()}
+        for form in forms:
+            if len(form) >= _MIN_LEN and form not in self._values:
+                self._values.append(form)
+        self._values.sort(key=len, reverse=True)  # longest first: a value containing another is fully masked
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret value masked."""
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """A copy of a JSON-like ``value`` with secrets masked in every string, key included."""
+        if not self._values:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+
+class SecretResolver:
+    """Resolves references through the registered providers, feeding the redactor."""
+
+    def __init__(self, providers: SecretProviderRegistry, redactor: Redactor) -> None:
+        self.providers, self.redactor = providers, redactor
+        self._cache: dict[str, str] = {}
+
+    def resolve(self, ref: str, *, name: str = "secret") -> str:
+        """The value behind ``ref``; raises :class:`SecretError` naming the reference, never the value."""
+        if ref in self._cache:
+            return self._cache[ref]
+        scheme, sep, rest = ref.partition(":")
+        if not sep or scheme not in self.providers:
+            known = ", ".join(f"{s}:" for s in self.providers.names())
+            raise SecretError(f"{name}: reference '{ref}' has no known scheme; expected one of {known}")
+        value = self.providers.get(scheme)(rest)
+        if not isinstance(value, str):
+            raise SecretError(f"{name}: provider '{scheme}' returned {type(value).__name__}, expected a string")
+        if len(value) < _MIN_LEN:
+            raise SecretError(f"{name}: the value behind '{ref}' is shorter than {_MIN_LEN} characters; refusing to use it")
+        self.redactor.add(value)
+        self._cache[ref] = value
+        return value
+
+
+class SecretsView(Mapping[str, str]):
+    """``secrets`` in templates: resolves a declared secret on first access."""
+
+    def __init__(self, refs: Mapping[str, str], resolver: SecretResolver) -> None:
+        self._refs, self._resolver = dict(refs), resolver
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self._refs:
+            raise KeyError(f"no secret named '{key}' is declared under 'secrets:'")
+        return self._resolver.resolve(self._refs[key], name=f"secret '{key}'")
+
+    def __getattr__(self, key: str) -> str:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __iter__(self) -> Any:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"<secrets {', '.join(self._refs)}>"

@@ -1,0 +1,151 @@
+"""The API a step-type plugin implements.
+
+A step type is the key of a runbook step (``shell``, ``ssh``, ``http`` ...). Its
+``Config`` pydantic model validates the value under that key twice: once when
+the runbook is loaded (template strings such as ``"{{ params.port }}"`` are
+accepted where a typed value goes, through :data:`Templated`), and again after
+rendering, when only real values are accepted.
+
+``execute`` returns an :class:`ActionResult` (the engine applies ``expect`` to
+it) or a :class:`Wait` (the run waits without a live process and the engine
+calls ``execute`` again on the next resume, with ``ctx.state`` kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+if TYPE_CHECKING:
+    from runner.context import Context
+
+__all__ = ["ActionResult", "StepConfig", "StepType", "Templated", "Wait", "is_template"]
+
+T = TypeVar("T")
+
+
+def is_template(value: object) -> bool:
+    """True if ``value`` is a string holding Jinja2 template syntax."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _template_only(value: str, info: ValidationInfo) -> str:
+    if not is_template(value):
+        raise ValueError("expected a value of the declared type or a '{{ ... }}' template")
+    if info.context and info.context.get("rendered"):
+        raise ValueError(f"template rendered to {value!r}, which is not a value of the declared type")
+    return value
+
+
+_TemplateString = Annotated[str, AfterValidator(_template_only)]
+
+
+class _TemplatedFactory:
+    def __getitem__(self, item: Any) -> Any:
+        return item | _TemplateString
+
+
+Templated: Any = _TemplatedFactory()
+"""``Templated[int]``: an ``int``, or a template string that must render to one."""
+
+
+class StepConfig(BaseModel):
+    """Base for step-type ``Config`` models: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+@dataclass
+class ActionResult:
+    """What an action or probe observed. Fields a step type does not use stay ``None``.
+
+    ``output`` is the JSON value stored in the journal and visible to later templates
+    as ``steps.<id>.output``; when it is ``None`` the engine stores :meth:`as_output`.
+    """
+
+    output: Any = None
+    exit_code: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    status: int | None = None
+    json: Any = None
+    headers: dict[str, str] | None = None
+    body: str | None = None
+    ok: bool | None = None
+    truncated: bool = False
+    detail: str = ""
+    duration: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_output(self) -> Any:
+        """The JSON value stored for this result: ``output`` or the observed fields."""
+        if self.output is not None:
+            return self.output
+        out = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if v not in (None, {}, False, "") and k not in ("output", "detail", "extra", "ok", "duration")
+        }
+        return out or None
+
+    def as_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (for Python steps that return a result)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class Wait:
+    """The step cannot finish yet; the run waits without a process.
+
+    :param reason: one line saying what the step waits for.
+    :param not_before: epoch seconds before which polling again is pointless.
+    :param kind: ``wait``, ``approval`` or ``child`` (what ``next`` should say).
+    :param deadline: epoch seconds after which the step gives up (informational).
+    """
+
+    reason: str
+    not_before: float | None = None
+    kind: str = "wait"
+    deadline: float | None = None
+
+
+class StepType:
+    """Base class of step types. Subclasses set the class attributes and implement ``execute``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+    description: ClassVar[str] = ""
+    probe: ClassVar[bool] = False
+    """True if the type may appear in ``check``, ``precondition`` and ``verify``."""
+    default_expect: ClassVar[dict[str, Any]] = {}
+    """Expectation applied when a step or check gives no ``expect`` (e.g. ``{"exit_code": 0}``)."""
+    may_wait: ClassVar[bool] = False
+    """True if ``execute`` may return :class:`Wait`."""
+    unrendered: ClassVar[frozenset[str]] = frozenset()
+    """Config fields the engine passes through untemplated (code such as a script, nested checks)."""
+
+    def shorthand(self, value: Any) -> Any:
+        """Turn a non-mapping value (e.g. ``shell: [argv]``) into the mapping ``Config`` takes."""
+        return value
+
+    def execute(self, config: Any, ctx: Context) -> ActionResult | Wait:
+        """Carry out the action (or probe) described by the validated ``config``."""
+        raise NotImplementedError
+
+    def summary(self, config: dict[str, Any]) -> str:
+        """One line describing an (unrendered) config for ``show`` and the live view."""
+        import json
+
+        text = json.dumps(config, separators=(",", ":"), default=str)
+        return text if len(text) <= 100 else text[:97] + "..."
+
+    def fingerprint(self, config: dict[str, Any]) -> str | None:
+        """Extra identity of an action beyond its config (e.g. a Python function's source)."""
+        return None
+
+    def estimate(self, config: dict[str, Any]) -> float | None:
+        """Seconds the action is known to take, when the config says (``wait: {for: 30s}``)."""
+        return None

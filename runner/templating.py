@@ -1,0 +1,104 @@
+"""Template rendering for runbook fields.
+
+Jinja2's ``SandboxedEnvironment`` with ``StrictUndefined``: a typo is an error,
+not an empty string, and templates cannot reach Python internals. Only the
+runbook's own strings are templates; values (params, outputs, alert labels)
+are inserted as data and never rendered again, so a param such as
+``{{ 7*7 }}`` or ``x; rm -rf /`` arrives literally.
+
+A field that is exactly one expression (``"{{ params.port }}"``) evaluates to
+the expression's native value (an int stays an int); any other template
+renders to a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from runner.errors import TemplateError
+from runner.steptypes import is_template
+
+__all__ = ["Renderer"]
+
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%).)*)\}\}\s*$", re.S)
+
+
+class Renderer:
+    """Renders template strings found in nested config values. Compiled templates are cached."""
+
+    def __init__(self, filters: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        from jinja2 import StrictUndefined
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        self.env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        self.env.filters.update(filters or {})
+        self.env.filters.setdefault("shquote", _shquote)
+        self._cache: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+    def _compile(self, text: str) -> Callable[[Mapping[str, Any]], Any]:
+        fn = self._cache.get(text)
+        if fn is None:
+            single = _SINGLE.match(text)
+            if single:
+                expr = self.env.compile_expression(single.group("expr"), undefined_to_none=False)
+                fn = expr
+            else:
+                template = self.env.from_string(text)
+                fn = template.render
+            self._cache[text] = fn
+        return fn
+
+    def check_syntax(self, text: str) -> str | None:
+        """Return a syntax error message for ``text``, or ``None`` if it compiles."""
+        from jinja2 import TemplateSyntaxError
+
+        try:
+            self._compile(text)
+        except TemplateSyntaxError as exc:
+            return f"template syntax error: {exc.message}"
+        return None
+
+    def render(self, value: Any, context: Mapping[str, Any], *, file: str | None = None, step: str | None = None,
+               field: str | None = None) -> Any:  # fmt: skip
+        """Render every template string inside ``value`` (dicts and lists are walked)."""
+        if isinstance(value, str):
+            if not is_template(value):
+                return value
+            return self._render_one(value, context, file=file, step=step, field=field)
+        if isinstance(value, dict):
+            return {k: self.render(v, context, file=file, step=step, field=f"{field}.{k}" if field else str(k))
+                    for k, v in value.items()}  # fmt: skip
+        if isinstance(value, list | tuple):
+            return [self.render(v, context, file=file, step=step, field=f"{field}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    def _render_one(self, text: str, context: Mapping[str, Any], *, file: str | None, step: str | None, field: str | None) -> Any:
+        from jinja2 import TemplateError as JinjaError
+        from jinja2.exceptions import SecurityError
+
+        try:
+            return self._compile(text)(context)  # type: ignore[call-arg]
+        except SecurityError as exc:
+            raise TemplateError(f"template not allowed by the sandbox: {exc}", file=file, step=step, field=field) from None
+        except JinjaError as exc:
+            raise TemplateError(f"template {text!r} failed: {exc.message or exc}", file=file, step=step, field=field) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+            raise TemplateError(f"template {text!r} failed: {exc}", file=file, step=step, field=field) from None
+
+    def truthy(self, value: Any, context: Mapping[str, Any], *, file: str | None, step: str | None, field: str) -> bool:
+        """Evaluate a ``when``/``expr`` condition. Plain strings are expressions too."""
+        if isinstance(value, bool) or value is None:
+            return bool(value) if value is not None else True
+        text = value if is_template(value) else "{{ " + str(value) + " }}"
+        result = self._render_one(text, context, file=file, step=step, field=field)
+        if isinstance(result, str):
+            return result.strip().lower() not in ("", "false", "no", "0", "none")
+        return bool(result)
+
+
+def _shquote(value: Any) -> str:
+    import shlex
+
+    return shlex.quote(str(value))

@@ -1,0 +1,130 @@
+"""Safe YAML loading with source positions.
+
+Stricter than ``yaml.safe_load``: aliases and merge keys are refused
+(no alias bombs, no hidden sharing), duplicate keys are refused, and the input
+size is capped. Every node's position is kept so that later validation errors
+can name ``file:line:column``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from runner.errors import Problem, ValidationError
+
+__all__ = ["DEFAULT_MAX_BYTES", "Located", "load_yaml"]
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+Path_ = tuple[str | int, ...]
+
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class Located:
+    """A loaded document and the 1-based (line, column) of every key and value in it."""
+
+    data: Any
+    file: str
+    positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: Path_) -> tuple[int | None, int | None]:
+        """Position of ``path``, or of its nearest ancestor that has one."""
+        for n in range(len(path), -1, -1):
+            pos = self.positions.get(tuple(path[:n]))
+            if pos is not None:
+                return pos
+        return None, None
+
+    def problem(self, path: Path_, message: str, where: str | None = None) -> Problem:
+        """A :class:`Problem` located at ``path``."""
+        line, col = self.position(path)
+        return Problem(message=message, file=self.file, line=line, column=col, where=where)
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, mark: Any = None, pos: tuple[int, int] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos if pos is not None else _mark(mark)
+
+
+def _mark(mark: Any) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+class _Builder:
+    """Turns a composed node tree into plain data, recording positions and refusing duplicates."""
+
+    def __init__(self, loader: Any, located: Located) -> None:
+        self.loader, self.located = loader, located
+        self.seen: set[int] = set()
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        # The composer turns an alias into a second reference to the anchored node; refusing any
+        # node met twice stops alias bombs before a single expansion happens.
+        if id(node) in self.seen:
+            line, col = self.located.position(path)
+            anchored = _mark(node.start_mark)
+            raise _Refused(
+                f"YAML aliases are not allowed in runbooks (this refers to the anchor at line {anchored[0]})",
+                pos=(line, col) if line is not None and col is not None else anchored,
+            )
+        self.seen.add(id(node))
+        self.located.positions.setdefault(path, _mark(node.start_mark))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused("YAML merge keys (<<) are not allowed in runbooks", key_node.start_mark)
+            key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise _Refused("mapping keys must be plain scalars", key_node.start_mark)
+            if key in out:
+                first = self.located.positions.get((*path, str(key)))
+                at = f" (first defined at line {first[0]})" if first else ""
+                raise _Refused(f"duplicate key '{key}'{at}", key_node.start_mark)
+            self.located.positions[(*path, str(key))] = _mark(key_node.start_mark)
+            out[key] = self.build(value_node, (*path, str(key)))
+        return out
+
+
+def load_yaml(text: str | bytes, file: str, *, max_bytes: int | None = None) -> Located:
+    """Parse one YAML document from ``text`` (read from ``file``) safely.
+
+    Raises :class:`ValidationError` with file, line and column on any problem.
+    """
+    limit = max_bytes if max_bytes is not None else int(os.environ.get("RUNBOOK_MAX_FILE_BYTES", DEFAULT_MAX_BYTES))
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > limit:
+        raise ValidationError([Problem(f"file is {size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)", file=file)])
+    located = Located(data=None, file=file)
+    loader = _BaseLoader(text)
+    try:
+        node = loader.get_single_node()
+        located.data = {} if node is None else _Builder(loader, located).build(node, ())
+    except _Refused as exc:
+        line, col = exc.pos
+        raise ValidationError([Problem(exc.message, file=file, line=line, column=col)]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = _mark(mark) if mark is not None else (None, None)
+        what = exc.problem or "invalid YAML"
+        if exc.context:
+            what = f"{exc.context}: {what}"
+        raise ValidationError([Problem(f"YAML syntax error: {what}", file=file, line=line, column=col)]) from None
+    except yaml.YAMLError as exc:
+        raise ValidationError([Problem(f"YAML error: {exc}", file=file)]) from None
+    finally:
+        loader.dispose()
+    return located
