@@ -172,7 +172,14 @@ def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action |
     except PydanticValidationError as exc:
         ctx.pydantic((*path, type_name), exc)
         return None
-    return Action(type=type_name, config=model.model_dump(mode="json", by_alias=True, exclude_unset=True))
+    dumped = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    for name in step_type.check_fields:
+        if dumped.get(name) is not None:
+            checks = _checks(ctx, (*path, type_name, name), config[name])
+            if checks is None:
+                return None
+            dumped[name] = [c.model_dump(mode="json", by_alias=True, exclude_defaults=True) for c in checks]
+    return Action(type=type_name, config=dumped)
 
 
 def _check(ctx: _Ctx, path: Path_, raw: Any) -> Check | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runner.errors import CancelRequested
+from runner.errors import CancelRequested, Interrupted
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -44,6 +44,12 @@ class Services(Protocol):
 
     def journal(self, ctx: Context, kind: str, data: dict[str, Any]) -> None:
         """Append an informational event for the current step."""
+
+    def last_seq(self) -> int:
+        """Sequence number of the run's latest event (approvals after it count)."""
+
+    def persist_state(self, ctx: Context) -> None:
+        """Write ``ctx.state`` now, before an effect that must not be repeated."""
 
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:
         """A run-scoped resource (e.g. an SSH connection), created once, closed when the run stops."""
@@ -84,6 +90,7 @@ class Context:
         self._cancel = cancel or threading.Event()
         self._on_cancel: list[Callable[[], None]] = []
         self.cancel_reason = ""
+        self._cancel_exc: type[CancelRequested | Interrupted] = CancelRequested
 
     # ------------------------------------------------------------------ time and cancellation
 
@@ -99,9 +106,9 @@ class Context:
         return self._cancel.is_set()
 
     def raise_if_cancelled(self) -> None:
-        """Raise :class:`CancelRequested` if the step should stop now."""
+        """Raise :class:`CancelRequested` (or :class:`Interrupted`) if the step should stop now."""
         if self._cancel.is_set():
-            raise CancelRequested(self.cancel_reason or "cancelled")
+            raise self._cancel_exc(self.cancel_reason or "cancelled")
 
     def on_cancel(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Call ``fn`` (e.g. kill a process group) if the step is cancelled; returns an unregister function."""
@@ -110,9 +117,10 @@ class Context:
             fn()
         return lambda: self._on_cancel.remove(fn) if fn in self._on_cancel else None
 
-    def cancel(self, reason: str) -> None:
-        """Stop the step: set the flag and call every registered canceller (thread-safe enough: idempotent)."""
+    def cancel(self, reason: str, *, interrupt: bool = False) -> None:
+        """Stop the step: set the flag and call every registered canceller (idempotent)."""
         self.cancel_reason = reason
+        self._cancel_exc = Interrupted if interrupt else CancelRequested
         self._cancel.set()
         for fn in list(self._on_cancel):
             try:

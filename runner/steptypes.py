@@ -84,11 +84,10 @@ class ActionResult:
         """The JSON value stored for this result: ``output`` or the observed fields."""
         if self.output is not None:
             return self.output
-        out = {
-            k: v
-            for k, v in dataclasses.asdict(self).items()
-            if v not in (None, {}, False, "") and k not in ("output", "detail", "extra", "ok", "duration")
-        }
+        skip = ("output", "detail", "extra", "ok", "duration")
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip and v is not None and v != {}}
+        if not self.truncated:
+            out.pop("truncated", None)
         return out or None
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,6 +125,8 @@ class StepType:
     """True if ``execute`` may return :class:`Wait`."""
     unrendered: ClassVar[frozenset[str]] = frozenset()
     """Config fields the engine passes through untemplated (code such as a script, nested checks)."""
+    check_fields: ClassVar[frozenset[str]] = frozenset()
+    """Config fields holding lists of checks, compiled (and located on error) like a step's ``check``."""
 
     def shorthand(self, value: Any) -> Any:
         """Turn a non-mapping value (e.g. ``shell: [argv]``) into the mapping ``Config`` takes."""

@@ -1,0 +1,436 @@
+"""SQLite journal store (WAL mode), the embedded default.
+
+One file holds runs, steps, the event journal and lock keys. Every write is one
+``BEGIN IMMEDIATE`` transaction, fenced by the lease token. ``synchronous=NORMAL``
+(the default here) survives a killed process without losing a committed write;
+``?synchronous=full`` in the URL also survives power loss at about 0.3 ms per commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
+from runner.store.base import IsAlive, Store
+from runner.store.records import (
+    ACTIVE_STATES,
+    Event,
+    Flags,
+    Holder,
+    Lease,
+    NewEvent,
+    NewRun,
+    RunRecord,
+    RunState,
+    StepPatch,
+    StepRecord,
+)
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, runbook TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+  params TEXT NOT NULL DEFAULT '{}', started_by TEXT NOT NULL DEFAULT '', trigger TEXT,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,
+  content_hash TEXT NOT NULL DEFAULT '', step_hashes TEXT NOT NULL DEFAULT '{}', spec TEXT NOT NULL DEFAULT '{}',
+  file TEXT NOT NULL DEFAULT '', cursor TEXT, idempotency_key TEXT UNIQUE, lock_key TEXT,
+  parent_run_id TEXT, parent_step_id TEXT, holder TEXT, lease_expires_at REAL, fence INTEGER NOT NULL DEFAULT 0,
+  pause_requested INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, wake_at REAL,
+  options TEXT NOT NULL DEFAULT '{}', last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs(state, wake_at);
+CREATE INDEX IF NOT EXISTS runs_by_runbook ON runs(runbook, id);
+CREATE INDEX IF NOT EXISTS runs_by_parent ON runs(parent_run_id);
+CREATE TABLE IF NOT EXISTS steps (
+  run_id TEXT NOT NULL, step_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, output TEXT, reason TEXT NOT NULL DEFAULT '',
+  started_at REAL, finished_at REAL, not_before REAL, data TEXT NOT NULL DEFAULT '{}',
+  PRIMARY KEY (run_id, step_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  run_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL, step_id TEXT,
+  attempt INTEGER, actor TEXT, data TEXT NOT NULL DEFAULT '{}',
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (key TEXT PRIMARY KEY, run_id TEXT NOT NULL);
+"""
+_RUN_JSON = ("params", "trigger", "step_hashes", "spec", "options", "holder")
+_RUN_UPDATABLE = frozenset(
+    {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
+     "params", "content_hash", "step_hashes", "spec"}
+)  # fmt: skip
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
+    """File path and options of ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy style)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite" or parsed.netloc not in ("", "localhost"):
+        raise ConfigError(f"store URL '{url}': expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    path = unquote(parsed.path)[1:]
+    if not path:
+        raise ConfigError(f"store URL '{url}' names no file; expected sqlite:///path/to/journal.db")
+    return path, {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+
+
+class SQLiteStore(Store):
+    """Store in one SQLite file; safe for several processes and threads on one host."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path, options = _path_from_url(url)
+        self.path = path
+        sync = options.get("synchronous", "normal").upper()
+        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(f"sqlite store: synchronous={sync.lower()} is not one of off, normal, full, extra")
+        self._sync = sync
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._init_schema()
+
+    # ------------------------------------------------------------------ connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._sync}")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"journal {self.path}: cannot start a transaction: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"journal {self.path}: commit failed: {exc}") from exc
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"journal {self.path} has schema version {version}; this runbook version reads up to {SCHEMA_VERSION}")
+        with self._tx() as c:
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if self.path != ":memory:":
+            os.chmod(self.path, 0o600)
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ rows
+
+    @staticmethod
+    def _run(row: sqlite3.Row) -> RunRecord:
+        data = dict(row)
+        for key in _RUN_JSON:
+            if data.get(key) is not None:
+                data[key] = json.loads(data[key])
+        data["pause_requested"] = bool(data["pause_requested"])
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        return RunRecord.model_validate(data)
+
+    @staticmethod
+    def _step(row: sqlite3.Row) -> StepRecord:
+        data = dict(row)
+        data["output"] = json.loads(data["output"]) if data["output"] is not None else None
+        data["data"] = json.loads(data["data"])
+        return StepRecord.model_validate(data)
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> Event:
+        data = dict(row)
+        data["data"] = json.loads(data["data"])
+        return Event.model_validate(data)
+
+    def _append(self, c: sqlite3.Connection, run_id: str, events: Sequence[NewEvent], now: float) -> list[Event]:
+        if not events:
+            return []
+        last = c.execute("SELECT last_seq FROM runs WHERE id=?", (run_id,)).fetchone()[0]
+        out = []
+        rows = []
+        for i, ev in enumerate(events, start=last + 1):
+            rows.append((run_id, i, now, ev.type, ev.step_id, ev.attempt, ev.actor, _dumps(ev.data)))
+            out.append(Event(run_id=run_id, seq=i, ts=now, type=ev.type, step_id=ev.step_id, attempt=ev.attempt, actor=ev.actor, data=ev.data))
+        c.executemany("INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)", rows)
+        c.execute("UPDATE runs SET last_seq=? WHERE id=?", (last + len(events), run_id))
+        return out
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
+        """See :meth:`Store.create_run`."""
+        now = time.time()
+        with self._tx() as c:
+            if new.idempotency_key is not None:
+                row = c.execute("SELECT * FROM runs WHERE idempotency_key=?", (new.idempotency_key,)).fetchone()
+                if row is not None:
+                    return self._run(row), False
+            if new.lock_key is not None:
+                self._take_lock(c, new.lock_key, new.id)
+            c.execute(
+                "INSERT INTO runs (id, runbook, state, params, started_by, trigger, created_at, updated_at, content_hash,"
+                " step_hashes, spec, file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (new.id, new.runbook, str(new.state), _dumps(new.params), new.started_by,
+                 _dumps(new.trigger) if new.trigger is not None else None, now, now, new.content_hash,
+                 _dumps(new.step_hashes), _dumps(new.spec), new.file, new.idempotency_key, new.lock_key,
+                 new.parent_run_id, new.parent_step_id, _dumps(new.options), now if new.state == RunState.QUEUED else None),
+            )  # fmt: skip
+            c.executemany(
+                "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
+                [(new.id, sid, i) for i, sid in enumerate(new.step_ids)],
+            )
+            self._append(c, new.id, [NewEvent("run.created", actor=new.started_by, data=new.created_event)], now)
+            row = c.execute("SELECT * FROM runs WHERE id=?", (new.id,)).fetchone()
+        return self._run(row), True
+
+    def _take_lock(self, c: sqlite3.Connection, key: str, run_id: str) -> None:
+        row = c.execute(
+            "SELECT l.run_id, r.state FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.key=?", (key,)
+        ).fetchone()
+        if row is not None and row["run_id"] != run_id and row["state"] in {str(s) for s in ACTIVE_STATES}:
+            raise LockHeld(key, row["run_id"])
+        c.execute("INSERT OR REPLACE INTO locks (key, run_id) VALUES (?,?)", (key, run_id))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """See :meth:`Store.get_run`."""
+        row = self._conn().execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return self._run(row)
+
+    def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """See :meth:`Store.find_run_ids`."""
+        upper = prefix + "\uffff"
+        rows = self._conn().execute("SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?", (prefix, upper, limit))
+        return [r[0] for r in rows]
+
+    def list_runs(
+        self, *, runbook: str | None = None, states: Sequence[RunState] = (), parent: str | None = None,
+        limit: int = 50, before: str | None = None,
+    ) -> list[RunRecord]:  # fmt: skip
+        """See :meth:`Store.list_runs`."""
+        where, args = [], []
+        if runbook is not None:
+            where.append("runbook=?")
+            args.append(runbook)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(str(s) for s in states)
+        if parent is not None:
+            where.append("parent_run_id=?")
+            args.append(parent)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [self._run(r) for r in self._conn().execute(sql, (*args, limit))]
+
+    def count_runs(self) -> dict[tuple[str, str], int]:
+        """See :meth:`Store.count_runs`."""
+        rows = self._conn().execute("SELECT runbook, state, COUNT(*) FROM runs GROUP BY runbook, state")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        """See :meth:`Store.get_steps`."""
+        rows = self._conn().execute("SELECT * FROM steps WHERE run_id=? ORDER BY idx", (run_id,))
+        return [self._step(r) for r in rows]
+
+    def events(self, run_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()) -> list[Event]:
+        """See :meth:`Store.events`."""
+        sql, args = "SELECT * FROM events WHERE run_id=? AND seq>?", [run_id, after]
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            args.extend(types)
+        rows = self._conn().execute(sql + " ORDER BY seq LIMIT ?", (*args, limit))
+        return [self._event(r) for r in rows]
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive) -> Lease:
+        """See :meth:`Store.acquire`."""
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            return self._lease(c, self._run(row), holder, ttl, now, force=force, is_alive=is_alive)
+
+    def _lease(self, c: sqlite3.Connection, run: RunRecord, holder: Holder, ttl: float, now: float, *,
+               force: bool, is_alive: IsAlive) -> Lease:  # fmt: skip
+        prev, took_over = run.holder, None
+        if prev is not None and prev != holder:
+            live = run.lease_expires_at is not None and run.lease_expires_at > now
+            alive = is_alive(prev)
+            if alive is False:
+                took_over = f"previous executor ({prev.label()}) is no longer running"
+            elif not live:
+                took_over = f"lease of {prev.label()} expired"
+            elif force:
+                took_over = f"forced takeover from {prev.label()}"
+            else:
+                raise LeaseHeld(run.id, prev.label(), (run.lease_expires_at or now) - now)
+        if run.lock_key is not None and run.state in ACTIVE_STATES | {RunState.FAILED}:
+            self._take_lock(c, run.lock_key, run.id)
+        fence = run.fence + 1
+        c.execute("UPDATE runs SET holder=?, lease_expires_at=?, fence=? WHERE id=?", (holder.model_dump_json(), now + ttl, fence, run.id))
+        return Lease(run.id, holder, fence, ttl, previous=prev if prev != holder else None, previous_state=run.state, took_over=took_over)
+
+    def renew(self, lease: Lease) -> Flags:
+        """See :meth:`Store.renew`."""
+        with self._tx() as c:
+            cur = c.execute("UPDATE runs SET lease_expires_at=? WHERE id=? AND fence=?", (time.time() + lease.ttl, lease.run_id, lease.fence))
+            if cur.rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            return self._flags(c, lease.run_id)
+
+    def flags(self, lease: Lease) -> Flags:
+        """Outside requests without extending the lease (cheap read)."""
+        row = self._conn().execute("SELECT pause_requested, cancel_requested, fence FROM runs WHERE id=?", (lease.run_id,)).fetchone()
+        if row is None or row[2] != lease.fence:
+            raise LeaseLost(lease.run_id)
+        return Flags(bool(row[0]), bool(row[1]))
+
+    @staticmethod
+    def _flags(c: sqlite3.Connection, run_id: str) -> Flags:
+        row = c.execute("SELECT pause_requested, cancel_requested FROM runs WHERE id=?", (run_id,)).fetchone()
+        return Flags(bool(row[0]), bool(row[1]))
+
+    def release(self, lease: Lease) -> None:
+        """See :meth:`Store.release`."""
+        with self._tx() as c:
+            c.execute("UPDATE runs SET holder=NULL, lease_expires_at=NULL WHERE id=? AND fence=?", (lease.run_id, lease.fence))
+
+    def commit(
+        self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
+        steps: Sequence[StepPatch] = (),
+    ) -> tuple[list[Event], Flags]:  # fmt: skip
+        """See :meth:`Store.commit`."""
+        now = time.time()
+        with self._tx() as c:
+            sets, args = ["updated_at=?"], [now]
+            for key, value in (run or {}).items():
+                if key not in _RUN_UPDATABLE:
+                    raise StoreError(f"run column '{key}' cannot be updated")
+                sets.append(f"{key}=?")
+                args.append(_dumps(value) if key in _RUN_JSON else (str(value) if isinstance(value, RunState) else value))
+            cur = c.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=? AND fence=?", (*args, lease.run_id, lease.fence))
+            if cur.rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            for patch in steps:
+                self._patch_step(c, lease.run_id, patch)
+            committed = self._append(c, lease.run_id, events, now)
+            state = (run or {}).get("state")
+            if state is not None and RunState(state) not in ACTIVE_STATES:
+                c.execute("DELETE FROM locks WHERE run_id=?", (lease.run_id,))
+            flags = self._flags(c, lease.run_id)
+        return committed, flags
+
+    @staticmethod
+    def _patch_step(c: sqlite3.Connection, run_id: str, p: StepPatch) -> None:
+        c.execute(
+            "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET idx=excluded.idx,"
+            " state=excluded.state, attempts=excluded.attempts, output=excluded.output, reason=excluded.reason,"
+            " started_at=excluded.started_at, finished_at=excluded.finished_at, not_before=excluded.not_before, data=excluded.data",
+            (run_id, p.step_id, p.idx, str(p.state), p.attempts, _dumps(p.output) if p.output is not None else None,
+             p.reason, p.started_at, p.finished_at, p.not_before, _dumps(p.data)),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ outside requests
+
+    def request(self, run_id: str, kind: str, *, actor: str, reason: str, data: dict[str, Any] | None = None) -> Event:
+        """See :meth:`Store.request`."""
+        now = time.time()
+        column = {"pause": "pause_requested=1", "cancel": "cancel_requested=1", "resume": "pause_requested=0"}.get(kind)
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
+                raise RunNotFound(run_id)
+            if column is not None:
+                c.execute(f"UPDATE runs SET {column}, updated_at=? WHERE id=?", (now, run_id))
+            if kind in ("approve", "deny", "cancel"):
+                c.execute("UPDATE runs SET wake_at=? WHERE id=? AND state='waiting'", (now, run_id))
+            payload = {"reason": reason, **(data or {})}
+            step_id = payload.pop("step_id", None)
+            return self._append(c, run_id, [NewEvent(f"request.{kind}", step_id=step_id, actor=actor, data=payload)], now)[0]
+
+    # ------------------------------------------------------------------ workers
+
+    def claim(self, holder: Holder, ttl: float, *, is_alive: IsAlive, limit: int = 1) -> list[Lease]:
+        """See :meth:`Store.claim`."""
+        now = time.time()
+        leases: list[Lease] = []
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT * FROM runs WHERE state='queued'"
+                " OR (state='waiting' AND wake_at IS NOT NULL AND wake_at <= ?)"
+                " OR (state='running' AND (holder IS NULL OR lease_expires_at < ?))"
+                " OR (state IN ('paused','waiting','queued') AND cancel_requested=1)"
+                " ORDER BY created_at LIMIT ?",
+                (now, now, limit * 4 + 8),
+            ).fetchall()
+            running = c.execute("SELECT * FROM runs WHERE state='running' AND holder IS NOT NULL AND lease_expires_at >= ?", (now,)).fetchall()
+            candidates = [self._run(r) for r in rows]
+            candidates += [r for r in map(self._run, running) if r.holder is not None and is_alive(r.holder) is False]
+            for run in candidates:
+                if len(leases) >= limit:
+                    break
+                try:
+                    leases.append(self._lease(c, run, holder, ttl, now, force=False, is_alive=is_alive))
+                except (LeaseHeld, LockHeld):
+                    continue
+        return leases
+
+    def queue_depth(self) -> int:
+        """See :meth:`Store.queue_depth`."""
+        return int(self._conn().execute("SELECT COUNT(*) FROM runs WHERE state='queued'").fetchone()[0])

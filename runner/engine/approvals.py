@@ -1,0 +1,41 @@
+"""Validating an approve/deny request before it is recorded."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runner.errors import InvalidState, UsageError
+from runner.store.records import RunRecord, RunState, StepRecord, StepState
+
+if TYPE_CHECKING:
+    from runner.engine.engine import Engine
+
+__all__ = ["check_decision"]
+
+
+def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, actor: str, approve: bool,
+                   step_id: str | None) -> str:  # fmt: skip
+    """The approval step the decision applies to; raises if the decision is not allowed."""
+    verb = "approve" if approve else "deny"
+    if run.state not in (RunState.WAITING, RunState.RUNNING, RunState.PAUSED):
+        raise InvalidState(run.id, str(run.state), f"{verb} it (nothing is waiting for approval)")
+    waiting = [s for s in steps if s.state == StepState.WAITING and s.data.get("wait_kind") == "approval"]
+    if step_id is not None:
+        waiting = [s for s in waiting if s.step_id == step_id]
+        if not waiting:
+            raise UsageError(f"step '{step_id}' of run {run.id} is not waiting for approval")
+    if not waiting:
+        raise InvalidState(run.id, str(run.state), f"{verb} it: no step is waiting for approval")
+    rec = waiting[0]
+    rb = engine.runbook_for(run)
+    config = rb.spec.step(rec.step_id).action.config
+    if config.get("distinct_from_starter") and actor == run.started_by:
+        raise UsageError(f"{actor} started run {run.id} and cannot {verb} its step '{rec.step_id}' (distinct_from_starter)")
+    allowed = config.get("allowed")
+    if allowed and actor not in allowed:
+        raise UsageError(f"{actor} may not {verb} step '{rec.step_id}'; allowed: {', '.join(allowed)}")
+    since = int(rec.data.get("state", {}).get("since_seq", 0))
+    earlier = engine.store.events(run.id, after=since, types=("request.approve", "request.deny"))
+    if any(e.actor == actor and e.step_id == rec.step_id for e in earlier):
+        raise UsageError(f"{actor} already decided on step '{rec.step_id}' of run {run.id}")
+    return rec.step_id

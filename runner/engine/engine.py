@@ -1,0 +1,234 @@
+"""The engine: start, resume, pause, cancel, approve and inspect runs. One API for CLI, server, MCP and Python."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from runner.engine.execution import DriveOptions, Execution
+from runner.engine.holder import current_holder, is_alive
+from runner.engine.runtime import new_run_id
+from runner.engine.views import CommandHint, RunView, build_view
+from runner.errors import InvalidState, RunNotFound, UsageError
+from runner.params import validate_params
+from runner.store.records import TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runner.catalog import Catalog, LoadedRunbook
+    from runner.context import Context
+    from runner.plugin import PluginHost
+    from runner.settings import Settings
+    from runner.store.base import Store
+    from runner.store.records import Event
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Runs runbooks from a catalog against a journal store."""
+
+    def __init__(self, host: PluginHost, store: Store, catalog: Catalog, settings: Settings, *, holder_kind: str = "cli") -> None:
+        from runner.templating import Renderer
+
+        self.host, self.store, self.catalog, self.settings = host, store, catalog, settings
+        self.renderer = Renderer(dict(host.template_filters.items()))
+        self.holder = current_holder(holder_kind)
+        self.lease_ttl = float(os.environ.get("RUNBOOK_LEASE_TTL", "30"))
+        self.hint = CommandHint()
+        self._active: list[Execution] = []
+        self.notices: list[str] = []
+        self.observers: list[Callable[[Event, RunRecord], None]] = []
+        """In-process observers of committed events (the CLI's live view); plugins use ``runbook_on_event``."""
+
+    # ------------------------------------------------------------------ looking up
+
+    def resolve_id(self, run_id: str) -> str:
+        """Full run id for ``run_id`` or an unambiguous prefix of it (at least 6 characters)."""
+        if len(run_id) == 26:
+            return run_id
+        if len(run_id) >= 6:
+            found = self.store.find_run_ids(run_id.upper() if run_id.isalnum() else run_id)
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise UsageError(f"run id prefix '{run_id}' is ambiguous ({', '.join(found)}, ...); give more characters")
+        raise RunNotFound(run_id)
+
+    def runbook_for(self, run: RunRecord) -> LoadedRunbook:
+        """The runbook a run executes: the catalog's, or the run's stored snapshot if it is gone."""
+        from runner.catalog import LoadedRunbook
+        from runner.errors import RunbookNotFound
+        from runner.model import RunbookSpec
+        from runner.params import build_params_model
+
+        try:
+            return self.catalog.get(run.runbook)
+        except RunbookNotFound:
+            spec = RunbookSpec.model_validate(run.spec)
+            return LoadedRunbook(spec, f"{run.file} (snapshot stored with the run)", build_params_model(spec.name, spec.params), self.host.step_types)
+
+    def view(self, run_id: str) -> RunView:
+        """The run's current view, with ``next`` spelled for this engine's caller."""
+        run = self.store.get_run(run_id)
+        return build_view(run, self.store.get_steps(run_id), self.hint)
+
+    status = view
+
+    # ------------------------------------------------------------------ starting
+
+    def start(
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        started_by: str | None = None,
+        idempotency_key: str | None = None,
+        trigger: dict[str, Any] | None = None,
+        parent: tuple[str, str] | None = None,
+        options: DriveOptions | None = None,
+        execute: bool = True,
+    ) -> RunView:
+        """Create a run of ``name`` (or return the run of a repeated ``idempotency_key``) and drive it."""
+        rb = self.catalog.get(name)
+        validated = validate_params(name, rb.params_model, params)
+        stored = validated.model_dump(mode="json")
+        actor = started_by or self.settings.actor
+        lock_key = None
+        if rb.spec.lock:
+            lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
+        new = NewRun(
+            id=new_run_id(), runbook=name, params=stored, started_by=actor, content_hash=rb.content_hash,
+            step_hashes=rb.step_hashes, spec=rb.spec.model_dump(mode="json", by_alias=True), file=rb.file,
+            step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
+            parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None,
+            created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
+                           "trigger": (trigger or {}).get("source"), "parent": parent[0] if parent else None},
+        )  # fmt: skip
+        run, created = self.store.create_run(new)
+        if not created or not execute:
+            return build_view(run, self.store.get_steps(run.id), self.hint)
+        return self.drive(run.id, options or DriveOptions(actor=actor))
+
+    # ------------------------------------------------------------------ driving
+
+    def resume(self, run_id: str, options: DriveOptions) -> RunView:
+        """Continue a run from where it stopped (see DESIGN.md, "Durability")."""
+        run = self.store.get_run(run_id)
+        if run.state in TERMINAL_STATES:
+            raise InvalidState(run.id, str(run.state), "resume it")
+        if run.state == RunState.FAILED and not (options.retry_failed or options.retry_step or options.skip_step):
+            raise UsageError(
+                f"run {run.id} failed: {run.reason}",
+                hint=f"fix the cause, then `runbook resume {run.id} --retry` (or --skip-step STEP)",
+            )
+        return self.drive(run.id, options)
+
+    def drive(self, run_id: str, options: DriveOptions) -> RunView:
+        """Acquire the run's lease and execute it until it stops; returns the resulting view."""
+        run = self.store.get_run(run_id)
+        rb = self.runbook_for(run)
+        lease = self.store.acquire(run_id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive)
+        run = self.store.get_run(run_id)
+        exe = Execution(self, run, rb, lease, options)
+        self._active.append(exe)
+        try:
+            exe.drive()
+        finally:
+            self._active.remove(exe)
+            self.notices.extend(options.notices)
+        return self.view(run_id)
+
+    def interrupt(self) -> None:
+        """Forward a SIGINT/SIGTERM to every execution in this process."""
+        for exe in list(self._active):
+            exe.interrupt()
+
+    # ------------------------------------------------------------------ requests
+
+    def pause(self, run_id: str, *, actor: str, reason: str = "") -> RunView:
+        """Ask a run to stop at its next step boundary (at once if nothing is executing it)."""
+        run = self.store.get_run(run_id)
+        if run.state in TERMINAL_STATES or run.state == RunState.FAILED:
+            raise InvalidState(run.id, str(run.state), "pause it")
+        self.store.request(run_id, "pause", actor=actor, reason=reason or "pause requested")
+        if run.state in (RunState.QUEUED, RunState.WAITING, RunState.INTERRUPTED):
+            self._settle(run_id, RunState.PAUSED, f"paused by {actor}", actor)
+        return self.view(run_id)
+
+    def cancel(self, run_id: str, *, actor: str, reason: str = "") -> RunView:
+        """Stop a run for good: an executing step's process is stopped; an idle run is cancelled at once."""
+        run = self.store.get_run(run_id)
+        if run.state in TERMINAL_STATES:
+            raise InvalidState(run.id, str(run.state), "cancel it")
+        why = reason or f"cancelled by {actor}"
+        self.store.request(run_id, "cancel", actor=actor, reason=why)
+        if run.state != RunState.RUNNING or (run.holder is not None and is_alive(run.holder) is False):
+            self._settle(run_id, RunState.CANCELLED, why, actor)
+        return self.view(run_id)
+
+    def _settle(self, run_id: str, state: RunState, reason: str, actor: str) -> None:
+        """Move an idle run to ``state`` under a short lease (no-op if an executor holds it)."""
+        from runner.errors import LeaseHeld
+
+        try:
+            lease = self.store.acquire(run_id, self.holder, self.lease_ttl, force=False, is_alive=is_alive)
+        except LeaseHeld:
+            return  # an executor holds it: it sees the request at its next boundary
+        try:
+            cols: dict[str, Any] = {"state": state, "reason": reason}
+            if state == RunState.CANCELLED:
+                cols.update(finished_at=time.time(), cancel_requested=False)
+            else:
+                cols["pause_requested"] = False
+            self.store.commit(lease, events=[NewEvent(f"run.{state}", actor=actor, data={"reason": reason})], run=cols)
+        finally:
+            self.store.release(lease)
+        if state == RunState.CANCELLED:
+            self.cancel_children(run_id, reason)
+
+    def cancel_children(self, run_id: str, reason: str) -> None:
+        """Cancel the sub-runbook runs of ``run_id`` that are still active."""
+        for child in self.store.list_runs(parent=run_id, limit=1000):
+            if child.state not in TERMINAL_STATES and child.state != RunState.FAILED:
+                self.cancel(child.id, actor="parent run", reason=f"parent run {run_id} cancelled: {reason}")
+
+    def decide(self, run_id: str, *, actor: str, approve: bool, comment: str = "", step_id: str | None = None) -> RunView:
+        """Record an approval or a denial for the run's waiting approval step."""
+        from runner.engine.approvals import check_decision
+
+        run = self.store.get_run(run_id)
+        steps = self.store.get_steps(run_id)
+        step = check_decision(self, run, steps, actor=actor, approve=approve, step_id=step_id)
+        self.store.request(run_id, "approve" if approve else "deny", actor=actor, reason=comment or ("approved" if approve else "denied"),
+                           data={"step_id": step, "comment": comment})  # fmt: skip
+        return self.view(run_id)
+
+    # ------------------------------------------------------------------ sub-runbooks
+
+    def child_run(self, exe: Execution, ctx: Context, runbook: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Start the sub-runbook of ``ctx``'s step once (idempotently) and drive it within the parent's limits."""
+        child_id = ctx.state.get("child_run_id")
+        if child_id is None:
+            view = self.start(runbook, params, started_by=exe.run.started_by, trigger=exe.run.trigger,
+                              idempotency_key=f"child:{exe.run.id}:{ctx.step_id}", parent=(exe.run.id, ctx.step_id), execute=False)  # fmt: skip
+            child_id = ctx.state["child_run_id"] = view.run_id
+            ctx.state["child_attempt"] = ctx.attempt
+            exe.persist_state(ctx)
+        child = self.store.get_run(child_id)
+        retry = child.state == RunState.FAILED and ctx.attempt > int(ctx.state.get("child_attempt", 0))
+        if retry:
+            ctx.state["child_attempt"] = ctx.attempt
+        if child.state in TERMINAL_STATES or (child.state == RunState.FAILED and not retry):
+            return self.view(child_id).model_dump(mode="json")
+        if child.state == RunState.WAITING and child.wake_at is None and not self._has_decisions(child):
+            return self.view(child_id).model_dump(mode="json")
+        opts = DriveOptions(deadline=exe.opts.deadline, retry_failed=retry, actor=exe.opts.actor, wait_in_process=exe.opts.wait_in_process)
+        return self.drive(child_id, opts).model_dump(mode="json")
+
+    def _has_decisions(self, run: RunRecord) -> bool:
+        waiting = [s for s in self.store.get_steps(run.id) if s.state == StepState.WAITING]
+        return any(self.store.events(run.id, after=int(s.data.get("state", {}).get("since_seq", 0)), types=("request.approve", "request.deny"))
+                   for s in waiting)  # fmt: skip

@@ -1,0 +1,536 @@
+"""One drive of one run under one lease: recovery, the step loop, stopping, failure and rollback."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.context import Context
+from runner.engine.probes import Prober
+from runner.engine.runtime import Heartbeat, ParamValues, Resources
+from runner.engine.steprunner import StepRunner, Unit
+from runner.errors import CancelRequested, Interrupted, LeaseLost, RunbookChanged, UsageError
+from runner.params import validate_params
+from runner.secrets import Redactor, SecretResolver, SecretsView
+from runner.store.records import DONE_STEP_STATES, Flags, NewEvent, RunState, StepPatch, StepRecord, StepState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runner.catalog import LoadedRunbook
+    from runner.engine.engine import Engine
+    from runner.model import Check, Step
+    from runner.steptypes import ActionResult, Wait
+    from runner.store.records import Lease, RunRecord
+
+__all__ = ["DriveOptions", "Execution"]
+
+RESERVE = 0.15
+"""Seconds kept back from a budget for the final commit and exit."""
+_IN_FLIGHT = (StepState.RUNNING, StepState.INTERRUPTED)
+
+
+@dataclass
+class DriveOptions:
+    """How far and how to drive a run."""
+
+    deadline: float | None = None  # time.monotonic() by which the drive must have stopped
+    max_steps: int | None = None
+    retry_failed: bool = False
+    retry_step: str | None = None
+    skip_step: str | None = None
+    accept_changes: bool = False
+    force: bool = False
+    actor: str = ""
+    wait_in_process: bool = True
+    notices: list[str] = field(default_factory=list)
+
+
+class Execution:
+    """Executes a run from its current state until it finishes, fails, waits or must stop."""
+
+    def __init__(self, engine: Engine, run: RunRecord, rb: LoadedRunbook, lease: Lease, opts: DriveOptions) -> None:
+        self.engine, self.store, self.host = engine, engine.store, engine.host
+        self.run, self.rb, self.spec, self.lease, self.opts = run, rb, rb.spec, lease, opts
+        self.redactor = Redactor()
+        resolver = SecretResolver(self.host.secret_providers, self.redactor)
+        self.secrets_view = SecretsView(self.spec.secrets, resolver)
+        self.param_values = ParamValues(run.params, self.spec.params, resolver)
+        self.prober = Prober(self.host, engine.renderer, rb.file, self.redactor)
+        self.steps: dict[str, StepRecord] = {s.step_id: s for s in self.store.get_steps(run.id)}
+        self.outputs: dict[str, Any] = {}
+        self.steps_view: dict[str, dict[str, Any]] = {}
+        self.resources = Resources()
+        self.flags = Flags()
+        self.stop: str | None = None
+        self.interrupts = 0
+        self.wake = threading.Event()
+        self._lock = threading.RLock()
+        self._live: dict[Context, Unit] = {}
+        self.done = 0
+        self.params_obj: Any = None
+        self._run_ctx = {"id": run.id, "runbook": run.runbook, "started_by": run.started_by, "trigger": run.trigger}
+
+    # ------------------------------------------------------------------ writes
+
+    def commit(self, events: list[NewEvent], run: dict[str, Any] | None = None, steps: list[StepPatch] | None = None) -> None:
+        """One fenced transaction; redacts events; applies the run columns locally; tells observers."""
+        for ev in events:
+            ev.data = self.redactor.value(ev.data)
+            ev.actor = ev.actor or self.opts.actor or None
+        with self._lock:
+            committed, flags = self.store.commit(self.lease, events=events, run=run, steps=steps or [])
+            self.flags = flags
+            for key, value in (run or {}).items():
+                setattr(self.run, key, value)
+        for ev in committed:
+            self.host.on_event(ev, self.run)
+            for observer in self.engine.observers:
+                observer(ev, self.run)
+
+    def save(self, unit: Unit, events: list[NewEvent], *, cursor: bool = False) -> None:
+        """Persist ``unit``'s state (a target's inside its step's data) with ``events``."""
+        with self._lock:
+            step_rec = self.steps[unit.step.id]
+            if unit.target is not None:
+                targets = step_rec.data.setdefault("targets", {})
+                targets[unit.target["name"]] = _target_json(unit.rec)
+            self.commit(events, {"cursor": unit.step.id} if cursor else None, [StepPatch.of(step_rec)])
+
+    # ------------------------------------------------------------------ drive
+
+    def drive(self) -> None:
+        """Run until the run finishes, fails, waits, pauses or is stopped."""
+        try:
+            begin = self._prepare()
+            with Heartbeat(self.store, self.lease, self._on_flags, self._on_lost, interval=min(1.0, self.lease.ttl / 3)):
+                self.commit(*begin)
+                self._loop()
+        except CancelRequested as exc:
+            self._finish_stopped(RunState.CANCELLED, exc.reason or "cancelled")
+        except Interrupted as exc:
+            self._finish_stopped(RunState.INTERRUPTED, exc.reason or "interrupted")
+        finally:
+            self.resources.close()
+            with contextlib.suppress(LeaseLost):
+                self.store.release(self.lease)
+
+    def _prepare(self) -> tuple[list[NewEvent], dict[str, Any], list[StepPatch]]:
+        """Everything checked before the first write: params, edits, recovery and decisions."""
+        self.params_obj = validate_params(self.spec.name, self.rb.params_model, self.run.params)
+        events: list[NewEvent] = []
+        patches: dict[str, StepRecord] = {}
+        run_cols: dict[str, Any] = {}
+        self._edits(events, run_cols, patches)
+        first = self.run.state == RunState.QUEUED and not any(s.attempts for s in self.steps.values())
+        data = {"executor": self.lease.holder.label(), "budget": _left(self.opts.deadline), "max_steps": self.opts.max_steps}
+        events.append(NewEvent("run.started" if first else "run.resumed", data=data, actor=self.opts.actor or None))
+        if self.lease.took_over:
+            prev = self.lease.previous.label() if self.lease.previous else None
+            events.append(NewEvent("run.recovered", data={"reason": self.lease.took_over, "previous_executor": prev,
+                                                          "previous_state": str(self.lease.previous_state)}))  # fmt: skip
+        self._recover(events, patches)
+        self._decisions(events, patches)
+        for rec in self.steps.values():
+            if rec.state in DONE_STEP_STATES:
+                self._record_output(rec)
+        cancel = self.run.cancel_requested
+        run_cols.update(state=RunState.RUNNING, reason="", pause_requested=False, wake_at=None)
+        if cancel:
+            run_cols["cancel_requested"] = True
+        return events, run_cols, [StepPatch.of(r) for r in patches.values()]
+
+    def _loop(self) -> None:
+        steps = self.spec.steps
+        i = 0
+        while i < len(steps):
+            step = steps[i]
+            rec = self.steps[step.id]
+            if rec.state in DONE_STEP_STATES:
+                i += 1
+                continue
+            if rec.state == StepState.UNKNOWN or _has_unknown_target(rec):
+                self._wait_for_decision(step, rec)
+                return
+            stop = self._boundary(step, rec)
+            if stop is not None:
+                self._pause(step, *stop)
+                return
+            state = self._run_step(step, rec)
+            if state in DONE_STEP_STATES:
+                self._record_output(rec)
+                self.done += 1
+                i += 1
+            elif state in (StepState.FAILED, StepState.BLOCKED):
+                self.done += 1
+                self._fail(step, rec)
+                return
+            elif state == StepState.WAITING:
+                self._set_waiting(step, rec)
+                return
+            elif state == StepState.UNKNOWN:
+                self._wait_for_decision(step, rec)
+                return
+            else:  # PENDING: stopped between attempts or targets, or a sub-runbook paused
+                kind, reason = self._boundary(step, rec) or ("pause", rec.reason or "paused")
+                self._pause(step, kind, reason)
+                return
+        self.commit([NewEvent("run.succeeded", data={"steps": len(steps)})],
+                    {"state": RunState.SUCCEEDED, "reason": f"all {len(steps)} steps done", "finished_at": time.time(), "cursor": None})  # fmt: skip
+
+    def _run_step(self, step: Step, rec: StepRecord) -> StepState:
+        runner = StepRunner(self)
+        if step.when is not None and rec.state == StepState.PENDING and not rec.data.get("phase"):
+            unit = Unit(step, rec)
+            try:
+                holds = self.engine.renderer.truthy(step.when, self.template_ctx(None), file=self.rb.file, step=step.id, field="when")
+            except UsageError as exc:
+                return runner._finish(unit, [], StepState.FAILED, self.redactor.text(str(exc)))
+            if not holds:
+                ev = unit.event("probe", {"kind": "when", "check": str(step.when), "holds": False, "detail": "condition is false"})
+                return runner._finish(unit, [ev], StepState.SKIPPED, f"when: {step.when} is false")
+        if step.targets is not None:
+            from runner.engine.fanout import FanOut
+
+            return FanOut(self, step, rec).run()
+        return runner.run(Unit(step, rec))
+
+    # ------------------------------------------------------------------ boundaries
+
+    def _boundary(self, step: Step, rec: StepRecord) -> tuple[str, str] | None:
+        if self.flags.cancel_requested:
+            raise CancelRequested("cancel requested")
+        if self.stop == "interrupt":
+            raise Interrupted("interrupted by signal; resume to continue")
+        if self.flags.pause_requested:
+            return "pause", "pause requested"
+        if self.opts.max_steps is not None and self.done >= self.opts.max_steps:
+            return "pause", f"max steps reached ({self.opts.max_steps})"
+        if self.opts.deadline is None or rec.state == StepState.WAITING:
+            return None
+        left = self.opts.deadline - time.monotonic()
+        need = self._estimate(step)
+        if left <= RESERVE or (need is not None and need + RESERVE > left):
+            needs = f"needs up to {need:g}s" if need is not None else "cannot start"
+            return "budget", f"budget reached: step '{step.id}' {needs}, {max(left, 0):.1f}s left"
+        return None
+
+    def _estimate(self, step: Step) -> float | None:
+        step_type = self.host.step_types.get(step.action.type)
+        if step_type.may_wait:
+            return None  # entering a wait or approval step is cheap: it persists its deadline and returns
+        if step.expected is not None:
+            return step.expected
+        if step.timeout is not None:
+            return step.timeout + (step.verify.within if step.verify else 0.0)
+        return step_type.estimate(step.action.config)
+
+    def _pause(self, step: Step, kind: str, reason: str) -> None:
+        self.commit([NewEvent("run.paused", data={"reason": reason, "next_step": step.id, "cause": kind})],
+                    {"state": RunState.PAUSED, "reason": reason, "cursor": step.id, "pause_requested": False})  # fmt: skip
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _set_waiting(self, step: Step, rec: StepRecord) -> None:
+        kind = rec.data.get("wait_kind", "wait")
+        wake = rec.not_before if kind != "approval" else (rec.data.get("state", {}).get("expires_at"))
+        self.commit([NewEvent("run.waiting", step_id=step.id, data={"reason": rec.reason, "kind": kind, "not_before": rec.not_before})],
+                    {"state": RunState.WAITING, "reason": f"step '{step.id}': {rec.reason}", "cursor": step.id, "wake_at": wake})  # fmt: skip
+
+    def _wait_for_decision(self, step: Step, rec: StepRecord) -> None:
+        reason = f"step '{step.id}' needs a decision: {rec.reason or 'some targets are in an unknown state'}"
+        self.commit([NewEvent("run.waiting", step_id=step.id, data={"reason": reason, "kind": "decision"})],
+                    {"state": RunState.WAITING, "reason": reason, "cursor": step.id, "wake_at": None})  # fmt: skip
+
+    def _fail(self, step: Step, rec: StepRecord) -> None:
+        reason = f"step '{step.id}' {rec.state}: {rec.reason}"
+        if self.spec.on_failure == "rollback":
+            rolled = self._rollback(step)
+            if rolled:
+                reason += f"; rolled back {', '.join(rolled)}"
+        self.commit([NewEvent("run.failed", step_id=step.id, data={"reason": reason})],
+                    {"state": RunState.FAILED, "reason": reason, "cursor": step.id, "finished_at": time.time()})  # fmt: skip
+
+    def _rollback(self, failed: Step) -> list[str]:
+        """Undo completed steps in reverse order with their ``rollback`` actions; returns the rolled-back ids."""
+        from runner.engine.rollback import rollback_steps
+
+        return rollback_steps(self, failed)
+
+    def _finish_stopped(self, state: RunState, reason: str) -> None:
+        now = time.time()
+        events = []
+        patches = []
+        for rec in self.steps.values():
+            if rec.state == StepState.RUNNING:
+                rec.state = StepState.INTERRUPTED if state == RunState.INTERRUPTED else StepState.FAILED
+                rec.reason, rec.finished_at = reason, now
+                events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(rec.state), "reason": reason}))
+                patches.append(StepPatch.of(rec))
+        cols: dict[str, Any] = {"state": state, "reason": reason}
+        if state == RunState.CANCELLED:
+            cols.update(finished_at=now, cancel_requested=False)
+        self.commit([*events, NewEvent(f"run.{state}", data={"reason": reason})], cols, patches)
+        if state == RunState.CANCELLED:
+            self.engine.cancel_children(self.run.id, reason)
+
+    # ------------------------------------------------------------------ before the loop
+
+    def _edits(self, events: list[NewEvent], run_cols: dict[str, Any], patches: dict[str, StepRecord]) -> None:
+        stored, current = self.run.step_hashes, self.rb.step_hashes
+        if stored == current:
+            return
+        changed = [s for s in stored if s in current and stored[s] != current[s]]
+        removed = [s for s in stored if s not in current]
+        added = [s for s in current if s not in stored]
+        completed = [s for s in changed + removed if self.steps.get(s) and self.steps[s].state in (*DONE_STEP_STATES, StepState.RUNNING)]
+        if completed and not self.opts.accept_changes:
+            raise RunbookChanged(self.run.id, completed)
+        detail = {"changed": changed, "added": added, "removed": removed, "accepted": bool(completed)}
+        events.append(NewEvent("run.edited", data=detail, actor=self.opts.actor or None))
+        self.opts.notices.append("runbook changed since the run started: " + ", ".join(
+            f"{k} {', '.join(v)}" for k, v in detail.items() if isinstance(v, list) and v))  # fmt: skip
+        for i, step in enumerate(self.spec.steps):
+            rec = self.steps.get(step.id) or StepRecord(run_id=self.run.id, step_id=step.id, idx=i)
+            rec.idx = i
+            self.steps[step.id] = patches[step.id] = rec
+        run_cols.update(step_hashes=current, content_hash=self.rb.content_hash, spec=self.spec.model_dump(mode="json", by_alias=True))
+
+    def _recover(self, events: list[NewEvent], patches: dict[str, StepRecord]) -> None:
+        """Decide what happens to work that was in flight when the previous executor stopped."""
+        for step in self.spec.steps:
+            rec = self.steps[step.id]
+            units = [Unit(step, rec)] if rec.state in _IN_FLIGHT else []
+            for name, t in (rec.data.get("targets") or {}).items():
+                if t.get("state") in {str(s) for s in _IN_FLIGHT}:
+                    units.append(Unit(step, _target_rec(rec, t), {"name": name}))
+            for unit in units:
+                decision = _recovery_decision(step, unit.rec)
+                if decision == "unknown":
+                    unit.rec.state = StepState.UNKNOWN
+                    unit.rec.reason = (f"was running when its executor stopped ({self.lease.took_over or 'interrupted'}); it has no "
+                                       "check and is not idempotent, so whether it took effect is unknown")  # fmt: skip
+                else:
+                    unit.rec.state = StepState.PENDING
+                    unit.rec.reason = {"verify": "resuming verification after recovery", "check": "re-entering through its check after recovery",
+                                       "rerun": "re-running (idempotent) after recovery"}[decision]  # fmt: skip
+                events.append(unit.event("step.recovered", {"decision": decision, "reason": unit.rec.reason}, attempt=unit.rec.attempts))
+                if unit.target is not None:
+                    rec.data["targets"][unit.target["name"]] = _target_json(unit.rec)
+                patches[step.id] = rec
+
+    def _decisions(self, events: list[NewEvent], patches: dict[str, StepRecord]) -> None:
+        opts, actor = self.opts, self.opts.actor
+        for step_id, action in ((opts.retry_step, "retry"), (opts.skip_step, "skip")):
+            if step_id is None:
+                continue
+            if step_id not in self.steps:
+                raise UsageError(f"run {self.run.id} has no step '{step_id}'; steps: {', '.join(self.steps)}")
+            rec = self.steps[step_id]
+            undecided = {str(StepState.UNKNOWN), str(StepState.FAILED), str(StepState.BLOCKED), str(StepState.INTERRUPTED)}
+            targets = {n: t for n, t in (rec.data.get("targets") or {}).items() if t.get("state") in undecided | {"not_started"}}
+            if rec.state in DONE_STEP_STATES and not targets:
+                raise UsageError(f"step '{step_id}' is already {rec.state}; --{action}-step applies to unknown, failed or blocked steps")
+            new_state = StepState.PENDING if action == "retry" else StepState.SKIPPED
+            rec.state, rec.reason = new_state, f"{'retry' if action == 'retry' else 'skipped'} decided by {actor}"
+            if action == "retry":
+                rec.attempts = 0
+            rec.data.pop("phase", None)
+            for name in targets:
+                rec.data["targets"][name].update(state=str(new_state), reason=rec.reason)
+            events.append(NewEvent("step.decision", step_id=step_id, actor=actor or None, data={"decision": action, "targets": list(targets)}))
+            patches[step_id] = rec
+        if opts.retry_failed:
+            for rec in self.steps.values():
+                if rec.state in (StepState.FAILED, StepState.BLOCKED) or _failed_targets(rec):
+                    for t in _failed_targets(rec):
+                        rec.data["targets"][t].update(state="pending", reason="retry requested", attempts=0)
+                    rec.state, rec.reason, rec.attempts = StepState.PENDING, f"retry requested by {actor}", 0
+                    rec.data.pop("phase", None)
+                    events.append(NewEvent("step.decision", step_id=rec.step_id, actor=actor or None, data={"decision": "retry"}))
+                    patches[rec.step_id] = rec
+
+    # ------------------------------------------------------------------ contexts and templates
+
+    def _record_output(self, rec: StepRecord) -> None:
+        self.outputs[rec.step_id] = rec.output
+        self.steps_view[rec.step_id] = {"output": rec.output, "state": str(rec.state)}
+
+    def template_ctx(self, target: dict[str, Any] | None) -> dict[str, Any]:
+        """What templates see: params, steps, run, secrets, alert, target."""
+        trigger = self.run.trigger or {}
+        return {"params": self.param_values, "steps": self.steps_view, "run": self._run_ctx, "secrets": self.secrets_view,
+                "alert": trigger.get("alert"), "target": target}  # fmt: skip
+
+    def make_ctx(self, unit: Unit, attempt: int, timeout: float | None) -> Context:
+        """A context for one action of ``unit``."""
+        ctx = Context(
+            run_id=self.run.id, runbook=self.spec.name, step_id=unit.step.id, attempt=attempt, params=self.params_obj,
+            param_values=self.param_values, outputs=self.outputs, settings=self.engine.settings, secrets=self.secrets_view,
+            redactor=self.redactor, services=self, started_by=self.run.started_by,
+            state=unit.rec.data.setdefault("state", {}), target=unit.target, timeout=timeout,
+        )  # fmt: skip
+        with self._lock:
+            self._live[ctx] = unit
+        if self.flags.cancel_requested:
+            ctx.cancel("cancel requested")
+        elif self.interrupts > 1:
+            ctx.cancel("interrupted", interrupt=True)
+        return ctx
+
+    def probe_ctx(self, unit: Unit) -> Context:
+        """A context for a probe of ``unit`` (probes get the step's timeout, or 60 s)."""
+        return self.make_ctx(unit, unit.rec.attempts, unit.step.timeout or 60.0)
+
+    def forget_ctx(self, ctx: Context) -> None:
+        """The action of ``ctx`` is over."""
+        with self._lock:
+            self._live.pop(ctx, None)
+
+    # ------------------------------------------------------------------ time, signals, flags
+
+    def sleep(self, seconds: float, *, stoppable: bool = True) -> bool:
+        """Sleep up to ``seconds``; True if a pause or interrupt cut it short. Raises on cancel."""
+        end = time.monotonic() + max(0.0, seconds)
+        if self.opts.deadline is not None and stoppable:
+            end = min(end, self.opts.deadline - RESERVE)
+        while True:
+            left = end - time.monotonic()
+            if self.flags.cancel_requested:
+                raise CancelRequested("cancel requested")
+            if self.interrupts > 1:
+                raise Interrupted("interrupted by a second signal")
+            if stoppable and (self.stop or self.flags.pause_requested):
+                return True
+            if left <= 0:
+                return stoppable and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline - RESERVE
+            self.wake.wait(min(left, 1.0))
+            self.wake.clear()
+
+    def can_wait_in_process(self, wait: Wait) -> bool:
+        """Whether to sleep until ``wait.not_before`` here rather than leave the run waiting."""
+        if wait.kind == "approval" or not self.opts.wait_in_process or self.opts.max_steps is not None:
+            return False
+        if self.stop or self.flags.pause_requested:
+            return False
+        if self.opts.deadline is None:
+            return True
+        due = wait.not_before if wait.not_before is not None else time.time() + 1.0
+        return time.monotonic() + (due - time.time()) + RESERVE < self.opts.deadline
+
+    def sleep_until(self, not_before: float | None) -> bool:
+        """Sleep until ``not_before`` (epoch); True if cut short by a pause or interrupt."""
+        delay = (not_before - time.time()) if not_before is not None else 1.0
+        return self.sleep(max(delay, 0.05))
+
+    def interrupt(self) -> None:
+        """A SIGINT/SIGTERM: the first finishes the current step, the second stops it."""
+        self.interrupts += 1
+        self.stop = "interrupt"
+        if self.interrupts > 1:
+            with self._lock:
+                for ctx in list(self._live):
+                    ctx.cancel("interrupted by a second signal", interrupt=True)
+        self.wake.set()
+
+    def _on_flags(self, flags: Flags) -> None:
+        self.flags = flags
+        if flags.cancel_requested:
+            with self._lock:
+                for ctx in list(self._live):
+                    ctx.cancel("cancel requested")
+        self.wake.set()
+
+    def _on_lost(self) -> None:
+        with self._lock:
+            for ctx in list(self._live):
+                ctx.cancel("this executor lost its lease", interrupt=True)
+        self.wake.set()
+
+    # ------------------------------------------------------------------ Services for step types
+
+    def run_action(self, ctx: Context, type_name: str, config: dict[str, Any]) -> ActionResult | Wait:
+        """``ctx.shell(...)`` and friends: run another step type with concrete values."""
+        step_type = self.host.step_types.get(type_name)
+        model = step_type.Config.model_validate(step_type.shorthand(config), context={"rendered": True})
+        result: ActionResult | Wait = self.host.execute_action(step_type, model, ctx)
+        return result
+
+    def evaluate_checks(self, ctx: Context, checks: list[Check], kind: str) -> tuple[bool, list[dict[str, Any]]]:
+        """Evaluate compiled checks for the step of ``ctx`` (used by ``wait`` conditions)."""
+        unit = self._live.get(ctx) or Unit(self.spec.step(ctx.step_id), self.steps[ctx.step_id], ctx.target)
+        return self.prober.evaluate(checks, self.template_ctx(ctx.target), lambda: self.probe_ctx(unit), kind)
+
+    def approvals(self, ctx: Context) -> list[dict[str, Any]]:
+        """Decisions recorded for the step of ``ctx`` since it started waiting."""
+        since = int(ctx.state.get("since_seq", 0))
+        events = self.store.events(self.run.id, after=since, types=("request.approve", "request.deny"))
+        return [{"actor": e.actor, "decision": e.type.split(".", 1)[1], "comment": e.data.get("comment", ""), "ts": e.ts}
+                for e in events if e.step_id == ctx.step_id]  # fmt: skip
+
+    def last_seq(self) -> int:
+        """Sequence number of the run's latest event."""
+        return self.store.get_run(self.run.id).last_seq
+
+    def child_run(self, ctx: Context, runbook: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Start (once) or advance the sub-runbook of the step of ``ctx``; returns its run view."""
+        return self.engine.child_run(self, ctx, runbook, params)
+
+    def persist_state(self, ctx: Context) -> None:
+        """Write the step-local ``ctx.state`` now (before an irreversible external effect)."""
+        unit = self._live.get(ctx)
+        if unit is not None:
+            self.save(unit, [])
+
+    def journal(self, ctx: Context, kind: str, data: dict[str, Any]) -> None:
+        """Append an informational event about the step of ``ctx``."""
+        payload = dict(data)
+        if ctx.target is not None:
+            payload["target"] = ctx.target.get("name")
+        self.commit([NewEvent(f"step.{kind}", step_id=ctx.step_id, attempt=ctx.attempt, data=payload)])
+
+    def resource(self, key: str, factory: Callable[[], Any]) -> Any:
+        """A run-scoped resource (closed when this drive ends)."""
+        return self.resources.get(key, factory)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else round(deadline - time.monotonic(), 3)
+
+
+def _recovery_decision(step: Step, rec: StepRecord) -> str:
+    if rec.data.get("phase") == "verifying":
+        return "verify"
+    if step.check:
+        return "check"
+    if step.idempotent:
+        return "rerun"
+    return "unknown"
+
+
+def _target_json(rec: StepRecord) -> dict[str, Any]:
+    return {"state": str(rec.state), "attempts": rec.attempts, "output": rec.output, "reason": rec.reason,
+            "started_at": rec.started_at, "finished_at": rec.finished_at, "data": rec.data}  # fmt: skip
+
+
+def _target_rec(step_rec: StepRecord, t: dict[str, Any]) -> StepRecord:
+    state = t.get("state", "pending")
+    return StepRecord(run_id=step_rec.run_id, step_id=step_rec.step_id, idx=step_rec.idx,
+                      state=StepState.PENDING if state == "not_started" else StepState(state), attempts=t.get("attempts", 0),
+                      output=t.get("output"), reason=t.get("reason", ""), started_at=t.get("started_at"),
+                      finished_at=t.get("finished_at"), data=t.get("data") or {})  # fmt: skip
+
+
+def _has_unknown_target(rec: StepRecord) -> bool:
+    return any(t.get("state") == str(StepState.UNKNOWN) for t in (rec.data.get("targets") or {}).values())
+
+
+def _failed_targets(rec: StepRecord) -> list[str]:
+    bad = {str(StepState.FAILED), str(StepState.BLOCKED), "not_started"}
+    return [n for n, t in (rec.data.get("targets") or {}).items() if t.get("state") in bad]

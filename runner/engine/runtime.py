@@ -1,0 +1,119 @@
+"""Per-run runtime pieces: params as templates see them, run-scoped resources, the heartbeat."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from runner.errors import LeaseLost, StoreError
+from runner.params import ParamSpec
+from runner.secrets import SecretResolver
+from runner.store.base import Store
+from runner.store.records import Flags, Lease
+
+__all__ = ["Heartbeat", "ParamValues", "Resources", "new_run_id", "process_age"]
+
+log = logging.getLogger("runbook.engine")
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_run_id() -> str:
+    """A ULID: 26 characters, sortable by creation time (ms), 80 random bits."""
+    import os
+    import time
+
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def process_age() -> float:
+    """Seconds since this process started (so a ``--budget`` counts interpreter start-up too)."""
+    import os
+    import time
+
+    try:
+        with open(f"/proc/{os.getpid()}/stat", encoding="utf-8") as f:
+            text = f.read()
+        start_ticks = int(text[text.rfind(")") + 2 :].split()[19])
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class ParamValues(Mapping[str, Any]):
+    """``params`` as templates and scripts see them: secret params resolved on first access."""
+
+    def __init__(self, values: Mapping[str, Any], specs: Mapping[str, ParamSpec], resolver: SecretResolver) -> None:
+        self._values, self._resolver = dict(values), resolver
+        self._secret = {name for name, spec in specs.items() if spec.secret}
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._values[key]
+        if key in self._secret and isinstance(value, str):
+            return self._resolver.resolve(value, name=f"param '{key}'")
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Resources:
+    """Run-scoped resources (SSH connections ...) created once and closed when the run stops."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The resource under ``key``, created by ``factory()`` on first use."""
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = factory()
+            return self._items[key]
+
+    def close(self) -> None:
+        """Close every resource that has a ``close`` method."""
+        with self._lock:
+            items, self._items = list(self._items.values()), {}
+        for item in items:
+            with contextlib.suppress(Exception):
+                item.close()
+
+
+class Heartbeat:
+    """Renews a lease in the background and reports outside requests (pause, cancel) as they appear."""
+
+    def __init__(self, store: Store, lease: Lease, on_flags: Callable[[Flags], None], on_lost: Callable[[], None],
+                 interval: float) -> None:  # fmt: skip
+        self.store, self.lease, self.on_flags, self.on_lost = store, lease, on_flags, on_lost
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                flags = self.store.renew(self.lease)
+            except LeaseLost:
+                self.on_lost()
+                return
+            except StoreError as exc:  # a busy or briefly unavailable store: try again next beat
+                log.warning("heartbeat for run %s failed: %s", self.lease.run_id, exc)
+                continue
+            if flags.pause_requested or flags.cancel_requested:
+                self.on_flags(flags)

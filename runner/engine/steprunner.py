@@ -1,0 +1,203 @@
+"""Running one unit of work: a step, or one target of a fan-out step.
+
+Order: ``precondition`` (fails: ``blocked``) → ``check`` (all hold: ``satisfied``)
+→ action with ``timeout`` and ``retry`` → ``verify`` (polled ``every`` until
+``within``). Each transition is committed before the next begins: the start of
+an attempt is durable before the action runs, the action's success before the
+verification polls, so a crash anywhere is recovered without a silent re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runner.engine.expect import evaluate
+from runner.engine.probes import evidence_of
+from runner.errors import RunControl, StepFailed, UsageError
+from runner.steptypes import ActionResult, Wait
+from runner.store.records import NewEvent, StepRecord, StepState
+
+if TYPE_CHECKING:
+    from runner.context import Context
+    from runner.engine.execution import Execution
+    from runner.model import Step
+
+__all__ = ["StepRunner", "Unit"]
+
+log = logging.getLogger("runbook.engine")
+
+
+@dataclass
+class Unit:
+    """A step, or one target of a step; ``rec`` holds its state (a target's is stored inside the step's data)."""
+
+    step: Step
+    rec: StepRecord
+    target: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        """``restart`` or ``restart@web1``."""
+        return self.step.id if self.target is None else f"{self.step.id}@{self.target['name']}"
+
+    def event(self, kind: str, data: dict[str, Any] | None = None, *, attempt: int | None = None) -> NewEvent:
+        """An event about this unit (a target's events name the target)."""
+        payload = dict(data or {})
+        if self.target is not None:
+            payload["target"] = self.target["name"]
+        return NewEvent(kind, step_id=self.step.id, attempt=attempt, data=payload)
+
+
+class StepRunner:
+    """Drives units through probes, action, retries, waits and verification."""
+
+    def __init__(self, exe: Execution) -> None:
+        self.exe = exe
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self, unit: Unit) -> StepState:
+        """Run ``unit`` until it reaches an outcome (or must wait/stop); returns its state."""
+        try:
+            return self._run(unit)
+        except RunControl:
+            raise
+        except (StepFailed, UsageError) as exc:  # template, secret and config errors fail the step, clearly
+            return self._finish(unit, [], StepState.FAILED, self.exe.redactor.text(str(exc)))
+
+    def _run(self, unit: Unit) -> StepState:
+        rec, step = unit.rec, unit.step
+        if rec.state == StepState.WAITING:
+            return self._act(unit, [], repoll=True)
+        if rec.data.get("phase") == "verifying":
+            return self._verify(unit, [], rec.output)
+        events: list[NewEvent] = []
+        tctx = self.exe.template_ctx(unit.target)
+        if step.precondition:
+            held, evidence = self.exe.prober.evaluate(step.precondition, tctx, lambda: self.exe.probe_ctx(unit), "precondition")
+            events += [unit.event("probe", ev) for ev in evidence]
+            if not held:
+                return self._finish(unit, events, StepState.BLOCKED, f"precondition did not hold: {evidence[-1]['detail']}")
+        if step.check:
+            held, evidence = self.exe.prober.evaluate(step.check, tctx, lambda: self.exe.probe_ctx(unit), "check")
+            events += [unit.event("probe", ev) for ev in evidence]
+            if held:
+                return self._finish(unit, events, StepState.SATISFIED, "check held: " + "; ".join(e["check"] for e in evidence))
+        return self._act(unit, events)
+
+    # ------------------------------------------------------------------ action
+
+    def _act(self, unit: Unit, events: list[NewEvent], *, repoll: bool = False) -> StepState:
+        rec, step = unit.rec, unit.step
+        step_type = self.exe.host.step_types.get(step.action.type)
+        while True:
+            if not repoll:
+                rec.attempts += 1
+                rec.state, rec.reason, rec.finished_at = StepState.RUNNING, "", None
+                rec.started_at = rec.started_at or time.time()
+                events.append(unit.event("step.started", {"executor": self.exe.lease.holder.label(), "type": step.action.type},
+                                         attempt=rec.attempts))  # fmt: skip
+                self.exe.save(unit, events, cursor=True)
+                events = []
+            ctx = self.exe.make_ctx(unit, rec.attempts, step.timeout)
+            result, failure = self._invoke(unit, ctx)
+            if isinstance(result, Wait):
+                outcome = self._wait(unit, result, ctx, first=not repoll)
+                if outcome is None:
+                    repoll = True
+                    continue
+                return outcome
+            if result is not None:
+                held, why = evaluate(step.expect, step_type.default_expect, result)
+                output = self.exe.redactor.value(result.as_output())
+                evidence = self.exe.redactor.value(evidence_of(result, held, why))
+            else:
+                held, why, output, evidence = False, failure or "failed", None, {"holds": False, "detail": failure}
+            if held:
+                break
+            if rec.attempts < step.retry.attempts:
+                delay = min(step.retry.delay * step.retry.backoff ** (rec.attempts - 1), step.retry.max_delay)
+                rec.state, rec.reason = StepState.PENDING, f"attempt {rec.attempts} failed: {why}; retrying in {delay:g}s"
+                self.exe.save(unit, [unit.event("step.attempt_failed", {**evidence, "retry_in": delay}, attempt=rec.attempts)])
+                if self.exe.sleep(delay):
+                    return StepState.PENDING  # a pause or interrupt arrived: the next attempt runs on resume
+                repoll = False
+                continue
+            rec.output = output
+            return self._finish(unit, [unit.event("step.evidence", evidence, attempt=rec.attempts)], StepState.FAILED, why)
+        if step.verify is not None:
+            return self._verify(unit, [unit.event("step.action_done", evidence, attempt=rec.attempts)], output)
+        rec.output = output
+        return self._finish(unit, [unit.event("step.evidence", evidence, attempt=rec.attempts)], StepState.SUCCEEDED, why)
+
+    def _invoke(self, unit: Unit, ctx: Context) -> tuple[ActionResult | Wait | None, str | None]:
+        step = unit.step
+        try:
+            tctx = self.exe.template_ctx(unit.target)
+            return self.exe.prober.invoke(step.action.type, step.action.config, tctx, ctx, step.action.type), None
+        except RunControl:
+            raise
+        except (StepFailed, UsageError) as exc:
+            return None, self.exe.redactor.text(str(exc))
+        except Exception as exc:  # a step type's bug: record it, never crash the run
+            log.exception("step type %s raised", step.action.type)
+            return None, self.exe.redactor.text(f"internal error in step type '{step.action.type}': {type(exc).__name__}: {exc}")
+        finally:
+            self.exe.forget_ctx(ctx)
+
+    # ------------------------------------------------------------------ waiting
+
+    def _wait(self, unit: Unit, wait: Wait, ctx: Context, *, first: bool) -> StepState | None:
+        """Persist the wait; return None to poll again in this process, or WAITING to stop here."""
+        rec = unit.rec
+        changed = first or rec.reason != wait.reason or rec.data.get("state") != ctx.state or rec.not_before != wait.not_before
+        rec.state, rec.reason, rec.not_before = StepState.WAITING, self.exe.redactor.text(wait.reason), wait.not_before
+        rec.data["wait_kind"], rec.data["state"] = wait.kind, ctx.state
+        if changed:
+            data = {"kind": wait.kind, "reason": rec.reason, "not_before": wait.not_before, "deadline": wait.deadline}
+            self.exe.save(unit, [unit.event("step.waiting", data, attempt=rec.attempts)] if first else [])
+        if wait.kind == "paused":
+            return StepState.PENDING  # a sub-runbook stopped at a boundary: this run pauses too
+        if self.exe.can_wait_in_process(wait) and not self.exe.sleep_until(wait.not_before):
+            return None
+        return StepState.WAITING
+
+    # ------------------------------------------------------------------ verification
+
+    def _verify(self, unit: Unit, events: list[NewEvent], output: Any) -> StepState:
+        rec, verify = unit.rec, unit.step.verify
+        assert verify is not None
+        rec.state, rec.output = StepState.RUNNING, output
+        rec.data["phase"] = "verifying"
+        self.exe.save(unit, events)
+        tctx = self.exe.template_ctx(unit.target)
+        deadline = time.monotonic() + verify.within
+        polls = 0
+        while True:
+            polls += 1
+            held, evidence = self.exe.prober.evaluate(verify.checks, tctx, lambda: self.exe.probe_ctx(unit), "verify")
+            if held:
+                rec.data.pop("phase", None)
+                probes = [unit.event("probe", {**ev, "poll": polls}) for ev in evidence]
+                return self._finish(unit, probes, StepState.SUCCEEDED, f"verified after {polls} poll{'s' if polls > 1 else ''}")
+            if time.monotonic() + verify.every > deadline:
+                rec.data.pop("phase", None)
+                probes = [unit.event("probe", {**ev, "poll": polls}) for ev in evidence]
+                why = f"verify did not hold within {verify.within:g}s ({polls} polls): {evidence[-1]['detail']}"
+                return self._finish(unit, probes, StepState.FAILED, why)
+            self.exe.sleep(verify.every, stoppable=False)
+
+    # ------------------------------------------------------------------ outcome
+
+    def _finish(self, unit: Unit, events: list[NewEvent], state: StepState, reason: str) -> StepState:
+        rec = unit.rec
+        rec.state, rec.reason, rec.finished_at, rec.not_before = state, reason, time.time(), None
+        rec.data.pop("phase", None)
+        data = {"state": str(state), "reason": reason}
+        if state in (StepState.SUCCEEDED, StepState.FAILED):
+            data["attempts"] = rec.attempts
+        self.exe.save(unit, [*events, unit.event("step.finished", data, attempt=rec.attempts or None)])
+        return state

@@ -1,0 +1,182 @@
+"""What callers see of a run: the documented JSON shape and the ``next`` cursor.
+
+``next`` always says what the caller should do next and, where a command does
+it, the exact command; ``not_before`` says when doing it again is useful. An
+agent never has to improvise: it runs ``next.command`` at or after
+``next.not_before`` until ``next.action`` is ``none``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from runner.errors import ExitCode
+from runner.store.records import RunRecord, RunState, StepRecord, StepState
+
+__all__ = ["CommandHint", "NextAction", "RunView", "StepView", "build_view", "exit_code_for", "iso"]
+
+APPROVAL_POLL = 30.0
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_EXIT = {
+    RunState.SUCCEEDED: ExitCode.SUCCEEDED,
+    RunState.FAILED: ExitCode.FAILED,
+    RunState.PAUSED: ExitCode.PAUSED,
+    RunState.QUEUED: ExitCode.PAUSED,
+    RunState.WAITING: ExitCode.WAITING,
+    RunState.CANCELLED: ExitCode.CANCELLED,
+    RunState.INTERRUPTED: ExitCode.INTERRUPTED,
+    RunState.RUNNING: ExitCode.CONFLICT,
+}
+
+
+def exit_code_for(state: RunState) -> ExitCode:
+    """Exit code of ``run``/``resume``/``step`` that leave a run in ``state``."""
+    return _EXIT[state]
+
+
+@dataclass
+class CommandHint:
+    """How to spell follow-up commands: global options to repeat and flags to carry over."""
+
+    prefix: list[str] = field(default_factory=list)
+    json: bool = False
+    budget: str | None = None
+    max_steps: int | None = None
+    resume_verb: str = "resume"
+
+    def command(self, verb: str, run_id: str, *extra: str, carry: bool = True) -> str:
+        """``runbook [prefix] VERB RUN [extra] [--budget ..] [--json]``."""
+        args = ["runbook", *self.prefix, verb, run_id, *extra]
+        if carry and self.budget:
+            args += ["--budget", self.budget]
+        if carry and self.max_steps:
+            args += ["--max-steps", str(self.max_steps)]
+        if self.json:
+            args.append("--json")
+        return shlex.join(args)
+
+
+class NextAction(BaseModel):
+    """What to do next with a run."""
+
+    action: str = Field(description="none | resume | wait | await_approval | decide | fix_and_retry")
+    step: str | None = None
+    command: str | None = Field(default=None, description="exact command to run next (None: nothing to run)")
+    not_before: str | None = Field(default=None, description="ISO time before which running the command is pointless")
+    reason: str = ""
+    human_command: str | None = Field(default=None, description="what a human must do (e.g. approve) for the run to go on")
+    options: list[dict[str, str]] = Field(default_factory=list, description="choices when a decision is needed")
+
+
+class StepView(BaseModel):
+    """One step in a run view."""
+
+    id: str
+    state: StepState
+    attempts: int
+    output: Any = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    reason: str = ""
+    not_before: str | None = None
+    targets: dict[str, Any] | None = None
+
+
+class RunView(BaseModel):
+    """The documented JSON shape of ``run``/``resume``/``step``/``status --json``."""
+
+    run_id: str
+    runbook: str
+    state: RunState
+    reason: str = ""
+    exit_code: int
+    params: dict[str, Any]
+    started_by: str
+    trigger: dict[str, Any] | None = None
+    created_at: str | None
+    updated_at: str | None
+    finished_at: str | None = None
+    parent_run_id: str | None = None
+    executor: str | None = None
+    steps: list[StepView]
+    next: NextAction
+
+
+def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint) -> NextAction:
+    rid, state = run.id, run.state
+    current = next((s for s in steps if s.step_id == run.cursor), None)
+    if state in (RunState.SUCCEEDED, RunState.CANCELLED):
+        return NextAction(action="none", reason=f"run {state}")
+    if state == RunState.FAILED:
+        failed = next((s for s in steps if s.state in (StepState.FAILED, StepState.BLOCKED)), current)
+        return NextAction(action="fix_and_retry", step=failed.step_id if failed else None,
+                          command=hint.command("resume", rid, "--retry"), reason=run.reason,
+                          human_command=f"fix the cause, then: {hint.command('resume', rid, '--retry')}")  # fmt: skip
+    if state == RunState.RUNNING:
+        who = run.holder.label() if run.holder else "an executor"
+        return NextAction(action="wait", step=run.cursor, command=hint.command("status", rid, carry=False),
+                          not_before=iso(time.time() + 2), reason=f"being executed by {who}")  # fmt: skip
+    if state == RunState.WAITING:
+        return _waiting(run, steps, hint, current)
+    step = next((s.step_id for s in steps if s.state not in _DONE), run.cursor)
+    return NextAction(action="resume", step=step, command=hint.command(hint.resume_verb, rid), reason=run.reason or f"run {state}")
+
+
+_DONE = {StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK}
+
+
+def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current: StepRecord | None) -> NextAction:
+    rid = run.id
+    unknown = next((s for s in steps if s.state == StepState.UNKNOWN), None)
+    if unknown is not None:
+        sid = unknown.step_id
+        return NextAction(
+            action="decide", step=sid, reason=unknown.reason,
+            options=[
+                {"action": "retry_step", "command": hint.command("resume", rid, "--retry-step", sid),
+                 "meaning": "run the step's action again"},
+                {"action": "skip_step", "command": hint.command("resume", rid, "--skip-step", sid),
+                 "meaning": "treat the step as done and go on"},
+            ],
+        )  # fmt: skip
+    waiting = next((s for s in steps if s.state == StepState.WAITING), current)
+    kind = (waiting.data.get("wait_kind") if waiting else None) or "wait"
+    not_before = waiting.not_before if waiting else run.wake_at
+    sid = waiting.step_id if waiting else None
+    if kind == "approval":
+        return NextAction(action="await_approval", step=sid, command=hint.command(hint.resume_verb, rid),
+                          not_before=iso(not_before or time.time() + APPROVAL_POLL), reason=run.reason,
+                          human_command=f"{hint.command('approve', rid, '--by', 'NAME', carry=False)} (or deny)")  # fmt: skip
+    return NextAction(action="wait", step=sid, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason)
+
+
+def build_view(run: RunRecord, steps: list[StepRecord], hint: CommandHint | None = None) -> RunView:
+    """The JSON view of ``run`` and its ``steps``."""
+    hint = hint or CommandHint()
+    return RunView(
+        run_id=run.id, runbook=run.runbook, state=run.state, reason=run.reason, exit_code=int(exit_code_for(run.state)),
+        params=run.params, started_by=run.started_by, trigger=run.trigger, created_at=iso(run.created_at),
+        updated_at=iso(run.updated_at), finished_at=iso(run.finished_at), parent_run_id=run.parent_run_id,
+        executor=run.holder.label() if run.holder and run.state == RunState.RUNNING else None,
+        steps=[
+            StepView(id=s.step_id, state=s.state, attempts=s.attempts, output=s.output, started_at=iso(s.started_at),
+                     finished_at=iso(s.finished_at), reason=s.reason, not_before=iso(s.not_before),
+                     targets=s.data.get("targets") or None)
+            for s in steps
+        ],
+        next=_next(run, steps, hint),
+    )  # fmt: skip

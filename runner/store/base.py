@@ -1,0 +1,132 @@
+"""The journal store interface.
+
+A store keeps runs, their steps and an append-only event journal, and
+arbitrates who may execute a run:
+
+- An executor *acquires a lease* on a run before executing it. The lease names
+  the holder (host, boot, pid, process start time) and carries a *fencing
+  token* that increases with every acquisition. Every write an executor makes
+  (:meth:`Store.commit`) is checked against that token in the same
+  transaction, so an executor that lost its lease can never write again.
+- A lease is free when it was released, when it expired, or when the engine's
+  ``is_alive`` says its same-host holder process is gone (so a resume right
+  after ``kill -9`` does not wait). ``force`` takes over a live remote lease.
+- Requests from outside (pause, cancel, approvals) are written without a lease
+  and read back by the executor with every commit and heartbeat.
+- Workers :meth:`claim` runnable runs: queued ones, waiting ones whose
+  ``wake_at`` is due, and running ones whose holder is gone. A PostgreSQL store
+  implements this with ``FOR UPDATE SKIP LOCKED``; SQLite serialises writers.
+
+``tests/store_contract.py`` is the contract suite every store must pass.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepRecord
+
+__all__ = ["IsAlive", "Store"]
+
+IsAlive = Callable[[Holder], bool | None]
+"""``is_alive(holder)``: True/False when it can tell (same host), None when it cannot (remote)."""
+
+
+class Store(ABC):
+    """Durable storage of runs, steps, events and leases."""
+
+    url: str
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    # ------------------------------------------------------------------ runs
+
+    @abstractmethod
+    def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
+        """Insert a run, its pending steps and a ``run.created`` event.
+
+        Returns ``(run, True)``; or ``(existing, False)`` when ``new.idempotency_key`` was
+        used before. Raises :class:`~runner.errors.LockHeld` if ``new.lock_key`` is held by an
+        active run.
+        """
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run; :class:`~runner.errors.RunNotFound` if there is none."""
+
+    @abstractmethod
+    def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids starting with ``prefix`` (to accept unambiguous short ids)."""
+
+    @abstractmethod
+    def list_runs(
+        self, *, runbook: str | None = None, states: Sequence[RunState] = (), parent: str | None = None,
+        limit: int = 50, before: str | None = None,
+    ) -> list[RunRecord]:  # fmt: skip
+        """Runs, newest first; ``before`` is the id of the last run of the previous page."""
+
+    @abstractmethod
+    def count_runs(self) -> dict[tuple[str, str], int]:
+        """Number of runs by (runbook, state), for metrics."""
+
+    @abstractmethod
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps in runbook order."""
+
+    @abstractmethod
+    def events(self, run_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()) -> list[Event]:
+        """Events with ``seq > after`` in order."""
+
+    # ------------------------------------------------------------------ leases and fenced writes
+
+    @abstractmethod
+    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive) -> Lease:
+        """Take the run's lease (and its lock key); raises LeaseHeld / LockHeld / RunNotFound."""
+
+    @abstractmethod
+    def renew(self, lease: Lease) -> Flags:
+        """Extend the lease by its ttl and return the outside requests; LeaseLost if fenced off."""
+
+    @abstractmethod
+    def flags(self, lease: Lease) -> Flags:
+        """Outside requests, without extending the lease (a cheap read); LeaseLost if fenced off."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None:
+        """Give the lease up (no error if it was already taken over)."""
+
+    @abstractmethod
+    def commit(
+        self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
+        steps: Sequence[StepPatch] = (),
+    ) -> tuple[list[Event], Flags]:  # fmt: skip
+        """Atomically append events and update the run and steps, if ``lease`` is still current.
+
+        ``run`` maps run columns (state, reason, cursor, finished_at, wake_at, options,
+        pause_requested, cancel_requested, params) to new values. A run entering a state
+        outside :data:`ACTIVE_STATES` releases its lock key. Raises LeaseLost if fenced off.
+        Returns the committed events and the current outside requests.
+        """
+
+    # ------------------------------------------------------------------ requests from outside the lease
+
+    @abstractmethod
+    def request(self, run_id: str, kind: str, *, actor: str, reason: str, data: dict[str, Any] | None = None) -> Event:
+        """Record an outside request: ``pause`` / ``cancel`` set their flags; ``approve`` / ``deny``
+        record a decision for a step (``data`` names it) and wake the run (``wake_at = now``)."""
+
+    # ------------------------------------------------------------------ workers
+
+    @abstractmethod
+    def claim(self, holder: Holder, ttl: float, *, is_alive: IsAlive, limit: int = 1) -> list[Lease]:
+        """Lease up to ``limit`` runnable runs: queued, waiting and due, or running with a dead holder."""
+
+    @abstractmethod
+    def queue_depth(self) -> int:
+        """Number of queued runs."""

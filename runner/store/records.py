@@ -1,0 +1,236 @@
+"""Records the journal store keeps: runs, steps, events, leases, alert deliveries.
+
+Times are epoch seconds (floats) in records and ISO 8601 UTC strings in JSON views.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "Event",
+    "Flags",
+    "Holder",
+    "Lease",
+    "NewEvent",
+    "NewRun",
+    "RunRecord",
+    "RunState",
+    "StepPatch",
+    "StepRecord",
+    "StepState",
+]
+
+
+class RunState(str, enum.Enum):
+    """States of a run."""
+
+    QUEUED = "queued"  # created, waiting for an executor (worker) to pick it up
+    RUNNING = "running"
+    PAUSED = "paused"  # stopped at a step boundary (pause request, budget, max steps); resumable
+    WAITING = "waiting"  # a wait or approval step, or a decision on an unknown step
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # resumable with --retry after a fix
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; resumable
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.CANCELLED})
+"""States a run never leaves (``failed`` may be retried)."""
+ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED})
+"""States in which a run holds its lock key."""
+
+
+class StepState(str, enum.Enum):
+    """States of a step."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SKIPPED = "skipped"
+    SATISFIED = "satisfied"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    WAITING = "waiting"
+    ROLLED_BACK = "rolled_back"
+    UNKNOWN = "unknown"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DONE_STEP_STATES = frozenset({StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK})
+
+
+class Holder(BaseModel):
+    """Identity of an executor: host (and boot), pid and process start time."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    host: str
+    boot_id: str = ""
+    pid: int
+    start_time: int = 0
+    kind: str = "cli"
+
+    def label(self) -> str:
+        """``cli pid 4242 on web1``."""
+        return f"{self.kind} pid {self.pid} on {self.host}"
+
+    def same_host(self, other: Holder) -> bool:
+        """True if both run on this host since the same boot."""
+        return self.host == other.host and self.boot_id == other.boot_id
+
+
+class RunRecord(BaseModel):
+    """A run as stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    runbook: str
+    state: RunState
+    reason: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    started_by: str = ""
+    trigger: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    content_hash: str = ""
+    step_hashes: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any] = Field(default_factory=dict)
+    file: str = ""
+    cursor: str | None = None
+    idempotency_key: str | None = None
+    lock_key: str | None = None
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    holder: Holder | None = None
+    lease_expires_at: float | None = None
+    fence: int = 0
+    pause_requested: bool = False
+    cancel_requested: bool = False
+    wake_at: float | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    last_seq: int = 0
+
+
+class StepRecord(BaseModel):
+    """A step of a run as stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    step_id: str
+    idx: int
+    state: StepState = StepState.PENDING
+    attempts: int = 0
+    output: Any = None
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    not_before: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    """One journal event."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    seq: int
+    ts: float
+    type: str
+    step_id: str | None = None
+    attempt: int | None = None
+    actor: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class NewEvent:
+    """An event to append (``seq`` and ``ts`` are assigned by the store)."""
+
+    type: str
+    step_id: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    actor: str | None = None
+
+
+@dataclass
+class StepPatch:
+    """The full new state of one step row: written as a whole, inserted if the step is new."""
+
+    step_id: str
+    idx: int
+    state: StepState
+    attempts: int = 0
+    output: Any = None
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    not_before: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rec: StepRecord) -> StepPatch:
+        """A patch writing ``rec`` as it is now."""
+        return cls(rec.step_id, rec.idx, rec.state, rec.attempts, rec.output, rec.reason, rec.started_at,
+                   rec.finished_at, rec.not_before, rec.data)  # fmt: skip
+
+
+@dataclass
+class NewRun:
+    """What ``Store.create_run`` needs."""
+
+    id: str
+    runbook: str
+    params: dict[str, Any]
+    started_by: str
+    content_hash: str
+    step_hashes: dict[str, str]
+    spec: dict[str, Any]
+    file: str
+    step_ids: list[str]
+    state: RunState = RunState.QUEUED
+    trigger: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    lock_key: str | None = None
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    created_event: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that an executor holds a run: its fencing token is checked on every write."""
+
+    run_id: str
+    holder: Holder
+    fence: int
+    ttl: float
+    previous: Holder | None = None
+    previous_state: RunState | None = None
+    took_over: str | None = None  # why a previous holder's lease was taken over
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Requests made from outside, read back with every write and heartbeat."""
+
+    pause_requested: bool = False
+    cancel_requested: bool = False
