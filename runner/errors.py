@@ -198,11 +198,12 @@ class RunNotFound(UsageError, KeyError):
 class RunbookChanged(UsageError):
     """Steps that already completed were edited since the run started."""
 
-    def __init__(self, run_id: str, changed: Sequence[str]) -> None:
-        self.run_id, self.changed = run_id, list(changed)
+    def __init__(self, run_id: str, changed: Sequence[str], details: Sequence[str] = ()) -> None:
+        self.run_id, self.changed, self.details = run_id, list(changed), list(details)
         names = ", ".join(f"'{s}'" for s in self.changed)
+        what = f" ({'; '.join(self.details)})" if self.details else ""
         super().__init__(
-            f"run {run_id}: completed step{'s' if len(changed) > 1 else ''} {names} changed since the run started",
+            f"run {run_id}: completed step{'s' if len(changed) > 1 else ''} {names} changed since the run started{what}",
             hint=f"review the change, then run `runbook resume {run_id} --accept-changes` to continue with the edited runbook",
         )
 

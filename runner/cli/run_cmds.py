@@ -151,15 +151,22 @@ def _with(options: list[Any]) -> Any:
 @max_steps_option
 @click.option("--idempotency-key", metavar="KEY", help="Return the existing run for a repeated key instead of starting another.")
 @click.option("--as", "actor", metavar="NAME", help="Who starts the run (default: RUNBOOK_ACTOR or user@host).")
+@click.option("--as-agent", is_flag=True, help="Start the run as an agent: the agent policy (--policy / RUNBOOK_AGENT_POLICY) applies.")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False), help="Agent policy file (default: RUNBOOK_AGENT_POLICY).")
 @json_option
 @pass_state
 def run_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str | None, budget: str | None,
-            max_steps: int | None, idempotency_key: str | None, actor: str | None) -> int:  # fmt: skip
+            max_steps: int | None, idempotency_key: str | None, actor: str | None, as_agent: bool, policy_file: str | None) -> int:  # fmt: skip
     """Start a run of runbook NAME and execute it."""
     params = _params(state, name, pairs, params_file)
     engine = _engine(state, budget, max_steps)
+    if as_agent:
+        from runner.policy import load_policy
+
+        engine.policy = load_policy(policy_file)
     opts = _options(state, budget, max_steps, actor=actor)
-    return _drive(state, engine, lambda: engine.start(name, params, started_by=opts.actor, idempotency_key=idempotency_key, options=opts))
+    return _drive(state, engine, lambda: engine.start(name, params, started_by=opts.actor, idempotency_key=idempotency_key,
+                                                      options=opts, agent=as_agent))  # fmt: skip
 
 
 @click.command("resume")

@@ -27,14 +27,17 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
     if not waiting:
         raise InvalidState(run.id, str(run.state), f"{verb} it: no step is waiting for approval")
     rec = waiting[0]
-    rb = engine.runbook_for(run)
-    config = rb.spec.step(rec.step_id).action.config
+    if rec.data.get("gate") == "pending":
+        config = (run.options.get("gates") or {}).get(rec.step_id, {})
+    else:
+        config = engine.runbook_for(run).spec.step(rec.step_id).action.config
     if config.get("distinct_from_starter") and actor == run.started_by:
         raise UsageError(f"{actor} started run {run.id} and cannot {verb} its step '{rec.step_id}' (distinct_from_starter)")
     allowed = config.get("allowed")
     if allowed and actor not in allowed:
         raise UsageError(f"{actor} may not {verb} step '{rec.step_id}'; allowed: {', '.join(allowed)}")
-    since = int(rec.data.get("state", {}).get("since_seq", 0))
+    state_key = "gate_state" if rec.data.get("gate") == "pending" else "state"
+    since = int(rec.data.get(state_key, {}).get("since_seq", 0))
     earlier = engine.store.events(run.id, after=since, types=("request.approve", "request.deny"))
     if any(e.actor == actor and e.step_id == rec.step_id for e in earlier):
         raise UsageError(f"{actor} already decided on step '{rec.step_id}' of run {run.id}")

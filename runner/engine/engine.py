@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.engine.execution import DriveOptions, Execution
 from runner.engine.holder import current_holder, is_alive
@@ -12,7 +12,7 @@ from runner.engine.runtime import new_run_id
 from runner.engine.views import CommandHint, RunView, build_view
 from runner.errors import InvalidState, RunNotFound, UsageError
 from runner.params import validate_params
-from runner.store.records import TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
+from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,7 +24,17 @@ if TYPE_CHECKING:
     from runner.store.base import Store
     from runner.store.records import Event
 
-__all__ = ["Engine"]
+__all__ = ["AgentPolicy", "Engine"]
+
+
+class AgentPolicy(Protocol):
+    """What the engine asks an agent policy (see :mod:`runner.policy`). Enforced for every agent-started run."""
+
+    def check_start(self, runbook: str, params: dict[str, Any], *, active_runs: int) -> None:
+        """Raise :class:`~runner.errors.PolicyDenied` if an agent may not start this run."""
+
+    def approval_steps(self, runbook: str) -> list[str]:
+        """Ids of steps that need a human approval before they act in an agent-started run."""
 
 
 class Engine:
@@ -40,6 +50,8 @@ class Engine:
         self.hint = CommandHint()
         self._active: list[Execution] = []
         self.notices: list[str] = []
+        self.policy: AgentPolicy | None = None
+        """Agent policy applied to runs started with ``agent=True``."""
         self.observers: list[Callable[[Event, RunRecord], None]] = []
         """In-process observers of committed events (the CLI's live view); plugins use ``runbook_on_event``."""
 
@@ -73,7 +85,8 @@ class Engine:
     def view(self, run_id: str) -> RunView:
         """The run's current view, with ``next`` spelled for this engine's caller."""
         run = self.store.get_run(run_id)
-        return build_view(run, self.store.get_steps(run_id), self.hint)
+        gone = run.state == RunState.RUNNING and run.holder is not None and is_alive(run.holder) is False
+        return build_view(run, self.store.get_steps(run_id), self.hint, holder_gone=gone)
 
     status = view
 
@@ -90,12 +103,18 @@ class Engine:
         parent: tuple[str, str] | None = None,
         options: DriveOptions | None = None,
         execute: bool = True,
+        agent: bool = False,
     ) -> RunView:
-        """Create a run of ``name`` (or return the run of a repeated ``idempotency_key``) and drive it."""
+        """Create a run of ``name`` (or return the run of a repeated ``idempotency_key``) and drive it.
+
+        ``agent=True`` marks the run as started by an agent: the agent policy (``self.policy``) is checked
+        first, and the steps it names get a human approval gate before they act.
+        """
         rb = self.catalog.get(name)
         validated = validate_params(name, rb.params_model, params)
         stored = validated.model_dump(mode="json")
         actor = started_by or self.settings.actor
+        run_options = self._agent_options(name, stored) if agent else {}
         lock_key = None
         if rb.spec.lock:
             lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
@@ -103,7 +122,7 @@ class Engine:
             id=new_run_id(), runbook=name, params=stored, started_by=actor, content_hash=rb.content_hash,
             step_hashes=rb.step_hashes, spec=rb.spec.model_dump(mode="json", by_alias=True), file=rb.file,
             step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
-            parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None,
+            parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None, options=run_options,
             created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
                            "trigger": (trigger or {}).get("source"), "parent": parent[0] if parent else None},
         )  # fmt: skip
@@ -111,6 +130,19 @@ class Engine:
         if not created or not execute:
             return build_view(run, self.store.get_steps(run.id), self.hint)
         return self.drive(run.id, options or DriveOptions(actor=actor))
+
+    def _agent_options(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Check the agent policy and return the run options it implies (durable approval gates)."""
+        if self.policy is None:
+            return {"agent": True}
+        active = [r for r in self.store.list_runs(states=list(ACTIVE_STATES), limit=10000) if r.options.get("agent")]
+        self.policy.check_start(name, params, active_runs=len(active))
+        gates = {
+            step_id: {"message": f"run started by an agent: approve step '{step_id}' of {name} before it acts?",
+                      "approvers": 1, "distinct_from_starter": True}
+            for step_id in self.policy.approval_steps(name)
+        }  # fmt: skip
+        return {"agent": True, "gates": gates}
 
     # ------------------------------------------------------------------ driving
 

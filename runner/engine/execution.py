@@ -236,7 +236,8 @@ class Execution:
 
     def _set_waiting(self, step: Step, rec: StepRecord) -> None:
         kind = rec.data.get("wait_kind", "wait")
-        wake = rec.not_before if kind != "approval" else (rec.data.get("state", {}).get("expires_at"))
+        state_key = "gate_state" if rec.data.get("gate") == "pending" else "state"
+        wake = rec.not_before if kind != "approval" else rec.data.get(state_key, {}).get("expires_at")
         self.commit([NewEvent("run.waiting", step_id=step.id, data={"reason": rec.reason, "kind": kind, "not_before": rec.not_before})],
                     {"state": RunState.WAITING, "reason": f"step '{step.id}': {rec.reason}", "cursor": step.id, "wake_at": wake})  # fmt: skip
 
@@ -288,7 +289,10 @@ class Execution:
         added = [s for s in current if s not in stored]
         completed = [s for s in changed + removed if self.steps.get(s) and self.steps[s].state in (*DONE_STEP_STATES, StepState.RUNNING)]
         if completed and not self.opts.accept_changes:
-            raise RunbookChanged(self.run.id, completed)
+            old = {s["id"]: s for s in self.run.spec.get("steps", [])}
+            new = {s.id: s.model_dump(mode="json", by_alias=True) for s in self.spec.steps}
+            details = [f"{sid}: {d}" for sid in completed for d in _diff(old.get(sid), new.get(sid))[:3]]
+            raise RunbookChanged(self.run.id, completed, details)
         detail = {"changed": changed, "added": added, "removed": removed, "accepted": bool(completed)}
         events.append(NewEvent("run.edited", data=detail, actor=self.opts.actor or None))
         self.opts.notices.append("runbook changed since the run started: " + ", ".join(
@@ -352,6 +356,11 @@ class Execution:
                     rec.data.pop("phase", None)
                     events.append(NewEvent("step.decision", step_id=rec.step_id, actor=actor or None, data={"decision": "retry"}))
                     patches[rec.step_id] = rec
+
+    def gate_for(self, step_id: str) -> dict[str, Any] | None:
+        """The approval gate the agent policy put on ``step_id`` for this run, if any."""
+        gates: dict[str, Any] = self.run.options.get("gates") or {}
+        return gates.get(step_id)
 
     # ------------------------------------------------------------------ contexts and templates
 
@@ -502,6 +511,20 @@ class Execution:
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else round(deadline - time.monotonic(), 3)
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Field-level differences between two JSON values, as ``field: old -> new`` lines."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    if old == new:
+        return []
+    if new is None:
+        return [f"{path or 'step'} removed"]
+    return [f"{(path or 'step').removeprefix('action.config.')}: {old!r} -> {new!r}"]
 
 
 def _recovery_decision(step: Step, rec: StepRecord) -> str:

@@ -70,6 +70,8 @@ class StepRunner:
 
     def _run(self, unit: Unit) -> StepState:
         rec, step = unit.rec, unit.step
+        if rec.state == StepState.WAITING and rec.data.get("gate") == "pending":
+            return self._gated(unit, [])
         if rec.state == StepState.WAITING:
             return self._act(unit, [], repoll=True)
         if rec.data.get("phase") == "verifying":
@@ -86,6 +88,35 @@ class StepRunner:
             events += [unit.event("probe", ev) for ev in evidence]
             if held:
                 return self._finish(unit, events, StepState.SATISFIED, "check held: " + "; ".join(e["check"] for e in evidence))
+        return self._gated(unit, events)
+
+    # ------------------------------------------------------------------ agent approval gate
+
+    def _gated(self, unit: Unit, events: list[NewEvent]) -> StepState:
+        """Before acting, a step the agent policy gates waits for a human approval (once per step)."""
+        gate = self.exe.gate_for(unit.step.id)
+        rec = unit.rec
+        if gate is None or rec.data.get("gate") == "approved":
+            return self._act(unit, events)
+        approval = self.exe.host.step_types.get("approval")
+        ctx = self.exe.make_ctx(unit, rec.attempts, None)
+        ctx.state = rec.data.setdefault("gate_state", {})
+        try:
+            result = approval.execute(approval.Config.model_validate(gate), ctx)
+        finally:
+            self.exe.forget_ctx(ctx)
+        if isinstance(result, Wait):
+            first = rec.data.get("gate") != "pending"
+            rec.data["gate"] = "pending"
+            rec.state, rec.reason, rec.data["wait_kind"] = StepState.WAITING, result.reason, "approval"
+            if first:
+                events.append(unit.event("step.waiting", {"kind": "approval", "reason": result.reason, "gate": "agent policy"}))
+            self.exe.save(unit, events)
+            return StepState.WAITING
+        rec.data["gate"] = "approved"
+        rec.data.pop("wait_kind", None)
+        rec.state = StepState.PENDING
+        events.append(unit.event("step.gate_approved", {"detail": result.detail}))
         return self._act(unit, events)
 
     # ------------------------------------------------------------------ action

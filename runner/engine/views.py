@@ -116,7 +116,7 @@ class RunView(BaseModel):
     next: NextAction
 
 
-def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint) -> NextAction:
+def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gone: bool) -> NextAction:
     rid, state = run.id, run.state
     current = next((s for s in steps if s.step_id == run.cursor), None)
     if state in (RunState.SUCCEEDED, RunState.CANCELLED):
@@ -126,6 +126,10 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint) -> NextAct
         return NextAction(action="fix_and_retry", step=failed.step_id if failed else None,
                           command=hint.command("resume", rid, "--retry"), reason=run.reason,
                           human_command=f"fix the cause, then: {hint.command('resume', rid, '--retry')}")  # fmt: skip
+    if state == RunState.RUNNING and holder_gone:
+        who = run.holder.label() if run.holder else "its executor"
+        return NextAction(action="resume", step=run.cursor, command=hint.command(hint.resume_verb, rid),
+                          reason=f"{who} is no longer running; resume recovers the run")  # fmt: skip
     if state == RunState.RUNNING:
         who = run.holder.label() if run.holder else "an executor"
         return NextAction(action="wait", step=run.cursor, command=hint.command("status", rid, carry=False),
@@ -164,8 +168,8 @@ def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current
     return NextAction(action="wait", step=sid, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason)
 
 
-def build_view(run: RunRecord, steps: list[StepRecord], hint: CommandHint | None = None) -> RunView:
-    """The JSON view of ``run`` and its ``steps``."""
+def build_view(run: RunRecord, steps: list[StepRecord], hint: CommandHint | None = None, *, holder_gone: bool = False) -> RunView:
+    """The JSON view of ``run`` and its ``steps`` (``holder_gone``: its executor is known to be dead)."""
     hint = hint or CommandHint()
     return RunView(
         run_id=run.id, runbook=run.runbook, state=run.state, reason=run.reason, exit_code=int(exit_code_for(run.state)),
@@ -178,5 +182,5 @@ def build_view(run: RunRecord, steps: list[StepRecord], hint: CommandHint | None
                      targets=s.data.get("targets") or None)
             for s in steps
         ],
-        next=_next(run, steps, hint),
+        next=_next(run, steps, hint, holder_gone),
     )  # fmt: skip

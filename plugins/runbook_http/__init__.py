@@ -1,0 +1,1 @@
+"""Built-in plugin runbook_http (in progress)."""

@@ -1,0 +1,90 @@
+"""Shared fixtures: a throwaway project directory and the real ``runbook`` CLI run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally when a real component is missing; in CI (``CI`` set) a missing component is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} is not available on this machine")
+
+
+@dataclass
+class Result:
+    """A finished CLI invocation."""
+
+    args: list[str]
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout parsed as one JSON document."""
+        try:
+            return json.loads(self.out)
+        except ValueError as exc:
+            raise AssertionError(f"stdout is not one JSON document ({exc}):\n{self.out}\nstderr:\n{self.err}") from None
+
+    def __repr__(self) -> str:
+        return f"<runbook {' '.join(self.args)} exit={self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}>"
+
+
+class Project:
+    """A project directory with ``runbooks/`` and its own journal, driven through the real CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runbooks = root / "runbooks"
+        self.runbooks.mkdir(parents=True, exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+        self.env.update(RUNBOOK_ACTOR="tester", PYTHONUNBUFFERED="1", COLUMNS="200")
+
+    @property
+    def journal(self) -> Path:
+        """The default SQLite journal file."""
+        return self.root / ".runbook" / "journal.db"
+
+    def write(self, name: str, text: str) -> Path:
+        """Write a runbook file (dedented) under ``runbooks/``."""
+        path = self.runbooks / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+    def cmd(self, *args: str) -> list[str]:
+        """argv of a ``runbook`` invocation through the real entry point."""
+        return [sys.executable, "-m", "runner", *args]
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+        """Run ``runbook ARGS`` in the project directory and wait for it."""
+        proc = subprocess.run(self.cmd(*args), cwd=self.root, env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, timeout=timeout, input=input)  # fmt: skip
+        return Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start ``runbook ARGS`` without waiting (for kill and signal tests)."""
+        return subprocess.Popen(self.cmd(*args), cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    """A fresh project directory."""
+    yield Project(tmp_path / "proj")
