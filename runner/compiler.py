@@ -11,7 +11,7 @@ import difflib
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from runner.errors import Problem, ValidationError
@@ -34,21 +34,23 @@ class _Ctx:
         self.located, self.registry = located, registry
         self.problems: list[Problem] = []
 
-    def add(self, path: Path_, message: str) -> None:
-        self.problems.append(self.located.problem(path, message, where=_where(self.located.data, path)))
+    def add(self, path: Path_, message: str, *, value: bool = False) -> None:
+        self.problems.append(self.located.problem(path, message, where=_where(self.located.data, path), value=value))
 
     def pydantic(self, base: Path_, exc: PydanticValidationError) -> None:
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            msg = err["msg"]
+            msg, at_value = err["msg"], True
             if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'"
+                msg, at_value = f"unknown key '{loc[-1]}'", False
             elif err["type"] == "missing":
-                msg = f"missing required key '{loc[-1]}'"
+                msg, at_value = f"missing required key '{loc[-1]}'", False
+            elif err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
             elif "input" in err and err["type"] not in ("model_type", "dict_type"):
                 shown = repr(err["input"])
                 msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
-            self.add((*base, *(str(p) if isinstance(p, str) else p for p in loc)), msg)
+            self.add((*base, *(str(p) if isinstance(p, str) else p for p in loc)), msg, value=at_value)
 
 
 def _where(data: Any, path: Path_) -> str | None:
@@ -67,7 +69,7 @@ def _where(data: Any, path: Path_) -> str | None:
 
 class _Top(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     version: str | int | float = "1"
     tags: list[str] = []

@@ -17,12 +17,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
     from runner.context import Context
 
-__all__ = ["ActionResult", "StepConfig", "StepType", "Templated", "Wait", "is_template"]
+__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "is_template"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,25 @@ class _TemplatedFactory:
 
 Templated: Any = _TemplatedFactory()
 """``Templated[int]``: an ``int``, or a template string that must render to one."""
+
+
+def _argv(value: Any) -> Any:
+    """``[true, 3]`` in YAML is a bool and an int; as a command line they mean the words ``true`` and ``3``."""
+    if not isinstance(value, list):
+        return value
+    out = []
+    for item in value:
+        if isinstance(item, bool):
+            out.append("true" if item else "false")
+        elif isinstance(item, int | float):
+            out.append(str(item))
+        else:
+            out.append(item)
+    return out
+
+
+Argv = Annotated[list[str], BeforeValidator(_argv)]
+"""An argv list: scalars YAML reads as booleans or numbers are kept as the words written."""
 
 
 class StepConfig(BaseModel):

@@ -9,6 +9,7 @@ can name ``file:line:column``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,20 @@ __all__ = ["DEFAULT_MAX_BYTES", "Located", "load_yaml"]
 DEFAULT_MAX_BYTES = 1024 * 1024
 Path_ = tuple[str | int, ...]
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _BaseLoader(_CLoader):  # type: ignore[misc,valid-type]
+    """YAML 1.2-style booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings."""
+
+
+_BaseLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _CLoader.yaml_implicit_resolvers.items()
+}
+_BaseLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 @dataclass
@@ -31,18 +45,21 @@ class Located:
     data: Any
     file: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
 
-    def position(self, path: Path_) -> tuple[int | None, int | None]:
-        """Position of ``path``, or of its nearest ancestor that has one."""
+    def position(self, path: Path_, *, value: bool = False) -> tuple[int | None, int | None]:
+        """Position of ``path`` (its key, or with ``value`` its value), or of its nearest ancestor's."""
+        if value and tuple(path) in self.values:
+            return self.values[tuple(path)]
         for n in range(len(path), -1, -1):
             pos = self.positions.get(tuple(path[:n]))
             if pos is not None:
                 return pos
         return None, None
 
-    def problem(self, path: Path_, message: str, where: str | None = None) -> Problem:
-        """A :class:`Problem` located at ``path``."""
-        line, col = self.position(path)
+    def problem(self, path: Path_, message: str, where: str | None = None, *, value: bool = False) -> Problem:
+        """A :class:`Problem` located at ``path`` (at its value when ``value`` is true)."""
+        line, col = self.position(path, value=value)
         return Problem(message=message, file=self.file, line=line, column=col, where=where)
 
 
@@ -76,6 +93,7 @@ class _Builder:
             )
         self.seen.add(id(node))
         self.located.positions.setdefault(path, _mark(node.start_mark))
+        self.located.values[path] = _mark(node.start_mark)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

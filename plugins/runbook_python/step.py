@@ -79,4 +79,5 @@ class PythonStep(StepType):
             return value
         if isinstance(value, bool):
             return ActionResult(output=value, ok=value, detail=f"returned {value}")
-        return ActionResult(output=value, detail="returned" if value is not None else "returned None")
+        shown = repr(value)
+        return ActionResult(output=value, detail=f"returned {shown if len(shown) <= 80 else shown[:77] + '...'}")

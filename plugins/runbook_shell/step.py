@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, model_validator
 
 from runner.errors import CommandTimeout, StepFailed
-from runner.steptypes import ActionResult, StepConfig, StepType, Templated
+from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -28,7 +28,7 @@ _PROTECTED_ENV = {"PATH", "HOME", "SHELL", "IFS", "ENV", "BASH_ENV", "PS4", "CDP
 class ShellConfig(StepConfig):
     """Config of a ``shell`` step (``shell: [argv...]`` is short for ``shell: {command: [argv...]}``)."""
 
-    command: list[str] | None = Field(default=None, description="argv list, run without a shell")
+    command: Argv | None = Field(default=None, description="argv list, run without a shell")
     script: str | None = Field(default=None, description="text run by `sh -e`; params arrive as environment variables")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
     cwd: str | None = Field(default=None, description="working directory")
@@ -173,8 +173,8 @@ class ShellStep(StepType):
         env = dict(os.environ) if config.inherit_env else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         if config.script is not None:
             for key, value in ctx.param_values.items():
-                if key.upper() in _PROTECTED_ENV or key.startswith(("LD_", "BASH_FUNC")):
-                    raise StepFailed(f"param '{key}' cannot be exported to a script: it would replace ${key.upper()}")
+                if key in _PROTECTED_ENV or key.startswith(("LD_", "BASH_FUNC")):
+                    raise StepFailed(f"param '{key}' cannot be exported to a script: it would replace ${key}")
                 env[key] = value if isinstance(value, str) else json.dumps(value)
             env.update(RUNBOOK_RUN_ID=ctx.run_id, RUNBOOK_STEP_ID=ctx.step_id)
         env.update({k: str(v) for k, v in config.env.items()})
