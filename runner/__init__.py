@@ -3,7 +3,9 @@
 Public API (imported lazily so ``runbook --help`` stays fast):
 
 - Authoring: :class:`Runbook`, :class:`Params`, :data:`Secret`, :class:`Context`
-- Running from Python: :func:`start`, :func:`resume`, :func:`status`, :func:`plan`
+- Running from Python: :class:`Client`, :func:`start`, :func:`resume`, :func:`step`, :func:`status`,
+  :func:`plan`, :func:`pause`, :func:`cancel`, :func:`approve`, :func:`deny`, :func:`list_runs`,
+  :func:`events`, returning :class:`RunView` / :class:`PlanView` (see :mod:`runner.api`)
 - Errors: :class:`RunbookError` and its tree in :mod:`runner.errors`
 - Plugins: :data:`hookimpl`, :class:`StepType`, :class:`ActionResult`, :class:`Wait`
 """
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from runner._version import __version__
 
 if TYPE_CHECKING:
+    from runner.api import Client, PlanView, RunView, approve, cancel, deny, events, list_runs, pause, plan, resume, start, status, step
     from runner.context import Context
     from runner.errors import RunbookError
     from runner.params import Params, Secret
@@ -24,15 +27,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActionResult",
+    "Client",
     "Context",
     "Params",
+    "PlanView",
+    "RunView",
     "Runbook",
     "RunbookError",
     "Secret",
     "StepType",
     "Wait",
     "__version__",
+    "approve",
+    "cancel",
+    "deny",
+    "events",
     "hookimpl",
+    "list_runs",
+    "pause",
+    "plan",
+    "resume",
+    "start",
+    "status",
+    "step",
 ]
 
 _LAZY = {
@@ -45,6 +62,8 @@ _LAZY = {
     "StepType": "runner.steptypes",
     "Wait": "runner.steptypes",
     "hookimpl": "runner.plugin",
+    **{name: "runner.api" for name in ("Client", "PlanView", "RunView", "approve", "cancel", "deny", "events", "list_runs",
+                                       "pause", "plan", "resume", "start", "status", "step")},
 }
 
 

@@ -144,6 +144,8 @@ class StepType:
     """True if ``execute`` may return :class:`Wait`."""
     unrendered: ClassVar[frozenset[str]] = frozenset()
     """Config fields the engine passes through untemplated (code such as a script, nested checks)."""
+    shorthand_schema: ClassVar[dict[str, Any] | None] = None
+    """JSON Schema of the non-mapping shorthand :meth:`shorthand` accepts (for ``runbook schema``)."""
     check_fields: ClassVar[frozenset[str]] = frozenset()
     """Config fields holding lists of checks, compiled (and located on error) like a step's ``check``."""
 

@@ -76,10 +76,14 @@ class Renderer:
 
     def _render_one(self, text: str, context: Mapping[str, Any], *, file: str | None, step: str | None, field: str | None) -> Any:
         from jinja2 import TemplateError as JinjaError
+        from jinja2 import Undefined
         from jinja2.exceptions import SecurityError
 
         try:
-            return self._compile(text)(context)  # type: ignore[call-arg]
+            value = self._compile(text)(context)  # type: ignore[call-arg]
+            if isinstance(value, Undefined):
+                str(value)  # StrictUndefined raises UndefinedError naming what is missing
+            return value
         except SecurityError as exc:
             raise TemplateError(f"template not allowed by the sandbox: {exc}", file=file, step=step, field=field) from None
         except JinjaError as exc:

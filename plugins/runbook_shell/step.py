@@ -136,6 +136,12 @@ class ShellStep(StepType):
     probe = True
     default_expect: ClassVar[dict[str, Any]] = {"exit_code": 0}
     unrendered: ClassVar[frozenset[str]] = frozenset({"script"})
+    shorthand_schema: ClassVar[dict[str, Any] | None] = {
+        "anyOf": [
+            {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean"]}, "description": "argv"},
+            {"type": "string", "description": "script run by sh -e"},
+        ]
+    }
 
     def shorthand(self, value: Any) -> Any:
         """``shell: [argv]`` → ``{command: [argv]}``; ``shell: "text"`` → ``{script: "text"}``."""

@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
 from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepRecord
 
 __all__ = ["IsAlive", "Store"]
@@ -130,3 +131,35 @@ class Store(ABC):
     @abstractmethod
     def queue_depth(self) -> int:
         """Number of queued runs."""
+
+    # ------------------------------------------------------------------ alert deliveries
+    # Used by ``runbook serve`` (plugins/runbook_server): webhook deliveries, the decision taken for each
+    # alert, and the runs each route started. Records live in :mod:`runner.alerts`.
+
+    @abstractmethod
+    def begin_delivery(self, delivery_id: str, source: str, body_sha256: str) -> DeliveryRecord:
+        """Insert a delivery (state ``processing``) or return the existing one with ``seen`` incremented."""
+
+    @abstractmethod
+    def finish_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
+        """Mark a delivery ``done`` and keep ``result`` (returned again for a duplicate delivery)."""
+
+    @abstractmethod
+    def record_decisions(self, decisions: Sequence[NewDecision]) -> list[DecisionRecord]:
+        """Insert decisions; one whose ``(delivery_id, idx)`` exists is left as it was. Returns the stored rows."""
+
+    @abstractmethod
+    def list_decisions(
+        self, *, route: str | None = None, source: str | None = None, decision: str | None = None,
+        delivery_id: str | None = None, run_id: str | None = None, limit: int = 50, before: int | None = None,
+    ) -> list[DecisionRecord]:  # fmt: skip
+        """Decisions, newest first; ``before`` is the id of the last decision of the previous page."""
+
+    @abstractmethod
+    def route_runs(self, route: str, *, since: float | None = None, dedupe_key: str | None = None,
+                   active_only: bool = False, limit: int = 1000) -> list[RouteRun]:  # fmt: skip
+        """Runs ``route`` started (decisions ``started``/``breaker_open``), newest first, with their current state.
+
+        ``since``: started at or after this time; ``dedupe_key``: only that key; ``active_only``: only runs in
+        :data:`~runner.store.records.ACTIVE_STATES`.
+        """
