@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.store.base import IsAlive, Store
 from runner.store.records import (
@@ -64,7 +65,22 @@ CREATE TABLE IF NOT EXISTS events (
   PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (key TEXT PRIMARY KEY, run_id TEXT NOT NULL);
+""" + """
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+  id TEXT PRIMARY KEY, source TEXT NOT NULL, body_sha256 TEXT NOT NULL, received_at REAL NOT NULL,
+  finished_at REAL, state TEXT NOT NULL DEFAULT 'processing', seen INTEGER NOT NULL DEFAULT 1, result TEXT
+);
+CREATE TABLE IF NOT EXISTS alert_decisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, delivery_id TEXT NOT NULL, idx INTEGER NOT NULL,
+  source TEXT NOT NULL, decision TEXT NOT NULL, route TEXT, fingerprint TEXT, status TEXT, dedupe_key TEXT,
+  run_id TEXT, reason TEXT NOT NULL DEFAULT '', alert TEXT NOT NULL DEFAULT '{}',
+  UNIQUE (delivery_id, idx)
+);
+CREATE INDEX IF NOT EXISTS alert_decisions_by_route ON alert_decisions(route, ts);
+CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions(route, dedupe_key, ts);
+CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions(run_id);
 """
+_ALERT_TABLES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS alert_deliveries") :]
 _RUN_JSON = ("params", "trigger", "step_hashes", "spec", "options", "holder")
 _RUN_UPDATABLE = frozenset(
     {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
@@ -434,3 +450,97 @@ class SQLiteStore(Store):
     def queue_depth(self) -> int:
         """See :meth:`Store.queue_depth`."""
         return int(self._conn().execute("SELECT COUNT(*) FROM runs WHERE state='queued'").fetchone()[0])
+
+    # ------------------------------------------------------------------ alert deliveries
+
+    def _alerts(self) -> sqlite3.Connection:
+        """The connection, with the alert tables created if this journal predates them (schema stays 1)."""
+        conn = self._conn()
+        if not getattr(self, "_alert_tables", False):
+            with self._tx() as c:
+                for statement in _ALERT_TABLES.strip().split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+            self._alert_tables = True
+        return conn
+
+    @staticmethod
+    def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+        data = dict(row)
+        data["result"] = json.loads(data["result"]) if data["result"] is not None else None
+        return DeliveryRecord.model_validate(data)
+
+    @staticmethod
+    def _decision(row: sqlite3.Row) -> DecisionRecord:
+        data = dict(row)
+        data["alert"] = json.loads(data["alert"])
+        return DecisionRecord.model_validate(data)
+
+    def begin_delivery(self, delivery_id: str, source: str, body_sha256: str) -> DeliveryRecord:
+        """See :meth:`Store.begin_delivery`."""
+        self._alerts()
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO alert_deliveries (id, source, body_sha256, received_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (id) DO UPDATE SET seen = seen + 1",
+                (delivery_id, source, body_sha256, time.time()),
+            )
+            row = c.execute("SELECT * FROM alert_deliveries WHERE id=?", (delivery_id,)).fetchone()
+        return self._delivery(row)
+
+    def finish_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
+        """See :meth:`Store.finish_delivery`."""
+        self._alerts()
+        with self._tx() as c:
+            c.execute("UPDATE alert_deliveries SET state='done', finished_at=?, result=? WHERE id=?", (time.time(), _dumps(result), delivery_id))
+
+    def record_decisions(self, decisions: Sequence[NewDecision]) -> list[DecisionRecord]:
+        """See :meth:`Store.record_decisions`."""
+        self._alerts()
+        now = time.time()
+        out = []
+        with self._tx() as c:
+            for d in decisions:
+                c.execute(
+                    "INSERT INTO alert_decisions (ts, delivery_id, idx, source, decision, route, fingerprint, status, dedupe_key,"
+                    " run_id, reason, alert) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (delivery_id, idx) DO NOTHING",
+                    (now, d.delivery_id, d.idx, d.source, d.decision, d.route, d.fingerprint, d.status, d.dedupe_key, d.run_id,
+                     d.reason, _dumps(d.alert)),
+                )  # fmt: skip
+                row = c.execute("SELECT * FROM alert_decisions WHERE delivery_id=? AND idx=?", (d.delivery_id, d.idx)).fetchone()
+                out.append(self._decision(row))
+        return out
+
+    def list_decisions(
+        self, *, route: str | None = None, source: str | None = None, decision: str | None = None,
+        delivery_id: str | None = None, run_id: str | None = None, limit: int = 50, before: int | None = None,
+    ) -> list[DecisionRecord]:  # fmt: skip
+        """See :meth:`Store.list_decisions`."""
+        where, args = [], []
+        for column, value in (("route", route), ("source", source), ("decision", decision), ("delivery_id", delivery_id), ("run_id", run_id)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        sql = "SELECT * FROM alert_decisions" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [self._decision(r) for r in self._alerts().execute(sql, (*args, limit))]
+
+    def route_runs(self, route: str, *, since: float | None = None, dedupe_key: str | None = None,
+                   active_only: bool = False, limit: int = 1000) -> list[RouteRun]:  # fmt: skip
+        """See :meth:`Store.route_runs`."""
+        sql = ("SELECT d.run_id, d.dedupe_key, d.ts AS started_at, r.state, r.finished_at FROM alert_decisions d"
+               " JOIN runs r ON r.id = d.run_id WHERE d.route=? AND d.decision IN ('started','breaker_open')")  # fmt: skip
+        args: list[Any] = [route]
+        if since is not None:
+            sql += " AND d.ts >= ?"
+            args.append(since)
+        if dedupe_key is not None:
+            sql += " AND d.dedupe_key = ?"
+            args.append(dedupe_key)
+        if active_only:
+            sql += f" AND r.state IN ({','.join('?' * len(ACTIVE_STATES))})"
+            args.extend(sorted(str(s) for s in ACTIVE_STATES))
+        rows = self._alerts().execute(sql + " ORDER BY d.id DESC LIMIT ?", (*args, limit))
+        return [RouteRun.model_validate(dict(r)) for r in rows]
