@@ -109,7 +109,7 @@ class AlertSource(Protocol):
     def normalize(self, body: Any, headers: Mapping[str, str]) -> list[Alert]:
         """The alerts in a parsed JSON body; raise :class:`~runner.errors.UsageError` if it is not this source's shape."""
 
-    def delivery_id(self, raw_body: bytes, headers: Mapping[str, str]) -> str | None:
+    def delivery_id(self, raw_body: bytes, headers: Mapping[str, str], config: BaseModel | None) -> str | None:
         """The sender's id of this delivery, if it sends one (retries repeat it); None: the body hash is used."""
 
     def group_info(self, body: Any) -> dict[str, Any]:
