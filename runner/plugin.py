@@ -161,8 +161,14 @@ class PluginHost:
         return self._fill(RunbookSourceRegistry(), "runbook_register_runbook_sources")  # type: ignore[no-any-return]
 
     def add_commands(self, cli: click.Group) -> None:
-        """Let plugins add sub-commands to ``cli``."""
-        self.pm.hook.runbook_add_commands(cli=cli)
+        """Let plugins add sub-commands to ``cli``; a plugin that fails here is named in the error."""
+        from runner.errors import PluginError
+
+        for impl in self.pm.hook.runbook_add_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                raise PluginError(f"plugin '{impl.plugin_name}' failed to add its commands: {type(exc).__name__}: {exc}") from exc
 
     def on_event(self, event: Event, run: RunRecord) -> None:
         """Tell observers about a committed event; their failures never affect the run."""

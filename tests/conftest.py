@@ -53,7 +53,8 @@ class Project:
         self.root = root
         self.runbooks = root / "runbooks"
         self.runbooks.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+        keep = {"RUNBOOK_DISABLE_PLUGINS"}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_") or k in keep}
         self.env.update(RUNBOOK_ACTOR="tester", PYTHONUNBUFFERED="1", COLUMNS="200")
 
     @property
@@ -82,6 +83,14 @@ class Project:
         """Start ``runbook ARGS`` without waiting (for kill and signal tests)."""
         return subprocess.Popen(self.cmd(*args), cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def kill(proc: subprocess.Popen[str], sig: int | None = None) -> tuple[str, str]:
+    """Send ``sig`` (default SIGKILL) to ``proc``, reap it and close its pipes; returns (stdout, stderr)."""
+    import signal
+
+    proc.send_signal(sig if sig is not None else signal.SIGKILL)
+    return proc.communicate(timeout=60)
 
 
 @pytest.fixture
