@@ -150,7 +150,9 @@ class Engine:
         """Continue a run from where it stopped (see DESIGN.md, "Durability")."""
         run = self.store.get_run(run_id)
         if run.state in TERMINAL_STATES:
-            raise InvalidState(run.id, str(run.state), "resume it")
+            # Idempotent for callers that retry: report the outcome instead of failing.
+            self.notices.append(f"run {run.id} already {run.state}; nothing to resume")
+            return self.view(run_id)
         if run.state == RunState.FAILED and not (options.retry_failed or options.retry_step or options.skip_step):
             raise UsageError(
                 f"run {run.id} failed: {run.reason}",
