@@ -1,1 +1,25 @@
-"""Built-in plugin runbook_server (in progress)."""
+"""Built-in plugin: ``runbook serve`` (HTTP API, alert webhooks, worker pool), ``runbook worker``, ``runbook alerts``.
+
+This module stays cheap to import (``runbook --help`` loads it): FastAPI and uvicorn are imported only
+when ``serve`` runs. See ``docs/server.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runner.plugin import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+__all__ = ["runbook_add_commands"]
+
+
+@hookimpl
+def runbook_add_commands(cli: click.Group) -> None:
+    """Add ``serve``, ``worker`` and ``alerts``."""
+    from runbook_server.cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)

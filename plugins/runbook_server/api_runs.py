@@ -1,0 +1,216 @@
+"""``/v1/runbooks`` and ``/v1/runs``: the catalog, starting runs, watching and steering them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from runbook_server.app import get_state, scope
+from runbook_server.models import (
+    ApiRunView, Decide, EventList, Reason, Resume, RunbookDetail, RunbookList, RunList, StartRun, http_next,
+)  # fmt: skip
+from runbook_server.runs import requeue
+from runner.errors import InvalidState, UsageError
+from runner.store.records import TERMINAL_STATES, RunState
+
+if TYPE_CHECKING:
+    from runbook_server.auth import Principal
+    from runbook_server.state import ServerState
+    from runner.engine import RunView
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1")
+READ, RUN, APPROVE = scope("read"), scope("run"), scope("approve")
+_SETTLED = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED}
+_ENDED = {RunState.SUCCEEDED, RunState.CANCELLED, RunState.FAILED}
+
+
+def _actor(state: ServerState, principal: Principal, asked: str | None) -> str:
+    """Who acts: the token's name; a body's ``actor``/``by`` only without tokens or with the admin scope."""
+    if asked and (not state.tokens.enabled or "admin" in principal.scopes):
+        return asked
+    return principal.name if state.tokens.enabled else (asked or state.settings.actor)
+
+
+def _wait(state: ServerState, run_id: str, seconds: float | None) -> RunView:
+    """The run's view once it settles, or after ``seconds`` (capped by ``limits.max_wait``)."""
+    engine = state.api_engine
+    end = time.monotonic() + min(seconds or 0.0, state.config.limits.max_wait)
+    view = engine.view(run_id)
+    while view.state not in _SETTLED and time.monotonic() < end and not state.shutdown.is_set():
+        state.watch.wait(min(0.5, max(0.01, end - time.monotonic())))
+        view = engine.view(run_id)
+    return view
+
+
+# ---------------------------------------------------------------------- catalog
+
+
+@router.get("/runbooks", response_model=RunbookList, tags=["catalog"], dependencies=[READ], summary="Runbooks and their params schemas")
+def list_runbooks(request: Request) -> dict[str, Any]:
+    from runner.cli.catalog_cmds import runbook_summary
+
+    return {"runbooks": [runbook_summary(rb) for rb in get_state(request).catalog]}
+
+
+@router.get("/runbooks/{name}", response_model=RunbookDetail, tags=["catalog"], dependencies=[READ], summary="One runbook in full")
+def get_runbook(request: Request, name: str) -> dict[str, Any]:
+    from runner.cli.catalog_cmds import runbook_summary
+
+    rb = get_state(request).catalog.get(name)
+    return {**runbook_summary(rb), "runbook": rb.spec.model_dump(mode="json", by_alias=True), "content_hash": rb.content_hash}
+
+
+# ---------------------------------------------------------------------- runs
+
+
+@router.post("/runs", response_model=ApiRunView, status_code=201, tags=["runs"], summary="Start a run (queued for a worker)",
+             responses={200: {"model": ApiRunView, "description": "an earlier run with this Idempotency-Key"}})  # fmt: skip
+def start_run(request: Request, response: Response, body: StartRun, principal: Principal = RUN,
+              idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> ApiRunView:  # fmt: skip
+    state = get_state(request)
+    trigger = {"source": "api", "token": principal.name, "budget": body.budget, "max_steps": body.max_steps}
+    t0 = time.time()
+    view = state.api_engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor),
+                                  idempotency_key=idempotency_key, trigger=trigger, execute=False)  # fmt: skip
+    run = state.store.get_run(view.run_id)
+    if run.created_at < t0:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+        if run.runbook != body.runbook:
+            raise InvalidState(run.id, f"a run of '{run.runbook}'", f"reuse its Idempotency-Key for '{body.runbook}'")
+    else:
+        state.wake_workers()
+    if body.wait:
+        view = _wait(state, view.run_id, body.wait)
+    return http_next(view)
+
+
+@router.get("/runs", response_model=RunList, tags=["runs"], dependencies=[READ], summary="List runs, newest first")
+def list_runs(request: Request, runbook: str | None = None, state: Annotated[list[RunState] | None, Query()] = None,
+              before: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:  # fmt: skip
+    from runner.engine.views import iso
+
+    runs = get_state(request).store.list_runs(runbook=runbook, states=state or [], limit=limit, before=before)
+    rows = [{"run_id": r.id, "runbook": r.runbook, "state": str(r.state), "reason": r.reason, "started_by": r.started_by,
+             "created_at": iso(r.created_at), "updated_at": iso(r.updated_at), "parent_run_id": r.parent_run_id} for r in runs]  # fmt: skip
+    return {"runs": rows, "next_before": rows[-1]["run_id"] if len(rows) == limit else None}
+
+
+@router.get("/runs/{run_id}", response_model=ApiRunView, tags=["runs"], dependencies=[READ], summary="A run (as `runbook status --json`)")
+def get_run(request: Request, run_id: str) -> ApiRunView:
+    engine = get_state(request).api_engine
+    return http_next(engine.view(engine.resolve_id(run_id)))
+
+
+@router.get("/runs/{run_id}/events", response_model=EventList, tags=["events"], dependencies=[READ], summary="Journal events after a seq")
+def list_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
+                limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:  # fmt: skip
+    from runner.cli.run_cmds import event_json
+
+    state = get_state(request)
+    rid = state.api_engine.resolve_id(run_id)
+    return {"run_id": rid, "events": [event_json(e) for e in state.store.events(rid, after=after, limit=limit)]}
+
+
+@router.get("/runs/{run_id}/events/stream", tags=["events"], dependencies=[READ], response_class=StreamingResponse,
+            summary="Server-Sent Events: the journal as it grows (resumable with Last-Event-ID)",
+            responses={200: {"content": {"text/event-stream": {}}, "description": "`id: SEQ` + `data: EVENT` per event; `event: end` last"}})  # fmt: skip
+def stream_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
+                  until: Literal["ended", "settled"] = "ended",
+                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:  # fmt: skip
+    state = get_state(request)
+    rid = state.api_engine.resolve_id(run_id)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    stop_states = _ENDED if until == "ended" else _SETTLED
+    return StreamingResponse(_sse(state, rid, start, stop_states), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+
+
+async def _sse(state: ServerState, rid: str, last: int, stop_states: set[RunState]) -> Any:
+    from runner.cli.run_cmds import event_json
+
+    idle = 0
+    yield "retry: 1000\n\n"
+    while not state.shutdown.is_set():
+        batch = await run_in_threadpool(state.store.events, rid, after=last, limit=500)
+        for ev in batch:
+            yield f"id: {ev.seq}\ndata: {json.dumps(event_json(ev), default=str)}\n\n"
+            last = ev.seq
+        if batch:
+            idle = 0
+            continue
+        run = await run_in_threadpool(state.store.get_run, rid)
+        if run.state in stop_states:
+            yield f"event: end\ndata: {json.dumps({'run_id': rid, 'state': str(run.state), 'last_seq': last})}\n\n"
+            return
+        idle += 1
+        if idle % 60 == 0:
+            yield ": keepalive\n\n"
+        await asyncio.sleep(0.25)
+
+
+# ---------------------------------------------------------------------- steering
+
+
+def _control(request: Request, run_id: str, fn: Any) -> ApiRunView:
+    state = get_state(request)
+    rid = state.api_engine.resolve_id(run_id)
+    with state.control_lock:
+        view = fn(state, rid)
+    state.wake_workers()
+    return http_next(view)
+
+
+@router.post("/runs/{run_id}/pause", response_model=ApiRunView, tags=["control"], summary="Pause at the next step boundary")
+def pause_run(request: Request, run_id: str, body: Reason | None = None, principal: Principal = RUN) -> ApiRunView:
+    return _control(request, run_id, lambda s, rid: s.api_engine.pause(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=ApiRunView, tags=["control"], summary="Cancel (a step in flight is stopped)")
+def cancel_run(request: Request, run_id: str, body: Reason | None = None, principal: Principal = RUN) -> ApiRunView:
+    return _control(request, run_id, lambda s, rid: s.api_engine.cancel(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason))
+
+
+@router.post("/runs/{run_id}/resume", response_model=ApiRunView, tags=["control"], summary="Queue a stopped run for a worker again")
+def resume_run(request: Request, run_id: str, body: Resume | None = None, principal: Principal = RUN) -> ApiRunView:
+    body = body or Resume()
+    state = get_state(request)
+
+    def do(s: ServerState, rid: str) -> RunView:
+        run = s.store.get_run(rid)
+        if run.state in TERMINAL_STATES or run.state == RunState.RUNNING:
+            raise InvalidState(run.id, str(run.state), "resume it")
+        if run.state == RunState.FAILED and not (body.retry or body.retry_step or body.skip_step):
+            raise UsageError(f"run {run.id} failed: {run.reason}", hint='fix the cause, then resume with {"retry": true}')
+        actor = _actor(s, principal, None)
+        data = body.model_dump(exclude={"wait"}, exclude_none=True)
+        s.store.request(rid, "resume", actor=actor, reason="resume requested", data=data)
+        requeue(s.api_engine, rid, actor=actor, reason=f"resume requested by {actor}")
+        return s.api_engine.view(rid)
+
+    view = _control(request, run_id, do)
+    return http_next(_wait(state, view.run_id, body.wait)) if body.wait else view
+
+
+def _decide(request: Request, run_id: str, body: Decide | None, principal: Principal, approve: bool) -> ApiRunView:
+    body = body or Decide()
+    return _control(request, run_id, lambda s, rid: s.api_engine.decide(rid, actor=_actor(s, principal, body.by), approve=approve,
+                                                                         comment=body.comment, step_id=body.step))  # fmt: skip
+
+
+@router.post("/runs/{run_id}/approve", response_model=ApiRunView, tags=["control"], summary="Approve the waiting approval step")
+def approve_run(request: Request, run_id: str, body: Decide | None = None, principal: Principal = APPROVE) -> ApiRunView:
+    return _decide(request, run_id, body, principal, True)
+
+
+@router.post("/runs/{run_id}/deny", response_model=ApiRunView, tags=["control"], summary="Deny the waiting approval step")
+def deny_run(request: Request, run_id: str, body: Decide | None = None, principal: Principal = APPROVE) -> ApiRunView:
+    return _decide(request, run_id, body, principal, False)

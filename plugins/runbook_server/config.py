@@ -1,0 +1,206 @@
+"""The server configuration file (``runbook serve --config server.yaml``): models, loading, located errors.
+
+Loaded with :func:`runner.yamlsafe.load_yaml` (no aliases, no duplicate keys) and validated by pydantic
+models that forbid unknown keys; every problem names ``file:line:column``. Checks that need the plugins and
+the catalog (route runbooks, sources, auth settings) are in :mod:`runbook_server.state`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from runner.durations import Duration
+from runner.errors import ConfigError, Problem, ValidationError
+
+__all__ = ["SCOPES", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
+
+SCOPES = ("read", "run", "approve", "admin")
+Scope = Literal["read", "run", "approve", "admin"]
+_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenSpec(_Model):
+    """An API bearer token: ``token`` is a secret reference (``env:NAME``); ``sha256`` its hex digest instead."""
+
+    name: str = Field(pattern=_NAME, description="who the token stands for (recorded as the actor)")
+    token: str | None = Field(default=None, description="secret reference, e.g. env:OPS_BOT_TOKEN")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token (tokens file)")
+    scopes: list[Scope] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> TokenSpec:
+        if (self.token is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of 'token' (a secret reference) or 'sha256'")
+        return self
+
+
+class BudgetSpec(_Model):
+    """``budget: {runs: 5, per: 1h}``: at most ``runs`` runs started by the route in any ``per`` window."""
+
+    runs: int = Field(ge=1)
+    per: Duration
+
+
+class BreakerSpec(_Model):
+    """``breaker: {failures: 3, within: 1h}``: after that many failed runs, new runs need approval."""
+
+    failures: int = Field(ge=1)
+    within: Duration
+
+
+class RouteSpec(_Model):
+    """One routing rule: alerts whose labels match start ``runbook`` with ``params`` rendered from the alert."""
+
+    name: str = Field(pattern=_NAME)
+    source: str | None = Field(default=None, description="only alerts from this source (default: any)")
+    match: dict[str, str] = Field(default_factory=dict, description="label: value | =~regex | !=value | !~regex")
+    runbook: str
+    params: dict[str, Any] = Field(default_factory=dict, description="templates over `alert`")
+    dedupe: str | None = Field(default=None, description="template; default: source and fingerprint")
+    cooldown: Duration = 0.0
+    budget: BudgetSpec | None = None
+    breaker: BreakerSpec | None = None
+    on_resolved: Literal["cancel", "ignore"] = "ignore"
+    approval: Literal["required", "none"] = "none"
+
+    @field_validator("match")
+    @classmethod
+    def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, pattern in value.items():
+            if pattern.startswith(("=~", "!~")):
+                try:
+                    re.compile(pattern[2:])
+                except re.error as exc:
+                    raise ValueError(f"label '{label}': invalid regular expression {pattern[2:]!r}: {exc}") from None
+        return value
+
+
+class SourceSpec(_Model):
+    """``sources.<name>``: the source's auth settings (validated by the source's own model)."""
+
+    auth: dict[str, Any] | None = None
+
+
+class Limits(_Model):
+    """Request limits."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_json_depth: int = Field(default=32, ge=4, le=512, description="deeper JSON gets 400")
+    max_wait: Duration = Field(default=300.0, description="upper bound of `wait` in POST /v1/runs")
+
+
+class ServerConfig(_Model):
+    """The whole server configuration file."""
+
+    listen: str = "127.0.0.1:8080"
+    workers: int = Field(default=2, ge=0, le=64)
+    tokens: list[TokenSpec] = Field(default_factory=list)
+    tokens_file: str | None = Field(default=None, description="YAML file with a list of tokens (same shape as `tokens`)")
+    sources: dict[str, SourceSpec] | None = Field(default=None, description="enabled alert sources (default: all, without auth)")
+    routes: list[RouteSpec] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
+    _located: Any = PrivateAttr(default=None)
+
+    def problem(self, path: tuple[str | int, ...], message: str) -> Problem:
+        """A problem located at ``path`` in the file (or unlocated for the defaults)."""
+        where = ".".join(str(p) for p in path)
+        if self._located is None:
+            return Problem(message, file=self.file, where=where)
+        return self._located.problem(path, message, where=where)  # type: ignore[no-any-return]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) → (host, port); raises ConfigError."""
+    m = re.fullmatch(r"\[(?P<h6>[^\]]+)\]:(?P<p6>\d+)|(?P<h>[^:\[\]]+):(?P<p>\d+)", value.strip())
+    if not m:
+        raise ConfigError(f"listen address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    host = m.group("h6") or m.group("h")
+    port = int(m.group("p6") or m.group("p"))
+    if port > 65535:
+        raise ConfigError(f"listen address {value!r}: port {port} is out of range")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def pydantic_problems(located: Any, base: tuple[str | int, ...], exc: PydanticValidationError) -> list[Problem]:
+    """Located problems for a pydantic error on the document under ``base``."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{loc[-1]}'"
+        path = (*base, *loc)
+        where = ".".join(str(p) for p in path) or None
+        out.append(located.problem(path, msg, where=where) if located is not None else Problem(msg, where=where))
+    return out
+
+
+def load_config(path: str | Path | None) -> ServerConfig:
+    """The configuration in ``path`` (None: the defaults); raises ValidationError naming file:line:column."""
+    from runner.yamlsafe import load_yaml
+
+    if path is None:
+        return ServerConfig()
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the server config {file}: {exc.strerror}") from None
+    located = load_yaml(raw, file)
+    if not isinstance(located.data, dict):
+        raise ValidationError([Problem("expected a mapping (listen, tokens, sources, routes, ...)", file=file, line=1)])
+    try:
+        config = ServerConfig.model_validate(located.data)
+    except PydanticValidationError as exc:
+        raise ValidationError(pydantic_problems(located, (), exc)) from None
+    config.file = file
+    config._located = located  # kept for the later, catalog-aware checks
+    return config
+
+
+def load_tokens_file(path: str, relative_to: str) -> list[TokenSpec]:
+    """Tokens from a YAML list file (``[{name, sha256|token, scopes}, ...]``)."""
+    from runner.yamlsafe import load_yaml
+
+    p = Path(path)
+    if not p.is_absolute() and relative_to not in ("<defaults>", ""):
+        p = Path(relative_to).parent / p
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the tokens file {p}: {exc.strerror}") from None
+    located = load_yaml(raw, str(p))
+    if not isinstance(located.data, list):
+        raise ValidationError([Problem("expected a list of tokens ({name, sha256 | token, scopes})", file=str(p), line=1)])
+    out, problems = [], []
+    for i, item in enumerate(located.data):
+        try:
+            out.append(TokenSpec.model_validate(item))
+        except PydanticValidationError as exc:
+            problems += pydantic_problems(located, (i,), exc)
+    if problems:
+        raise ValidationError(problems)
+    return out

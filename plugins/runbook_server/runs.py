@@ -1,0 +1,89 @@
+"""Run operations the server needs beyond :class:`runner.engine.Engine`: gated starts, re-queueing, parking.
+
+All of them go through the public store API (leases, fenced commits), exactly as the engine does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from runner.engine.holder import is_alive
+from runner.store.records import NewEvent, NewRun, RunState
+
+if TYPE_CHECKING:
+    from runner.engine import Engine, RunView
+
+__all__ = ["drive_request", "gate_config", "park", "requeue", "start_queued"]
+
+_DRIVES = ("run.started", "run.resumed")
+
+
+def gate_config(reason: str) -> dict[str, Any]:
+    """The approval each gated step waits for (an ``approval`` step config)."""
+    return {"message": f"{reason}: approve this step before it acts?", "approvers": 1, "expires": None}
+
+
+def start_queued(engine: Engine, name: str, params: dict[str, Any], *, started_by: str, idempotency_key: str | None,
+                 trigger: dict[str, Any] | None, gates: dict[str, dict[str, Any]] | None = None) -> RunView:  # fmt: skip
+    """Create a queued run for the workers (or return the run of a repeated ``idempotency_key``).
+
+    With ``gates`` (step id → approval config) the run carries durable approval gates: each named step waits
+    for a human approval before it acts. ``Engine.start`` has no way to pass run options, so this mirrors it.
+    """
+    if not gates:
+        return engine.start(name, params, started_by=started_by, idempotency_key=idempotency_key, trigger=trigger, execute=False)
+    from runner.engine.runtime import new_run_id
+    from runner.engine.views import build_view
+    from runner.params import validate_params
+
+    rb = engine.catalog.get(name)
+    stored = validate_params(name, rb.params_model, params).model_dump(mode="json")
+    lock_key = None
+    if rb.spec.lock:
+        lock_key = str(engine.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": started_by}}, file=rb.file, field="lock"))
+    new = NewRun(
+        id=new_run_id(), runbook=name, params=stored, started_by=started_by, content_hash=rb.content_hash,
+        step_hashes=rb.step_hashes, spec=rb.spec.model_dump(mode="json", by_alias=True), file=rb.file,
+        step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
+        options={"gates": gates},
+        created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
+                       "trigger": (trigger or {}).get("source"), "gated": sorted(gates)},
+    )  # fmt: skip
+    run, _created = engine.store.create_run(new)
+    return build_view(run, engine.store.get_steps(run.id), engine.hint)
+
+
+def _settle(engine: Engine, run_id: str, event: str, cols: dict[str, Any], *, actor: str, reason: str) -> None:
+    lease = engine.store.acquire(run_id, engine.holder, engine.lease_ttl, force=False, is_alive=is_alive)
+    try:
+        engine.store.commit(lease, events=[NewEvent(event, actor=actor, data={"reason": reason})], run={**cols, "reason": reason})
+    finally:
+        engine.store.release(lease)
+
+
+def requeue(engine: Engine, run_id: str, *, actor: str, reason: str) -> None:
+    """Put an idle run back in the queue so a worker drives it (LeaseHeld if an executor holds it)."""
+    _settle(engine, run_id, "run.queued", {"state": RunState.QUEUED, "wake_at": time.time(), "pause_requested": False},
+            actor=actor, reason=reason)  # fmt: skip
+
+
+def park(engine: Engine, run_id: str, why: str) -> None:
+    """Leave a run a worker cannot drive ``paused`` with the reason, so it is not claimed again in a loop."""
+    _settle(engine, run_id, "run.paused", {"state": RunState.PAUSED, "wake_at": None}, actor="worker",
+            reason=f"a worker could not drive this run: {why}")  # fmt: skip
+
+
+def drive_request(engine: Engine, run_id: str) -> dict[str, Any]:
+    """What the next drive should do: a pending ``resume`` request's options, else the first drive's from the trigger."""
+    store = engine.store
+    requests = store.events(run_id, types=("request.resume",), limit=100000)
+    if requests:
+        last = requests[-1]
+        if not store.events(run_id, after=last.seq, types=_DRIVES, limit=1):
+            return {**last.data, "actor": last.actor}
+    run = store.get_run(run_id)
+    if not store.events(run_id, types=("run.started",), limit=1):
+        trigger = run.trigger or {}
+        return {"budget": trigger.get("budget"), "max_steps": trigger.get("max_steps"), "actor": run.started_by}
+    return {}
