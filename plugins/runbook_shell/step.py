@@ -114,7 +114,8 @@ def run_process(
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc, kill_grace)
-                raise CommandTimeout(what or f"command {argv[0]!r}", timeout or 0.0) from None
+                limit = ctx.timeout if ctx is not None and ctx.timeout else timeout
+                raise CommandTimeout(what or f"command {argv[0]!r}", limit or 0.0) from None
         finally:
             if unregister is not None:
                 unregister()
