@@ -62,8 +62,20 @@ _LAZY = {
     "StepType": "runner.steptypes",
     "Wait": "runner.steptypes",
     "hookimpl": "runner.plugin",
-    **{name: "runner.api" for name in ("Client", "PlanView", "RunView", "approve", "cancel", "deny", "events", "list_runs",
-                                       "pause", "plan", "resume", "start", "status", "step")},
+    "Client": "runner.api",
+    "PlanView": "runner.api",
+    "RunView": "runner.api",
+    "approve": "runner.api",
+    "cancel": "runner.api",
+    "deny": "runner.api",
+    "events": "runner.api",
+    "list_runs": "runner.api",
+    "pause": "runner.api",
+    "plan": "runner.api",
+    "resume": "runner.api",
+    "start": "runner.api",
+    "status": "runner.api",
+    "step": "runner.api",
 }
 
 

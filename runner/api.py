@@ -150,7 +150,8 @@ class Client:
     :param store: journal store URL (default: ``RUNBOOK_STORE`` or SQLite under ``<project>/.runbook/``).
     :param policy: agent policy: a :class:`~runner.policy.Policy`, a file path, or None
         (``RUNBOOK_AGENT_POLICY`` when ``agent`` is true).
-    :param actor: who acts (recorded in the journal; default ``RUNBOOK_ACTOR`` or ``user@host``).
+    :param actor: who acts (recorded in the journal; default ``RUNBOOK_ACTOR`` or ``user@host``,
+        prefixed ``agent:`` for an agent so that the human at the same account may approve its runs).
     :param agent: start runs as an agent: the policy applies and its approval gates are added.
     :param project_dir: the project (default: the nearest directory upward holding ``.runbook/``, else cwd).
     """
@@ -165,12 +166,19 @@ class Client:
         chosen = [os.fspath(p) for p in paths or ()]
         if not chosen and project_dir is not None and not os.environ.get("RUNBOOK_PATH"):
             chosen = [str(root / "runbooks")]
+        if actor is None and agent:
+            from runner.settings import default_actor
+
+            actor = f"agent:{default_actor()}"  # so the human at the same account can approve the agent's runs
         extra: dict[str, Any] = {"actor": actor} if actor else {}
         self.settings = Settings(paths=chosen, store_url=store, inventory=inventory, known_hosts=known_hosts, project_dir=root, **extra)
         self.agent, self.holder_kind = agent, holder_kind
         self.policy = _policy(policy, agent)
-        self._host, self._store, self._catalog = host, None, None
-        self._explicit = {"paths": chosen, "store": store, "inventory": inventory, "known_hosts": known_hosts}
+        self._host = host
+        self._store: Store | None = None
+        self._catalog: Catalog | None = None
+        self._paths = chosen
+        self._cli_options = {"store": store, "inventory": inventory, "known_hosts": known_hosts}
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -193,7 +201,8 @@ class Client:
         """The journal store (opened, and created if new, on first use)."""
         if self._store is None:
             self._store = self.host.stores.open(self.settings.resolved_store_url())
-        return self._store
+        store: Store = self._store
+        return store
 
     @property
     def catalog(self) -> Catalog:
@@ -203,7 +212,8 @@ class Client:
 
             dirs = search_path(self.settings.paths, self.host.runbook_sources.directories())
             self._catalog = Catalog.load(self.host.step_types, dirs)
-        return self._catalog
+        catalog: Catalog = self._catalog
+        return catalog
 
     def reload(self) -> None:
         """Read the runbooks again (after files were added or edited)."""
@@ -221,11 +231,11 @@ class Client:
     def cli_prefix(self) -> list[str]:
         """Global CLI options that point a ``runbook`` command at this client's runbooks and store."""
         out: list[str] = []
-        for path in self._explicit["paths"]:
+        for path in self._paths:
             out += ["--path", path]
-        for key in ("store", "inventory", "known_hosts"):
-            if self._explicit[key]:
-                out += [f"--{key.replace('_', '-')}", self._explicit[key]]
+        for key, value in self._cli_options.items():
+            if value:
+                out += [f"--{key.replace('_', '-')}", value]
         return out
 
     def close(self) -> None:
@@ -265,13 +275,14 @@ class Client:
     # ------------------------------------------------------------------ driving
 
     def start(self, name: str, params: dict[str, Any] | None = None, *, budget: Budget = None, max_steps: int | None = None,
-              idempotency_key: str | None = None, execute: bool = True) -> RunResult:  # fmt: skip
+              idempotency_key: str | None = None, execute: bool = True, deadline: float | None = None) -> RunResult:  # fmt: skip
         """Start a run of ``name`` and drive it until it finishes, waits, or the budget is spent.
 
         With ``agent=True`` the policy is checked first (:class:`~runner.errors.PolicyDenied`).
-        ``execute=False`` only queues the run (for a worker or a later :meth:`resume`).
+        ``execute=False`` only queues the run (for a worker or a later :meth:`resume`). The budget
+        counts from this call; ``deadline`` (a ``time.monotonic()`` value) sets the end explicitly.
         """
-        opts = self._options(budget, max_steps)
+        opts = self._options(budget, max_steps, deadline)
         engine = self.engine(budget, max_steps)
         view = engine.start(name, dict(params or {}), started_by=self.actor, idempotency_key=idempotency_key,
                             options=opts, execute=execute, agent=self.agent)  # fmt: skip
@@ -279,23 +290,27 @@ class Client:
 
     def resume(self, run_id: str, *, budget: Budget = None, max_steps: int | None = None, retry: bool = False,
                retry_step: str | None = None, skip_step: str | None = None, accept_changes: bool = False,
-               force: bool = False) -> RunResult:  # fmt: skip
+               force: bool = False, deadline: float | None = None) -> RunResult:  # fmt: skip
         """Continue a run from where it stopped (``runbook resume``); completed steps never run again."""
-        opts = self._options(budget, max_steps, retry_failed=retry, retry_step=retry_step, skip_step=skip_step,
+        opts = self._options(budget, max_steps, deadline, retry_failed=retry, retry_step=retry_step, skip_step=skip_step,
                              accept_changes=accept_changes, force=force)  # fmt: skip
         engine = self.engine(budget, max_steps)
         view = engine.resume(engine.resolve_id(run_id), opts)
         return RunResult(**view.model_dump(), notices=list(engine.notices))
 
     def step(self, run_id: str, *, force: bool = False) -> RunResult:
-        """Execute exactly one step of a run, then stop (``runbook step``)."""
-        return self.resume(run_id, max_steps=1, force=force)
+        """Execute exactly one step of a run, then stop (``runbook step``; ``next.command`` is another ``step``)."""
+        engine = self.engine()
+        engine.hint.resume_verb = "step"
+        view = engine.resume(engine.resolve_id(run_id), self._options(None, 1, None, force=force))
+        return RunResult(**view.model_dump(), notices=list(engine.notices))
 
-    def _options(self, budget: Budget, max_steps: int | None, **kw: Any) -> DriveOptions:
+    def _options(self, budget: Budget, max_steps: int | None, deadline: float | None, **kw: Any) -> DriveOptions:
         from runner.engine import DriveOptions
 
         seconds = _seconds(budget)
-        deadline = time.monotonic() + seconds if seconds is not None else None
+        if deadline is None and seconds is not None:
+            deadline = time.monotonic() + seconds
         return DriveOptions(deadline=deadline, max_steps=max_steps, actor=self.actor, **kw)
 
     # ------------------------------------------------------------------ requests
@@ -348,9 +363,8 @@ class Client:
     def list_runs(self, *, runbook: str | None = None, states: Iterable[str] = (), limit: int = 20, before: str | None = None) -> RunList:
         """Runs, newest first (``runbook runs --json``)."""
         from runner.engine.views import iso
-        from runner.store.records import RunState
-
         from runner.errors import UsageError
+        from runner.store.records import RunState
 
         try:
             wanted = [RunState(s) for s in states]

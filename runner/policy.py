@@ -85,7 +85,7 @@ class RunbookRule(_Strict):
 
     params: dict[str, ParamRule] = Field(default_factory=dict, description="constraints per param name")
     require_approval: list[str] = Field(default_factory=list, description="step ids a human must approve before they act")
-    agents_may_approve: bool = Field(default=False, description="agents may approve or deny this runbook's approval steps")
+    agents_may_approve: bool | None = Field(default=None, description="agents may approve or deny this runbook's approval steps")
 
 
 class Policy(_Strict):
@@ -122,9 +122,9 @@ class Policy(_Strict):
         return self.start_refusal(runbook) is None
 
     def may_approve(self, runbook: str) -> bool:
-        """Whether agents may approve or deny approval steps of ``runbook``'s runs (every matching entry must agree)."""
-        rules = [rule for _key, rule in self.rules_for(runbook)]
-        return bool(rules) and all(rule.agents_may_approve for rule in rules)
+        """Whether agents may approve or deny ``runbook``'s approval steps: a matching entry says true, none says false."""
+        said = [rule.agents_may_approve for _key, rule in self.rules_for(runbook) if rule.agents_may_approve is not None]
+        return bool(said) and all(said)
 
     def approval_steps(self, runbook: str) -> list[str]:
         """Ids of the steps that need a human approval before they act in an agent-started run of ``runbook``."""
@@ -188,7 +188,9 @@ def parse_policy(text: str, file: str) -> Policy:
     located = load_yaml(text, file)
     data = located.data if located.data is not None else {}
     if not isinstance(data, dict):
-        raise ValidationError([located.problem((), f"an agent policy is a mapping (allow, deny, runbooks, ...), got {type(data).__name__}")])
+        raise ValidationError(
+            [located.problem((), f"an agent policy is a mapping (allow, deny, runbooks, ...), got {type(data).__name__}")]
+        )
     try:
         policy = Policy.model_validate(data)
     except PydanticValidationError as exc:

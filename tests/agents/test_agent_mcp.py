@@ -1,0 +1,216 @@
+"""``runbook mcp`` through the MCP SDK's own stdio client: budgets, the ``next`` cursor, schemas, errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from tests.agents.agentkit import Agent, MCPServerProcess, dump, lines
+from tests.conftest import Project
+
+CLIENT_SLACK = 0.25
+"""Seconds a tool call may take beyond its budget as seen by the client: the server measures the budget
+from the moment it receives the call, so the stdio round trip, JSON (de)serialisation and the client's
+validation of the result against the tool's output schema come on top. Measured: 10-40 ms."""
+
+FIVE = """
+name: five
+description: Five one-second steps, each appending its id to a file.
+steps:
+{steps}
+"""
+
+
+def five_steps(log: Path) -> str:
+    step = '  - {{id: s{i}, expected: 1s, shell: {{script: "echo s{i} >> {log}; sleep 1"}}}}'
+    return FIVE.format(steps="\n".join(step.format(i=i, log=log) for i in range(1, 6)))
+
+
+def test_budgeted_start_then_advance_over_calls_following_next(project: Project, mcp_server: MCPServerProcess) -> None:
+    """must-show 1: five 1 s steps with a 2.5 s budget per call: several calls, each within budget, each step once."""
+    log = project.root / "steps.log"
+    project.write("five.yaml", five_steps(log))
+    calls: list[Any] = []
+
+    async def scenario() -> None:
+        async with mcp_server.connect() as agent:
+            assert "start_run" in await agent.tools() and "run_five" in await agent.tools()
+            result = await agent.call("start_run", {"runbook": "five", "budget": 2.5})
+            calls.append(result)
+            while not result.is_error and result.data["next"]["action"] != "none":
+                assert result.data["next"]["action"] == "resume", dump(result.data)
+                assert len(calls) < 10, "too many calls"
+                result = await agent.call("resume_run", {"run_id": result.data["run_id"], "budget": "2.5s"})
+                calls.append(result)
+
+    anyio.run(scenario)
+    assert not calls[-1].is_error, calls[-1]
+    assert calls[-1].data["state"] == "succeeded" and calls[-1].data["exit_code"] == 0
+    assert 3 <= len(calls) <= 5, f"five 1 s steps need three to five 2.5 s calls, took {len(calls)}: {calls}"
+    for call in calls[:-1]:
+        assert call.data["state"] == "paused" and "budget reached" in call.data["reason"], call
+    assert all(c.elapsed < 2.5 + CLIENT_SLACK for c in calls), [round(c.elapsed, 3) for c in calls]
+    assert lines(log) == ["s1", "s2", "s3", "s4", "s5"], "each step executed exactly once, in order"
+    assert [s["attempts"] for s in calls[-1].data["steps"]] == [1, 1, 1, 1, 1]
+
+
+RUNBOOKS = {
+    "restart-service.yaml": """
+        name: restart-service
+        description: |
+          Restart a unit on one host.
+          Second line of the description.
+        params:
+          host: {type: string, description: Host to act on}
+          service: {type: string, pattern: '^[a-zA-Z0-9@._-]+$'}
+          count: {type: integer, minimum: 1, maximum: 5, default: 1}
+          mode: {type: string, enum: [soft, hard], default: soft}
+          dry: {type: boolean, default: false}
+          tags: {type: array, items: string, default: []}
+          token: {type: string, secret: true, default: "env:TOKEN"}
+        steps:
+          - {id: noop, shell: [echo, "{{ params.host }}"]}
+    """,
+    "no-params.yaml": """
+        name: no-params
+        steps:
+          - {id: noop, shell: [echo, hi]}
+    """,
+}
+
+
+def test_tool_list_and_input_schemas_match_runbook_list_json(project: Project, mcp_server: MCPServerProcess) -> None:
+    """must-show 4: one run_<name> tool per runbook whose input schema IS the runbook's params JSON Schema."""
+    for name, text in RUNBOOKS.items():
+        project.write(name, text)
+    listed = project.run("list", "--json")
+    assert listed.code == 0, listed
+    catalog = listed.json()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with mcp_server.connect() as agent:
+            got["tools"] = await agent.tools()
+            got["listing"] = await agent.call("list_runbooks")
+
+    anyio.run(scenario)
+    tools = got["tools"]
+    by_name = {rb["name"]: rb for rb in catalog["runbooks"]}
+    assert {n for n in tools if n.startswith("run_")} == {f"run_{n}" for n in by_name}
+    for name, rb in by_name.items():
+        assert tools[f"run_{name}"].input_schema == rb["params_schema"], name
+    assert tools["run_restart-service"].description.startswith("Run the runbook 'restart-service': Restart a unit on one host.")
+    assert got["listing"].data == catalog, "list_runbooks returns the `runbook list --json` document"
+    expected = {"list_runbooks", "describe_runbook", "plan_run", "start_run", "resume_run", "get_run", "list_runs",
+                "read_events", "pause_run", "cancel_run"}  # fmt: skip
+    assert {n for n in tools if not n.startswith("run_")} == expected, "no approve tool without a policy allowing it"
+    assert tools["get_run"].annotations.read_only_hint and not tools["start_run"].annotations.read_only_hint
+
+
+def test_results_have_the_cli_json_shapes(project: Project, mcp_server: MCPServerProcess) -> None:
+    """get_run, list_runs, read_events, plan_run and describe_runbook return what the matching --json commands print."""
+    for name, text in RUNBOOKS.items():
+        project.write(name, text)
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with mcp_server.connect() as agent:
+            started = await agent.call("run_restart-service", {"host": "web1", "service": "nginx"})
+            rid = started.data["run_id"]
+            got["started"] = started
+            got["get"] = await agent.call("get_run", {"run_id": rid})
+            got["runs"] = await agent.call("list_runs", {"runbook": "restart-service"})
+            got["events"] = await agent.call("read_events", {"run_id": rid, "after": 2})
+            got["plan"] = await agent.call("plan_run", {"runbook": "restart-service", "params": {"host": "h", "service": "s"}})
+            got["show"] = await agent.call("describe_runbook", {"name": "no-params"})
+
+    anyio.run(scenario)
+    for key, call in got.items():
+        assert not call.is_error, (key, call)
+    rid = got["started"].data["run_id"]
+    assert got["started"].data["state"] == "succeeded" and got["started"].data["started_by"] == "agent:tester"
+    assert got["started"].data["notices"] == []
+    assert got["get"].data == project.run("status", rid, "--json").json()
+    assert got["runs"].data == project.run("runs", "--runbook", "restart-service", "--json").json()
+    assert got["events"].data == project.run("events", rid, "--after", "2", "--json").json()
+    assert got["events"].data["events"][0]["seq"] == 3
+    assert got["plan"].data == project.run("plan", "restart-service", "-p", "host=h", "-p", "service=s", "--json").json()
+    assert got["show"].data == project.run("show", "no-params", "--json").json()
+
+
+def test_errors_are_tool_errors_with_clear_messages(project: Project, mcp_server: MCPServerProcess) -> None:
+    for name, text in RUNBOOKS.items():
+        project.write(name, text)
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with mcp_server.connect() as agent:
+            got["unknown runbook"] = await agent.call("start_run", {"runbook": "nope"})
+            got["bad params"] = await agent.call("run_restart-service", {"host": "web1", "service": "x; rm -rf /", "count": 9})
+            got["unknown arg"] = await agent.call("get_run", {"run_id": "01ABCDEF", "extra": 1})
+            got["no such run"] = await agent.call("get_run", {"run_id": "01ABCDEFGH"})
+            got["bad budget"] = await agent.call("start_run", {"runbook": "no-params", "budget": "soon"})
+            got["unknown tool"] = await agent.call("approve_run", {"run_id": "01ABCDEFGH"})
+
+    anyio.run(scenario)
+    expect = {
+        "unknown runbook": "no runbook named 'nope'",
+        "bad params": "invalid params for runbook 'restart-service'",
+        "unknown arg": "unknown argument 'extra'",
+        "no such run": "no run with id '01ABCDEFGH'",
+        "bad budget": "budget: expected a duration",
+        "unknown tool": "unknown tool 'approve_run'",
+    }
+    for key, text in expect.items():
+        call = got[key]
+        assert call.is_error and text in call.text, (key, call)
+        assert "Traceback" not in call.text and call.data["error"]["message"], (key, call)
+    assert got["bad params"].data["error"]["type"] == "ParamsError" and got["bad params"].data["error"]["exit_code"] == 2
+    assert "count" in got["bad params"].text and "service" in got["bad params"].text
+
+
+def test_a_call_returns_by_its_budget_even_when_a_step_declares_no_duration(project: Project, mcp_server: MCPServerProcess) -> None:
+    """A step without timeout/expected is started while budget is left; the call still returns on time and the run
+    pauses after that step, which runs once."""
+    log = project.root / "slow.log"
+    project.write(
+        "slow.yaml",
+        f"""
+        name: slow
+        steps:
+          - {{id: slow, shell: {{script: "sleep 3; echo slow >> {log}"}}}}
+          - {{id: after, shell: {{script: "echo after >> {log}"}}}}
+    """,
+    )
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with mcp_server.connect() as agent:
+            first = got["first"] = await agent.call("start_run", {"runbook": "slow", "budget": 1})
+            rid = first.data["run_id"]
+            view = await _poll(agent, rid, lambda v: v["state"] != "running")
+            got["settled"] = view
+            got["last"] = await agent.call("resume_run", {"run_id": rid, "budget": 5})
+
+    anyio.run(scenario)
+    first = got["first"]
+    assert not first.is_error, first
+    assert first.elapsed < 1 + CLIENT_SLACK, first
+    assert first.data["state"] == "running" and first.data["next"]["action"] == "wait", dump(first.data)
+    assert "budget spent while step 'slow'" in first.data["notices"][0]
+    assert got["settled"]["state"] == "paused" and got["settled"]["next"]["step"] == "after", dump(got["settled"])
+    assert got["last"].data["state"] == "succeeded", got["last"]
+    assert lines(log) == ["slow", "after"]
+
+
+async def _poll(agent: Agent, run_id: str, done: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = (await agent.call("get_run", {"run_id": run_id})).data
+        if done(view):
+            return view
+        await anyio.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not settle within {timeout}s")
