@@ -162,6 +162,8 @@ def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current
     not_before = waiting.not_before if waiting else run.wake_at
     sid = waiting.step_id if waiting else None
     if kind == "approval":
+        if run.wake_at is not None and run.wake_at <= time.time():
+            not_before = run.wake_at  # a decision arrived (or the request expired): resuming now makes progress
         return NextAction(action="await_approval", step=sid, command=hint.command(hint.resume_verb, rid),
                           not_before=iso(not_before or time.time() + APPROVAL_POLL), reason=run.reason,
                           human_command=f"{hint.command('approve', rid, '--by', 'NAME', carry=False)} (or deny)")  # fmt: skip
