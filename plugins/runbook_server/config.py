@@ -112,12 +112,12 @@ class ServerConfig(_Model):
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 
-    def problem(self, path: tuple[str | int, ...], message: str) -> Problem:
-        """A problem located at ``path`` in the file (or unlocated for the defaults)."""
+    def problem(self, path: tuple[str | int, ...], message: str, *, value: bool = False) -> Problem:
+        """A problem located at ``path`` (its value with ``value``) in the file, or unlocated for the defaults."""
         where = ".".join(str(p) for p in path)
         if self._located is None:
             return Problem(message, file=self.file, where=where)
-        return self._located.problem(path, message, where=where)  # type: ignore[no-any-return]
+        return self._located.problem(path, message, where=where, value=value)  # type: ignore[no-any-return]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -147,14 +147,14 @@ def pydantic_problems(located: Any, base: tuple[str | int, ...], exc: PydanticVa
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-        msg = err["msg"].removeprefix("Value error, ")
+        msg, at_value = err["msg"].removeprefix("Value error, "), True
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'"
+            msg, at_value = f"unknown key '{loc[-1]}'", False
         elif err["type"] == "missing":
-            msg = f"missing required key '{loc[-1]}'"
+            msg, at_value = f"missing required key '{loc[-1]}'", False
         path = (*base, *loc)
         where = ".".join(str(p) for p in path) or None
-        out.append(located.problem(path, msg, where=where) if located is not None else Problem(msg, where=where))
+        out.append(located.problem(path, msg, where=where, value=at_value) if located is not None else Problem(msg, where=where))
     return out
 
 

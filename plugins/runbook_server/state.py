@@ -152,13 +152,13 @@ def _check_routes(config: ServerConfig, catalog: Catalog, host: PluginHost) -> N
             problems.append(config.problem(("routes", i, "name"), f"route name '{route.name}' is used twice"))
         seen.add(route.name)
         if route.runbook not in catalog.runbooks:
-            problems.append(config.problem(("routes", i, "runbook"), f"no runbook named '{route.runbook}' in the catalog"))
+            problems.append(config.problem(("routes", i, "runbook"), f"no runbook named '{route.runbook}' in the catalog", value=True))
         if route.source is not None and route.source not in host.alert_sources:
-            problems.append(config.problem(("routes", i, "source"), f"no alert source named '{route.source}'"))
+            problems.append(config.problem(("routes", i, "source"), f"no alert source named '{route.source}'", value=True))
         for key, text in [*_strings(route.params, "params"), ("dedupe", route.dedupe)]:
             error = renderer.check_syntax(text) if isinstance(text, str) else None
             if error:
-                problems.append(config.problem(("routes", i, *key.split(".")), error))
+                problems.append(config.problem(("routes", i, *key.split(".")), error, value=True))
     if problems:
         raise ValidationError(problems)
 
