@@ -427,11 +427,12 @@ class SQLiteStore(Store):
         now = time.time()
         leases: list[Lease] = []
         with self._tx() as c:
+            # a run with a live lease is someone's (possibly this holder's own earlier claim): never claimed again
             rows = c.execute(
-                "SELECT * FROM runs WHERE state='queued'"
+                "SELECT * FROM runs WHERE (holder IS NULL OR lease_expires_at < ?) AND ("
+                " state IN ('queued', 'running')"
                 " OR (state='waiting' AND wake_at IS NOT NULL AND wake_at <= ?)"
-                " OR (state='running' AND (holder IS NULL OR lease_expires_at < ?))"
-                " OR (state IN ('paused','waiting','queued') AND cancel_requested=1)"
+                " OR (state IN ('paused', 'waiting', 'interrupted') AND cancel_requested=1))"
                 " ORDER BY created_at LIMIT ?",
                 (now, now, limit * 4 + 8),
             ).fetchall()
