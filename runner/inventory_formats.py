@@ -94,8 +94,11 @@ def parse_inventory(text: str, source: str) -> Inventory:
 
 def _looks_ansible_group(value: Any) -> bool:
     """True for ``hosts: {hosts: ..., vars: ...}``: an Ansible group that happens to be named 'hosts'."""
-    return isinstance(value, dict) and bool(value) and set(value) <= _GROUP_KEYS and not any(
-        isinstance(v, dict) and set(v) & {"address", "port", "user", "key", "known_hosts"} for v in value.values()
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and set(value) <= _GROUP_KEYS
+        and not any(isinstance(v, dict) and set(v) & {"address", "port", "user", "key", "known_hosts"} for v in value.values())
     )
 
 
@@ -216,7 +219,11 @@ class _AnsibleBuilder:
             raise _fail(self.source, self._line(path), f"group '{name}': expected a mapping with hosts, children or vars")
         unknown = sorted(set(body) - _GROUP_KEYS)
         if unknown:
-            raise _fail(self.source, self._line((*path, unknown[0])), f"group '{name}': unknown key '{unknown[0]}' (expected hosts, children or vars)")
+            raise _fail(
+                self.source,
+                self._line((*path, unknown[0])),
+                f"group '{name}': unknown key '{unknown[0]}' (expected hosts, children or vars)",
+            )
         hosts, children, variables = body.get("hosts") or {}, body.get("children") or {}, body.get("vars") or {}
         for key, value in (("hosts", hosts), ("children", children), ("vars", variables)):
             if not isinstance(value, dict):

@@ -256,14 +256,17 @@ def test_fanout_targets_resolve_through_an_ansible_inventory(project: object, fm
     """``--inventory hosts.ini`` + ``targets: group:web``: each target sees its own address and vars."""
     inventory = project.root / f"hosts.{fmt}"  # type: ignore[attr-defined]
     inventory.write_text(textwrap.dedent(ANSIBLE_INI if fmt == "ini" else ANSIBLE_YAML), encoding="utf-8")
-    project.write("fan.yaml", """
+    project.write(
+        "fan.yaml",
+        """
         name: fan
         steps:
           - id: each
             targets: group:web
             batch: {max_concurrency: 2}
             shell: [echo, "{{ target.name }}={{ target.address }}:{{ target.port }}:{{ target.vars.tier }}"]
-    """)  # type: ignore[attr-defined]
+    """,
+    )  # type: ignore[attr-defined]
     result = project.run("--inventory", str(inventory), "run", "fan", "--json")  # type: ignore[attr-defined]
     assert result.code == 0, result
     targets = result.json()["steps"][0]["targets"]

@@ -38,10 +38,9 @@ def build_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None, 
         raise ValueError(f"invalid environment variable name(s): {', '.join(map(repr, bad))}")
     assignments = [f"{k}={shlex.quote(str(v))}" for k, v in env.items()]
     words = [shlex.quote(str(a)) for a in argv]
-    if sudo:
-        command = ["sudo", "-n", "--", *(["env", *assignments] if assignments else []), *words]
-    else:
-        command = [*assignments, *words]
+    # sudo resets the environment, so variables travel after it through `env`.
+    with_env = ["env", *assignments] if assignments else []
+    command = ["sudo", "-n", "--", *with_env, *words] if sudo else [*assignments, *words]
     parts = []
     if report_pid:
         parts.append("printf '\\036runbook-pid:%s\\036\\n' \"$$\" >&2;")

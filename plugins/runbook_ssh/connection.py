@@ -46,7 +46,7 @@ def map_paramiko_errors(host: str) -> Iterator[None]:
     except paramiko.ssh_exception.NoValidConnectionsError as exc:
         reason = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()}))
         raise SSHError(f"ssh {host}: cannot connect ({reason})") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise SSHError(f"ssh {host}: timed out", hint="is the host reachable? raise `connect_timeout` if it is slow") from None
     except socket.gaierror as exc:
         raise SSHError(f"ssh {host}: cannot resolve the address ({exc.strerror})") from None
@@ -58,7 +58,7 @@ def map_paramiko_errors(host: str) -> Iterator[None]:
         raise SSHError(f"ssh {host}: {exc.strerror or exc}") from None
 
 
-class _RecordingReject(paramiko.RejectPolicy):
+class _RecordingReject(paramiko.RejectPolicy):  # type: ignore[misc]  # paramiko ships no type hints
     """``RejectPolicy`` that remembers the key it rejected, so the error can show its fingerprint."""
 
     def __init__(self) -> None:
@@ -101,8 +101,10 @@ def connect(ep: Endpoint, timeout: float) -> paramiko.SSHClient:
                 if policy.rejected is not None:
                     raise HostKeyError(ep.label, policy.rejected.fingerprint, known, changed=False) from None
                 if str(exc) == "No existing session":  # paramiko's words when the handshake outlived `timeout`
-                    raise SSHError(f"ssh {ep.label}: timed out: no SSH handshake within {timeout:g}s",
-                                   hint="is this an SSH server? raise `connect_timeout` if it is slow") from None
+                    raise SSHError(
+                        f"ssh {ep.label}: timed out: no SSH handshake within {timeout:g}s",
+                        hint="is this an SSH server? raise `connect_timeout` if it is slow",
+                    ) from None
                 raise
     except BaseException:
         client.close()

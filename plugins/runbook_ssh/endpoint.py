@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import StepFailed
 
 if TYPE_CHECKING:
-    from runner.context import Context
     from runbook_ssh.step import SSHConfig
+    from runner.context import Context
 
 __all__ = ["Endpoint", "resolve_endpoint"]
 

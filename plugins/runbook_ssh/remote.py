@@ -103,7 +103,7 @@ def _pump(job: _Job, ctx: Context) -> bool:
         left = None if job.deadline is None else job.deadline - time.monotonic()
         if left is not None and left <= 0:
             return True
-        wait = 1.0 if left is None else min(1.0, left)
+        wait = 0.5 if left is None else min(0.5, left)  # bounds how late a cancellation is noticed
         if chan.eof_received:
             chan.status_event.wait(wait)  # the buffers are closed and always "readable": wait for the status instead
         else:

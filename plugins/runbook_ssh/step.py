@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from runbook_ssh.command import ENV_NAME, build_command
 from runner.durations import Duration
-from runner.steptypes import ActionResult, StepConfig, StepType, Templated
+from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -27,7 +27,7 @@ class SSHConfig(StepConfig):
     """Config of an ``ssh`` step or check."""
 
     host: str | None = Field(default=None, description="inventory name or address; defaults to the fan-out target")
-    command: list[str] = Field(min_length=1, description="argv list; each argument is quoted for the remote shell")
+    command: Argv = Field(min_length=1, description="argv list; each argument is quoted for the remote shell")
     user: str | None = Field(default=None, description="login user (inventory, then the local user name)")
     port: Templated[int] | None = Field(default=None, description="TCP port (inventory, then 22)")
     key: str | None = Field(default=None, description="private key file (inventory; else ~/.ssh/id_* keys)")
@@ -47,10 +47,14 @@ class SSHConfig(StepConfig):
             raise ValueError("expected a TCP port between 1 and 65535")
         return value
 
-    @field_validator("env")
+    @field_validator("env", mode="before")
     @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not ENV_NAME.match(k)]
+    def _env(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # `{PORT: 8080, DEBUG: true}` in YAML: the words written, as with argv
+        value = {k: (str(v).lower() if isinstance(v, bool) else str(v)) if isinstance(v, int | float) else v for k, v in value.items()}
+        bad = [k for k in value if not isinstance(k, str) or not ENV_NAME.match(k)]
         if bad:
             raise ValueError(f"invalid environment variable name(s) {', '.join(map(repr, bad))}: expected [A-Za-z_][A-Za-z0-9_]*")
         return value

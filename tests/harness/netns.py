@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.procs import keygen, run, stop
+from harness.procs import cleanup_stale_dirs, keygen, pid_alive, run
 from harness.servers import TEST_USER, SSHServer, make_dir, start_sshd
 
 __all__ = ["NetnsHost", "NetnsHosts", "cleanup_stale", "netns_available", "start_netns_hosts"]
@@ -77,11 +77,15 @@ class NetnsHosts:
             if host.partitioned:
                 self.heal(host.name)
 
-    def inventory_yaml(self, group: str = "fleet") -> str:
-        """A native inventory naming every host (with address, user, key, known_hosts) and one group of all."""
+    def inventory_yaml(self, group: str = "fleet", host_vars: dict[str, dict[str, object]] | None = None) -> str:
+        """A native inventory naming every host (address, user, key, known_hosts, ``host_vars``) and one group of all."""
+        import json
+
         lines = ["hosts:"]
         for h in self.hosts:
-            lines.append(f"  {h.name}: {{address: {h.address}, user: {self.user}, key: {self.key}, known_hosts: {self.known_hosts}}}")
+            extra = json.dumps((host_vars or {}).get(h.name, {}))
+            lines.append(f"  {h.name}: {{address: {h.address}, user: {self.user}, key: {self.key}, known_hosts: {self.known_hosts}, "
+                         f"vars: {extra}}}")  # fmt: skip
         lines += ["groups:", f"  {group}: [{', '.join(h.name for h in self.hosts)}]"]
         return "\n".join(lines) + "\n"
 
@@ -103,22 +107,12 @@ class NetnsHosts:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_stale() -> None:
     """Remove namespaces (and their sshd) left behind by a harness process that no longer exists."""
     for line in run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         match = _NS.match(name)
-        if not match or _alive(int(match.group(1))):
+        if not match or pid_alive(int(match.group(1))):
             continue
         for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
@@ -142,6 +136,7 @@ def _free_subnet() -> int:
 def start_netns_hosts(count: int) -> NetnsHosts:
     """Create ``count`` namespace hosts, each running its own sshd on port 22; tears down on failure."""
     cleanup_stale()
+    cleanup_stale_dirs("rb-netns-")
     directory = make_dir("rb-netns-")
     key = directory / "client_ed25519"
     keygen(key, "rb-netns-client")

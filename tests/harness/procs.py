@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["free_port", "keygen", "require", "run", "stop", "wait_for", "wait_tcp"]
+__all__ = ["cleanup_stale_dirs", "free_port", "keygen", "pid_alive", "require", "run", "stop", "wait_for", "wait_tcp"]
 
 
 def require(condition: bool, what: str) -> None:
@@ -81,3 +81,32 @@ def keygen(path: Path, comment: str) -> str:
     """Create an ed25519 key pair at ``path`` (no passphrase); returns the public key line."""
     run(shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path))
     return path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists (zombies included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_stale_dirs(prefix: str) -> None:
+    """Remove ``/tmp/<prefix><pid>-*`` left by a test session that died (even by SIGKILL).
+
+    Servers record their PID in ``sshd.pid`` inside their directory; such a server is killed
+    (with its process group) only if its command line still names that directory.
+    """
+    for path in Path("/tmp").glob(f"{prefix}*-*"):
+        owner = path.name[len(prefix) :].split("-", 1)[0]
+        if not owner.isdigit() or pid_alive(int(owner)):
+            continue
+        for pidfile in path.rglob("sshd.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text())
+                if str(path) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(path, ignore_errors=True)

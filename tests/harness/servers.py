@@ -45,7 +45,7 @@ def ensure_user(name: str = TEST_USER) -> pwd.struct_passwd:
 
 def make_dir(prefix: str) -> Path:
     """A fresh directory under /tmp that the test user can traverse (sshd reads keys as that user)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir="/tmp"))  # owner PID: see cleanup_stale_dirs
     path.chmod(0o755)
     return path
 
@@ -132,6 +132,7 @@ def start_sshd(directory: Path, *, listen: str = "127.0.0.1", port: int | None =
     with open(server.log, "ab") as log:
         server.proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    (directory / "sshd.pid").write_text(str(server.proc.pid), encoding="utf-8")
     proc = server.proc
     try:
         wait_tcp(listen, port, timeout, alive=lambda: proc.poll() is None)

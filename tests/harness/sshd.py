@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.netns import NetnsHosts, netns_available, start_netns_hosts
-from harness.procs import require
+from harness.procs import cleanup_stale_dirs, require
 from harness.servers import SSHServer, make_dir, sshd_available, start_sshd
 
 __all__ = ["NETNS_HOSTS", "healed", "netns_hosts", "sshd"]
@@ -35,6 +35,7 @@ NETNS_HOSTS = 4
 def sshd() -> Iterator[SSHServer]:
     """A real OpenSSH server on 127.0.0.1 for the whole session."""
     require(sshd_available(), "OpenSSH server (/usr/sbin/sshd, run as root)")
+    cleanup_stale_dirs("rb-sshd-")
     directory = make_dir("rb-sshd-")
     server = None
     try:

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.procs import free_port, keygen, require, wait_for
+from harness.servers import SSHServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-
-from harness.procs import free_port, keygen, require, wait_for
-from harness.servers import SSHServer
 from runbook_ssh.command import Capture, PidFilter, build_command, kill_command
 from runbook_ssh.step import SSHConfig, SSHStep
+
 from runner.context import Context
 from runner.engine.runtime import Resources
 from runner.errors import CancelRequested, CommandTimeout, HostKeyError, SSHError, StepFailed
@@ -194,12 +195,15 @@ def test_unverified_host_keys_are_refused_and_nothing_runs(box: Box, case: str) 
     elif case == "unknown":  # known_hosts lists another host only
         known.write_text(f"[127.0.0.1]:{box.server.port + 1} {box.server.host_public_key}\n")
     marker = box.work / "marker"
-    box.project.write("touch.yaml", f"""
+    box.project.write(
+        "touch.yaml",
+        f"""
         name: touch
         steps:
           - id: touch
             ssh: {{host: box, known_hosts: {known}, command: [touch, {marker}]}}
-    """)
+    """,
+    )
     logins = box.server.accepted_logins()
     result = box.run("run", "touch", "--json")
     assert result.code == 1, result
@@ -220,7 +224,19 @@ def test_host_key_error_in_process(sshd: SSHServer, tmp_path: Path) -> None:
         execute(sshd.step_config(known_hosts=str(known), command=["true"]), make_ctx(Services()))
     err = info.value
     assert (err.host, err.fingerprint, err.known_hosts, err.changed) == (
-        f"127.0.0.1:{sshd.port}", fingerprint(sshd.host_public_key), str(known), False)
+        f"127.0.0.1:{sshd.port}",
+        fingerprint(sshd.host_public_key),
+        str(known),
+        False,
+    )
+
+
+def test_hashed_known_hosts_entries_are_accepted(sshd: SSHServer, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    shutil.copy(sshd.known_hosts, known)
+    subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert known.read_text().startswith("|1|")
+    assert execute(sshd.step_config(command=["echo", "ok"], known_hosts=str(known)), make_ctx(Services())).stdout == "ok\n"
 
 
 def test_known_hosts_from_settings_is_the_default(sshd: SSHServer) -> None:
@@ -264,14 +280,17 @@ def test_param_values_arrive_as_one_literal_argument(sshd: SSHServer, services: 
 def test_command_substitution_in_a_param_is_not_run_via_cli(box: Box) -> None:
     marker = box.work / "pwned"
     value = f"$(touch {marker}) `touch {marker}`; touch {marker}"
-    box.project.write("echo.yaml", """
+    box.project.write(
+        "echo.yaml",
+        """
         name: echo
         params:
           x: {type: string}
         steps:
           - id: echo
             ssh: {host: box, command: [printf, "%s", "{{ params.x }}"]}
-    """)
+    """,
+    )
     result = box.run("run", "echo", "-p", f"x={value}", "--json")
     assert result.code == 0, result
     assert step_of(result, "echo")["output"]["stdout"] == value
@@ -283,7 +302,9 @@ def test_command_substitution_in_a_param_is_not_run_via_cli(box: Box) -> None:
 
 def test_one_connection_serves_every_step_and_probe_of_a_run(box: Box) -> None:
     out = box.work / "out"
-    box.project.write("many.yaml", f"""
+    box.project.write(
+        "many.yaml",
+        f"""
         name: many
         steps:
           - id: one
@@ -298,7 +319,8 @@ def test_one_connection_serves_every_step_and_probe_of_a_run(box: Box) -> None:
                 - ssh: {{host: box, command: [grep, -q, two, {out}]}}
           - id: three
             ssh: {{host: box, command: [sh, -c, 'echo three >> {out}']}}
-    """)
+    """,
+    )
     before = box.server.accepted_logins()
     result = box.run("run", "many", "--json")
     assert result.code == 0, result
@@ -308,7 +330,9 @@ def test_one_connection_serves_every_step_and_probe_of_a_run(box: Box) -> None:
 
 
 def test_options_env_cwd_stdin_exit_code_and_output_cap(box: Box) -> None:
-    box.project.write("opts.yaml", f"""
+    box.project.write(
+        "opts.yaml",
+        f"""
         name: opts
         steps:
           - id: env
@@ -324,7 +348,8 @@ def test_options_env_cwd_stdin_exit_code_and_output_cap(box: Box) -> None:
           - id: failing
             ssh: {{host: box, command: [sh, -c, 'echo bad >&2; exit 3']}}
             expect: {{exit_code: 3, stderr: {{contains: bad}}}}
-    """)
+    """,
+    )
     result = box.run("run", "opts", "--json")
     assert result.code == 0, result
     assert step_of(result, "env")["output"]["stdout"] == f"hello $(whoami) 'there'||{box.work}|rbtest\n"
@@ -335,12 +360,15 @@ def test_options_env_cwd_stdin_exit_code_and_output_cap(box: Box) -> None:
 
 
 def test_explicit_config_wins_over_the_inventory(box: Box) -> None:
-    box.project.write("who.yaml", """
+    box.project.write(
+        "who.yaml",
+        """
         name: who
         steps:
           - id: who
             ssh: {host: box, user: somebody-else, command: [id, -un]}
-    """)
+    """,
+    )
     result = box.run("run", "who", "--json")
     assert result.code == 1
     reason = step_of(result, "who")["reason"]
@@ -372,13 +400,16 @@ def test_ctx_ssh_from_a_python_step(box: Box) -> None:
 
 def test_timeout_stops_the_remote_command(box: Box) -> None:
     pidfile = box.work / "pid"
-    box.project.write("slow.yaml", f"""
+    box.project.write(
+        "slow.yaml",
+        f"""
         name: slow
         steps:
           - id: slow
             timeout: 1s
             ssh: {{host: box, command: [sh, -c, 'sleep 60 & echo $! > {pidfile}; wait']}}
-    """)
+    """,
+    )
     result = box.run("run", "slow", "--json")
     assert result.code == 1, result
     assert "timed out after 1s" in step_of(result, "slow")["reason"]
@@ -411,7 +442,7 @@ def test_cancellation_closes_the_channel_and_stops_the_remote_command(sshd: SSHS
 
 
 def test_command_timeout_in_process(sshd: SSHServer) -> None:
-    with pytest.raises(CommandTimeout, match="timed out after 0.5s"):
+    with pytest.raises(CommandTimeout, match=r"timed out after 0\.5s"):
         execute(sshd.step_config(command=["sleep", "30"]), make_ctx(Services(), timeout=0.5))
 
 
@@ -464,7 +495,7 @@ def test_connection_errors_map_to_ssh_error_naming_the_host(sshd: SSHServer, tmp
     keygen(tmp_path / "stranger", "stranger")
     with pytest.raises(SSHError, match=rf"ssh 127\.0\.0\.1:{sshd.port}: authentication failed"):
         execute(sshd.step_config(command=["true"], key=str(tmp_path / "stranger")), make_ctx(Services()))
-    with pytest.raises(SSHError, match="private key .* does not exist"):
+    with pytest.raises(SSHError, match=r"private key .* does not exist"):
         execute(sshd.step_config(command=["true"], key=str(tmp_path / "nope")), make_ctx(Services()))
     with pytest.raises(StepFailed, match="ssh needs a 'host'"):
         execute({"command": ["true"]}, make_ctx(Services()))
@@ -482,7 +513,7 @@ def test_fan_out_target_supplies_the_host(sshd: SSHServer) -> None:
 class _Health(BaseHTTPRequestHandler):
     state_file: Path
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         running = self.state_file.exists() and self.state_file.read_text().strip() == "running"
         body = b"ok\n" if running else b"down\n"
         self.send_response(200 if running else 503)
@@ -514,7 +545,9 @@ def health_server(box: Box) -> Iterator[tuple[str, Path]]:
 
 def test_restart_over_ssh_verified_over_http_then_satisfied(box: Box, health_server: tuple[str, Path]) -> None:
     url, state = health_server
-    box.project.write("restart.yaml", """
+    box.project.write(
+        "restart.yaml",
+        """
         name: restart-fake
         params:
           host: {type: string}
@@ -533,7 +566,8 @@ def test_restart_over_ssh_verified_over_http_then_satisfied(box: Box, health_ser
               checks:
                 - http: {url: "{{ params.health_url }}"}
                   expect: {status: 200}
-    """)
+    """,
+    )
     params = ["-p", "host=box", "-p", f"state_file={state}", "-p", f"health_url={url}"]
     first = box.run("run", "restart-fake", *params, "--json")
     assert first.code == 0, first
