@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import types
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
@@ -84,7 +85,7 @@ def _annotation(spec: ParamSpec) -> Any:
         return Literal[tuple(spec.enum)]
     base = _PY_TYPES[spec.type]
     if spec.type == "array" and spec.items:
-        return list[_PY_TYPES[spec.items]]  # type: ignore[misc]
+        return types.GenericAlias(list, (_PY_TYPES[spec.items],))
     return base
 
 
@@ -109,7 +110,7 @@ def build_params_model(runbook: str, specs: dict[str, ParamSpec]) -> type[Params
     """Build the pydantic model that validates ``runbook``'s params."""
     fields = {name: (_annotation(spec), _field(spec)) for name, spec in specs.items()}
     title = "".join(part.capitalize() for part in re.split(r"[^a-zA-Z0-9]", runbook) if part) + "Params"
-    model: type[Params] = create_model(title, __base__=Params, **fields)
+    model = create_model(title, __base__=Params, **fields)  # type: ignore[call-overload]
     return model
 
 

@@ -12,8 +12,9 @@ ids, YAML aliases, template syntax); the loader checks those.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Batch, Expect, Retry
@@ -39,8 +40,8 @@ def _ref(name: str) -> dict[str, str]:
 def runbook_schema(registry: StepTypeRegistry) -> dict[str, Any]:
     """The JSON Schema of a runbook file given the registered step types."""
     step_types = registry.items()
-    models = [(m, "validation") for m in (Expect, Retry, Batch, ParamSpec)]
-    models += [(st.Config, "validation") for _, st in step_types]
+    kinds: list[type[BaseModel]] = [Expect, Retry, Batch, ParamSpec, *(st.Config for _, st in step_types)]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(m, "validation") for m in kinds]
     keys, top = models_json_schema(models, ref_template=_REF)
     defs: dict[str, Any] = dict(top.get("$defs", {}))
 

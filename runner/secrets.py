@@ -3,8 +3,9 @@
 A secret is named by reference (``env:NAME``, ``file:PATH`` or a plugin's
 scheme) and resolved only when a step needs it. Every resolved value is added
 to the run's :class:`Redactor`, which replaces it (by literal match, regex
-metacharacters included) in every output, event, error and log line before
-anything is stored or printed.
+metacharacters included, and in the forms quoting gives it: JSON-escaped,
+``repr()``, URL-encoded, shell-quoted) in every output, event, error and log
+line before anything is stored or printed.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ class Redactor:
             self.add(v)
 
     def add(self, value: str) -> None:
-        """Start redacting ``value`` (and its JSON-escaped form)."""
-        forms = {value, json.dumps(value)[1:-1], value.strip()}
+        """Start redacting ``value`` and the forms it takes when quoted: JSON, ``repr()``, URL-encoded, shell-quoted."""
+        from urllib.parse import quote, quote_plus
+
+        escaped = json.dumps(value)[1:-1]
+        forms = {
+            value, value.strip(), escaped, json.dumps(escaped)[1:-1],  # JSON, and JSON inside JSON (a body echoed in a body)
+            repr(value)[1:-1], quote(value, safe=""), quote_plus(value),  # Python messages, URLs and form bodies
+            value.replace("'", "'\"'\"'"),  # inside a shell single-quoted word (shlex.quote, remote command lines)
+        }  # fmt: skip
         for form in forms:
             if len(form) >= _MIN_LEN and form not in self._values:
                 self._values.append(form)
@@ -74,8 +82,10 @@ class SecretResolver:
             return self._cache[ref]
         scheme, sep, rest = ref.partition(":")
         if not sep or scheme not in self.providers:
+            # Not echoed: a string without a known scheme is likely a secret value given by mistake.
             known = ", ".join(f"{s}:" for s in self.providers.names())
-            raise SecretError(f"{name}: reference '{ref}' has no known scheme; expected one of {known}")
+            raise SecretError(f"{name}: the reference does not start with a known scheme ({known}); "
+                              "secrets are given by reference, never by value")  # fmt: skip
         value = self.providers.get(scheme)(rest)
         if not isinstance(value, str):
             raise SecretError(f"{name}: provider '{scheme}' returned {type(value).__name__}, expected a string")

@@ -80,7 +80,7 @@ class Renderer:
         from jinja2.exceptions import SecurityError
 
         try:
-            value = self._compile(text)(context)  # type: ignore[call-arg]
+            value = self._compile(text)(context)
             if isinstance(value, Undefined):
                 str(value)  # StrictUndefined raises UndefinedError naming what is missing
             return value

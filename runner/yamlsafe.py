@@ -22,10 +22,10 @@ __all__ = ["DEFAULT_MAX_BYTES", "Located", "load_yaml"]
 DEFAULT_MAX_BYTES = 1024 * 1024
 Path_ = tuple[str | int, ...]
 
-_CLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _BaseLoader(_CLoader):  # type: ignore[misc,valid-type]
+class _BaseLoader(_CLoader):  # type: ignore[misc]
     """YAML 1.2-style booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings."""
 
 
@@ -132,11 +132,11 @@ def load_yaml(text: str | bytes, file: str, *, max_bytes: int | None = None) -> 
         node = loader.get_single_node()
         located.data = {} if node is None else _Builder(loader, located).build(node, ())
     except _Refused as exc:
-        line, col = exc.pos
-        raise ValidationError([Problem(exc.message, file=file, line=line, column=col)]) from None
+        raise ValidationError([Problem(exc.message, file=file, line=exc.pos[0], column=exc.pos[1])]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = _mark(mark) if mark is not None else (None, None)
+        pos: tuple[int | None, int | None] = _mark(mark) if mark is not None else (None, None)
+        line, col = pos
         what = exc.problem or "invalid YAML"
         if exc.context:
             what = f"{exc.context}: {what}"

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["harness.sshd"]
+
 IN_CI = bool(os.environ.get("CI"))
 
 

@@ -25,14 +25,15 @@ class AppState:
     def __init__(self, host: PluginHost, *, paths: tuple[str, ...], store: str | None, inventory: str | None,
                  known_hosts: str | None, debug: bool, json_output: bool) -> None:  # fmt: skip
         self.host, self.debug, self.json = host, debug, json_output
-        self._options = {"paths": list(paths), "store_url": store, "inventory": inventory, "known_hosts": known_hosts}
+        self._paths = list(paths)
+        self._options: dict[str, str | None] = {"store_url": store, "inventory": inventory, "known_hosts": known_hosts}
 
     @cached_property
     def settings(self) -> Settings:
         """Settings from global options and ``RUNBOOK_*`` variables."""
         from runner.settings import Settings
 
-        return Settings(**self._options)  # type: ignore[arg-type]
+        return Settings(paths=self._paths, **self._options)  # type: ignore[arg-type]
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -57,7 +58,7 @@ class AppState:
     def cli_prefix(self) -> list[str]:
         """Global options to repeat in a ``next.command`` so it runs against the same runbooks and store."""
         out: list[str] = []
-        for path in self._options["paths"]:
+        for path in self._paths:
             out += ["--path", str(path)]
         if self._options["store_url"]:
             out += ["--store", str(self._options["store_url"])]

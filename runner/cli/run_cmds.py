@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from runner.engine import DriveOptions, Engine, RunView
 
 __all__ = ["COMMANDS"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -132,8 +134,10 @@ params_options = [
 ]
 
 
-def _with(options: list[Any]) -> Any:
-    def deco(fn: Any) -> Any:
+def _with(options: list[Any]) -> Callable[[F], F]:
+    """Apply a list of click decorators (shared option sets)."""
+
+    def deco(fn: F) -> F:
         for option in reversed(options):
             fn = option(fn)
         return fn

@@ -10,7 +10,7 @@ from runner.engine.execution import DriveOptions, Execution
 from runner.engine.holder import current_holder, is_alive
 from runner.engine.runtime import new_run_id
 from runner.engine.views import CommandHint, RunView, build_view
-from runner.errors import InvalidState, RunNotFound, UsageError
+from runner.errors import InvalidState, ParamsError, RunNotFound, UsageError
 from runner.params import validate_params
 from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
 
@@ -113,6 +113,7 @@ class Engine:
         rb = self.catalog.get(name)
         validated = validate_params(name, rb.params_model, params)
         stored = validated.model_dump(mode="json")
+        _refuse_unknown_secret_schemes(name, rb.spec.params, stored, self.host.secret_providers.names())
         actor = started_by or self.settings.actor
         run_options = self._agent_options(name, stored) if agent else {}
         lock_key = None
@@ -266,3 +267,11 @@ class Engine:
         waiting = [s for s in self.store.get_steps(run.id) if s.state == StepState.WAITING]
         return any(self.store.events(run.id, after=int(s.data.get("state", {}).get("since_seq", 0)), types=("request.approve", "request.deny"))
                    for s in waiting)  # fmt: skip
+
+
+def _refuse_unknown_secret_schemes(runbook: str, specs: dict[str, Any], values: dict[str, Any], schemes: list[str]) -> None:
+    """Refuse, before anything is stored, a secret param whose scheme no provider knows: it is likely the value itself."""
+    bad = [k for k, spec in specs.items() if spec.secret and isinstance(values.get(k), str) and values[k].partition(":")[0] not in schemes]
+    if bad:
+        known = ", ".join(f"{s}:" for s in schemes)
+        raise ParamsError(runbook, [f"{k}: expected a reference with a known scheme ({known}), never the value itself" for k in bad])

@@ -77,19 +77,23 @@ class Execution:
     # ------------------------------------------------------------------ writes
 
     def commit(self, events: list[NewEvent], run: dict[str, Any] | None = None, steps: list[StepPatch] | None = None) -> None:
-        """One fenced transaction; redacts events; applies the run columns locally; tells observers."""
+        """One fenced transaction; redacts events, run columns and step rows; applies the run columns locally; tells observers."""
         for ev in events:
             ev.data = self.redactor.value(ev.data)
             ev.actor = ev.actor or self.opts.actor or None
+        run = self.redactor.value(run) if run else run  # a reason may quote what a probe saw (an echoed token)
+        for patch in steps or []:
+            patch.reason, patch.output = self.redactor.text(patch.reason), self.redactor.value(patch.output)
+            patch.data = self.redactor.value(patch.data)
         with self._lock:
             committed, flags = self.store.commit(self.lease, events=events, run=run, steps=steps or [])
             self.flags = flags
             for key, value in (run or {}).items():
                 setattr(self.run, key, value)
-        for ev in committed:
-            self.host.on_event(ev, self.run)
+        for event in committed:
+            self.host.on_event(event, self.run)
             for observer in self.engine.observers:
-                observer(ev, self.run)
+                observer(event, self.run)
 
     def save(self, unit: Unit, events: list[NewEvent], *, cursor: bool = False) -> None:
         """Persist ``unit``'s state (a target's inside its step's data) with ``events``."""
@@ -223,9 +227,9 @@ class Execution:
         if step_type.may_wait:
             return None  # entering a wait or approval step is cheap: it persists its deadline and returns
         if step.expected is not None:
-            return step.expected
+            return float(step.expected)
         if step.timeout is not None:
-            return step.timeout + (step.verify.within if step.verify else 0.0)
+            return float(step.timeout) + (float(step.verify.within) if step.verify else 0.0)
         return step_type.estimate(step.action.config)
 
     def _pause(self, step: Step, kind: str, reason: str) -> None:

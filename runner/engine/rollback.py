@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runner.engine.expect import evaluate
 from runner.engine.steprunner import Unit
@@ -26,7 +26,9 @@ def rollback_steps(exe: Execution, failed: Step) -> list[str]:
         rec = exe.steps[step.id]
         if step.rollback is None or rec.state != StepState.SUCCEEDED:
             continue
-        targets = [{"name": n} for n, t in (rec.data.get("targets") or {}).items() if t.get("state") == "succeeded"]
+        targets: list[dict[str, Any] | None] = [
+            {"name": n} for n, t in (rec.data.get("targets") or {}).items() if t.get("state") == "succeeded"
+        ]
         ok, detail = True, "rolled back"
         for target in targets or [None]:
             unit = Unit(step, rec, target)

@@ -227,7 +227,7 @@ class StepRunner:
         rec = unit.rec
         rec.state, rec.reason, rec.finished_at, rec.not_before = state, reason, time.time(), None
         rec.data.pop("phase", None)
-        data = {"state": str(state), "reason": reason}
+        data: dict[str, Any] = {"state": str(state), "reason": reason}
         if state in (StepState.SUCCEEDED, StepState.FAILED):
             data["attempts"] = rec.attempts
         self.exe.save(unit, [*events, unit.event("step.finished", data, attempt=rec.attempts or None)])

@@ -159,15 +159,15 @@ def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current
         )  # fmt: skip
     waiting = next((s for s in steps if s.state == StepState.WAITING), current)
     kind = (waiting.data.get("wait_kind") if waiting else None) or "wait"
-    not_before = waiting.not_before if waiting else run.wake_at
-    sid = waiting.step_id if waiting else None
+    not_before: float | None = waiting.not_before if waiting else run.wake_at
+    step_id = waiting.step_id if waiting else None
     if kind == "approval":
         if run.wake_at is not None and run.wake_at <= time.time():
             not_before = run.wake_at  # a decision arrived (or the request expired): resuming now makes progress
-        return NextAction(action="await_approval", step=sid, command=hint.command(hint.resume_verb, rid),
+        return NextAction(action="await_approval", step=step_id, command=hint.command(hint.resume_verb, rid),
                           not_before=iso(not_before or time.time() + APPROVAL_POLL), reason=run.reason,
                           human_command=f"{hint.command('approve', rid, '--by', 'NAME', carry=False)} (or deny)")  # fmt: skip
-    return NextAction(action="wait", step=sid, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason)
+    return NextAction(action="wait", step=step_id, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason)
 
 
 def build_view(run: RunRecord, steps: list[StepRecord], hint: CommandHint | None = None, *, holder_gone: bool = False) -> RunView:
