@@ -29,8 +29,22 @@ def _mark(state: str) -> str:
     return f"[{color}]{sym}[/]"
 
 
+class _InFlight:
+    """Renderable for the step in flight: spinner, step id, elapsed time (refreshed by rich.live)."""
+
+    def __init__(self, step_id: str) -> None:
+        from rich.spinner import Spinner
+
+        self.step_id, self.started = step_id, time.monotonic()
+        self.spinner = Spinner("dots")
+
+    def __rich__(self) -> Any:
+        self.spinner.update(text=f"[bold]{self.step_id}[/] running [dim]{time.monotonic() - self.started:.1f}s[/]")
+        return self.spinner
+
+
 class Progress:
-    """Prints one line per finished step; on a terminal, a spinner line for the step in flight."""
+    """Prints one line per finished step; on a terminal, a live spinner line with elapsed time for the step in flight."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -55,8 +69,10 @@ class Progress:
         if kind == "step.started" and sid and sid not in self._started:
             self._started[sid] = time.monotonic()
             if self.live:
+                from rich.live import Live
+
                 self._stop_spinner()
-                self._status = self.console.status(f"[bold]{sid}[/] running…", spinner="dots")
+                self._status = Live(_InFlight(sid), console=self.console, refresh_per_second=8, transient=True)
                 self._status.start()
         elif kind == "step.waiting" and sid:
             self._stop_spinner()
