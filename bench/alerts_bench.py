@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-RUNBOOK = "name: noop\nparams:\n  host: {type: string}\nsteps:\n  - id: act\n    shell: [\"true\"]\n"
+RUNBOOK = 'name: noop\nparams:\n  host: {type: string}\nsteps:\n  - id: act\n    shell: ["true"]\n'
 CONFIG = """
 sources:
   alertmanager: {auth: {bearer: env:BENCH_AM_TOKEN}}
@@ -57,7 +57,9 @@ def _port() -> int:
 def _body(i: int) -> bytes:
     alert = {"status": "firing", "labels": {"alertname": "Bench", "host": f"h{i}"}, "annotations": {},
              "startsAt": "2026-11-22T01:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"{i:016x}"}  # fmt: skip
-    return json.dumps({"receiver": "rb", "status": "firing", "alerts": [alert], "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0}).encode()
+    return json.dumps(
+        {"receiver": "rb", "status": "firing", "alerts": [alert], "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0}
+    ).encode()
 
 
 def _start(root: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:

@@ -56,7 +56,7 @@ class PagerDutySource:
         """An incident event becomes one alert (fingerprint: the incident id); other events none."""
         event = body.get("event") if isinstance(body, dict) else None
         if not isinstance(event, dict) or not isinstance(event.get("event_type"), str):
-            raise UsageError("not a PagerDuty V3 webhook payload: expected {\"event\": {\"event_type\": ..., \"data\": ...}}")
+            raise UsageError('not a PagerDuty V3 webhook payload: expected {"event": {"event_type": ..., "data": ...}}')
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
         if event.get("resource_type", "incident") != "incident" or not event["event_type"].startswith("incident."):
             return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from runbook_server.state import EnabledSource, ServerState
 
 __all__ = ["make_router"]
+
+log = logging.getLogger("runbook.server")
 
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
@@ -54,11 +57,9 @@ def _intake_endpoint(name: str, intake: Intake) -> Callable[[Request], Awaitable
         except Exception as exc:
             state.metrics.delivery(name, _outcome(exc, None))
             if not isinstance(exc, RunbookError):
-                import logging
-
-                logging.getLogger("runbook.server").error("alert delivery to %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+                log.error("alert delivery to %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
             if isinstance(exc, AuthError):
-                logging_auth(name, request, exc)
+                _log_refusal(name, request, exc)
             return error_response(exc, state)
         state.metrics.delivery(name, _outcome(None, result))
         return JSONResponse(DeliveryResult.model_validate(result).model_dump(mode="json"))
@@ -67,12 +68,10 @@ def _intake_endpoint(name: str, intake: Intake) -> Callable[[Request], Awaitable
     return receive_alerts
 
 
-def logging_auth(name: str, request: Request, exc: AuthError) -> None:
+def _log_refusal(name: str, request: Request, exc: AuthError) -> None:
     """Log a refused delivery (the message never holds a credential)."""
-    import logging
-
     client = request.client.host if request.client else "?"
-    logging.getLogger("runbook.server").warning("refused %s delivery from %s: %s", name, client, exc.message)
+    log.warning("refused %s delivery from %s: %s", name, client, exc.message)
 
 
 def make_router(state: ServerState) -> APIRouter:
@@ -100,11 +99,16 @@ def list_decisions(request: Request, route: str | None = None, source: str | Non
     return {"decisions": rows, "next_before": rows[-1].id if len(rows) == limit else None}
 
 
-def reset_breaker(request: Request, route: str, principal: Principal = scope("admin")) -> dict[str, Any]:
+_ADMIN = scope("admin")
+
+
+def reset_breaker(request: Request, route: str, principal: Principal = _ADMIN) -> dict[str, Any]:
     """Record a ``breaker_reset`` decision: failures before it no longer count."""
     state = get_state(request)
     if route not in state.router.by_name:
         raise UsageError(f"no route named '{route}'", hint=f"routes: {', '.join(state.router.by_name) or 'none'}")
     delivery = f"api:reset:{route}:{time.time_ns()}"
-    rows = state.store.record_decisions([NewDecision(delivery, 0, "api", "breaker_reset", route=route, reason=f"reset by {principal.name}")])
+    rows = state.store.record_decisions(
+        [NewDecision(delivery, 0, "api", "breaker_reset", route=route, reason=f"reset by {principal.name}")]
+    )
     return {"decisions": rows, "next_before": None}

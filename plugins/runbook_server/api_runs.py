@@ -13,7 +13,16 @@ from fastapi.responses import StreamingResponse
 
 from runbook_server.app import get_state, scope
 from runbook_server.models import (
-    ApiRunView, Decide, EventList, Reason, Resume, RunbookDetail, RunbookList, RunList, StartRun, http_next,
+    ApiRunView,
+    Decide,
+    EventList,
+    Reason,
+    Resume,
+    RunbookDetail,
+    RunbookList,
+    RunList,
+    StartRun,
+    http_next,
 )  # fmt: skip
 from runbook_server.runs import requeue
 from runner.errors import InvalidState, UsageError
@@ -171,12 +180,16 @@ def _control(request: Request, run_id: str, fn: Any) -> ApiRunView:
 
 @router.post("/runs/{run_id}/pause", response_model=ApiRunView, tags=["control"], summary="Pause at the next step boundary")
 def pause_run(request: Request, run_id: str, body: Reason | None = None, principal: Principal = RUN) -> ApiRunView:
-    return _control(request, run_id, lambda s, rid: s.api_engine.pause(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason))
+    return _control(
+        request, run_id, lambda s, rid: s.api_engine.pause(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason)
+    )
 
 
 @router.post("/runs/{run_id}/cancel", response_model=ApiRunView, tags=["control"], summary="Cancel (a step in flight is stopped)")
 def cancel_run(request: Request, run_id: str, body: Reason | None = None, principal: Principal = RUN) -> ApiRunView:
-    return _control(request, run_id, lambda s, rid: s.api_engine.cancel(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason))
+    return _control(
+        request, run_id, lambda s, rid: s.api_engine.cancel(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason)
+    )
 
 
 @router.post("/runs/{run_id}/resume", response_model=ApiRunView, tags=["control"], summary="Queue a stopped run for a worker again")

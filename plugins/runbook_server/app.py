@@ -30,6 +30,7 @@ __all__ = ["create_app", "get_state", "scope"]
 
 log = logging.getLogger("runbook.server")
 _bearer = HTTPBearer(auto_error=False, description="API token (see `tokens:` in the server config)")
+_BEARER = Depends(_bearer)  # declares the scheme in /openapi.json; the token itself is checked by TokenBook
 
 
 def get_state(request: Request) -> ServerState:
@@ -40,7 +41,7 @@ def get_state(request: Request) -> ServerState:
 def scope(name: str) -> Any:
     """A dependency that authenticates the bearer token and requires scope ``name``."""
 
-    def dependency(request: Request, _creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    def dependency(request: Request, _creds: HTTPAuthorizationCredentials | None = _BEARER) -> Principal:
         state = get_state(request)
         principal = state.tokens.authenticate(request.headers.get("authorization"))
         state.tokens.authorize(principal, name)
@@ -142,7 +143,10 @@ def _ops(app: FastAPI) -> None:
     @app.get("/healthz", tags=["ops"], summary="Liveness and store reachability")
     def healthz(request: Request) -> dict[str, Any]:
         state = get_state(request)
-        depth = state.store.queue_depth()  # raises StoreError (503) if the store is unreachable
+        try:
+            depth = state.store.queue_depth()
+        except Exception as exc:  # any driver error means the store is not reachable: 503, not 500
+            raise StoreError(f"the journal store does not answer: {type(exc).__name__}") from None
         pool = state.pool
         return {"status": "ok", "version": __version__, "queue_depth": depth, "workers": pool.size if pool else 0,
                 "workers_busy": pool.busy if pool else 0, "stopping": state.shutdown.is_set()}  # fmt: skip

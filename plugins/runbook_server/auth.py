@@ -98,5 +98,7 @@ def resolve_secret_fields(model: BaseModel, fields: Iterable[str], resolver: Sec
             continue
         value = holder[parts[-1]]
         name = f"{where}.{dotted}"
-        holder[parts[-1]] = [resolver.resolve(v, name=name) for v in value] if isinstance(value, list) else resolver.resolve(value, name=name)
+        holder[parts[-1]] = (
+            [resolver.resolve(v, name=name) for v in value] if isinstance(value, list) else resolver.resolve(value, name=name)
+        )
     return type(model).model_validate(data)

@@ -85,8 +85,12 @@ def _uvicorn_server(app: Any, level: str, on_signal: Callable[[int], None]) -> A
 
 
 @click.command("serve")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Server configuration (YAML); see docs/server.md.")
-@click.option("--listen", metavar="HOST:PORT", help="Address to bind (default: the config's listen, else 127.0.0.1:8080; port 0 picks one).")
+@click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Server configuration (YAML); see docs/server.md."
+)
+@click.option(
+    "--listen", metavar="HOST:PORT", help="Address to bind (default: the config's listen, else 127.0.0.1:8080; port 0 picks one)."
+)
 @click.option("--workers", type=click.IntRange(0, 64), help="Worker threads executing queued runs (default: the config's, else 2).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @pass_state
@@ -153,8 +157,8 @@ def _drain(pool: WorkerPool) -> None:
 @pass_state
 def worker_cmd(state: AppState, workers: int, poll: float, log_level: str) -> int:
     """Execute queued and due runs from the store (no HTTP); run one per host against a shared store."""
-    from runner.engine import Engine
     from runbook_server.worker import WorkerPool
+    from runner.engine import Engine
 
     _logging(log_level)
     _prime(state)

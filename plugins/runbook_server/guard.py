@@ -49,7 +49,9 @@ def judge(store: Store, route: CompiledRoute, key: str, now: float | None = None
     if spec.budget is not None:
         used = sum(1 for r in recent if r.started_at >= now - spec.budget.per)
         if used >= spec.budget.runs:
-            return Verdict("over_budget", f"route already started {used} run(s) in the last {spec.budget.per:g}s (budget {spec.budget.runs})")
+            return Verdict(
+                "over_budget", f"route already started {used} run(s) in the last {spec.budget.per:g}s (budget {spec.budget.runs})"
+            )
     if spec.breaker is not None:
         failures = _failures(store, route, recent, now)
         if failures >= spec.breaker.failures:

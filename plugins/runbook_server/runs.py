@@ -41,7 +41,9 @@ def start_queued(engine: Engine, name: str, params: dict[str, Any], *, started_b
     stored = validate_params(name, rb.params_model, params).model_dump(mode="json")
     lock_key = None
     if rb.spec.lock:
-        lock_key = str(engine.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": started_by}}, file=rb.file, field="lock"))
+        lock_key = str(
+            engine.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": started_by}}, file=rb.file, field="lock")
+        )
     new = NewRun(
         id=new_run_id(), runbook=name, params=stored, started_by=started_by, content_hash=rb.content_hash,
         step_hashes=rb.step_hashes, spec=rb.spec.model_dump(mode="json", by_alias=True), file=rb.file,

@@ -97,8 +97,12 @@ class WorkerPool:
             if leases:
                 self._run(engine, leases[0])
                 continue
-            with self._cond:
-                self._cond.wait_for(lambda: self._generation != seen or self._stopping, timeout=self.poll)
+            self._idle(seen)
+
+    def _idle(self, seen: int) -> None:
+        """Wait for a wake-up newer than ``seen``, a stop, or the poll interval."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen or self._stopping, timeout=self.poll)
 
     def _run(self, engine: Engine, lease: Lease) -> None:
         run_id = lease.run_id
@@ -125,7 +129,7 @@ class WorkerPool:
         except ConflictError as exc:  # another executor got there first, or a lock key is held
             log.info("run %s: %s", run_id, exc)
             return
-        except (RunbookError, Exception) as exc:  # noqa: BLE001 - one bad run must not stop the pool
+        except (RunbookError, Exception) as exc:
             self._park(engine, run_id, exc)
             return
         if view.state == RunState.INTERRUPTED and self._stopping:

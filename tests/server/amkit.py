@@ -18,7 +18,7 @@ import httpx
 
 from tests.server.serverkit import free_port
 
-__all__ = ["AM_BIN", "AMTOOL", "Alertmanager", "have_alertmanager"]
+__all__ = ["AMTOOL", "AM_BIN", "Alertmanager", "have_alertmanager"]
 
 AM_BIN = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"

@@ -130,7 +130,9 @@ def parse_metrics(text: str) -> dict[str, float]:
     """Strictly parse the Prometheus text format into ``{'name{labels}': value}``; fails on any bad line."""
     import re
 
-    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|-Inf|NaN)$')
+    sample = re.compile(
+        r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|-Inf|NaN)$'
+    )
     out: dict[str, float] = {}
     types: dict[str, str] = {}
     assert text.endswith("\n"), "exposition must end with a newline"
@@ -153,4 +155,3 @@ def parse_metrics(text: str) -> dict[str, float]:
 def dumps(doc: Any) -> bytes:
     """A compact JSON body."""
     return json.dumps(doc, separators=(",", ":")).encode()
-

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Project
 from tests.server.alertkit import am_alert, am_body, basic, captures, generic_headers, grafana_headers, hex_hmac, pagerduty_event
-from tests.server.conftest import AM_TOKEN, HELLO, TOKEN
-from tests.server.serverkit import ServerProcess, poll
+from tests.server.conftest import HELLO, TOKEN
+from tests.server.serverkit import ServerProcess, poll, start_server
 
 HOLD = """
 name: hold
@@ -74,6 +74,22 @@ def intake(project: Project, serve: Callable[..., ServerProcess]) -> ServerProce
     return serve(CONFIG, env=ENV, token=TOKEN)
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the refusal cases (they must all create nothing, so they can share it)."""
+    import importlib.util
+
+    from tests.conftest import require
+
+    require(importlib.util.find_spec("fastapi") is not None, "fastapi and uvicorn (pip install 'runbook[server]')")
+    project = Project(tmp_path_factory.mktemp("refusing") / "proj")
+    project.write("hello.yaml", HELLO.replace("OUT", str(project.root / "hits.log")))
+    project.write("hold.yaml", HOLD.replace("OUT", str(project.root / "hits.log")))
+    server = start_server(project, CONFIG, env=ENV, token=TOKEN)
+    yield server
+    server.stop()
+
+
 def hits(server: ServerProcess) -> list[str]:
     path = server.project.root / "hits.log"
     return path.read_text().split() if path.exists() else []
@@ -100,7 +116,11 @@ def summary(resp: Any) -> list[tuple[str | None, str | None, str]]:
 
 def test_replaying_captured_alertmanager_deliveries_routes_each_alert(intake: ServerProcess) -> None:
     caps = captures()
-    auth = {"/hook/basic": basic("am", "test-basic-pass"), "/hook/bearer": "Bearer test-bearer-token", "/hook/flaky": "Bearer test-bearer-token"}
+    auth = {
+        "/hook/basic": basic("am", "test-basic-pass"),
+        "/hook/bearer": "Bearer test-bearer-token",
+        "/hook/flaky": "Bearer test-bearer-token",
+    }
 
     def send(i: int) -> Any:
         cap = caps[i]
@@ -138,7 +158,9 @@ def test_duplicate_delivery_returns_the_existing_run(intake: ServerProcess) -> N
     assert two.json()["duplicate"] is True
     assert one.json()["decisions"][0]["run_id"] == two.json()["decisions"][0]["run_id"]
     # the same alert episode in another group notification (an HA peer): the route finds its run
-    other = post(intake, "alertmanager", am_body(am_alert({"alertname": "QueueStuck", "queue": "dup"}), am_alert({"alertname": "X"})), AM_AUTH)
+    other = post(
+        intake, "alertmanager", am_body(am_alert({"alertname": "QueueStuck", "queue": "dup"}), am_alert({"alertname": "X"})), AM_AUTH
+    )
     d = other.json()["decisions"][0]
     assert d["decision"] == "deduped" and d["run_id"] == one.json()["decisions"][0]["run_id"]
     poll(lambda: hits(intake) == ["dup"], what="the one run to execute")
@@ -183,17 +205,30 @@ GOOD_GRAFANA = am_body(am_alert({"alertname": "HighCPU", "host": "h2"}))
         ("generic", GOOD_GENERIC, generic_headers("wrong", GOOD_GENERIC), 403),
         ("generic", GOOD_GENERIC, generic_headers("generic-secret", GOOD_GENERIC, ts=1_700_000_000), 401),
     ],
-    ids=["am-missing", "am-wrong-bearer", "am-wrong-basic", "gf-missing", "gf-wrong", "gf-stale", "pd-missing", "pd-wrong",
-         "gen-missing", "gen-wrong", "gen-replayed-outside-window"],  # fmt: skip
+    ids=[
+        "am-missing",
+        "am-wrong-bearer",
+        "am-wrong-basic",
+        "gf-missing",
+        "gf-wrong",
+        "gf-stale",
+        "pd-missing",
+        "pd-wrong",
+        "gen-missing",
+        "gen-wrong",
+        "gen-replayed-outside-window",
+    ],
 )
-def test_bad_credentials_are_refused_and_create_nothing(intake: ServerProcess, source: str, body: bytes, headers: dict[str, str],
+def test_bad_credentials_are_refused_and_create_nothing(refusing: ServerProcess, source: str, body: bytes, headers: dict[str, str],
                                                         status: int) -> None:  # fmt: skip
-    r = post(intake, source, body, {"content-type": "application/json", **headers})
+    r = post(refusing, source, body, {"content-type": "application/json", **headers})
     assert r.status_code == status, r.text
     assert r.json()["error"]["type"] == "AuthError"
     for secret in ENV.values():
         assert secret not in r.text
-    assert runs(intake) == [] and decisions(intake) == []
+    assert runs(refusing) == [] and decisions(refusing) == []
+    metrics = refusing.client().get("/metrics").text
+    assert f'runbook_webhook_deliveries_total{{source="{source}",outcome="{"unauthorized" if status == 401 else "forbidden"}"}}' in metrics
 
 
 def test_good_signatures_of_every_source_are_accepted(intake: ServerProcess) -> None:

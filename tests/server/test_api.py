@@ -174,7 +174,9 @@ def test_list_runs_filters_and_pages(api: ServerProcess) -> None:
     seen: list[str] = []
     before = None
     while True:
-        page = c.get("/v1/runs", params={"runbook": "hello", "state": "succeeded", "limit": 2, **({"before": before} if before else {})}).json()
+        page = c.get(
+            "/v1/runs", params={"runbook": "hello", "state": "succeeded", "limit": 2, **({"before": before} if before else {})}
+        ).json()
         seen += [r["run_id"] for r in page["runs"]]
         assert all(r["runbook"] == "hello" and r["state"] == "succeeded" for r in page["runs"])
         before = page["next_before"]
@@ -242,7 +244,12 @@ def test_pause_then_resume(api: ServerProcess) -> None:
     view = api.wait_state(rid, "paused")
     assert [s["state"] for s in view["steps"]] == ["succeeded", "pending"]
     assert view["next"]["action"] == "resume"
-    assert view["next"]["http"] == {"method": "POST", "path": f"/v1/runs/{rid}/resume", "body": {}, "meaning": "queue the run for a worker again"}
+    assert view["next"]["http"] == {
+        "method": "POST",
+        "path": f"/v1/runs/{rid}/resume",
+        "body": {},
+        "meaning": "queue the run for a worker again",
+    }
     resumed = c.post(f"/v1/runs/{rid}/resume", json={"wait": 30})
     assert resumed.status_code == 200 and resumed.json()["state"] == "succeeded"
     again = c.post(f"/v1/runs/{rid}/resume", json={})
@@ -345,7 +352,10 @@ def test_healthz_and_metrics(api: ServerProcess) -> None:
     assert samples['runbook_runs{runbook="hello",state="succeeded"}'] >= 1
     assert "runbook_queue_depth" in samples
     assert samples['runbook_step_duration_seconds_count{runbook="hello"}'] >= 1
-    assert samples['runbook_step_duration_seconds_bucket{runbook="hello",le="+Inf"}'] == samples['runbook_step_duration_seconds_count{runbook="hello"}']
+    assert (
+        samples['runbook_step_duration_seconds_bucket{runbook="hello",le="+Inf"}']
+        == samples['runbook_step_duration_seconds_count{runbook="hello"}']
+    )
 
 
 def test_unknown_path_and_oversized_body_get_json_errors(api: ServerProcess) -> None:

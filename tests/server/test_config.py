@@ -32,7 +32,17 @@ def serve_once(project: Project, config: str, *args: str, env: dict[str, str] | 
         ("listen: nowhere\n", "expected HOST:PORT"),
         ("tokens:\n  - {name: a, token: env:RB_TEST_UNSET_TOKEN, scopes: [read]}\n", "environment variable RB_TEST_UNSET_TOKEN is not set"),
     ],
-    ids=["unknown-key", "bad-scope", "unknown-runbook", "bad-regex", "bad-template", "bad-auth-key", "unknown-source", "bad-listen", "unset-secret"],
+    ids=[
+        "unknown-key",
+        "bad-scope",
+        "unknown-runbook",
+        "bad-regex",
+        "bad-template",
+        "bad-auth-key",
+        "unknown-source",
+        "bad-listen",
+        "unset-secret",
+    ],
 )
 def test_invalid_configuration_is_refused_with_its_location(project: Project, config: str, needle: str) -> None:
     code, err = serve_once(project, config)
@@ -49,7 +59,9 @@ def test_non_loopback_bind_needs_authentication(project: Project) -> None:
 
 
 def test_secrets_never_appear_in_errors(project: Project) -> None:
-    code, err = serve_once(project, "sources:\n  generic: {auth: {hmac_secret: env:GEN}}\nlisten: 0.0.0.0:0\n", env={"GEN": "sekrit-value-123"})
+    code, err = serve_once(
+        project, "sources:\n  generic: {auth: {hmac_secret: env:GEN}}\nlisten: 0.0.0.0:0\n", env={"GEN": "sekrit-value-123"}
+    )
     assert code == 2 and "sekrit-value-123" not in err
 
 

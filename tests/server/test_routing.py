@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 import pytest
-
 from runbook_alerts.alertmanager import AlertmanagerSource
 from runbook_alerts.generic import GenericAuth, GenericSource, sign
 from runbook_alerts.grafana import GrafanaAuth, GrafanaSource
 from runbook_alerts.pagerduty import PagerDutyAuth, PagerDutySource
 from runbook_server.limits import json_depth
 from runbook_server.routing import compile_matcher, run_key
+
 from runner.alerts import AuthError
 from runner.errors import UsageError
 from tests.server.alertkit import captures, hex_hmac, pagerduty_event
@@ -35,7 +35,20 @@ from tests.server.alertkit import captures, hex_hmac, pagerduty_event
         ({"a": "1", "b": "=~x+"}, {"a": "1", "b": "xxx"}, True),
         ({"a": "1", "b": "=~x+"}, {"a": "1", "b": "xy"}, False),
     ],
-    ids=["eq", "eq-prefix", "eq-miss", "re", "re-anchored", "nre", "nre-miss", "ne-missing", "ne-miss", "empty-is-missing", "all", "all-miss"],
+    ids=[
+        "eq",
+        "eq-prefix",
+        "eq-miss",
+        "re",
+        "re-anchored",
+        "nre",
+        "nre-miss",
+        "ne-missing",
+        "ne-miss",
+        "empty-is-missing",
+        "all",
+        "all-miss",
+    ],
 )
 def test_label_matchers(match: dict[str, str], labels: dict[str, str], expected: bool) -> None:
     assert compile_matcher(match)(labels) is expected
