@@ -57,7 +57,7 @@ class PagerDutySource:
         event = body.get("event") if isinstance(body, dict) else None
         if not isinstance(event, dict) or not isinstance(event.get("event_type"), str):
             raise UsageError('not a PagerDuty V3 webhook payload: expected {"event": {"event_type": ..., "data": ...}}')
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data: dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
         if event.get("resource_type", "incident") != "incident" or not event["event_type"].startswith("incident."):
             return []
         labels = {"event_type": event["event_type"], "incident_id": str(data.get("id", "")), "service": _name(data.get("service")),

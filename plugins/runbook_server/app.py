@@ -22,8 +22,6 @@ from runner.alerts import AuthError
 from runner.errors import ConflictError, ParamsError, RunbookError, RunbookNotFound, RunNotFound, StoreError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from runbook_server.state import ServerState
 
 __all__ = ["create_app", "get_state", "scope"]
@@ -129,7 +127,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(api_alerts.make_router(state))
     _ops(app)
     limits = state.config.limits
-    app.add_middleware(LimitsMiddleware, max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth)  # type: ignore[arg-type]
+    app.add_middleware(LimitsMiddleware, max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth)
     return app
 
 
@@ -151,7 +149,7 @@ def _ops(app: FastAPI) -> None:
         return {"status": "ok", "version": __version__, "queue_depth": depth, "workers": pool.size if pool else 0,
                 "workers_busy": pool.busy if pool else 0, "stopping": state.shutdown.is_set()}  # fmt: skip
 
-    metrics_dep: Callable[..., Any] = scope("read")
+    metrics_dep: Any = scope("read")
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (text format 0.0.4)", response_class=PlainTextResponse,
              dependencies=[metrics_dep])  # fmt: skip
