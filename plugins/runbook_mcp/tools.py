@@ -198,7 +198,7 @@ def _runbook_tool(name: str, summary: str, schema: dict[str, Any]) -> ToolSpec:
     def call(client: Client, raw: dict[str, Any], c: Call) -> BaseModel:
         return _start(client, name, raw, c)
 
-    text = f"Run the runbook '{name}'" + (f": {summary}" if summary else "") + (
+    text = f"Run the runbook '{name}'" + (f": {summary.rstrip('.')}" if summary else "") + (
         ". Arguments are its params. Runs within the server's --budget and returns the run with its `next` cursor; "
         "continue with resume_run as `next` says.")  # fmt: skip
     return ToolSpec(RUN_PREFIX + name, text, schema, RunResult, call, drives=True, destructive=True)

@@ -206,6 +206,23 @@ def test_a_call_returns_by_its_budget_even_when_a_step_declares_no_duration(proj
     assert lines(log) == ["slow", "after"]
 
 
+def test_a_client_that_goes_away_leaves_its_run_paused_at_a_step_boundary(project: Project, mcp_server: MCPServerProcess) -> None:
+    log = project.root / "steps.log"
+    project.write("five.yaml", five_steps(log))
+
+    async def scenario() -> None:
+        async with mcp_server.connect("--budget", "30s") as agent:
+            with anyio.move_on_after(1.5):  # the agent's own time runs out mid-call; it disconnects
+                await agent.call("run_five")
+
+    anyio.run(scenario)
+    runs = project.run("runs", "--json").json()["runs"]
+    assert len(runs) == 1 and runs[0]["state"] == "paused", runs
+    done = project.run("resume", runs[0]["run_id"], "--json")
+    assert done.code == 0, done
+    assert lines(log) == ["s1", "s2", "s3", "s4", "s5"], "nothing lost, nothing run twice"
+
+
 async def _poll(agent: Agent, run_id: str, done: Any, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
