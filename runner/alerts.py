@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.errors import UsageError
+from runner.errors import AuthError
 
 __all__ = [
     "DECISIONS",
@@ -48,18 +48,6 @@ DECISIONS = (
     "resolved", "resolved_cancelled", "resolved_ignored", "truncated", "ignored", "breaker_reset",
 )  # fmt: skip
 """What intake decided for one alert (or group, for ``truncated``); see ``docs/server.md``."""
-
-
-class AuthError(UsageError):
-    """A request or webhook delivery failed authentication (401) or authorisation (403).
-
-    The message says what was wrong (missing header, bad signature, stale timestamp)
-    and never contains a credential.
-    """
-
-    def __init__(self, message: str, *, status: int = 401, hint: str | None = None) -> None:
-        self.status = status
-        super().__init__(message, hint=hint)
 
 
 class Alert(BaseModel):

@@ -18,7 +18,8 @@ attributes and, where there is one, say what to do next.
     │   ├── PluginError                a plugin is broken or two plugins claim one name
     │   ├── ConfigError                a configuration file or option is invalid
     │   ├── SecretError                a secret reference cannot be resolved
-    │   └── MissingExtra               an optional feature's packages are not installed
+    │   ├── MissingExtra               an optional feature's packages are not installed
+    │   └── AuthError                  a request or webhook failed authentication (401) or authorisation (403)
     ├── ConflictError                  exit 6
     │   ├── LeaseHeld                  another live executor holds the run
     │   ├── LeaseLost                  this executor was fenced off mid-run
@@ -44,6 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AuthError",
     "CancelRequested",
     "CommandTimeout",
     "ConfigError",
@@ -237,6 +239,18 @@ class MissingExtra(UsageError):
             f"{feature} needs the '{module}' package, which is not installed",
             hint=f"install it with `pip install 'runbook[{extra}]'`",
         )
+
+
+class AuthError(UsageError):
+    """A request or webhook delivery failed authentication (401) or authorisation (403).
+
+    The message says what was wrong (missing header, bad signature, stale timestamp) and never
+    contains a credential.
+    """
+
+    def __init__(self, message: str, *, status: int = 401, hint: str | None = None) -> None:
+        self.status = status
+        super().__init__(message, hint=hint)
 
 
 # --------------------------------------------------------------------------- conflicts (exit 6)

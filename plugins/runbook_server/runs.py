@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.holder import is_alive
-from runner.store.records import NewEvent, NewRun, RunState
+from runner.store.records import NewEvent, RunState
 
 if TYPE_CHECKING:
     from runner.engine import Engine, RunView
@@ -29,31 +29,10 @@ def start_queued(engine: Engine, name: str, params: dict[str, Any], *, started_b
     """Create a queued run for the workers (or return the run of a repeated ``idempotency_key``).
 
     With ``gates`` (step id → approval config) the run carries durable approval gates: each named step waits
-    for a human approval before it acts. ``Engine.start`` has no way to pass run options, so this mirrors it.
+    for a human approval before it acts.
     """
-    if not gates:
-        return engine.start(name, params, started_by=started_by, idempotency_key=idempotency_key, trigger=trigger, execute=False)
-    from runner.engine.runtime import new_run_id
-    from runner.engine.views import build_view
-    from runner.params import validate_params
-
-    rb = engine.catalog.get(name)
-    stored = validate_params(name, rb.params_model, params).model_dump(mode="json")
-    lock_key = None
-    if rb.spec.lock:
-        lock_key = str(
-            engine.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": started_by}}, file=rb.file, field="lock")
-        )
-    new = NewRun(
-        id=new_run_id(), runbook=name, params=stored, started_by=started_by, content_hash=rb.content_hash,
-        step_hashes=rb.step_hashes, spec=rb.spec.model_dump(mode="json", by_alias=True), file=rb.file,
-        step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
-        options={"gates": gates},
-        created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
-                       "trigger": (trigger or {}).get("source"), "gated": sorted(gates)},
-    )  # fmt: skip
-    run, _created = engine.store.create_run(new)
-    return build_view(run, engine.store.get_steps(run.id), engine.hint)
+    return engine.start(name, params, started_by=started_by, idempotency_key=idempotency_key, trigger=trigger, execute=False,
+                        run_options={"gates": gates} if gates else None)  # fmt: skip
 
 
 def _settle(engine: Engine, run_id: str, event: str, cols: dict[str, Any], *, actor: str, reason: str) -> None:

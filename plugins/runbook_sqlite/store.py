@@ -235,12 +235,15 @@ class SQLiteStore(Store):
                 self._take_lock(c, new.lock_key, new.id)
             c.execute(
                 "INSERT INTO runs (id, runbook, state, params, started_by, trigger, created_at, updated_at, content_hash,"
-                " step_hashes, spec, file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " step_hashes, spec, file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at,"
+                " holder, lease_expires_at, fence)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (new.id, new.runbook, str(new.state), _dumps(new.params), new.started_by,
                  _dumps(new.trigger) if new.trigger is not None else None, now, now, new.content_hash,
                  _dumps(new.step_hashes), _dumps(new.spec), new.file, new.idempotency_key, new.lock_key,
-                 new.parent_run_id, new.parent_step_id, _dumps(new.options), now if new.state == RunState.QUEUED else None),
+                 new.parent_run_id, new.parent_step_id, _dumps(new.options), now if new.state == RunState.QUEUED else None,
+                 new.holder.model_dump_json() if new.holder else None, now + new.lease_ttl if new.holder else None,
+                 1 if new.holder else 0),
             )  # fmt: skip
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
@@ -374,7 +377,8 @@ class SQLiteStore(Store):
         """See :meth:`Store.commit`."""
         now = time.time()
         with self._tx() as c:
-            sets, args = ["updated_at=?"], [now]
+            sets: list[str] = ["updated_at=?"]
+            args: list[Any] = [now]
             for key, value in (run or {}).items():
                 if key not in _RUN_UPDATABLE:
                     raise StoreError(f"run column '{key}' cannot be updated")
@@ -517,7 +521,8 @@ class SQLiteStore(Store):
         delivery_id: str | None = None, run_id: str | None = None, limit: int = 50, before: int | None = None,
     ) -> list[DecisionRecord]:  # fmt: skip
         """See :meth:`Store.list_decisions`."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("route", route), ("source", source), ("decision", decision), ("delivery_id", delivery_id), ("run_id", run_id)):
             if value is not None:
                 where.append(f"{column}=?")

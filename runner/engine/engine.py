@@ -104,18 +104,20 @@ class Engine:
         options: DriveOptions | None = None,
         execute: bool = True,
         agent: bool = False,
+        run_options: dict[str, Any] | None = None,
     ) -> RunView:
         """Create a run of ``name`` (or return the run of a repeated ``idempotency_key``) and drive it.
 
         ``agent=True`` marks the run as started by an agent: the agent policy (``self.policy``) is checked
-        first, and the steps it names get a human approval gate before they act.
+        first, and the steps it names get a human approval gate before they act. ``run_options`` are
+        stored with the run (e.g. ``{"gates": {step_id: approval_config}}`` from an alert route).
         """
         rb = self.catalog.get(name)
         validated = validate_params(name, rb.params_model, params)
         stored = validated.model_dump(mode="json")
         _refuse_unknown_secret_schemes(name, rb.spec.params, stored, self.host.secret_providers.names())
         actor = started_by or self.settings.actor
-        run_options = self._agent_options(name, stored) if agent else {}
+        run_options = {**(run_options or {}), **(self._agent_options(name, stored) if agent else {})}
         lock_key = None
         if rb.spec.lock:
             lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
@@ -126,6 +128,7 @@ class Engine:
             parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None, options=run_options,
             created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
                            "trigger": (trigger or {}).get("source"), "parent": parent[0] if parent else None},
+            holder=self.holder if execute else None, lease_ttl=self.lease_ttl,
         )  # fmt: skip
         run, created = self.store.create_run(new)
         if not created or not execute:

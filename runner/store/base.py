@@ -54,7 +54,8 @@ class Store(ABC):
 
         Returns ``(run, True)``; or ``(existing, False)`` when ``new.idempotency_key`` was
         used before. Raises :class:`~runner.errors.LockHeld` if ``new.lock_key`` is held by an
-        active run.
+        active run. With ``new.holder`` set, the run is created leased to that holder (fence 1),
+        in the same transaction, so no worker can claim it before its creator acquires it.
         """
 
     @abstractmethod

@@ -213,6 +213,9 @@ class NewRun:
     parent_step_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     created_event: dict[str, Any] = field(default_factory=dict)
+    holder: Holder | None = None
+    """Create the run already leased to this executor (so no worker can claim it first)."""
+    lease_ttl: float = 30.0
 
 
 @dataclass(frozen=True)
