@@ -162,6 +162,14 @@ def test_claim_queued_waiting_due_and_orphaned_runs(store: Store) -> None:
     assert [lease.run_id for lease in store.claim(ME, 30, is_alive=alive)] == [waiting.id]
 
 
+def test_a_run_created_for_its_executor_cannot_be_claimed(store: Store) -> None:
+    run, _ = store.create_run(new_run(holder=ME, lease_ttl=30))
+    assert store.get_run(run.id).holder == ME
+    assert store.claim(OTHER, 30, is_alive=alive, limit=10) == [], "no worker can take it before its creator does"
+    lease = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    assert lease.took_over is None and lease.fence == 2
+
+
 def test_concurrent_claims_never_share_a_run(store: Store) -> None:
     ids = {store.create_run(new_run())[0].id for _ in range(20)}
     got: list[str] = []
