@@ -79,5 +79,5 @@ class PythonStep(StepType):
             return value
         if isinstance(value, bool):
             return ActionResult(output=value, ok=value, detail=f"returned {value}")
-        shown = repr(value)
+        shown = ctx.redactor.text(repr(value))  # before cutting: a secret cut in half would escape the redactor
         return ActionResult(output=value, detail=f"returned {shown if len(shown) <= 80 else shown[:77] + '...'}")
