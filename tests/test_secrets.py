@@ -22,7 +22,6 @@ from harness.httpserver import HTTPTestServer
 
 from runner.secrets import MASK, Redactor
 
-pytest_plugins = ["harness.httpserver"]  # until tests/conftest.py registers it for every test module
 
 METACHARS = ".*+?^$()[]{}|\\" + "'\"&%="
 PIECE = 10

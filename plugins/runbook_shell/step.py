@@ -167,7 +167,7 @@ class ShellStep(StepType):
         argv = config.command if config.command is not None else ["sh", "-ec", config.script or ""]
         result = run_process(
             argv, env=env, cwd=config.cwd, stdin=config.stdin, timeout=ctx.remaining(), max_output=config.max_output,
-            kill_grace=config.kill_grace, ctx=ctx, what=f"step '{ctx.step_id}' ({self.summary(config.model_dump())})",
+            kill_grace=config.kill_grace, ctx=ctx, what=f"step '{ctx.step_id}' ({self.summary(ctx.redactor.value(config.model_dump()))})",
         )  # fmt: skip
         return ActionResult(
             exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, truncated=result.truncated,

@@ -173,9 +173,10 @@ class StepRunner:
             raise
         except (StepFailed, UsageError) as exc:
             return None, self.exe.redactor.text(str(exc))
-        except Exception as exc:  # a step type's bug: record it, never crash the run
-            log.exception("step type %s raised", step.action.type)
-            return None, self.exe.redactor.text(f"internal error in step type '{step.action.type}': {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a step type's bug: record it (redacted, no traceback with values), never crash the run
+            why = self.exe.redactor.text(f"internal error in step type '{step.action.type}': {type(exc).__name__}: {exc}")
+            log.error("%s", why)
+            return None, why
         finally:
             self.exe.forget_ctx(ctx)
 

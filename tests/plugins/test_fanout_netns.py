@@ -14,7 +14,6 @@ from typing import Any
 
 from harness.netns import NetnsHosts
 
-pytest_plugins = ["harness.sshd"]  # until tests/conftest.py registers it for every test module
 
 RUNBOOK = """
 name: fleet-touch

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from harness.httpserver import HTTPTestServer, Reply
 
-pytest_plugins = ["harness.httpserver"]  # until tests/conftest.py registers it for every test module
 
 TOKEN = "tok-Q9v.x7*Lm"
 

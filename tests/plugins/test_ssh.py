@@ -38,7 +38,6 @@ from runner.settings import Settings
 from runner.steptypes import ActionResult
 from runner.templating import Renderer
 
-pytest_plugins = ["harness.sshd"]  # until tests/conftest.py registers it for every test module
 
 STEP = SSHStep()
 
