@@ -231,3 +231,13 @@ async def _poll(agent: Agent, run_id: str, done: Any, timeout: float = 30) -> An
             return view
         await anyio.sleep(0.1)
     raise AssertionError(f"run {run_id} did not settle within {timeout}s")
+
+
+def test_without_the_mcp_sdk_the_command_says_which_extra_to_install(project: Project, tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    (blocked / "mcp").mkdir(parents=True)
+    (blocked / "mcp" / "__init__.py").write_text("raise ImportError('mcp is not installed here')\n")
+    result = project.run("mcp", env={"PYTHONPATH": str(blocked)})
+    assert result.code == 2, result
+    assert "`runbook mcp` needs the 'mcp' package, which is not installed" in result.err
+    assert "pip install 'runbook[agent]'" in result.err and "Traceback" not in result.err
