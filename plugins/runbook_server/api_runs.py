@@ -25,7 +25,7 @@ from runbook_server.models import (
     http_next,
 )  # fmt: skip
 from runbook_server.runs import requeue
-from runner.errors import InvalidState, UsageError
+from runner.errors import InvalidState, PolicyDenied, UsageError
 from runner.store.records import TERMINAL_STATES, RunState
 
 if TYPE_CHECKING:
@@ -62,11 +62,14 @@ def _wait(state: ServerState, run_id: str, seconds: float | None) -> RunView:
 # ---------------------------------------------------------------------- catalog
 
 
-@router.get("/runbooks", response_model=RunbookList, tags=["catalog"], dependencies=[READ], summary="Runbooks and their params schemas")
-def list_runbooks(request: Request) -> dict[str, Any]:
+@router.get("/runbooks", response_model=RunbookList, tags=["catalog"], summary="Runbooks and their params schemas")
+def list_runbooks(request: Request, principal: Principal = READ) -> dict[str, Any]:
+    """The catalog; an ``agent`` token sees only the runbooks the agent policy lets it start."""
     from runner.cli.catalog_cmds import runbook_summary
 
-    return {"runbooks": [runbook_summary(rb) for rb in get_state(request).catalog]}
+    state = get_state(request)
+    policy = state.policy if principal.is_agent else None
+    return {"runbooks": [runbook_summary(rb) for rb in state.catalog if policy is None or policy.may_start(rb.name)]}
 
 
 @router.get("/runbooks/{name}", response_model=RunbookDetail, tags=["catalog"], dependencies=[READ], summary="One runbook in full")
@@ -87,8 +90,9 @@ def start_run(request: Request, response: Response, body: StartRun, principal: P
     state = get_state(request)
     trigger = {"source": "api", "token": principal.name, "budget": body.budget, "max_steps": body.max_steps}
     t0 = time.time()
-    view = state.api_engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor),
-                                  idempotency_key=idempotency_key, trigger=trigger, execute=False)  # fmt: skip
+    engine = state.agent_engine if principal.is_agent else state.api_engine  # agent tokens: the agent policy applies
+    view = engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor), idempotency_key=idempotency_key,
+                        trigger=trigger, execute=False, agent=principal.is_agent)  # fmt: skip
     run = state.store.get_run(view.run_id)
     if run.created_at < t0:
         response.status_code = 200
@@ -215,6 +219,11 @@ def resume_run(request: Request, run_id: str, body: Resume | None = None, princi
 
 def _decide(request: Request, run_id: str, body: Decide | None, principal: Principal, approve: bool) -> ApiRunView:
     body = body or Decide()
+    if principal.is_agent:
+        state = get_state(request)
+        run = state.store.get_run(state.api_engine.resolve_id(run_id))
+        if state.policy is None or not state.policy.may_approve(run.runbook):
+            raise PolicyDenied(f"agents may not approve or deny runs of '{run.runbook}' (set agents_may_approve in the policy)")
     return _control(request, run_id, lambda s, rid: s.api_engine.decide(rid, actor=_actor(s, principal, body.by), approve=approve,
                                                                          comment=body.comment, step_id=body.step))  # fmt: skip
 

@@ -19,7 +19,7 @@ from runbook_server.auth import Principal
 from runbook_server.limits import LimitsMiddleware
 from runner._version import __version__
 from runner.alerts import AuthError
-from runner.errors import ConflictError, ParamsError, RunbookError, RunbookNotFound, RunNotFound, StoreError, ValidationError
+from runner.errors import ConflictError, ParamsError, PolicyDenied, RunbookError, RunbookNotFound, RunNotFound, StoreError, ValidationError
 
 if TYPE_CHECKING:
     from runbook_server.state import ServerState
@@ -52,6 +52,8 @@ def status_for(exc: BaseException) -> int:
     """HTTP status of an error."""
     if isinstance(exc, AuthError):
         return exc.status
+    if isinstance(exc, PolicyDenied):
+        return 403
     if isinstance(exc, RunNotFound | RunbookNotFound):
         return 404
     if isinstance(exc, ParamsError | ValidationError):

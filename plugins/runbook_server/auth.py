@@ -31,8 +31,14 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
-        """True if this principal holds ``scope``."""
-        return "admin" in self.scopes or scope in self.scopes
+        """True if this principal holds ``scope``. An ``agent`` token may read, run and (where the agent policy's
+        ``agents_may_approve`` says so, checked by the handler) approve."""
+        return "admin" in self.scopes or scope in self.scopes or (self.is_agent and scope in ("read", "run", "approve"))
+
+    @property
+    def is_agent(self) -> bool:
+        """True for an ``agent``-scoped token: its runs are agent runs and the agent policy applies."""
+        return "agent" in self.scopes and "admin" not in self.scopes
 
 
 ANONYMOUS = Principal("anonymous", frozenset({"admin"}))

@@ -20,8 +20,8 @@ from runner.errors import ConfigError, Problem, ValidationError
 
 __all__ = ["SCOPES", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
 
-SCOPES = ("read", "run", "approve", "admin")
-Scope = Literal["read", "run", "approve", "admin"]
+SCOPES = ("read", "run", "approve", "admin", "agent")
+Scope = Literal["read", "run", "approve", "admin", "agent"]
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
@@ -109,6 +109,7 @@ class ServerConfig(_Model):
     sources: dict[str, SourceSpec] | None = Field(default=None, description="enabled alert sources (default: all, without auth)")
     routes: list[RouteSpec] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    agent_policy: str | None = Field(default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)")
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 

@@ -22,6 +22,7 @@ from runner.errors import ConfigError, Problem, ValidationError
 from runner.secrets import Redactor, SecretResolver
 
 if TYPE_CHECKING:
+    from runner.policy import Policy
     from pydantic import BaseModel
 
     from runbook_server.config import ServerConfig
@@ -76,6 +77,8 @@ class ServerState:
     router: Router
     redactor: Redactor
     api_engine: Engine
+    agent_engine: Engine
+    policy: Policy | None = None
     metrics: Metrics = field(default_factory=Metrics)
     watch: RunWatch = field(default_factory=RunWatch)
     pool: WorkerPool | None = None
@@ -111,10 +114,15 @@ def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Cat
     sources = _sources(host, config, resolver)
     _check_routes(config, catalog, host)
     _check_bind(config, listen, tokens, sources)
+    from runner.policy import load_policy
+
     engine = Engine(host, store, catalog, settings, holder_kind="api")
     engine.hint = CommandHint()
+    policy = load_policy(config.agent_policy)
+    agent_engine = Engine(host, store, catalog, settings, holder_kind="api")  # the same store; runs checked by the policy
+    agent_engine.hint, agent_engine.policy = CommandHint(), policy
     return ServerState(host, settings, store, catalog, config, listen, tokens, sources, Router(config.routes, config.file),
-                       redactor, engine)  # fmt: skip
+                       redactor, engine, agent_engine, policy)  # fmt: skip
 
 
 def _sources(host: PluginHost, config: ServerConfig, resolver: SecretResolver) -> dict[str, EnabledSource]:

@@ -52,8 +52,9 @@ def _options(state: AppState, budget: str | None, max_steps: int | None, **kw: A
     from runner.engine import DriveOptions
     from runner.engine.runtime import process_age
 
-    deadline = time.monotonic() - process_age() + parse_duration(budget) if budget else None
-    return DriveOptions(deadline=deadline, max_steps=max_steps, actor=kw.pop("actor", None) or state.settings.actor, **kw)
+    seconds = parse_duration(budget) if budget else None
+    deadline = time.monotonic() - process_age() + seconds if seconds is not None else None
+    return DriveOptions(deadline=deadline, budget=seconds, max_steps=max_steps, actor=kw.pop("actor", None) or state.settings.actor, **kw)
 
 
 @contextmanager
@@ -314,11 +315,13 @@ def deny_cmd(state: AppState, run_id: str, by: str | None, comment: str, step: s
 
 @click.command("status")
 @click.argument("run_id")
+@click.option("--budget", callback=_duration, metavar="DURATION", help="Spell next.command with this budget (nothing runs).")
+@max_steps_option
 @json_option
 @pass_state
-def status_cmd(state: AppState, run_id: str) -> int:
+def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None) -> int:
     """Show a run: state, every step, and what to do next."""
-    engine = _engine(state)
+    engine = _engine(state, budget, max_steps)
     view = engine.view(engine.resolve_id(run_id))
     if state.json:
         from runner.cli.output import emit_json

@@ -10,7 +10,7 @@ from runner.engine.execution import DriveOptions, Execution
 from runner.engine.holder import current_holder, is_alive
 from runner.engine.runtime import new_run_id
 from runner.engine.views import CommandHint, RunView, build_view
-from runner.errors import InvalidState, ParamsError, RunNotFound, UsageError
+from runner.errors import InvalidState, ParamsError, PolicyDenied, RunNotFound, UsageError
 from runner.params import validate_params
 from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
 
@@ -141,6 +141,11 @@ class Engine:
             return {"agent": True}
         active = [r for r in self.store.list_runs(states=list(ACTIVE_STATES), limit=10000) if r.options.get("agent")]
         self.policy.check_start(name, params, active_runs=len(active))
+        step_ids = [s.id for s in self.catalog.get(name).spec.steps]
+        unknown = [s for s in self.policy.approval_steps(name) if s not in step_ids]
+        if unknown:  # fail closed: a typo must not leave the step it meant ungated
+            raise PolicyDenied(f"the policy requires approval for step(s) {', '.join(unknown)} that runbook '{name}' does not have "
+                               f"(its steps: {', '.join(step_ids)}); fix the policy")  # fmt: skip
         gates = {
             step_id: {"message": f"run started by an agent: approve step '{step_id}' of {name} before it acts?",
                       "approvers": 1, "distinct_from_starter": True}

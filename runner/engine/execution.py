@@ -38,6 +38,7 @@ class DriveOptions:
     """How far and how to drive a run."""
 
     deadline: float | None = None  # time.monotonic() by which the drive must have stopped
+    budget: float | None = None  # the whole budget that deadline came from (for messages)
     max_steps: int | None = None
     retry_failed: bool = False
     retry_step: str | None = None
@@ -219,7 +220,11 @@ class Execution:
         need = self._estimate(step)
         if left <= RESERVE or (need is not None and need + RESERVE > left):
             needs = f"needs up to {need:g}s" if need is not None else "cannot start"
-            return "budget", f"budget reached: step '{step.id}' {needs}, {max(left, 0):.1f}s left"
+            reason = f"budget reached: step '{step.id}' {needs}, {max(left, 0):.1f}s left"
+            if need is not None and self.opts.budget is not None and need + RESERVE + 1.0 > self.opts.budget:
+                reason += (f"; a budget of {self.opts.budget:g}s can never fit this step: resume it with --budget "
+                           f"{int(need + RESERVE + 2)}s or more (or without a budget)")  # fmt: skip
+            return "budget", reason
         return None
 
     def _estimate(self, step: Step) -> float | None:

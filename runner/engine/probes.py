@@ -87,7 +87,10 @@ class Prober:
                 ctx = make_ctx()
                 step_type = self.host.step_types.get(check.type or "")
                 try:
-                    result = self.invoke(check.type or "", check.config, tctx, ctx, f"{kind}[{i}].{check.type}")
+                    model = self.render_config(step_type, check.config, tctx, ctx.step_id, f"{kind}[{i}].{check.type}")
+                    if not check.description:  # name the probe as it ran (rendered), not as written
+                        label = f"{check.type}: {self.redactor.text(step_type.summary(model.model_dump(mode='json', by_alias=True)))}"
+                    result = self.host.execute_action(step_type, model, ctx)
                 except StepFailed as exc:
                     evidence.append({"kind": kind, "index": i, "check": label, "holds": False, "detail": self.redactor.text(str(exc))})
                     holds = False
