@@ -76,6 +76,30 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
             continue
 
 
+def _terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process group now and SIGKILL it after ``grace`` if it is still there, without waiting.
+
+    Used from signal handlers and other threads while the step's own thread is blocked in ``proc.wait()``:
+    waiting here too would contend for Popen's wait lock and stall the cancellation.
+    """
+    import threading
+
+    def escalate() -> None:
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    timer = threading.Timer(grace, escalate)
+    timer.daemon = True
+    timer.start()
+
+
 def run_process(
     argv: list[str],
     *,
@@ -102,7 +126,7 @@ def run_process(
             raise StepFailed(f"permission denied running {argv[0]!r}") from None
         except NotADirectoryError:
             raise StepFailed(f"working directory {cwd!r} is not a directory") from None
-        unregister = ctx.on_cancel(lambda: _kill_group(proc, kill_grace)) if ctx is not None else None
+        unregister = ctx.on_cancel(lambda: _terminate_group(proc, kill_grace)) if ctx is not None else None
         try:
             if stdin is not None and proc.stdin is not None:
                 try:
