@@ -1,0 +1,101 @@
+"""The journal's tables, created on first use in the store's schema, with a schema version table.
+
+Times are epoch seconds (``double precision``) like the SQLite store; JSON values are ``jsonb``.
+Run ids use the ``C`` collation so that ordering and prefix ranges are byte order, whatever the
+database's default collation is.
+"""
+
+from __future__ import annotations
+
+from psycopg import errors, sql
+
+from runbook_postgres._conn import Conn
+from runner.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "ensure_schema"]
+
+SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS runbook_schema (
+  version integer PRIMARY KEY, applied_at double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+  id text COLLATE "C" PRIMARY KEY, runbook text NOT NULL, state text NOT NULL, reason text NOT NULL DEFAULT '',
+  params jsonb NOT NULL DEFAULT '{}', started_by text NOT NULL DEFAULT '', trigger jsonb,
+  created_at double precision NOT NULL, updated_at double precision NOT NULL, finished_at double precision,
+  content_hash text NOT NULL DEFAULT '', step_hashes jsonb NOT NULL DEFAULT '{}', spec jsonb NOT NULL DEFAULT '{}',
+  file text NOT NULL DEFAULT '', cursor text, idempotency_key text UNIQUE, lock_key text,
+  parent_run_id text COLLATE "C", parent_step_id text, holder jsonb, lease_expires_at double precision,
+  fence bigint NOT NULL DEFAULT 0, pause_requested boolean NOT NULL DEFAULT false,
+  cancel_requested boolean NOT NULL DEFAULT false, wake_at double precision,
+  options jsonb NOT NULL DEFAULT '{}', last_seq bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, wake_at);
+CREATE INDEX IF NOT EXISTS runs_by_runbook ON runs (runbook, id);
+CREATE INDEX IF NOT EXISTS runs_by_parent ON runs (parent_run_id);
+CREATE INDEX IF NOT EXISTS runs_claimable ON runs (created_at)
+  WHERE state IN ('queued', 'running', 'paused', 'waiting', 'interrupted');
+CREATE TABLE IF NOT EXISTS steps (
+  run_id text COLLATE "C" NOT NULL, step_id text NOT NULL, idx integer NOT NULL, state text NOT NULL,
+  attempts integer NOT NULL DEFAULT 0, output jsonb, reason text NOT NULL DEFAULT '',
+  started_at double precision, finished_at double precision, not_before double precision,
+  data jsonb NOT NULL DEFAULT '{}',
+  PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+  run_id text COLLATE "C" NOT NULL, seq bigint NOT NULL, ts double precision NOT NULL, type text NOT NULL,
+  step_id text, attempt integer, actor text, data jsonb NOT NULL DEFAULT '{}',
+  PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS locks (key text PRIMARY KEY, run_id text COLLATE "C" NOT NULL);
+CREATE INDEX IF NOT EXISTS locks_by_run ON locks (run_id);
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+  id text PRIMARY KEY, source text NOT NULL, body_sha256 text NOT NULL, received_at double precision NOT NULL,
+  finished_at double precision, state text NOT NULL DEFAULT 'processing', seen integer NOT NULL DEFAULT 1,
+  result jsonb
+);
+CREATE TABLE IF NOT EXISTS alert_decisions (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ts double precision NOT NULL, delivery_id text NOT NULL,
+  idx integer NOT NULL, source text NOT NULL, decision text NOT NULL, route text, fingerprint text, status text,
+  dedupe_key text, run_id text COLLATE "C", reason text NOT NULL DEFAULT '', alert jsonb NOT NULL DEFAULT '{}',
+  UNIQUE (delivery_id, idx)
+);
+CREATE INDEX IF NOT EXISTS alert_decisions_by_route ON alert_decisions (route, ts);
+CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions (route, dedupe_key, ts);
+CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions (run_id)
+"""
+
+
+def _version(conn: Conn) -> int | None:
+    """The schema's version, or None if the journal's tables are not there yet."""
+    try:
+        row = conn.execute("SELECT max(version) AS v FROM runbook_schema").fetchone()
+    except (errors.UndefinedTable, errors.InvalidSchemaName):
+        return None
+    return None if row is None or row["v"] is None else int(row["v"])
+
+
+def ensure_schema(conn: Conn, schema: str, where: str) -> None:
+    """Create the schema and its tables unless they are at :data:`SCHEMA_VERSION` already.
+
+    Idempotent and safe when many processes start at once: creation runs under a transaction-scoped
+    advisory lock, and every statement is ``IF NOT EXISTS``.
+    """
+    version = _version(conn)
+    if version is None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"runbook schema {schema}",))
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO runbook_schema (version, applied_at) VALUES (%s, extract(epoch FROM now()))"
+                         " ON CONFLICT (version) DO NOTHING", (SCHEMA_VERSION,))  # fmt: skip
+        version = _version(conn)
+    if version is None or version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: schema '{schema}' has journal version {version}; this runbook reads up to {SCHEMA_VERSION}",
+            hint="upgrade runbook on this host (every host sharing the journal must run a version that reads it)",
+        )
