@@ -9,6 +9,7 @@ redacted and journaled, and helpers to run other step types
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -123,10 +124,8 @@ class Context:
         self._cancel_exc = Interrupted if interrupt else CancelRequested
         self._cancel.set()
         for fn in list(self._on_cancel):
-            try:
+            with contextlib.suppress(Exception):  # a failed kill must not hide the cancellation
                 fn()
-            except Exception:  # a failed kill must not hide the cancellation
-                pass
 
     def sleep(self, seconds: float) -> None:
         """Sleep, waking early (and raising) if the step is cancelled."""

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runner.durations import Duration
-from runner.params import ParamSpec
+from runner.params import ParamSpec, Regex
 
 __all__ = [
     "NAME_PATTERN",
@@ -43,17 +43,7 @@ class TextExpect(_Model):
 
     contains: str | None = None
     not_contains: str | None = None
-    matches: str | None = Field(default=None, description="Python regular expression searched in the text")
-
-    @field_validator("matches")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+    matches: Regex | None = Field(default=None, description="Python regular expression searched in the text")
 
 
 class Expect(_Model):

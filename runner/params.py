@@ -23,11 +23,23 @@ from pydantic import ValidationError as PydanticValidationError
 
 from runner.errors import ParamsError
 
-__all__ = ["ParamSpec", "Params", "Secret", "build_params_model", "parse_cli_params", "spec_from_model"]
+__all__ = ["ParamSpec", "Params", "Regex", "Secret", "build_params_model", "parse_cli_params", "spec_from_model"]
 
 ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
 _PY_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
 SECRET_REF = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.S)
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""A field holding a Python regular expression; an invalid one is a validation error naming the problem."""
 
 
 def _secret_ref(value: str) -> str:
@@ -63,7 +75,7 @@ class ParamSpec(BaseModel):
     default: Any = None
     required: bool | None = None
     enum: list[Any] | None = None
-    pattern: str | None = None
+    pattern: Regex | None = None
     minimum: float | None = None
     maximum: float | None = None
     min_length: int | None = None

@@ -28,10 +28,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from runner.errors import ConfigError, PolicyDenied, Problem, ValidationError
+from runner.params import Regex
 
 __all__ = ["ENV_VAR", "ParamRule", "Policy", "RunbookRule", "load_policy"]
 
@@ -46,19 +47,9 @@ class ParamRule(_Strict):
     """Constraints on one param's value, beyond the runbook's own params model (all given ones must hold)."""
 
     values: list[Any] | None = Field(default=None, description="the value must be one of these")
-    pattern: str | None = Field(default=None, description="a string value must match this regex in full")
+    pattern: Regex | None = Field(default=None, description="a string value must match this regex in full")
     minimum: float | None = Field(default=None, description="a number value must be at least this")
     maximum: float | None = Field(default=None, description="a number value must be at most this")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
 
     @model_validator(mode="after")
     def _something(self) -> ParamRule:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -86,10 +87,8 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
 
     def escalate() -> None:
         if proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     try:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     """States of a run."""
 
     QUEUED = "queued"  # created, waiting for an executor (worker) to pick it up
@@ -40,9 +40,6 @@ class RunState(str, enum.Enum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; resumable
 
-    def __str__(self) -> str:
-        return self.value
-
 
 TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.CANCELLED})
 """States a run never leaves (``failed`` may be retried)."""
@@ -50,7 +47,7 @@ ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.PAUSED, R
 """States in which a run holds its lock key."""
 
 
-class StepState(str, enum.Enum):
+class StepState(enum.StrEnum):
     """States of a step."""
 
     PENDING = "pending"
@@ -64,9 +61,6 @@ class StepState(str, enum.Enum):
     ROLLED_BACK = "rolled_back"
     UNKNOWN = "unknown"
     INTERRUPTED = "interrupted"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 DONE_STEP_STATES = frozenset({StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK})
