@@ -71,3 +71,29 @@ for i in range(100000):
     stored = {r.id for r in s.list_runs(limit=1000000)}
     s.close()
     assert set(acked) <= stored
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    """The engine uses a new heartbeat thread per drive: a long-running worker must not accumulate connections."""
+    import threading
+
+    s = SQLiteStore(f"sqlite:///{tmp_path}/j.db")
+    s.create_run(new_run())  # noqa: F405
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def use() -> None:
+        s.list_runs()
+
+    for _ in range(5):  # warm-up: the main thread's connection, the WAL and shm files
+        t = threading.Thread(target=use)
+        t.start()
+        t.join()
+    before = fds()
+    for _ in range(100):
+        t = threading.Thread(target=use)
+        t.start()
+        t.join()
+    assert fds() - before < 5, "each finished thread's connection must be closed"
+    s.close()

@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 from harness.procs import free_port, wait_for
@@ -46,17 +44,6 @@ steps:
 LEASE_TTL = "3"
 
 
-def _plugin_site(root: Path) -> str | None:
-    """A dist-info registering ``runbook_postgres`` in the ``runbook`` group, until pyproject declares it."""
-    if "postgres" in {ep.name for ep in entry_points(group="runbook")}:
-        return None
-    dist = root / "site" / "runbook_postgres_tests-0.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: runbook-postgres-tests\nVersion: 0\n", encoding="utf-8")
-    (dist / "entry_points.txt").write_text("[runbook]\npostgres = runbook_postgres\n", encoding="utf-8")
-    return str(dist.parent)
-
-
 def _uts_namespaces() -> bool:
     with contextlib.suppress(OSError):
         return subprocess.run(["unshare", "--uts", "true"], capture_output=True, timeout=10).returncode == 0
@@ -72,9 +59,6 @@ class Cluster:
         self.out.mkdir(parents=True)
         project.write("work.yaml", WORK)
         project.env.update(RUNBOOK_STORE=dsn, RUNBOOK_LEASE_TTL=LEASE_TTL)
-        site = _plugin_site(project.root.parent)
-        if site:
-            project.env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, project.env.get("PYTHONPATH")]))
         self.store = PostgresStore(dsn)
         from runner.catalog import Catalog, search_path
 

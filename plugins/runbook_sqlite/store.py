@@ -8,10 +8,12 @@ One file holds runs, steps, the event journal and lock keys. Every write is one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
+import weakref
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -88,6 +90,24 @@ _RUN_UPDATABLE = frozenset(
 )  # fmt: skip
 
 
+class _Connection(sqlite3.Connection):
+    """A connection the store can track weakly (``close()`` reaches every live one)."""
+
+
+class _Owned:
+    """Held only by a thread's ``threading.local``: when the thread ends, the connection is closed at once.
+
+    The engine starts a heartbeat thread per drive; a long-running worker must not accumulate connections
+    (they sit in reference cycles, so without this only the cyclic GC would ever close them)."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
 
@@ -117,26 +137,27 @@ class SQLiteStore(Store):
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._init_schema()
 
     # ------------------------------------------------------------------ connections
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        owned: _Owned | None = getattr(self._local, "owned", None)
+        conn = owned.conn if owned is not None else None
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False, factory=_Connection)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._sync}")
                 conn.execute("PRAGMA busy_timeout=30000")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
             conn.row_factory = sqlite3.Row
-            self._local.conn = conn
+            self._local.owned = _Owned(conn)
             with self._lock:
-                self._all.append(conn)
+                self._all.add(conn)
         return conn
 
     @contextmanager
@@ -175,7 +196,7 @@ class SQLiteStore(Store):
     def close(self) -> None:
         """Close every connection this store opened."""
         with self._lock:
-            for conn in self._all:
+            for conn in list(self._all):
                 with suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()
