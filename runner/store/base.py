@@ -39,6 +39,7 @@ class Store(ABC):
     """Durable storage of runs, steps, events and leases."""
 
     url: str
+    """The store's URL for display: any password is masked (it is printed in banners and errors)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,7 +122,8 @@ class Store(ABC):
     @abstractmethod
     def request(self, run_id: str, kind: str, *, actor: str, reason: str, data: dict[str, Any] | None = None) -> Event:
         """Record an outside request: ``pause`` / ``cancel`` set their flags; ``approve`` / ``deny``
-        record a decision for a step (``data`` names it) and wake the run (``wake_at = now``)."""
+        record a decision for a step (``data`` names it). ``approve``, ``deny`` and ``cancel`` wake a
+        waiting run (``wake_at = now``) so a worker acts on them."""
 
     # ------------------------------------------------------------------ workers
 
