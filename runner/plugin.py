@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     )
     from runner.store.records import Event, RunRecord
 
-__all__ = ["NAME", "PluginHost", "PluginInfo", "get_plugin_manager", "hookimpl", "hookspec"]
+__all__ = ["NAME", "EntryPoint", "PluginHost", "PluginInfo", "entry_points", "get_plugin_manager", "hookimpl", "hookspec"]
 
 NAME = "runbook"
 """The pluggy project name and the entry-point group."""
@@ -66,10 +66,15 @@ def get_plugin_manager(
     for name in disabled_plugins() if disable is None else disable:
         pm.set_blocked(name)
     if entrypoints:
-        try:
-            pm.load_setuptools_entrypoints(NAME)
-        except Exception as exc:  # a broken third-party plugin must not look like our bug
-            raise PluginError(f"could not load a '{NAME}' entry-point plugin: {exc}") from exc
+        for ep in entry_points(NAME):
+            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not look like our bug
+                raise PluginError(f"could not load a '{NAME}' entry-point plugin '{ep.name}' ({ep.value}): {exc}") from exc
+            pm.register(plugin, name=ep.name)
+            _ORIGINS[id(plugin)] = ep.dist_path
     for module_name in _CORE_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
     for plugin in extra:
@@ -81,6 +86,94 @@ def get_plugin_manager(
             f"plugin '{exc.plugin_name if hasattr(exc, 'plugin_name') else exc.plugin}' is invalid: {exc}"
         ) from exc
     return pm
+
+
+_ORIGINS: dict[int, str] = {}
+"""id(plugin) → the dist-info directory it was installed from (for ``runbook plugins``)."""
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One ``name = module[:attr]`` line of an ``entry_points.txt`` group, and where it was installed."""
+
+    name: str
+    value: str
+    dist_path: str
+
+    def load(self) -> object:
+        """Import the module (and attribute) the entry point names."""
+        import importlib
+
+        module, _, attr = self.value.partition(":")
+        obj: object = importlib.import_module(module.strip())
+        for part in filter(None, attr.strip().split(".")):
+            obj = getattr(obj, part)
+        return obj
+
+
+def entry_points(group: str) -> list[EntryPoint]:
+    """Entry points of ``group`` from every distribution on ``sys.path`` (the first copy of a distribution wins).
+
+    Reads only ``entry_points.txt`` files: ``importlib.metadata`` parses every distribution's metadata,
+    which costs tens of milliseconds on each ``runbook`` start in a large environment.
+    """
+    import os
+    import sys
+
+    found: list[EntryPoint] = []
+    seen: set[str] = set()
+    header = f"[{group}]"
+    for entry in sys.path:
+        try:
+            listing = sorted(os.scandir(entry or "."), key=lambda d: d.name)
+        except OSError:
+            continue
+        for d in listing:
+            if not d.name.endswith((".dist-info", ".egg-info")):
+                continue
+            dist = d.name.rsplit(".", 1)[0].split("-", 1)[0].lower().replace("_", "-")
+            if dist in seen:
+                continue
+            seen.add(dist)
+            try:
+                with open(os.path.join(d.path, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if header in text:
+                found += [EntryPoint(name, value, d.path) for name, value in _section(text, header)]
+    return found
+
+
+def _section(text: str, header: str) -> list[tuple[str, str]]:
+    out, inside = [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            inside = line == header
+        elif inside and "=" in line and not line.startswith(("#", ";")):
+            name, _, value = line.partition("=")
+            out.append((name.strip(), value.strip()))
+    return out
+
+
+def _distribution(path: str) -> str | None:
+    """``name version`` from a dist-info's METADATA."""
+    import os
+
+    fields: dict[str, str] = {}
+    for meta in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(path, meta), encoding="utf-8") as f:
+                for line in f:
+                    if not line.strip():
+                        break
+                    key, _, value = line.partition(":")
+                    fields.setdefault(key.strip().lower(), value.strip())
+        except OSError:
+            continue
+        break
+    return f"{fields['name']} {fields.get('version', '?')}" if "name" in fields else None
 
 
 @dataclass(frozen=True)
@@ -172,7 +265,7 @@ class PluginHost:
 
     def on_event(self, event: Event, run: RunRecord) -> None:
         """Tell observers about a committed event; their failures never affect the run."""
-        if not self._has_observers:
+        if not self.has_observers:
             return
         import logging
 
@@ -183,7 +276,8 @@ class PluginHost:
                 logging.getLogger("runbook.plugins").exception("plugin %s failed in runbook_on_event", impl.plugin_name)
 
     @cached_property
-    def _has_observers(self) -> bool:
+    def has_observers(self) -> bool:
+        """True if some plugin implements ``runbook_on_event`` (else events need not be built for it)."""
         return bool(self.pm.hook.runbook_on_event.get_hookimpls())
 
     def execute_action(self, step_type: Any, config: Any, ctx: Any) -> Any:
@@ -203,15 +297,14 @@ class PluginHost:
         ):
             for item_name, plugin_name in registry.contributors().items():
                 contributions.setdefault(plugin_name, {}).setdefault(kind, []).append(item_name)
-        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
         out = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:
                 continue
             module = getattr(plugin, "__name__", type(plugin).__name__)
             location = getattr(plugin, "__file__", None) or "<object>"
-            dist = dists.get(id(plugin))
-            dist_name = f"{dist.metadata['name']} {dist.version}" if dist is not None else None
+            origin = _ORIGINS.get(id(plugin))
+            dist_name = _distribution(origin) if origin else None
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [] if not h.name.startswith("runbook_register_"))
             contributes = dict(sorted(contributions.get(name, {}).items()))
             if hooks:

@@ -62,6 +62,8 @@ class Registry(Generic[T]):
             self._current = previous
 
     def _add(self, name: str, item: T) -> None:
+        if name in RESERVED_STEP_KEYS and self.kind == "step type":
+            raise PluginError(f"step type name '{name}' is reserved for a step field")
         if not isinstance(name, str) or not _NAME.match(name):
             raise PluginError(f"plugin '{self._current}' registered {self.kind} {name!r}: names must match {_NAME.pattern}")
         if name in self._items:
@@ -92,6 +94,13 @@ class Registry(Generic[T]):
         return dict(self._by)
 
 
+class _LazyStepType:
+    """A step type registered by reference; its module is imported the first time the type is used."""
+
+    def __init__(self, ref: str, plugin: str) -> None:
+        self.ref, self.plugin = ref, plugin
+
+
 class StepTypeRegistry(Registry["StepType"]):
     """Step types by the key a runbook step uses (``shell``, ``ssh``, ...)."""
 
@@ -99,23 +108,58 @@ class StepTypeRegistry(Registry["StepType"]):
 
     def add(self, step_type: StepType) -> None:
         """Register a :class:`~runner.steptypes.StepType` instance under its ``name``."""
+        self._check(step_type, self._current)
+        self._add(step_type.name, step_type)
+
+    def add_lazy(self, name: str, ref: str) -> None:
+        """Register step type ``name`` as ``"module:Class"``, imported (and checked) on first use.
+
+        Keeps start-up light: a run that uses only ``shell`` never imports the modules (and pydantic
+        models) of the other step types.
+        """
+        if ":" not in ref:
+            raise PluginError(f"plugin '{self._current}' registered step type '{name}' as {ref!r}; expected 'module:Class'")
+        self._add(name, _LazyStepType(ref, self._current))  # type: ignore[arg-type]
+
+    def get(self, name: str) -> StepType:
+        """The step type ``name`` (imported now if it was registered lazily); ``KeyError`` if none."""
+        item: Any = self._items[name]
+        if isinstance(item, _LazyStepType):
+            import importlib
+
+            module, _, attr = item.ref.partition(":")
+            try:
+                step_type = getattr(importlib.import_module(module), attr)()
+            except Exception as exc:
+                raise PluginError(f"step type '{name}' of plugin '{item.plugin}' ({item.ref}) cannot be loaded: {exc}") from exc
+            self._check(step_type, item.plugin)
+            if step_type.name != name:
+                raise PluginError(f"plugin '{item.plugin}' registered step type '{name}' but {item.ref} is named '{step_type.name}'")
+            self._items[name] = item = step_type
+        return item  # type: ignore[no-any-return]
+
+    def items(self) -> list[tuple[str, StepType]]:
+        """(name, step type) pairs sorted by name; lazily registered types are imported."""
+        return [(name, self.get(name)) for name in self.names()]
+
+    @staticmethod
+    def _check(step_type: Any, plugin: str) -> None:
         from pydantic import BaseModel
 
         from runner.steptypes import StepType
 
         if not isinstance(step_type, StepType):
-            raise PluginError(f"plugin '{self._current}' registered {step_type!r}, which is not a StepType instance")
+            raise PluginError(f"plugin '{plugin}' registered {step_type!r}, which is not a StepType instance")
         config = getattr(step_type, "Config", None)
         if not (isinstance(config, type) and issubclass(config, BaseModel)):
-            raise PluginError(f"step type '{step_type.name}' from plugin '{self._current}' has no pydantic Config model")
+            raise PluginError(f"step type '{step_type.name}' from plugin '{plugin}' has no pydantic Config model")
         if config.model_config.get("extra") != "forbid":
             raise PluginError(
-                f"step type '{step_type.name}' from plugin '{self._current}': Config must set extra='forbid' "
+                f"step type '{step_type.name}' from plugin '{plugin}': Config must set extra='forbid' "
                 "so unknown keys in runbooks are errors"
             )
         if step_type.name in RESERVED_STEP_KEYS:
             raise PluginError(f"step type name '{step_type.name}' is reserved for a step field")
-        self._add(step_type.name, step_type)
 
     def probes(self) -> list[str]:
         """Names of step types usable in ``check``, ``precondition`` and ``verify``."""

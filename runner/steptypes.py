@@ -77,6 +77,9 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+_OBSERVED = ("exit_code", "stdout", "stderr", "status", "json", "headers", "body")
+
+
 @dataclass
 class ActionResult:
     """What an action or probe observed. Fields a step type does not use stay ``None``.
@@ -103,10 +106,13 @@ class ActionResult:
         """The JSON value stored for this result: ``output`` or the observed fields."""
         if self.output is not None:
             return self.output
-        skip = ("output", "detail", "extra", "ok", "duration")
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip and v is not None and v != {}}
-        if not self.truncated:
-            out.pop("truncated", None)
+        out: dict[str, Any] = {}
+        for key in _OBSERVED:  # no dataclasses.asdict: it deep-copies, and this runs for every step
+            value = getattr(self, key)
+            if value is not None and value != {}:
+                out[key] = value
+        if self.truncated:
+            out["truncated"] = True
         return out or None
 
     def as_dict(self) -> dict[str, Any]:

@@ -29,13 +29,22 @@ class Renderer:
     """Renders template strings found in nested config values. Compiled templates are cached."""
 
     def __init__(self, filters: Mapping[str, Callable[..., Any]] | None = None) -> None:
-        from jinja2 import StrictUndefined
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        self.env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-        self.env.filters.update(filters or {})
-        self.env.filters.setdefault("shquote", _shquote)
+        self._filters = dict(filters or {})
+        self._env: Any = None
         self._cache: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+    @property
+    def env(self) -> Any:
+        """The sandboxed Jinja2 environment, built on first use (a runbook without templates never imports Jinja2)."""
+        if self._env is None:
+            from jinja2 import StrictUndefined
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+            env.filters.update(self._filters)
+            env.filters.setdefault("shquote", _shquote)
+            self._env = env
+        return self._env
 
     def _compile(self, text: str) -> Callable[[Mapping[str, Any]], Any]:
         fn = self._cache.get(text)

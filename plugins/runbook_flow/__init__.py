@@ -16,8 +16,6 @@ __all__ = ["runbook_register_step_types"]
 @hookimpl
 def runbook_register_step_types(registry: StepTypeRegistry) -> None:
     """Register ``wait``, ``approval`` and ``runbook``."""
-    from runbook_flow.steps import ApprovalStep, SubRunbookStep, WaitStep
-
-    registry.add(WaitStep())
-    registry.add(ApprovalStep())
-    registry.add(SubRunbookStep())
+    registry.add_lazy("wait", "runbook_flow.steps:WaitStep")
+    registry.add_lazy("approval", "runbook_flow.steps:ApprovalStep")
+    registry.add_lazy("runbook", "runbook_flow.steps:SubRunbookStep")

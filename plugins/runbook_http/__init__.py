@@ -22,6 +22,4 @@ __all__ = ["runbook_register_step_types"]
 @hookimpl
 def runbook_register_step_types(registry: StepTypeRegistry) -> None:
     """Register the ``http`` step type."""
-    from runbook_http.step import HttpStep
-
-    registry.add(HttpStep())
+    registry.add_lazy("http", "runbook_http.step:HttpStep")

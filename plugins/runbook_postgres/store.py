@@ -273,7 +273,7 @@ class PostgresStore(AlertDeliveries):
     def commit(
         self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
         steps: Sequence[StepPatch] = (),
-    ) -> tuple[list[Event], Flags]:  # fmt: skip
+    ) -> tuple[int, Flags]:  # fmt: skip
         """See :meth:`Store.commit`."""
         sets, args = [f"updated_at = {NOW}", "last_seq = last_seq + %s"], [len(events)]
         for key, value in (run or {}).items():
@@ -287,11 +287,12 @@ class PostgresStore(AlertDeliveries):
                 raise LeaseLost(lease.run_id)
             if steps:
                 cur.executemany(_UPSERT_STEP, [self._step_values(lease.run_id, p) for p in steps])
-            committed = self._insert_events(cur, lease.run_id, events, row["last_seq"] - len(events) + 1, row["updated_at"])
+            first = row["last_seq"] - len(events) + 1
+            self._insert_events(cur, lease.run_id, events, first, row["updated_at"])
             state = (run or {}).get("state")
             if state is not None and RunState(state) not in ACTIVE_STATES:
                 cur.execute("DELETE FROM locks WHERE run_id = %s", (lease.run_id,))
-        return committed, Flags(row["pause_requested"], row["cancel_requested"])
+        return first, Flags(row["pause_requested"], row["cancel_requested"])
 
     @staticmethod
     def _run_value(key: str, value: Any) -> Any:

@@ -18,6 +18,4 @@ __all__ = ["runbook_register_step_types"]
 @hookimpl
 def runbook_register_step_types(registry: StepTypeRegistry) -> None:
     """Register the ``python`` step type."""
-    from runbook_python.step import PythonStep
-
-    registry.add(PythonStep())
+    registry.add_lazy("python", "runbook_python.step:PythonStep")

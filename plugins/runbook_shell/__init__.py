@@ -26,7 +26,5 @@ __all__ = ["runbook_register_step_types"]
 @hookimpl
 def runbook_register_step_types(registry: StepTypeRegistry) -> None:
     """Register the ``shell`` step type."""
-    from runbook_shell.step import ShellStep
-
-    registry.add(ShellStep())
+    registry.add_lazy("shell", "runbook_shell.step:ShellStep")
 

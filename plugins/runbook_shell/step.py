@@ -9,7 +9,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -57,13 +58,106 @@ class ProcessResult:
         self.truncated, self.duration = truncated, duration
 
 
-def _read(f: IO[bytes], cap: int) -> tuple[str, bool]:
-    f.seek(0)
-    data = f.read(cap + 1)
+def _capture_fd() -> int:
+    """A fresh anonymous file for a command's output (one per command: a daemon the command leaves behind
+    may keep writing to it, and must never write into the next command's capture)."""
+    try:
+        return os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except (OSError, AttributeError):  # no O_TMPFILE (not Linux, or the filesystem lacks it)
+        fd, name = tempfile.mkstemp()
+        os.unlink(name)
+        return fd
+
+
+def _read(fd: int, cap: int) -> tuple[str, bool]:
+    data = os.pread(fd, cap + 1, 0)
     return data[:cap].decode("utf-8", "replace"), len(data) > cap
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+class _Child:
+    """A started command, leader of its own process group: ``pid``, ``returncode``, ``wait()`` and ``poll()``.
+
+    Commands with neither ``cwd`` nor ``stdin`` nor an ``env`` of their own start through ``posix_spawnp``
+    (cheaper than ``Popen``'s fork path, which matters for runbooks of many short steps); the others through
+    ``Popen``. Both put the child in a new session so a timeout or cancellation stops its whole group.
+    """
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid, self.popen = pid, popen
+        self.returncode: int | None = None
+
+    def _reaped(self, status: int) -> int:
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Exit code (negative: killed by that signal); ``subprocess.TimeoutExpired`` after ``timeout``."""
+        if self.popen is not None:
+            self.returncode = self.popen.wait(timeout=timeout)
+            return self.returncode
+        if self.returncode is not None:
+            return self.returncode
+        if timeout is not None and not self._ready(timeout):
+            raise subprocess.TimeoutExpired(str(self.pid), timeout)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped elsewhere
+            return self.returncode if self.returncode is not None else -signal.SIGKILL
+        return self._reaped(status)
+
+    def _ready(self, timeout: float) -> bool:
+        import select
+
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd: poll
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if self.poll() is not None:
+                    return True
+                time.sleep(0.005)
+            return self.poll() is not None
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            return bool(poller.poll(max(0, int(timeout * 1000))))
+        finally:
+            os.close(pidfd)
+
+    def poll(self) -> int | None:
+        """Exit code if it has exited, else None."""
+        if self.popen is not None:
+            self.returncode = self.popen.poll()
+            return self.returncode
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self._reaped(status)
+        return self.returncode
+
+
+def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: str | None, stdin: str | None, out: int, err: int) -> _Child:
+    if env is None and cwd is None and stdin is None and hasattr(os, "posix_spawnp"):
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)]
+        # os.environ's backing dict (bytes → bytes) is always current and converts at C speed; handing
+        # posix_spawnp the os.environ mapping itself costs a Python-level decode of every variable per spawn.
+        environ = getattr(os.environ, "_data", None) or dict(os.environ)
+        return _Child(os.posix_spawnp(argv[0], argv, environ, file_actions=actions, setsid=True))
+    popen = subprocess.Popen(
+        argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
+        cwd=cwd, env=env, start_new_session=True, close_fds=True,
+    )  # fmt: skip
+    if stdin is not None and popen.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):
+            popen.stdin.write(stdin.encode())
+            popen.stdin.close()
+    return _Child(popen.pid, popen)
+
+
+def _kill_group(proc: _Child, grace: float) -> None:
     """SIGTERM the process group, then SIGKILL it if it is still there after ``grace`` seconds."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
@@ -77,7 +171,7 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
             continue
 
 
-def _terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+def _terminate_group(proc: _Child, grace: float) -> None:
     """SIGTERM the process group now and SIGKILL it after ``grace`` if it is still there, without waiting.
 
     Used from signal handlers and other threads while the step's own thread is blocked in ``proc.wait()``:
@@ -109,16 +203,14 @@ def run_process(
     max_output: int,
     kill_grace: float,
     ctx: Context | None = None,
-    what: str | None = None,
+    what: Callable[[], str] | None = None,
 ) -> ProcessResult:
-    """Run ``argv`` in its own process group with bounded output capture."""
+    """Run ``argv`` in its own process group with bounded output capture (``what()`` names it in a timeout error)."""
     started = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    out, err = _capture_fd(), _capture_fd()
+    try:
         try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
-                cwd=cwd, env=env, start_new_session=True, close_fds=True,
-            )  # fmt: skip
+            proc = _spawn(argv, env=env, cwd=cwd, stdin=stdin, out=out, err=err)
         except FileNotFoundError:
             raise StepFailed(f"command not found: {argv[0]!r}") from None
         except PermissionError:
@@ -127,18 +219,12 @@ def run_process(
             raise StepFailed(f"working directory {cwd!r} is not a directory") from None
         unregister = ctx.on_cancel(lambda: _terminate_group(proc, kill_grace)) if ctx is not None else None
         try:
-            if stdin is not None and proc.stdin is not None:
-                try:
-                    proc.stdin.write(stdin.encode())
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc, kill_grace)
                 limit = ctx.timeout if ctx is not None and ctx.timeout else timeout
-                raise CommandTimeout(what or f"command {argv[0]!r}", limit or 0.0) from None
+                raise CommandTimeout(what() if what else f"command {argv[0]!r}", limit or 0.0) from None
         finally:
             if unregister is not None:
                 unregister()
@@ -148,6 +234,9 @@ def run_process(
             ctx.raise_if_cancelled()
         stdout, t1 = _read(out, max_output)
         stderr, t2 = _read(err, max_output)
+    finally:
+        os.close(out)
+        os.close(err)
     return ProcessResult(code, stdout, stderr, t1 or t2, time.monotonic() - started)
 
 
@@ -190,7 +279,8 @@ class ShellStep(StepType):
         argv = config.command if config.command is not None else ["sh", "-ec", config.script or ""]
         result = run_process(
             argv, env=env, cwd=config.cwd, stdin=config.stdin, timeout=ctx.remaining(), max_output=config.max_output,
-            kill_grace=config.kill_grace, ctx=ctx, what=f"step '{ctx.step_id}' ({self.summary(ctx.redactor.value(config.model_dump()))})",
+            kill_grace=config.kill_grace, ctx=ctx,
+            what=lambda: f"step '{ctx.step_id}' ({self.summary(ctx.redactor.value(config.model_dump()))})",
         )  # fmt: skip
         return ActionResult(
             exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, truncated=result.truncated,

@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.store.base import IsAlive, Store
 from runner.store.records import (
@@ -38,6 +37,9 @@ from runner.store.records import (
     StepRecord,
 )
 
+if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook run` never needs them
+    from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
+
 __all__ = ["SQLiteStore"]
 
 SCHEMA_VERSION = 1
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, runbook TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
   params TEXT NOT NULL DEFAULT '{}', started_by TEXT NOT NULL DEFAULT '', trigger TEXT,
   created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,
-  content_hash TEXT NOT NULL DEFAULT '', step_hashes TEXT NOT NULL DEFAULT '{}', spec TEXT NOT NULL DEFAULT '{}',
+  content_hash TEXT NOT NULL DEFAULT '',
   file TEXT NOT NULL DEFAULT '', cursor TEXT, idempotency_key TEXT UNIQUE, lock_key TEXT,
   parent_run_id TEXT, parent_step_id TEXT, holder TEXT, lease_expires_at REAL, fence INTEGER NOT NULL DEFAULT 0,
   pause_requested INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, wake_at REAL,
@@ -67,6 +69,9 @@ CREATE TABLE IF NOT EXISTS events (
   PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (key TEXT PRIMARY KEY, run_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_specs (
+  run_id TEXT PRIMARY KEY, step_hashes TEXT NOT NULL DEFAULT '{}', spec TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
 """ + """
 CREATE TABLE IF NOT EXISTS alert_deliveries (
   id TEXT PRIMARY KEY, source TEXT NOT NULL, body_sha256 TEXT NOT NULL, received_at REAL NOT NULL,
@@ -84,6 +89,10 @@ CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions(run_id);
 """
 _ALERT_TABLES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS alert_deliveries") :]
 _RUN_JSON = ("params", "trigger", "step_hashes", "spec", "options", "holder")
+# The runbook snapshot lives in its own table: SQLite rewrites a whole row on every update, and the runs row is
+# updated by every commit, so keeping a large spec there would make each step's commit cost grow with the runbook.
+_SPEC_COLUMNS = frozenset({"spec", "step_hashes"})
+_RUNS = "SELECT runs.*, run_specs.step_hashes, run_specs.spec FROM runs LEFT JOIN run_specs ON run_specs.run_id = runs.id"
 _RUN_UPDATABLE = frozenset(
     {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
      "params", "content_hash", "step_hashes", "spec"}
@@ -108,8 +117,23 @@ class _Owned:
             self.conn.close()
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode  # one encoder: json.dumps with options builds one per call
+_INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
+_UPSERT_STEP = (
+    "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET idx=excluded.idx,"
+    " state=excluded.state, attempts=excluded.attempts, output=excluded.output, reason=excluded.reason,"
+    " started_at=excluded.started_at, finished_at=excluded.finished_at, not_before=excluded.not_before, data=excluded.data"
+)
+
+
+def _event_row(run_id: str, seq: int, now: float, ev: NewEvent) -> tuple[Any, ...]:
+    return (run_id, seq, now, ev.type, ev.step_id, ev.attempt, ev.actor, _dumps(ev.data))
+
+
+def _step_row(run_id: str, p: StepPatch) -> tuple[Any, ...]:
+    return (run_id, p.step_id, p.idx, str(p.state), p.attempts, _dumps(p.output) if p.output is not None else None,
+            p.reason, p.started_at, p.finished_at, p.not_before, _dumps(p.data))  # fmt: skip
 
 
 def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
@@ -228,17 +252,19 @@ class SQLiteStore(Store):
         return Event.model_validate(data)
 
     def _append(self, c: sqlite3.Connection, run_id: str, events: Sequence[NewEvent], now: float) -> list[Event]:
+        """Number and insert ``events`` (outside :meth:`commit`, which numbers them in its own UPDATE)."""
         if not events:
             return []
-        last = c.execute("SELECT last_seq FROM runs WHERE id=?", (run_id,)).fetchone()[0]
-        out = []
-        rows = []
-        for i, ev in enumerate(events, start=last + 1):
-            rows.append((run_id, i, now, ev.type, ev.step_id, ev.attempt, ev.actor, _dumps(ev.data)))
-            out.append(Event(run_id=run_id, seq=i, ts=now, type=ev.type, step_id=ev.step_id, attempt=ev.attempt, actor=ev.actor, data=ev.data))
-        c.executemany("INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)", rows)
-        c.execute("UPDATE runs SET last_seq=? WHERE id=?", (last + len(events), run_id))
-        return out
+        row = c.execute("UPDATE runs SET last_seq=last_seq+? WHERE id=? RETURNING last_seq", (len(events), run_id)).fetchone()
+        return self._insert_events(c, run_id, events, now, first=row[0] - len(events) + 1)
+
+    @staticmethod
+    def _insert_events(c: sqlite3.Connection, run_id: str, events: Sequence[NewEvent], now: float, *, first: int) -> list[Event]:
+        rows = [_event_row(run_id, first + i, now, ev) for i, ev in enumerate(events)]
+        if rows:
+            c.executemany(_INSERT_EVENT, rows)
+        return [Event(run_id=run_id, seq=first + i, ts=now, type=ev.type, step_id=ev.step_id, attempt=ev.attempt, actor=ev.actor,
+                      data=ev.data) for i, ev in enumerate(events)]  # fmt: skip
 
     # ------------------------------------------------------------------ runs
 
@@ -247,29 +273,30 @@ class SQLiteStore(Store):
         now = time.time()
         with self._tx() as c:
             if new.idempotency_key is not None:
-                row = c.execute("SELECT * FROM runs WHERE idempotency_key=?", (new.idempotency_key,)).fetchone()
+                row = c.execute(f"{_RUNS} WHERE idempotency_key=?", (new.idempotency_key,)).fetchone()
                 if row is not None:
                     return self._run(row), False
             if new.lock_key is not None:
                 self._take_lock(c, new.lock_key, new.id)
             c.execute(
                 "INSERT INTO runs (id, runbook, state, params, started_by, trigger, created_at, updated_at, content_hash,"
-                " step_hashes, spec, file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at,"
+                " file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at,"
                 " holder, lease_expires_at, fence)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (new.id, new.runbook, str(new.state), _dumps(new.params), new.started_by,
                  _dumps(new.trigger) if new.trigger is not None else None, now, now, new.content_hash,
-                 _dumps(new.step_hashes), _dumps(new.spec), new.file, new.idempotency_key, new.lock_key,
+                 new.file, new.idempotency_key, new.lock_key,
                  new.parent_run_id, new.parent_step_id, _dumps(new.options), now if new.state == RunState.QUEUED else None,
                  new.holder.model_dump_json() if new.holder else None, now + new.lease_ttl if new.holder else None,
                  1 if new.holder else 0),
             )  # fmt: skip
+            c.execute("INSERT INTO run_specs (run_id, step_hashes, spec) VALUES (?,?,?)", (new.id, _dumps(new.step_hashes), _dumps(new.spec)))
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
                 [(new.id, sid, i) for i, sid in enumerate(new.step_ids)],
             )
             self._append(c, new.id, [NewEvent("run.created", actor=new.started_by, data=new.created_event)], now)
-            row = c.execute("SELECT * FROM runs WHERE id=?", (new.id,)).fetchone()
+            row = c.execute(f"{_RUNS} WHERE runs.id=?", (new.id,)).fetchone()
         return self._run(row), True
 
     def _take_lock(self, c: sqlite3.Connection, key: str, run_id: str) -> None:
@@ -282,7 +309,7 @@ class SQLiteStore(Store):
 
     def get_run(self, run_id: str) -> RunRecord:
         """See :meth:`Store.get_run`."""
-        row = self._conn().execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        row = self._conn().execute(f"{_RUNS} WHERE runs.id=?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
         return self._run(row)
@@ -309,9 +336,9 @@ class SQLiteStore(Store):
             where.append("parent_run_id=?")
             args.append(parent)
         if before is not None:
-            where.append("id < ?")
+            where.append("runs.id < ?")
             args.append(before)
-        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC LIMIT ?"
+        sql = _RUNS + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY runs.id DESC LIMIT ?"
         return [self._run(r) for r in self._conn().execute(sql, (*args, limit))]
 
     def count_runs(self) -> dict[tuple[str, str], int]:
@@ -339,7 +366,7 @@ class SQLiteStore(Store):
         """See :meth:`Store.acquire`."""
         now = time.time()
         with self._tx() as c:
-            row = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            row = c.execute(f"{_RUNS} WHERE runs.id=?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
             return self._lease(c, self._run(row), holder, ttl, now, force=force, is_alive=is_alive)
@@ -392,39 +419,36 @@ class SQLiteStore(Store):
     def commit(
         self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
         steps: Sequence[StepPatch] = (),
-    ) -> tuple[list[Event], Flags]:  # fmt: skip
-        """See :meth:`Store.commit`."""
+    ) -> tuple[int, Flags]:  # fmt: skip
+        """See :meth:`Store.commit`. One statement checks the fence, numbers the events and reads the flags."""
         now = time.time()
+        sets: list[str] = ["updated_at=?", "last_seq=last_seq+?"]
+        args: list[Any] = [now, len(events)]
+        specs: dict[str, Any] = {}
+        for key, value in (run or {}).items():
+            if key not in _RUN_UPDATABLE:
+                raise StoreError(f"run column '{key}' cannot be updated")
+            if key in _SPEC_COLUMNS:
+                specs[key] = _dumps(value)
+                continue
+            sets.append(f"{key}=?")
+            args.append(_dumps(value) if key in _RUN_JSON else (str(value) if isinstance(value, RunState) else value))
         with self._tx() as c:
-            sets: list[str] = ["updated_at=?"]
-            args: list[Any] = [now]
-            for key, value in (run or {}).items():
-                if key not in _RUN_UPDATABLE:
-                    raise StoreError(f"run column '{key}' cannot be updated")
-                sets.append(f"{key}=?")
-                args.append(_dumps(value) if key in _RUN_JSON else (str(value) if isinstance(value, RunState) else value))
-            cur = c.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=? AND fence=?", (*args, lease.run_id, lease.fence))
-            if cur.rowcount != 1:
+            row = c.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=? AND fence=? RETURNING last_seq, pause_requested, cancel_requested",
+                            (*args, lease.run_id, lease.fence)).fetchone()  # fmt: skip
+            if row is None:
                 raise LeaseLost(lease.run_id)
-            for patch in steps:
-                self._patch_step(c, lease.run_id, patch)
-            committed = self._append(c, lease.run_id, events, now)
+            if specs:
+                c.execute(f"UPDATE run_specs SET {', '.join(f'{k}=?' for k in specs)} WHERE run_id=?", (*specs.values(), lease.run_id))
+            if steps:
+                c.executemany(_UPSERT_STEP, [_step_row(lease.run_id, p) for p in steps])
+            first = row[0] - len(events) + 1
+            if events:
+                c.executemany(_INSERT_EVENT, [_event_row(lease.run_id, first + i, now, ev) for i, ev in enumerate(events)])
             state = (run or {}).get("state")
             if state is not None and RunState(state) not in ACTIVE_STATES:
                 c.execute("DELETE FROM locks WHERE run_id=?", (lease.run_id,))
-            flags = self._flags(c, lease.run_id)
-        return committed, flags
-
-    @staticmethod
-    def _patch_step(c: sqlite3.Connection, run_id: str, p: StepPatch) -> None:
-        c.execute(
-            "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET idx=excluded.idx,"
-            " state=excluded.state, attempts=excluded.attempts, output=excluded.output, reason=excluded.reason,"
-            " started_at=excluded.started_at, finished_at=excluded.finished_at, not_before=excluded.not_before, data=excluded.data",
-            (run_id, p.step_id, p.idx, str(p.state), p.attempts, _dumps(p.output) if p.output is not None else None,
-             p.reason, p.started_at, p.finished_at, p.not_before, _dumps(p.data)),
-        )  # fmt: skip
+        return first, Flags(bool(row[1]), bool(row[2]))
 
     # ------------------------------------------------------------------ outside requests
 
@@ -452,14 +476,14 @@ class SQLiteStore(Store):
         with self._tx() as c:
             # a run with a live lease is someone's (possibly this holder's own earlier claim): never claimed again
             rows = c.execute(
-                "SELECT * FROM runs WHERE (holder IS NULL OR lease_expires_at < ?) AND ("
+                f"{_RUNS} WHERE (holder IS NULL OR lease_expires_at < ?) AND ("
                 " state IN ('queued', 'running')"
                 " OR (state='waiting' AND wake_at IS NOT NULL AND wake_at <= ?)"
                 " OR (state IN ('paused', 'waiting', 'interrupted') AND cancel_requested=1))"
                 " ORDER BY created_at LIMIT ?",
                 (now, now, limit * 4 + 8),
             ).fetchall()
-            running = c.execute("SELECT * FROM runs WHERE state='running' AND holder IS NOT NULL AND lease_expires_at >= ?", (now,)).fetchall()
+            running = c.execute(f"{_RUNS} WHERE state='running' AND holder IS NOT NULL AND lease_expires_at >= ?", (now,)).fetchall()
             candidates = [self._run(r) for r in rows]
             candidates += [r for r in map(self._run, running) if r.holder is not None and is_alive(r.holder) is False]
             for run in candidates:
@@ -490,12 +514,16 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+        from runner.alerts import DeliveryRecord
+
         data = dict(row)
         data["result"] = json.loads(data["result"]) if data["result"] is not None else None
         return DeliveryRecord.model_validate(data)
 
     @staticmethod
     def _decision(row: sqlite3.Row) -> DecisionRecord:
+        from runner.alerts import DecisionRecord
+
         data = dict(row)
         data["alert"] = json.loads(data["alert"])
         return DecisionRecord.model_validate(data)
@@ -568,4 +596,6 @@ class SQLiteStore(Store):
             sql += f" AND r.state IN ({','.join('?' * len(ACTIVE_STATES))})"
             args.extend(sorted(str(s) for s in ACTIVE_STATES))
         rows = self._alerts().execute(sql + " ORDER BY d.id DESC LIMIT ?", (*args, limit))
+        from runner.alerts import RouteRun
+
         return [RouteRun.model_validate(dict(r)) for r in rows]

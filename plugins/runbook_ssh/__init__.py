@@ -18,6 +18,4 @@ __all__ = ["runbook_register_step_types"]
 @hookimpl
 def runbook_register_step_types(registry: StepTypeRegistry) -> None:
     """Register the ``ssh`` step type."""
-    from runbook_ssh.step import SSHStep
-
-    registry.add(SSHStep())
+    registry.add_lazy("ssh", "runbook_ssh.step:SSHStep")

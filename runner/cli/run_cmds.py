@@ -86,8 +86,14 @@ def _signals(engine: Engine) -> Iterator[None]:
 
 def _drive(state: AppState, engine: Engine, fn: Any) -> int:
     """Run ``fn()`` (which drives a run) with signals handled and progress shown; print the result."""
+    import gc
+
     from runner.cli.output import console, emit_json
     from runner.cli.render import Progress, print_run
+
+    # Start-up (imports, plugins, the catalog) leaves tens of MB of long-lived objects; without this every
+    # full collection during the run would walk all of them again.
+    gc.freeze()
 
     if state.json:
         with _signals(engine):

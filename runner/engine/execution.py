@@ -15,7 +15,7 @@ from runner.engine.steprunner import StepRunner, Unit
 from runner.errors import CancelRequested, Interrupted, LeaseLost, RunbookChanged, UsageError
 from runner.params import validate_params
 from runner.secrets import Redactor, SecretResolver, SecretsView
-from runner.store.records import DONE_STEP_STATES, Flags, NewEvent, RunState, StepPatch, StepRecord, StepState
+from runner.store.records import DONE_STEP_STATES, Event, Flags, NewEvent, RunState, StepPatch, StepRecord, StepState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,6 +71,8 @@ class Execution:
         self.wake = threading.Event()
         self._lock = threading.RLock()
         self._live: dict[Context, Unit] = {}
+        self._deferred_events: list[NewEvent] = []
+        self._deferred_steps: list[StepRecord] = []
         self.done = 0
         self.params_obj: Any = None
         self._run_ctx = {"id": run.id, "runbook": run.runbook, "started_by": run.started_by, "trigger": run.trigger}
@@ -78,7 +80,16 @@ class Execution:
     # ------------------------------------------------------------------ writes
 
     def commit(self, events: list[NewEvent], run: dict[str, Any] | None = None, steps: list[StepPatch] | None = None) -> None:
-        """One fenced transaction; redacts events, run columns and step rows; applies the run columns locally; tells observers."""
+        """One fenced transaction; redacts events, run columns and step rows; applies the run columns locally; tells observers.
+
+        A deferred step outcome (:meth:`defer`) goes into the same transaction, ahead of what is committed now.
+        """
+        with self._lock:
+            if self._deferred_events or self._deferred_steps:
+                given = {p.step_id for p in steps or []}
+                steps = [StepPatch.of(r) for r in self._deferred_steps if r.step_id not in given] + list(steps or [])
+                events = [*self._deferred_events, *events]
+                self._deferred_events, self._deferred_steps = [], []
         for ev in events:
             ev.data = self.redactor.value(ev.data)
             ev.actor = ev.actor or self.opts.actor or None
@@ -87,14 +98,34 @@ class Execution:
             patch.reason, patch.output = self.redactor.text(patch.reason), self.redactor.value(patch.output)
             patch.data = self.redactor.value(patch.data)
         with self._lock:
-            committed, flags = self.store.commit(self.lease, events=events, run=run, steps=steps or [])
+            first, flags = self.store.commit(self.lease, events=events, run=run, steps=steps or [])
             self.flags = flags
             for key, value in (run or {}).items():
                 setattr(self.run, key, value)
-        for event in committed:
-            self.host.on_event(event, self.run)
-            for observer in self.engine.observers:
-                observer(event, self.run)
+        if events and (self.engine.observers or self.host.has_observers):
+            now = time.time()
+            for i, ev in enumerate(events):
+                event = Event(run_id=self.run.id, seq=first + i, ts=now, type=ev.type, step_id=ev.step_id, attempt=ev.attempt,
+                              actor=ev.actor, data=ev.data)  # fmt: skip
+                self.host.on_event(event, self.run)
+                for observer in self.engine.observers:
+                    observer(event, self.run)
+
+    def defer(self, unit: Unit, events: list[NewEvent]) -> None:
+        """Record a step's successful outcome with the next commit instead of a commit of its own.
+
+        The outcome is still durable before the next step acts: the next step's start is committed in the
+        same transaction. :meth:`flush` runs first whenever the next step would do anything external before
+        its start is committed (probes, targets), so a crash in the window never hides another step's effect.
+        """
+        with self._lock:
+            self._deferred_events.extend(events)
+            self._deferred_steps.append(self.steps[unit.step.id])
+
+    def flush(self) -> None:
+        """Commit a deferred step outcome now, if there is one."""
+        if self._deferred_events or self._deferred_steps:
+            self.commit([])
 
     def save(self, unit: Unit, events: list[NewEvent], *, cursor: bool = False) -> None:
         """Persist ``unit``'s state (a target's inside its step's data) with ``events``."""
@@ -121,6 +152,7 @@ class Execution:
         finally:
             self.resources.close()
             with contextlib.suppress(LeaseLost):
+                self.flush()
                 self.store.release(self.lease)
 
     def _prepare(self) -> tuple[list[NewEvent], dict[str, Any], list[StepPatch]]:
@@ -188,6 +220,8 @@ class Execution:
 
     def _run_step(self, step: Step, rec: StepRecord) -> StepState:
         runner = StepRunner(self)
+        if step.precondition or step.check or step.targets is not None or rec.state != StepState.PENDING:
+            self.flush()  # these act or probe before this step's start is committed
         if step.when is not None and rec.state == StepState.PENDING and not rec.data.get("phase"):
             unit = Unit(step, rec)
             try:
@@ -206,6 +240,8 @@ class Execution:
     # ------------------------------------------------------------------ boundaries
 
     def _boundary(self, step: Step, rec: StepRecord) -> tuple[str, str] | None:
+        if self._deferred_steps:  # no commit since the last step finished: read the requests it would have returned
+            self.flags = self.store.flags(self.lease)
         if self.flags.cancel_requested:
             raise CancelRequested("cancel requested")
         if self.stop == "interrupt":

@@ -158,11 +158,11 @@ class StepRunner:
                 repoll = False
                 continue
             rec.output = output
-            return self._finish(unit, [unit.event("step.evidence", evidence, attempt=rec.attempts)], StepState.FAILED, why)
+            return self._finish(unit, [], StepState.FAILED, why, evidence=evidence)
         if step.verify is not None:
             return self._verify(unit, [unit.event("step.action_done", evidence, attempt=rec.attempts)], output)
         rec.output = output
-        return self._finish(unit, [unit.event("step.evidence", evidence, attempt=rec.attempts)], StepState.SUCCEEDED, why)
+        return self._finish(unit, [], StepState.SUCCEEDED, why, evidence=evidence)
 
     def _invoke(self, unit: Unit, ctx: Context) -> tuple[ActionResult | Wait | None, str | None]:
         step = unit.step
@@ -224,12 +224,20 @@ class StepRunner:
 
     # ------------------------------------------------------------------ outcome
 
-    def _finish(self, unit: Unit, events: list[NewEvent], state: StepState, reason: str) -> StepState:
+    def _finish(self, unit: Unit, events: list[NewEvent], state: StepState, reason: str,
+                *, evidence: dict[str, Any] | None = None) -> StepState:  # fmt: skip
+        """Record the unit's outcome; ``evidence`` (what the action's result showed) goes with it."""
         rec = unit.rec
         rec.state, rec.reason, rec.finished_at, rec.not_before = state, reason, time.time(), None
         rec.data.pop("phase", None)
         data: dict[str, Any] = {"state": str(state), "reason": reason}
         if state in (StepState.SUCCEEDED, StepState.FAILED):
             data["attempts"] = rec.attempts
-        self.exe.save(unit, [*events, unit.event("step.finished", data, attempt=rec.attempts or None)])
+        if evidence is not None:
+            data["evidence"] = evidence
+        events = [*events, unit.event("step.finished", data, attempt=rec.attempts or None)]
+        if unit.target is None and state in (StepState.SUCCEEDED, StepState.SATISFIED, StepState.SKIPPED):
+            self.exe.defer(unit, events)  # committed with the next step's start (or the run's next write)
+        else:
+            self.exe.save(unit, events)
         return state
