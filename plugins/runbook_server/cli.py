@@ -6,9 +6,6 @@ FastAPI and uvicorn (the ``server`` extra) are imported only inside ``serve``.
 from __future__ import annotations
 
 import contextlib
-import logging
-import signal
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,15 +15,16 @@ import click
 from runner.cli.app import AppState, json_option, pass_state
 
 if TYPE_CHECKING:
+    import socket
+
     from runbook_server.state import ServerState
     from runbook_server.worker import WorkerPool
 
 __all__ = ["COMMANDS"]
 
-log = logging.getLogger("runbook.server")
-
-
 def _logging(level: str) -> None:
+    import logging
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
@@ -40,6 +38,8 @@ def _prime(state: AppState) -> None:
 
 @contextlib.contextmanager
 def _on_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    import signal
+
     previous = {sig: signal.signal(sig, lambda signum, _frame: handler(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -49,6 +49,8 @@ def _on_signals(handler: Callable[[int], None]) -> Iterator[None]:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    import socket
+
     from runner.errors import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

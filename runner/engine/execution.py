@@ -30,6 +30,8 @@ __all__ = ["DriveOptions", "Execution"]
 
 RESERVE = 0.15
 """Seconds kept back from a budget for the final commit and exit."""
+FLAGS_STALE = 0.05
+"""Outside requests (pause, cancel) are re-read at a step boundary when the last read is older than this."""
 _IN_FLIGHT = (StepState.RUNNING, StepState.INTERRUPTED)
 
 
@@ -71,6 +73,7 @@ class Execution:
         self.wake = threading.Event()
         self._lock = threading.RLock()
         self._live: dict[Context, Unit] = {}
+        self._flags_read = 0.0
         self._deferred_events: list[NewEvent] = []
         self._deferred_steps: list[StepRecord] = []
         self.done = 0
@@ -99,7 +102,7 @@ class Execution:
             patch.data = self.redactor.value(patch.data)
         with self._lock:
             first, flags = self.store.commit(self.lease, events=events, run=run, steps=steps or [])
-            self.flags = flags
+            self.flags, self._flags_read = flags, time.monotonic()
             for key, value in (run or {}).items():
                 setattr(self.run, key, value)
         if events and (self.engine.observers or self.host.has_observers):
@@ -240,8 +243,10 @@ class Execution:
     # ------------------------------------------------------------------ boundaries
 
     def _boundary(self, step: Step, rec: StepRecord) -> tuple[str, str] | None:
-        if self._deferred_steps:  # no commit since the last step finished: read the requests it would have returned
+        if self._deferred_steps and time.monotonic() - self._flags_read > FLAGS_STALE:
+            # no commit since the last step finished: read the requests it would have returned
             self.flags = self.store.flags(self.lease)
+            self._flags_read = time.monotonic()
         if self.flags.cancel_requested:
             raise CancelRequested("cancel requested")
         if self.stop == "interrupt":
