@@ -38,19 +38,7 @@ class _Ctx:
         self.problems.append(self.located.problem(path, message, where=_where(self.located.data, path), value=value))
 
     def pydantic(self, base: Path_, exc: PydanticValidationError) -> None:
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            msg, at_value = err["msg"], True
-            if err["type"] == "extra_forbidden":
-                msg, at_value = f"unknown key '{loc[-1]}'", False
-            elif err["type"] == "missing":
-                msg, at_value = f"missing required key '{loc[-1]}'", False
-            elif err["type"] == "value_error":
-                msg = msg.removeprefix("Value error, ")
-            elif "input" in err and err["type"] not in ("model_type", "dict_type"):
-                shown = repr(err["input"])
-                msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
-            self.add((*base, *(str(p) if isinstance(p, str) else p for p in loc)), msg, value=at_value)
+        self.problems += self.located.pydantic_problems(base, exc, where=lambda path: _where(self.located.data, path))
 
 
 def _where(data: Any, path: Path_) -> str | None:

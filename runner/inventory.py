@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from runner.errors import ConfigError, Problem, ValidationError
+from runner.errors import ConfigError, ValidationError
 
 __all__ = ["HostEntry", "Inventory", "load_inventory"]
 
@@ -111,12 +111,9 @@ def native(data: dict[str, Any], source: str, located: Any = None) -> Inventory:
     try:
         parsed = _InventoryFile.model_validate(data)
     except PydanticValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            path = tuple(str(p) if isinstance(p, str) else p for p in err["loc"])
-            line, col = located.position(path) if located is not None else (None, None)
-            problems.append(Problem(f"{'.'.join(map(str, path))}: {err['msg']}", file=source, line=line, column=col))
-        raise ValidationError(problems) from None
+        from runner.yamlsafe import Located
+
+        raise ValidationError((located or Located(data, source)).pydantic_problems((), exc)) from None
     hosts = {name: entry or HostEntry() for name, entry in parsed.hosts.items()}
     inv = Inventory(hosts, parsed.groups, source)
     for group in parsed.groups:

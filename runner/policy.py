@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from runner.errors import ConfigError, PolicyDenied, Problem, ValidationError
+from runner.errors import ConfigError, PolicyDenied, ValidationError
 from runner.params import Regex
 
 __all__ = ["ENV_VAR", "ParamRule", "Policy", "RunbookRule", "load_policy"]
@@ -185,22 +185,8 @@ def parse_policy(text: str, file: str) -> Policy:
     try:
         policy = Policy.model_validate(data)
     except PydanticValidationError as exc:
-        raise ValidationError([_problem(located, err) for err in exc.errors(include_url=False)]) from None
+        raise ValidationError(located.pydantic_problems((), exc, where=lambda _path: "agent policy")) from None
     policy._file = file
     return policy
 
 
-def _problem(located: Any, err: Any) -> Problem:
-    path = tuple(str(p) if isinstance(p, str) else p for p in err["loc"])
-    msg, at_value = err["msg"], True
-    if err["type"] == "extra_forbidden":
-        msg, at_value = f"unknown key '{path[-1]}'", False
-    elif err["type"] == "missing":
-        msg, at_value = f"missing required key '{path[-1]}'", False
-    elif err["type"] == "value_error":
-        msg = msg.removeprefix("Value error, ")
-    elif "input" in err:
-        shown = repr(err["input"])
-        msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
-    problem: Problem = located.problem(path, msg, where="agent policy", value=at_value)
-    return problem

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,31 @@ class Located:
             if pos is not None:
                 return pos
         return None, None
+
+    def pydantic_problems(self, base: Path_, exc: Any, *, where: Callable[[Path_], str | None] | None = None) -> list[Problem]:
+        """Located problems for pydantic's ``exc`` about the value at ``base`` of this document.
+
+        Unknown and missing keys point at the key, other errors at the value; the message says what was
+        expected and, for a wrong value, what was given. ``where(path)`` labels each problem (default: the
+        dotted path).
+        """
+        out = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+            msg, at_value = err["msg"], True
+            if err["type"] == "extra_forbidden":
+                msg, at_value = f"unknown key '{loc[-1]}'", False
+            elif err["type"] == "missing":
+                msg, at_value = f"missing required key '{loc[-1]}'", False
+            elif err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
+            elif "input" in err and err["type"] not in ("model_type", "dict_type"):
+                shown = repr(err["input"])
+                msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
+            path = (*base, *loc)
+            label = where(path) if where is not None else (".".join(str(p) for p in path) or None)
+            out.append(self.problem(path, msg, where=label, value=at_value))
+        return out
 
     def problem(self, path: Path_, message: str, where: str | None = None, *, value: bool = False) -> Problem:
         """A :class:`Problem` located at ``path`` (at its value when ``value`` is true)."""

@@ -68,7 +68,25 @@ def alerts_from_group(source: str, body: Any) -> list[Alert]:
     return out
 
 
-class AlertmanagerSource:
+class GroupPayload:
+    """Sources whose payload is an Alertmanager-style group (Alertmanager itself, Grafana): how to read it."""
+
+    name: str
+
+    def normalize(self, body: Any, headers: Mapping[str, str]) -> list[Alert]:
+        """Every alert of the group, each with its own status (a firing group can hold a resolved alert)."""
+        return alerts_from_group(self.name, body)
+
+    def delivery_id(self, raw_body: bytes, headers: Mapping[str, str], config: BaseModel | None) -> str | None:
+        """No delivery id is sent: retries repeat the identical body, so its hash is the id."""
+        return None
+
+    def group_info(self, body: Any) -> dict[str, Any]:
+        """``truncated``: alerts left out of the group (``max_alerts``), the group key and the receiver."""
+        return {"truncated": int(body.get("truncatedAlerts") or 0), "group_key": body.get("groupKey"), "receiver": body.get("receiver")}
+
+
+class AlertmanagerSource(GroupPayload):
     """``POST /v1/alerts/alertmanager``."""
 
     name = "alertmanager"
@@ -88,15 +106,3 @@ class AlertmanagerSource:
             ok |= check_basic(headers, config.basic.username, config.basic.password, what=what)
         if not ok:
             raise AuthError(f"{what}: the credentials in the Authorization header are not accepted", status=403)
-
-    def normalize(self, body: Any, headers: Mapping[str, str]) -> list[Alert]:
-        """Every alert of the group, each with its own status."""
-        return alerts_from_group(self.name, body)
-
-    def delivery_id(self, raw_body: bytes, headers: Mapping[str, str], config: BaseModel | None) -> str | None:
-        """Alertmanager sends no delivery id: retries repeat the identical body, so its hash is the id."""
-        return None
-
-    def group_info(self, body: Any) -> dict[str, Any]:
-        """``truncated``: alerts Alertmanager left out (``max_alerts``), and the group key."""
-        return {"truncated": int(body.get("truncatedAlerts") or 0), "group_key": body.get("groupKey"), "receiver": body.get("receiver")}

@@ -8,13 +8,13 @@ contact point; the defaults here follow Grafana's UI.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runbook_alerts._auth import check_bearer, check_timestamp, header, hex_hmac, matches_any
-from runbook_alerts.alertmanager import alerts_from_group
-from runner.alerts import Alert, AuthError
+from runbook_alerts.alertmanager import GroupPayload
+from runner.alerts import AuthError
 from runner.durations import Duration
 
 __all__ = ["GrafanaSource"]
@@ -42,7 +42,7 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-class GrafanaSource:
+class GrafanaSource(GroupPayload):
     """``POST|PUT /v1/alerts/grafana``."""
 
     name = "grafana"
@@ -69,15 +69,3 @@ class GrafanaSource:
         expected = [hex_hmac(secret, message) for secret in _as_list(config.hmac_secret)]
         if not matches_any([signature.lower()], expected):
             raise AuthError(f"{what}: {config.signature_header} does not match the body", status=403)
-
-    def normalize(self, body: Any, headers: Mapping[str, str]) -> list[Alert]:
-        """Every alert of the notification, each with its own status."""
-        return alerts_from_group(self.name, body)
-
-    def delivery_id(self, raw_body: bytes, headers: Mapping[str, str], config: BaseModel | None) -> str | None:
-        """Grafana sends no delivery id; the body hash is used."""
-        return None
-
-    def group_info(self, body: Any) -> dict[str, Any]:
-        """``truncated`` alerts and the group key."""
-        return {"truncated": int(body.get("truncatedAlerts") or 0), "group_key": body.get("groupKey"), "receiver": body.get("receiver")}

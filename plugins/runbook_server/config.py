@@ -144,19 +144,10 @@ def is_loopback(host: str) -> bool:
 
 
 def pydantic_problems(located: Any, base: tuple[str | int, ...], exc: PydanticValidationError) -> list[Problem]:
-    """Located problems for a pydantic error on the document under ``base``."""
-    out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-        msg, at_value = err["msg"].removeprefix("Value error, "), True
-        if err["type"] == "extra_forbidden":
-            msg, at_value = f"unknown key '{loc[-1]}'", False
-        elif err["type"] == "missing":
-            msg, at_value = f"missing required key '{loc[-1]}'", False
-        path = (*base, *loc)
-        where = ".".join(str(p) for p in path) or None
-        out.append(located.problem(path, msg, where=where, value=at_value) if located is not None else Problem(msg, where=where))
-    return out
+    """Located problems for a pydantic error on the document under ``base`` (unlocated for the defaults)."""
+    from runner.yamlsafe import Located
+
+    return (located or Located(data=None, file="<defaults>")).pydantic_problems(base, exc)
 
 
 def load_config(path: str | Path | None) -> ServerConfig:

@@ -22,7 +22,6 @@ from runner.errors import ConfigError, Problem, ValidationError
 from runner.secrets import Redactor, SecretResolver
 
 if TYPE_CHECKING:
-    from runner.policy import Policy
     from pydantic import BaseModel
 
     from runbook_server.config import ServerConfig
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from runner.catalog import Catalog
     from runner.engine import Engine
     from runner.plugin import PluginHost
+    from runner.policy import Policy
     from runner.settings import Settings
     from runner.store.base import Store
 
