@@ -192,6 +192,37 @@ def test_concurrent_claims_never_share_a_run(store: Store) -> None:
     assert sorted(got) == sorted(ids)
 
 
+def test_alert_deliveries_and_decisions(store: Store) -> None:
+    """At-least-once intake: a delivery is recorded once, re-processing adds no decision, routes see their runs."""
+    from runner.alerts import NewDecision
+
+    active, _ = store.create_run(new_run())
+    done, _ = store.create_run(new_run())
+    lease = store.acquire(done.id, ME, 30, force=False, is_alive=alive)
+    store.commit(lease, run={"state": RunState.SUCCEEDED, "finished_at": time.time()})
+    first = store.begin_delivery("d1", "alertmanager", "sha-1")
+    assert (first.id, first.source, first.state, first.seen, first.result) == ("d1", "alertmanager", "processing", 1, None)
+    assert store.begin_delivery("d1", "alertmanager", "sha-1").seen == 2, "a duplicate delivery is counted, not re-created"
+    decisions = [NewDecision("d1", 0, "alertmanager", "started", route="r", dedupe_key="k1", run_id=active.id, alert={"a": 1}),
+                 NewDecision("d1", 1, "alertmanager", "breaker_open", route="r", dedupe_key="k2", run_id=done.id),
+                 NewDecision("d1", 2, "alertmanager", "no_route", reason="nothing matched")]  # fmt: skip
+    stored = store.record_decisions(decisions)
+    assert [d.decision for d in stored] == ["started", "breaker_open", "no_route"]
+    assert [d.id for d in store.record_decisions(decisions)] == [d.id for d in stored], "re-processing adds nothing"
+    store.finish_delivery("d1", {"runs": 1, "nested": {"ok": [True, None]}})
+    again = store.begin_delivery("d1", "alertmanager", "sha-1")
+    assert again.state == "done" and again.result == {"runs": 1, "nested": {"ok": [True, None]}}
+    assert [d.decision for d in store.list_decisions()] == ["no_route", "breaker_open", "started"], "newest first"
+    assert [d.decision for d in store.list_decisions(route="r", limit=1)] == ["breaker_open"]
+    assert [d.decision for d in store.list_decisions(before=stored[1].id)] == ["started"]
+    assert [d.decision for d in store.list_decisions(run_id=active.id)] == ["started"]
+    assert store.list_decisions(run_id=active.id)[0].alert == {"a": 1}
+    assert [(r.dedupe_key, r.state) for r in store.route_runs("r")] == [("k2", "succeeded"), ("k1", "queued")]
+    assert [r.dedupe_key for r in store.route_runs("r", active_only=True)] == ["k1"]
+    assert [r.dedupe_key for r in store.route_runs("r", dedupe_key="k2")] == ["k2"]
+    assert store.route_runs("r", since=time.time() + 3600) == []
+
+
 def test_listing_counting_and_queue_depth(store: Store) -> None:
     runs = [store.create_run(new_run(runbook="a" if i % 2 else "b"))[0] for i in range(5)]
     lease = store.acquire(runs[0].id, ME, 30, force=False, is_alive=alive)
