@@ -5,6 +5,7 @@ Everything runs against a real PostgreSQL cluster (``harness.postgres``); each t
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -424,7 +425,7 @@ def test_records_come_back_in_the_same_shape_as_sqlite(store: Store, tmp_path: P
                  steps=[StepPatch("a", 0, StepState.SUCCEEDED, attempts=1, output=[1, "two"], started_at=1.5)])  # fmt: skip
         assert s.get_run(run.id).wake_at is not None, "a queued run is due at once"
         got = s.get_run(run.id).model_dump(exclude={"id", "created_at", "updated_at", "lease_expires_at", "wake_at"})
-        steps = [st.model_dump(exclude={"run_id"}) for st in s.get_steps(run.id)]
+        steps = [{k: v for k, v in dataclasses.asdict(st).items() if k != "run_id"} for st in s.get_steps(run.id)]
         events = [e.model_dump(exclude={"run_id", "ts"}) for e in s.events(run.id)]
         shapes.append((got, steps, events))
     sqlite.close()

@@ -205,7 +205,7 @@ class PostgresStore(AlertDeliveries):
         """See :meth:`Store.get_steps`."""
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM steps WHERE run_id = %s ORDER BY idx", (run_id,)).fetchall()
-        return [StepRecord.model_validate(r) for r in rows]
+        return [StepRecord.from_row(r) for r in rows]
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()) -> list[Event]:
         """See :meth:`Store.events`."""

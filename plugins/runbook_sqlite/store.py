@@ -243,7 +243,7 @@ class SQLiteStore(Store):
         data = dict(row)
         data["output"] = json.loads(data["output"]) if data["output"] is not None else None
         data["data"] = json.loads(data["data"])
-        return StepRecord.model_validate(data)
+        return StepRecord.from_row(data)
 
     @staticmethod
     def _event(row: sqlite3.Row) -> Event:

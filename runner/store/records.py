@@ -6,6 +6,7 @@ Times are epoch seconds (floats) in records and ISO 8601 UTC strings in JSON vie
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,10 +121,9 @@ class RunRecord(BaseModel):
     last_seq: int = 0
 
 
-class StepRecord(BaseModel):
-    """A step of a run as stored."""
-
-    model_config = ConfigDict(extra="ignore")
+@dataclass
+class StepRecord:
+    """A step of a run as stored (a plain dataclass: the engine updates it several times per step)."""
 
     run_id: str
     step_id: str
@@ -135,7 +135,15 @@ class StepRecord(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     not_before: float | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StepRecord:
+        """A record from a store row (columns by name; JSON columns already decoded; other keys ignored)."""
+        return cls(run_id=row["run_id"], step_id=row["step_id"], idx=int(row["idx"]), state=StepState(row["state"]),
+                   attempts=int(row.get("attempts") or 0), output=row.get("output"), reason=row.get("reason") or "",
+                   started_at=row.get("started_at"), finished_at=row.get("finished_at"), not_before=row.get("not_before"),
+                   data=dict(row.get("data") or {}))  # fmt: skip
 
 
 class Event(BaseModel):
