@@ -260,17 +260,36 @@ class Client:
                            problems=[p.as_dict() for p in self.catalog.problems])  # fmt: skip
 
     def describe(self, name: str) -> RunbookDetail:
-        """One runbook: params schema, compiled steps and content hash (``runbook show NAME --json``)."""
+        """One runbook: params schema, compiled steps and content hash (``runbook show NAME --json``).
+
+        An agent client is refused a runbook the agent policy does not let it start.
+        """
         from runner.cli.catalog_cmds import runbook_summary
 
         rb = self.catalog.get(name)
+        self._check_agent_may_see(name)
         return RunbookDetail(**runbook_summary(rb), runbook=rb.spec.model_dump(mode="json", by_alias=True), content_hash=rb.content_hash)
 
     def plan(self, name: str, params: dict[str, Any] | None = None) -> PlanView:
-        """What a run would do, from read-only probes only; nothing is changed or recorded."""
-        from runner.engine.planner import plan
+        """What a run would do, from read-only probes only; nothing is changed or recorded.
 
+        For an agent client the agent policy applies exactly as to a start: probes run commands and may
+        carry the runbook's secrets, so a runbook or a param value the agent may not use is refused first.
+        """
+        from runner.engine.planner import plan
+        from runner.params import validate_params
+
+        if self.agent and self.policy is not None:
+            rb = self.catalog.get(name)
+            values = validate_params(name, rb.params_model, dict(params or {})).model_dump(mode="json")
+            self.policy.check_start(name, values, active_runs=0)
         return plan(self.engine(), name, dict(params or {}))
+
+    def _check_agent_may_see(self, name: str) -> None:
+        if self.agent and self.policy is not None and not self.policy.may_start(name):
+            from runner.errors import PolicyDenied
+
+            raise PolicyDenied(f"runbook '{name}' is not available to agents ({self.policy.file})")
 
     # ------------------------------------------------------------------ driving
 
@@ -295,7 +314,14 @@ class Client:
         opts = self._options(budget, max_steps, deadline, retry_failed=retry, retry_step=retry_step, skip_step=skip_step,
                              accept_changes=accept_changes, force=force)  # fmt: skip
         engine = self.engine(budget, max_steps)
-        view = engine.resume(engine.resolve_id(run_id), opts)
+        rid = engine.resolve_id(run_id)
+        if self.agent and (retry_step or skip_step):
+            started_by = self.store.get_run(rid).started_by
+            if started_by != self.actor:
+                from runner.errors import PolicyDenied
+
+                raise PolicyDenied(f"an agent may decide steps only of runs it started (run {rid} was started by {started_by})")
+        view = engine.resume(rid, opts)
         return RunResult(**view.model_dump(), notices=list(engine.notices))
 
     def step(self, run_id: str, *, force: bool = False) -> RunResult:

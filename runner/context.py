@@ -91,6 +91,8 @@ class Context:
         self._cancel = cancel or threading.Event()
         self._on_cancel: list[Callable[[], None]] = []
         self.cancel_reason = ""
+        self.raw_config: dict[str, Any] | None = None
+        """The action's config as the runbook wrote it, before templates were rendered (set by the engine)."""
         self._cancel_exc: type[CancelRequested | Interrupted] = CancelRequested
 
     # ------------------------------------------------------------------ time and cancellation

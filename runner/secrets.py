@@ -49,6 +49,11 @@ class Redactor:
     def __bool__(self) -> bool:
         return bool(self._values)
 
+    @property
+    def secrets(self) -> list[str]:
+        """The values being masked (to seed another redactor)."""
+        return list(self._values)
+
     def text(self, text: str) -> str:
         """``text`` with every secret value masked."""
         for value in self._values:
@@ -75,6 +80,8 @@ class SecretResolver:
     def __init__(self, providers: SecretProviderRegistry, redactor: Redactor) -> None:
         self.providers, self.redactor = providers, redactor
         self._cache: dict[str, str] = {}
+        self.env_names: set[str] = set()
+        """Environment variables read through ``env:`` references (a server removes its own from what steps inherit)."""
 
     def resolve(self, ref: str, *, name: str = "secret") -> str:
         """The value behind ``ref``; raises :class:`SecretError` naming the reference, never the value."""
@@ -87,6 +94,8 @@ class SecretResolver:
             raise SecretError(f"{name}: the reference does not start with a known scheme ({known}); "
                               "secrets are given by reference, never by value")  # fmt: skip
         value = self.providers.get(scheme)(rest)
+        if scheme == "env":
+            self.env_names.add(rest)
         if not isinstance(value, str):
             raise SecretError(f"{name}: provider '{scheme}' returned {type(value).__name__}, expected a string")
         if len(value) < _MIN_LEN:

@@ -30,6 +30,7 @@ from runner.store.records import TERMINAL_STATES, RunState
 
 if TYPE_CHECKING:
     from runbook_server.auth import Principal
+    from runner.store.records import RunRecord
     from runbook_server.state import ServerState
     from runner.engine import RunView
 
@@ -72,11 +73,14 @@ def list_runbooks(request: Request, principal: Principal = READ) -> dict[str, An
     return {"runbooks": [runbook_summary(rb) for rb in state.catalog if policy is None or policy.may_start(rb.name)]}
 
 
-@router.get("/runbooks/{name}", response_model=RunbookDetail, tags=["catalog"], dependencies=[READ], summary="One runbook in full")
-def get_runbook(request: Request, name: str) -> dict[str, Any]:
+@router.get("/runbooks/{name}", response_model=RunbookDetail, tags=["catalog"], summary="One runbook in full")
+def get_runbook(request: Request, name: str, principal: Principal = READ) -> dict[str, Any]:
     from runner.cli.catalog_cmds import runbook_summary
 
-    rb = get_state(request).catalog.get(name)
+    state = get_state(request)
+    rb = state.catalog.get(name)
+    if principal.is_agent and state.policy is not None and not state.policy.may_start(name):
+        raise PolicyDenied(f"runbook '{name}' is not available to agents ({state.policy.file})")
     return {**runbook_summary(rb), "runbook": rb.spec.model_dump(mode="json", by_alias=True), "content_hash": rb.content_hash}
 
 
@@ -208,6 +212,8 @@ def resume_run(request: Request, run_id: str, body: Resume | None = None, princi
         if run.state == RunState.FAILED and not (body.retry or body.retry_step or body.skip_step):
             raise UsageError(f"run {run.id} failed: {run.reason}", hint='fix the cause, then resume with {"retry": true}')
         actor = _actor(s, principal, None)
+        if body.retry_step or body.skip_step:
+            _may_decide(s, principal, run)
         data = body.model_dump(exclude={"wait"}, exclude_none=True)
         s.store.request(rid, "resume", actor=actor, reason="resume requested", data=data)
         requeue(s.api_engine, rid, actor=actor, reason=f"resume requested by {actor}")
@@ -215,6 +221,18 @@ def resume_run(request: Request, run_id: str, body: Resume | None = None, princi
 
     view = _control(request, run_id, do)
     return http_next(_wait(state, view.run_id, body.wait)) if body.wait else view
+
+
+def _may_decide(state: ServerState, principal: Principal, run: RunRecord) -> None:
+    """A decision on an unknown or failed step (retry_step / skip_step) is an approver's call, not a runner's.
+
+    An ``agent`` token may decide only on runs it started itself, of runbooks the agent policy lets it start.
+    """
+    from runbook_server.auth import TokenBook
+
+    TokenBook.authorize(principal, "approve")
+    if principal.is_agent and (run.started_by != principal.name or (state.policy is not None and not state.policy.may_start(run.runbook))):
+        raise PolicyDenied(f"an agent token may decide steps only of runs it started itself (run {run.id} was started by {run.started_by})")
 
 
 def _decide(request: Request, run_id: str, body: Decide | None, principal: Principal, approve: bool) -> ApiRunView:

@@ -50,6 +50,8 @@ class Engine:
         self.hint = CommandHint()
         self._active: list[Execution] = []
         self.notices: list[str] = []
+        self.extra_secrets: list[str] = []
+        """Values every run of this engine masks besides its own secrets (e.g. the server's API tokens)."""
         self.policy: AgentPolicy | None = None
         """Agent policy applied to runs started with ``agent=True``."""
         self.observers: list[Callable[[Event, RunRecord], None]] = []

@@ -58,7 +58,7 @@ class Execution:
     def __init__(self, engine: Engine, run: RunRecord, rb: LoadedRunbook, lease: Lease, opts: DriveOptions) -> None:
         self.engine, self.store, self.host = engine, engine.store, engine.host
         self.run, self.rb, self.spec, self.lease, self.opts = run, rb, rb.spec, lease, opts
-        self.redactor = Redactor()
+        self.redactor = Redactor(engine.extra_secrets)
         resolver = SecretResolver(self.host.secret_providers, self.redactor)
         self.secrets_view = SecretsView(self.spec.secrets, resolver)
         self.param_values = ParamValues(run.params, self.spec.params, resolver)
@@ -161,6 +161,7 @@ class Execution:
     def _prepare(self) -> tuple[list[NewEvent], dict[str, Any], list[StepPatch]]:
         """Everything checked before the first write: params, edits, recovery and decisions."""
         self.params_obj = validate_params(self.spec.name, self.rb.params_model, self.run.params)
+        self._resolve_secrets()
         events: list[NewEvent] = []
         patches: dict[str, StepRecord] = {}
         run_cols: dict[str, Any] = {}
@@ -182,6 +183,17 @@ class Execution:
         if cancel:
             run_cols["cancel_requested"] = True
         return events, run_cols, [StepPatch.of(r) for r in patches.values()]
+
+    def _resolve_secrets(self) -> None:
+        """Resolve every declared secret and secret param now, so each is masked from the first step on.
+
+        (Lazily, a step that prints the environment before the first template uses a secret would show it.)
+        """
+        for name in self.spec.secrets:
+            self.secrets_view[name]
+        for name, spec in self.spec.params.items():
+            if spec.secret and self.run.params.get(name) is not None:
+                self.param_values[name]
 
     def _loop(self) -> None:
         steps = self.spec.steps
@@ -384,10 +396,13 @@ class Execution:
             if step_id not in self.steps:
                 raise UsageError(f"run {self.run.id} has no step '{step_id}'; steps: {', '.join(self.steps)}")
             rec = self.steps[step_id]
-            undecided = {str(StepState.UNKNOWN), str(StepState.FAILED), str(StepState.BLOCKED), str(StepState.INTERRUPTED)}
-            targets = {n: t for n, t in (rec.data.get("targets") or {}).items() if t.get("state") in undecided | {"not_started"}}
-            if rec.state in DONE_STEP_STATES and not targets:
-                raise UsageError(f"step '{step_id}' is already {rec.state}; --{action}-step applies to unknown, failed or blocked steps")
+            undecided = {StepState.UNKNOWN, StepState.FAILED, StepState.BLOCKED, StepState.INTERRUPTED}
+            targets = {n: t for n, t in (rec.data.get("targets") or {}).items()
+                       if t.get("state") in {str(s) for s in undecided} | {"not_started"}}  # fmt: skip
+            if rec.state not in undecided and not targets:
+                # Never a way around an approval step, an agent-policy gate or a step not yet run.
+                raise UsageError(f"step '{step_id}' is {rec.state}; --{action}-step decides only unknown, failed, blocked or "
+                                 "interrupted steps (an approval is given with `runbook approve`)")  # fmt: skip
             new_state = StepState.PENDING if action == "retry" else StepState.SKIPPED
             rec.state, rec.reason = new_state, f"{'retry' if action == 'retry' else 'skipped'} decided by {actor}"
             if action == "retry":

@@ -85,6 +85,11 @@ def plan(engine: Engine, name: str, params: dict[str, Any], *, trigger: dict[str
         "run": {"id": None, "runbook": name, "started_by": engine.settings.actor, "trigger": trigger},
         "alert": (trigger or {}).get("alert"), "target": None,
     }  # fmt: skip
+    for secret in rb.spec.secrets:  # resolved (and so masked) before any probe runs
+        tctx["secrets"][secret]
+    for pname, spec in rb.spec.params.items():
+        if spec.secret and values.get(pname) is not None:
+            tctx["params"][pname]
     resources = Resources()
     services = _PlanServices(prober, tctx, resources)
 

@@ -71,6 +71,7 @@ class Prober:
         """Render, validate and run one action or probe through the plugin hook."""
         step_type = self.host.step_types.get(type_name)
         model = self.render_config(step_type, config, tctx, ctx.step_id, field)
+        ctx.raw_config = config
         result: ActionResult | Wait = self.host.execute_action(step_type, model, ctx)
         return result
 
@@ -88,6 +89,7 @@ class Prober:
                 step_type = self.host.step_types.get(check.type or "")
                 try:
                     model = self.render_config(step_type, check.config, tctx, ctx.step_id, f"{kind}[{i}].{check.type}")
+                    ctx.raw_config = check.config
                     if not check.description:  # name the probe as it ran (rendered), not as written
                         label = f"{check.type}: {self.redactor.text(step_type.summary(model.model_dump(mode='json', by_alias=True)))}"
                     result = self.host.execute_action(step_type, model, ctx)
