@@ -45,7 +45,7 @@ __all__ = [
 
 DECISIONS = (
     "started", "deduped", "cooled_down", "over_budget", "breaker_open", "no_route", "invalid_params", "locked",
-    "resolved", "resolved_cancelled", "resolved_ignored", "truncated", "ignored", "breaker_reset",
+    "resolved", "resolved_cancelled", "resolved_ignored", "truncated", "ignored", "breaker_reset", "conflict",
 )  # fmt: skip
 """What intake decided for one alert (or group, for ``truncated``); see ``docs/server.md``."""
 
@@ -64,9 +64,14 @@ class Alert(BaseModel):
     ends_at: datetime | None = None
     raw: dict[str, Any] = Field(default_factory=dict, description="the alert as the source sent it")
 
-    def episode(self) -> str:
-        """Identity of this firing episode: the fingerprint plus when it started."""
-        return f"{self.fingerprint}@{self.starts_at.isoformat() if self.starts_at else '-'}"
+    def episode(self) -> str | None:
+        """Identity of this firing episode (the fingerprint plus when it started); None if the source gave no start.
+
+        Repeated notifications of one episode (Alertmanager's ``repeat_interval``) start at most one run. An
+        alert without a start time has no episode: each firing is new once the route's last run for its dedupe
+        key has ended and its cooldown has passed.
+        """
+        return f"{self.fingerprint}@{self.starts_at.isoformat()}" if self.starts_at else None
 
 
 class NoAuth(BaseModel):

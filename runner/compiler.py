@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -64,7 +64,7 @@ class _Top(BaseModel):
     params: dict[str, Any] = {}
     secrets: dict[str, str] = {}
     lock: str | None = None
-    on_failure: str = "stop"
+    on_failure: Literal["stop", "rollback"] = "stop"
     steps: list[Any]
 
 
@@ -214,6 +214,9 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
     fields: dict[str, Any] = {k: v for k, v in raw.items() if k in _STEP_FIELDS}
     if split is not None:
         fields["action"] = _action(ctx, path, *split)
+        if "targets" in raw and ctx.registry.get(split[0]).may_wait:
+            ctx.add((*path, "targets"), f"a '{split[0]}' step cannot fan out over targets (it waits for the whole run); "
+                                        "put the fan-out in the steps around it")  # fmt: skip
     for key in ("precondition", "check"):
         if key in fields:
             fields[key] = _checks(ctx, (*path, key), fields[key])

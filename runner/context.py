@@ -78,6 +78,7 @@ class Context:
         target: dict[str, Any] | None = None,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
+        release: Callable[[Context], None] | None = None,
     ) -> None:
         self.run_id, self.runbook, self.step_id, self.attempt = run_id, runbook, step_id, attempt
         self.params, self.outputs, self.settings = params, outputs, settings
@@ -90,6 +91,7 @@ class Context:
         self.started = time.monotonic()
         self._cancel = cancel or threading.Event()
         self._on_cancel: list[Callable[[], None]] = []
+        self._release = release
         self.cancel_reason = ""
         self.raw_config: dict[str, Any] | None = None
         """The action's config as the runbook wrote it, before templates were rendered (set by the engine)."""
@@ -133,6 +135,11 @@ class Context:
         """Sleep, waking early (and raising) if the step is cancelled."""
         if self._cancel.wait(max(0.0, seconds)):
             self.raise_if_cancelled()
+
+    def release(self) -> None:
+        """The action or probe this context was made for is over (the engine stops tracking it)."""
+        if self._release is not None:
+            self._release(self)
 
     # ------------------------------------------------------------------ journal
 

@@ -65,7 +65,9 @@ _UPSERT_STEP = (
 )
 _CLAIMABLE = (
     f"SELECT *, {NOW} AS db_now FROM runs WHERE state IN ({_ACTIVE_SQL}) AND (holder IS NULL OR lease_expires_at < {NOW})"
-    f" AND (state IN ('queued', 'running') OR (state = 'waiting' AND wake_at <= {NOW})"
+    " AND parent_run_id IS NULL"  # sub-runbook runs are driven by their parent's executor
+    f" AND (state = 'running' OR (state = 'queued' AND NOT pause_requested)"
+    f" OR (state = 'waiting' AND wake_at <= {NOW} AND NOT pause_requested)"
     " OR (state IN ('paused', 'waiting', 'interrupted') AND cancel_requested))"
     " AND id <> ALL(%s) ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED"
 )
@@ -219,15 +221,16 @@ class PostgresStore(AlertDeliveries):
 
     # ------------------------------------------------------------------ leases
 
-    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive) -> Lease:
+    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive, take_lock: bool = True) -> Lease:
         """See :meth:`Store.acquire`."""
         with self._tx("acquiring a lease") as cur:
             row = cur.execute(f"SELECT *, {NOW} AS db_now FROM runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
-            return self._lease(cur, row, holder, ttl, force=force, is_alive=is_alive)
+            return self._lease(cur, row, holder, ttl, force=force, is_alive=is_alive, take_lock=take_lock)
 
-    def _lease(self, cur: Cursor, row: DictRow, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive) -> Lease:
+    def _lease(self, cur: Cursor, row: DictRow, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive,
+               take_lock: bool = True) -> Lease:  # fmt: skip
         """Take the lease of a run whose row this transaction has locked."""
         run, now = RunRecord.model_validate(row), float(row["db_now"])
         prev, took_over = run.holder, None
@@ -241,7 +244,7 @@ class PostgresStore(AlertDeliveries):
                 took_over = f"forced takeover from {prev.label()}"
             else:
                 raise LeaseHeld(run.id, prev.label(), (run.lease_expires_at or now) - now)
-        if run.lock_key is not None and run.state in ACTIVE_STATES | {RunState.FAILED}:
+        if take_lock and run.lock_key is not None and run.state in ACTIVE_STATES | {RunState.FAILED}:
             self._take_lock(cur, run.lock_key, run.id)
         cur.execute(f"UPDATE runs SET holder = %s, lease_expires_at = {NOW} + %s, fence = %s WHERE id = %s",
                     (self._holder(holder), float(ttl), run.fence + 1, run.id))  # fmt: skip
@@ -317,7 +320,7 @@ class PostgresStore(AlertDeliveries):
         """See :meth:`Store.request`."""
         column = {"pause": "pause_requested = true", "cancel": "cancel_requested = true", "resume": "pause_requested = false"}.get(kind)
         sets = ["last_seq = last_seq + 1"] + ([column, f"updated_at = {NOW}"] if column else [])
-        if kind in ("approve", "deny", "cancel"):  # a decision (or a cancel) wakes a waiting run for the workers
+        if kind in ("approve", "deny", "cancel", "wake"):  # a decision (or a cancel) wakes a waiting run for the workers
             sets.append(f"wake_at = CASE WHEN state = 'waiting' THEN {NOW} ELSE wake_at END")
         payload = {"reason": text(reason), **(data or {})}
         step_id = payload.pop("step_id", None)
@@ -356,6 +359,7 @@ class PostgresStore(AlertDeliveries):
         """Running runs with an unexpired lease whose same-host holder process is gone, locked for this claim."""
         rows = cur.execute(
             f"SELECT id, holder FROM runs WHERE state = 'running' AND holder IS NOT NULL AND lease_expires_at >= {NOW}"
+            " AND parent_run_id IS NULL"
         ).fetchall()
         dead = [r["id"] for r in rows if is_alive(Holder.model_validate(r["holder"])) is False][:limit]
         if not dead:

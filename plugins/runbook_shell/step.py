@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ProcessResult", "ShellConfig", "ShellStep", "run_process"]
 
 DEFAULT_MAX_OUTPUT = 1024 * 1024
+_MASK_SLACK = 4096  # bytes read past max_output so a secret cut by the cap is still recognised and masked
 # Params are exported to scripts under their own names; these would change how the shell itself behaves.
 _PROTECTED_ENV = {"PATH", "HOME", "SHELL", "IFS", "ENV", "BASH_ENV", "PS4", "CDPATH", "USER", "PWD", "SHELLOPTS"}
 
@@ -69,9 +71,14 @@ def _capture_fd() -> int:
         return fd
 
 
-def _read(fd: int, cap: int) -> tuple[str, bool]:
-    data = os.pread(fd, cap + 1, 0)
-    return data[:cap].decode("utf-8", "replace"), len(data) > cap
+def _read(fd: int, cap: int, ctx: Context | None) -> tuple[str, bool]:
+    # Read a little past the cap and mask secrets before cutting: a secret straddling the cut must not
+    # leave its first half in the stored output.
+    data = os.pread(fd, cap + _MASK_SLACK, 0)
+    text = data.decode("utf-8", "replace")
+    if ctx is not None and ctx.redactor:
+        text = ctx.redactor.text(text)
+    return text[:cap], len(data) > cap
 
 
 class _Child:
@@ -151,10 +158,16 @@ def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: str | None, stdi
         cwd=cwd, env=env, start_new_session=True, close_fds=True,
     )  # fmt: skip
     if stdin is not None and popen.stdin is not None:
-        with contextlib.suppress(BrokenPipeError):
-            popen.stdin.write(stdin.encode())
-            popen.stdin.close()
+        # From a thread: a large input must not block before the timeout and cancellation are in place.
+        threading.Thread(target=_feed, args=(popen.stdin, stdin.encode()), name="runbook-stdin", daemon=True).start()
     return _Child(popen.pid, popen)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the command exited or was stopped before reading it all
+        pipe.write(data)
+    with contextlib.suppress(OSError, ValueError):
+        pipe.close()
 
 
 def _kill_group(proc: _Child, grace: float) -> None:
@@ -207,6 +220,8 @@ def run_process(
 ) -> ProcessResult:
     """Run ``argv`` in its own process group with bounded output capture (``what()`` names it in a timeout error)."""
     started = time.monotonic()
+    if cwd is not None and not os.path.isdir(cwd):
+        raise StepFailed(f"working directory {cwd!r} does not exist")
     out, err = _capture_fd(), _capture_fd()
     try:
         try:
@@ -232,8 +247,8 @@ def run_process(
                 _kill_group(proc, kill_grace)
         if ctx is not None:
             ctx.raise_if_cancelled()
-        stdout, t1 = _read(out, max_output)
-        stderr, t2 = _read(err, max_output)
+        stdout, t1 = _read(out, max_output, ctx)
+        stderr, t2 = _read(err, max_output, ctx)
     finally:
         os.close(out)
         os.close(err)

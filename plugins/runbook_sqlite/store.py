@@ -13,8 +13,8 @@ import json
 import os
 import sqlite3
 import threading
-import weakref
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -362,17 +362,17 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ leases
 
-    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive) -> Lease:
+    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive, take_lock: bool = True) -> Lease:
         """See :meth:`Store.acquire`."""
         now = time.time()
         with self._tx() as c:
             row = c.execute(f"{_RUNS} WHERE runs.id=?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
-            return self._lease(c, self._run(row), holder, ttl, now, force=force, is_alive=is_alive)
+            return self._lease(c, self._run(row), holder, ttl, now, force=force, is_alive=is_alive, take_lock=take_lock)
 
     def _lease(self, c: sqlite3.Connection, run: RunRecord, holder: Holder, ttl: float, now: float, *,
-               force: bool, is_alive: IsAlive) -> Lease:  # fmt: skip
+               force: bool, is_alive: IsAlive, take_lock: bool = True) -> Lease:  # fmt: skip
         prev, took_over = run.holder, None
         if prev is not None and prev != holder:
             live = run.lease_expires_at is not None and run.lease_expires_at > now
@@ -385,7 +385,7 @@ class SQLiteStore(Store):
                 took_over = f"forced takeover from {prev.label()}"
             else:
                 raise LeaseHeld(run.id, prev.label(), (run.lease_expires_at or now) - now)
-        if run.lock_key is not None and run.state in ACTIVE_STATES | {RunState.FAILED}:
+        if take_lock and run.lock_key is not None and run.state in ACTIVE_STATES | {RunState.FAILED}:
             self._take_lock(c, run.lock_key, run.id)
         fence = run.fence + 1
         c.execute("UPDATE runs SET holder=?, lease_expires_at=?, fence=? WHERE id=?", (holder.model_dump_json(), now + ttl, fence, run.id))
@@ -461,7 +461,7 @@ class SQLiteStore(Store):
                 raise RunNotFound(run_id)
             if column is not None:
                 c.execute(f"UPDATE runs SET {column}, updated_at=? WHERE id=?", (now, run_id))
-            if kind in ("approve", "deny", "cancel"):
+            if kind in ("approve", "deny", "cancel", "wake"):
                 c.execute("UPDATE runs SET wake_at=? WHERE id=? AND state='waiting'", (now, run_id))
             payload = {"reason": reason, **(data or {})}
             step_id = payload.pop("step_id", None)
@@ -476,14 +476,15 @@ class SQLiteStore(Store):
         with self._tx() as c:
             # a run with a live lease is someone's (possibly this holder's own earlier claim): never claimed again
             rows = c.execute(
-                f"{_RUNS} WHERE (holder IS NULL OR lease_expires_at < ?) AND ("
-                " state IN ('queued', 'running')"
-                " OR (state='waiting' AND wake_at IS NOT NULL AND wake_at <= ?)"
+                f"{_RUNS} WHERE (holder IS NULL OR lease_expires_at < ?) AND parent_run_id IS NULL AND ("
+                " state = 'running' OR (state = 'queued' AND pause_requested = 0)"
+                " OR (state='waiting' AND wake_at IS NOT NULL AND wake_at <= ? AND pause_requested = 0)"
                 " OR (state IN ('paused', 'waiting', 'interrupted') AND cancel_requested=1))"
                 " ORDER BY created_at LIMIT ?",
                 (now, now, limit * 4 + 8),
             ).fetchall()
-            running = c.execute(f"{_RUNS} WHERE state='running' AND holder IS NOT NULL AND lease_expires_at >= ?", (now,)).fetchall()
+            running = c.execute(f"{_RUNS} WHERE state='running' AND holder IS NOT NULL AND lease_expires_at >= ? AND parent_run_id IS NULL",
+                                (now,)).fetchall()  # fmt: skip
             candidates = [self._run(r) for r in rows]
             candidates += [r for r in map(self._run, running) if r.holder is not None and is_alive(r.holder) is False]
             for run in candidates:

@@ -14,8 +14,12 @@ __all__ = ["check_decision"]
 
 
 def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, actor: str, approve: bool,
-                   step_id: str | None) -> str:  # fmt: skip
-    """The approval step the decision applies to; raises if the decision is not allowed."""
+                   step_id: str | None) -> tuple[str, str]:  # fmt: skip
+    """(run id, step id) of the approval the decision applies to; raises if the decision is not allowed.
+
+    When the waiting step is a sub-runbook that waits for an approval, the decision goes to that run's step
+    (the parent's ``next`` names the parent run, which is what a human has at hand).
+    """
     verb = "approve" if approve else "deny"
     if run.state not in (RunState.WAITING, RunState.RUNNING, RunState.PAUSED):
         raise InvalidState(run.id, str(run.state), f"{verb} it (nothing is waiting for approval)")
@@ -27,6 +31,10 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
     if not waiting:
         raise InvalidState(run.id, str(run.state), f"{verb} it: no step is waiting for approval")
     rec = waiting[0]
+    child_id = (rec.data.get("state") or {}).get("child_run_id")
+    if child_id and rec.data.get("gate") != "pending":
+        child = engine.store.get_run(child_id)
+        return check_decision(engine, child, engine.store.get_steps(child_id), actor=actor, approve=approve, step_id=None)
     if rec.data.get("gate") == "pending":
         config = (run.options.get("gates") or {}).get(rec.step_id, {})
     else:
@@ -41,4 +49,4 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
     earlier = engine.store.events(run.id, after=since, types=("request.approve", "request.deny"))
     if any(e.actor == actor and e.step_id == rec.step_id for e in earlier):
         raise UsageError(f"{actor} already decided on step '{rec.step_id}' of run {run.id}")
-    return rec.step_id
+    return run.id, rec.step_id

@@ -10,7 +10,7 @@ from runner.engine.execution import DriveOptions, Execution
 from runner.engine.holder import current_holder, is_alive
 from runner.engine.runtime import new_run_id
 from runner.engine.views import CommandHint, RunView, build_view
-from runner.errors import InvalidState, ParamsError, PolicyDenied, RunNotFound, UsageError
+from runner.errors import InvalidState, ParamsError, PolicyDenied, RunNotFound, UsageError, ValidationError
 from runner.params import validate_params
 from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
 
@@ -61,6 +61,8 @@ class Engine:
 
     def resolve_id(self, run_id: str) -> str:
         """Full run id for ``run_id`` or an unambiguous prefix of it (at least 6 characters)."""
+        if run_id.isalnum():
+            run_id = run_id.upper()  # ULIDs are case-insensitive; they are stored upper-case
         if len(run_id) == 26:
             return run_id
         if len(run_id) >= 6:
@@ -81,16 +83,29 @@ class Engine:
         try:
             return self.catalog.get(run.runbook)
         except RunbookNotFound:
+            broken = [p for p in self.catalog.problems if p.file == run.file]
+            if broken:  # the runbook is still there but an edit broke it: say so rather than run the old version
+                raise ValidationError(broken) from None
             spec = RunbookSpec.model_validate(run.spec)
+            self.notices.append(f"runbook '{run.runbook}' is no longer in the catalog; running the snapshot stored with run {run.id}")
             return LoadedRunbook(spec, f"{run.file} (snapshot stored with the run)", build_params_model(spec.name, spec.params), self.host.step_types)
 
     def view(self, run_id: str) -> RunView:
         """The run's current view, with ``next`` spelled for this engine's caller."""
         run = self.store.get_run(run_id)
-        gone = run.state == RunState.RUNNING and run.holder is not None and is_alive(run.holder) is False
+        gone = run.state == RunState.RUNNING and self._holder_gone(run)
         return build_view(run, self.store.get_steps(run_id), self.hint, holder_gone=gone)
 
     status = view
+
+    @staticmethod
+    def _holder_gone(run: RunRecord) -> bool:
+        """No live executor holds this run: none recorded, its process is gone, or its lease expired."""
+        if run.holder is None:
+            return True
+        if run.lease_expires_at is not None and run.lease_expires_at < time.time():
+            return True
+        return is_alive(run.holder) is False
 
     # ------------------------------------------------------------------ starting
 
@@ -210,7 +225,8 @@ class Engine:
             raise InvalidState(run.id, str(run.state), "cancel it")
         why = reason or f"cancelled by {actor}"
         self.store.request(run_id, "cancel", actor=actor, reason=why)
-        if run.state != RunState.RUNNING or (run.holder is not None and is_alive(run.holder) is False):
+        self.cancel_children(run_id, why)  # a sub-runbook in flight stops now, not when its parent next looks
+        if run.state != RunState.RUNNING or self._holder_gone(run):
             self._settle(run_id, RunState.CANCELLED, why, actor)
         return self.view(run_id)
 
@@ -219,9 +235,15 @@ class Engine:
         from runner.errors import LeaseHeld
 
         try:
-            lease = self.store.acquire(run_id, self.holder, self.lease_ttl, force=False, is_alive=is_alive)
+            lease = self.store.acquire(run_id, self.holder, self.lease_ttl, force=False, is_alive=is_alive, take_lock=False)
         except LeaseHeld:
             return  # an executor holds it: it sees the request at its next boundary
+        settleable = {RunState.QUEUED, RunState.WAITING, RunState.INTERRUPTED, RunState.RUNNING}
+        if state == RunState.CANCELLED:
+            settleable |= {RunState.PAUSED, RunState.FAILED}
+        if lease.previous_state not in settleable:  # finished (or paused) in the meantime: leave it as it is
+            self.store.release(lease)
+            return
         try:
             cols: dict[str, Any] = {"state": state, "reason": reason}
             if state == RunState.CANCELLED:
@@ -246,9 +268,13 @@ class Engine:
 
         run = self.store.get_run(run_id)
         steps = self.store.get_steps(run_id)
-        step = check_decision(self, run, steps, actor=actor, approve=approve, step_id=step_id)
-        self.store.request(run_id, "approve" if approve else "deny", actor=actor, reason=comment or ("approved" if approve else "denied"),
-                           data={"step_id": step, "comment": comment})  # fmt: skip
+        target_run, step = check_decision(self, run, steps, actor=actor, approve=approve, step_id=step_id)
+        kind = "approve" if approve else "deny"
+        self.store.request(target_run, kind, actor=actor, reason=comment or f"{kind}d", data={"step_id": step, "comment": comment})
+        parent = self.store.get_run(target_run).parent_run_id
+        while parent is not None:  # sub-runbook runs are driven by their parent: wake the whole chain for workers
+            self.store.request(parent, "wake", actor=actor, reason=f"{kind}d in sub-runbook run {target_run}")
+            parent = self.store.get_run(parent).parent_run_id
         return self.view(run_id)
 
     # ------------------------------------------------------------------ sub-runbooks
@@ -270,7 +296,8 @@ class Engine:
             return self.view(child_id).model_dump(mode="json")
         if child.state == RunState.WAITING and child.wake_at is None and not self._has_decisions(child):
             return self.view(child_id).model_dump(mode="json")
-        opts = DriveOptions(deadline=exe.opts.deadline, retry_failed=retry, actor=exe.opts.actor, wait_in_process=exe.opts.wait_in_process)
+        in_process = exe.opts.wait_in_process and exe.opts.max_steps is None  # `step`/--max-steps never sleep in a child
+        opts = DriveOptions(deadline=exe.opts.deadline, retry_failed=retry, actor=exe.opts.actor, wait_in_process=in_process)
         return self.drive(child_id, opts).model_dump(mode="json")
 
     def _has_decisions(self, run: RunRecord) -> bool:

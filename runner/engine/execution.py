@@ -12,7 +12,17 @@ from runner.context import Context
 from runner.engine.probes import Prober
 from runner.engine.runtime import Heartbeat, ParamValues, Resources
 from runner.engine.steprunner import StepRunner, Unit
-from runner.errors import CancelRequested, Interrupted, LeaseLost, RunbookChanged, UsageError
+from runner.errors import (
+    CancelRequested,
+    Interrupted,
+    LeaseLost,
+    RunbookChanged,
+    RunControl,
+    SecretError,
+    StepFailed,
+    StoreError,
+    UsageError,
+)
 from runner.params import validate_params
 from runner.secrets import Redactor, SecretResolver, SecretsView
 from runner.store.records import DONE_STEP_STATES, Event, Flags, NewEvent, RunState, StepPatch, StepRecord, StepState
@@ -144,10 +154,15 @@ class Execution:
     def drive(self) -> None:
         """Run until the run finishes, fails, waits, pauses or is stopped."""
         try:
-            begin = self._prepare()
+            begin = self._prepare()  # bad input (params, edits) raises here, before anything is written
             with Heartbeat(self.store, self.lease, self._on_flags, self._on_lost, interval=min(1.0, self.lease.ttl / 3)):
                 self.commit(*begin)
-                self._loop()
+                try:
+                    self._loop()
+                except (RunControl, LeaseLost, StoreError):
+                    raise
+                except Exception as exc:  # a bug or an unexpected error: the run fails, clearly, never stays "running"
+                    self._finish_broken(exc)
         except CancelRequested as exc:
             self._finish_stopped(RunState.CANCELLED, exc.reason or "cancelled")
         except Interrupted as exc:
@@ -179,7 +194,9 @@ class Execution:
             if rec.state in DONE_STEP_STATES:
                 self._record_output(rec)
         cancel = self.run.cancel_requested
-        run_cols.update(state=RunState.RUNNING, reason="", pause_requested=False, wake_at=None)
+        run_cols.update(state=RunState.RUNNING, reason="", wake_at=None)
+        if self.lease.previous_state == RunState.PAUSED:
+            run_cols["pause_requested"] = False  # resuming is the answer to that pause; a newer one still counts
         if cancel:
             run_cols["cancel_requested"] = True
         return events, run_cols, [StepPatch.of(r) for r in patches.values()]
@@ -189,11 +206,15 @@ class Execution:
 
         (Lazily, a step that prints the environment before the first template uses a secret would show it.)
         """
+        # Best effort: a secret that cannot be resolved has no value to leak; a step that uses it fails with
+        # the clear error when its template is rendered.
         for name in self.spec.secrets:
-            self.secrets_view[name]
+            with contextlib.suppress(SecretError):
+                self.secrets_view[name]
         for name, spec in self.spec.params.items():
             if spec.secret and self.run.params.get(name) is not None:
-                self.param_values[name]
+                with contextlib.suppress(SecretError):
+                    self.param_values[name]
 
     def _loop(self) -> None:
         steps = self.spec.steps
@@ -206,6 +227,11 @@ class Execution:
                 continue
             if rec.state == StepState.UNKNOWN or _has_unknown_target(rec):
                 self._wait_for_decision(step, rec)
+                return
+            if rec.state in (StepState.FAILED, StepState.BLOCKED):
+                # Its failure was recorded but the run's was not (a crash during rollback): finish failing;
+                # the action never runs again without a --retry decision.
+                self._fail(step, rec)
                 return
             stop = self._boundary(step, rec)
             if stop is not None:
@@ -249,7 +275,10 @@ class Execution:
         if step.targets is not None:
             from runner.engine.fanout import FanOut
 
-            return FanOut(self, step, rec).run()
+            try:
+                return FanOut(self, step, rec).run()
+            except (StepFailed, UsageError) as exc:  # targets that cannot be rendered or resolved
+                return runner._finish(Unit(step, rec), [], StepState.FAILED, self.redactor.text(str(exc)))
         return runner.run(Unit(step, rec))
 
     # ------------------------------------------------------------------ boundaries
@@ -322,6 +351,18 @@ class Execution:
         from runner.engine.rollback import rollback_steps
 
         return rollback_steps(self, failed)
+
+    def _finish_broken(self, exc: Exception) -> None:
+        import logging
+
+        reason = self.redactor.text(f"internal error: {type(exc).__name__}: {exc}")
+        logging.getLogger("runbook.engine").error("run %s: %s", self.run.id, reason)
+        for rec in self.steps.values():
+            if rec.state == StepState.RUNNING:
+                rec.state, rec.reason, rec.finished_at = StepState.FAILED, reason, time.time()
+        failed = [StepPatch.of(r) for r in self.steps.values() if r.reason == reason]
+        self.commit([NewEvent("run.failed", data={"reason": reason})],
+                    {"state": RunState.FAILED, "reason": reason, "finished_at": time.time()}, failed)  # fmt: skip
 
     def _finish_stopped(self, state: RunState, reason: str) -> None:
         now = time.time()
@@ -407,6 +448,7 @@ class Execution:
             rec.state, rec.reason = new_state, f"{'retry' if action == 'retry' else 'skipped'} decided by {actor}"
             if action == "retry":
                 rec.attempts = 0
+                _reset_local_state(rec)
             rec.data.pop("phase", None)
             for name in targets:
                 rec.data["targets"][name].update(state=str(new_state), reason=rec.reason)
@@ -419,6 +461,7 @@ class Execution:
                         rec.data["targets"][t].update(state="pending", reason="retry requested", attempts=0)
                     rec.state, rec.reason, rec.attempts = StepState.PENDING, f"retry requested by {actor}", 0
                     rec.data.pop("phase", None)
+                    _reset_local_state(rec)
                     events.append(NewEvent("step.decision", step_id=rec.step_id, actor=actor or None, data={"decision": "retry"}))
                     patches[rec.step_id] = rec
 
@@ -442,6 +485,7 @@ class Execution:
     def make_ctx(self, unit: Unit, attempt: int, timeout: float | None) -> Context:
         """A context for one action of ``unit``."""
         ctx = Context(
+            release=self.forget_ctx,
             run_id=self.run.id, runbook=self.spec.name, step_id=unit.step.id, attempt=attempt, params=self.params_obj,
             param_values=self.param_values, outputs=self.outputs, settings=self.engine.settings, secrets=self.secrets_view,
             redactor=self.redactor, services=self, started_by=self.run.started_by,
@@ -486,7 +530,7 @@ class Execution:
 
     def can_wait_in_process(self, wait: Wait) -> bool:
         """Whether to sleep until ``wait.not_before`` here rather than leave the run waiting."""
-        if wait.kind == "approval" or not self.opts.wait_in_process or self.opts.max_steps is not None:
+        if wait.kind in ("approval", "decision") or not self.opts.wait_in_process or self.opts.max_steps is not None:
             return False
         if self.stop or self.flags.pause_requested:
             return False
@@ -590,6 +634,15 @@ def _diff(old: Any, new: Any, path: str = "") -> list[str]:
     if new is None:
         return [f"{path or 'step'} removed"]
     return [f"{(path or 'step').removeprefix('action.config.')}: {old!r} -> {new!r}"]
+
+
+def _reset_local_state(rec: StepRecord) -> None:
+    """Forget what a step type kept between polls (expired approvals, wait deadlines) for a fresh attempt;
+    keep the link to a sub-runbook's run, which the retry continues."""
+    kept = {k: v for k, v in (rec.data.get("state") or {}).items() if k == "child_run_id"}
+    rec.data["state"] = kept
+    for key in ("gate", "gate_state", "wait_kind"):
+        rec.data.pop(key, None)
 
 
 def _recovery_decision(step: Step, rec: StepRecord) -> str:

@@ -38,10 +38,11 @@ def _stat(pid: int) -> tuple[str, int] | None:
 
 
 def current_holder(kind: str = "cli") -> Holder:
-    """The holder identity of this process."""
+    """A new executor identity in this process (each engine gets its own ``token``)."""
     pid = os.getpid()
     stat = _stat(pid)
-    return Holder(host=socket.gethostname(), boot_id=_boot_id(), pid=pid, start_time=stat[1] if stat else 0, kind=kind)
+    return Holder(host=socket.gethostname(), boot_id=_boot_id(), pid=pid, start_time=stat[1] if stat else 0, kind=kind,
+                  token=os.urandom(4).hex())  # fmt: skip
 
 
 def is_alive(holder: Holder) -> bool | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel
 from runner.context import Context
 from runner.engine.probes import Prober
 from runner.engine.runtime import ParamValues, Resources
-from runner.errors import StepFailed, UsageError
+from runner.errors import SecretError, StepFailed, UsageError
 from runner.params import validate_params
 from runner.secrets import Redactor, SecretResolver, SecretsView
 
@@ -85,11 +86,13 @@ def plan(engine: Engine, name: str, params: dict[str, Any], *, trigger: dict[str
         "run": {"id": None, "runbook": name, "started_by": engine.settings.actor, "trigger": trigger},
         "alert": (trigger or {}).get("alert"), "target": None,
     }  # fmt: skip
-    for secret in rb.spec.secrets:  # resolved (and so masked) before any probe runs
-        tctx["secrets"][secret]
+    for secret in rb.spec.secrets:  # resolved (and so masked) before any probe runs; unresolvable ones hold no value
+        with contextlib.suppress(SecretError):
+            tctx["secrets"][secret]
     for pname, spec in rb.spec.params.items():
         if spec.secret and values.get(pname) is not None:
-            tctx["params"][pname]
+            with contextlib.suppress(SecretError):
+                tctx["params"][pname]
     resources = Resources()
     services = _PlanServices(prober, tctx, resources)
 

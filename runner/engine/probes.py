@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError as PydanticValidationError
 
 from runner.engine.expect import evaluate
-from runner.errors import StepFailed
+from runner.errors import RunControl, StepFailed, UsageError
 from runner.steptypes import ActionResult, StepType, Wait
 
 if TYPE_CHECKING:
@@ -25,14 +25,16 @@ __all__ = ["Prober", "evidence_of"]
 SNIPPET = 512
 
 
-def _snippet(text: str | None) -> str | None:
+def _snippet(text: str | None, redact: Callable[[str], str]) -> str | None:
     if text is None:
         return None
+    text = redact(text)  # mask first: a secret cut in two by the snippet would otherwise show its first half
     return text if len(text) <= SNIPPET else text[:SNIPPET] + f"... ({len(text)} chars)"
 
 
-def evidence_of(result: ActionResult | None, holds: bool, why: str, **extra: Any) -> dict[str, Any]:
-    """Compact, JSON-ready record of what a probe or action saw."""
+def evidence_of(result: ActionResult | None, holds: bool, why: str, *, redact: Callable[[str], str] = str,
+                **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """Compact, JSON-ready record of what a probe or action saw (``redact`` masks secrets before cutting)."""
     ev: dict[str, Any] = {"holds": holds, "detail": why, **extra}
     if result is not None:
         for key in ("exit_code", "status"):
@@ -40,7 +42,7 @@ def evidence_of(result: ActionResult | None, holds: bool, why: str, **extra: Any
             if value is not None:
                 ev[key] = value
         for key in ("stdout", "stderr", "body"):
-            snippet = _snippet(getattr(result, key))
+            snippet = _snippet(getattr(result, key), redact)
             if snippet:
                 ev[key] = snippet
         if result.duration is not None:
@@ -96,11 +98,20 @@ class Prober:
                 except StepFailed as exc:
                     evidence.append({"kind": kind, "index": i, "check": label, "holds": False, "detail": self.redactor.text(str(exc))})
                     holds = False
+                except (UsageError, RunControl):
+                    raise  # a template or secret error is the runbook's; cancellation is the run's
+                except Exception as exc:  # e.g. a NUL byte in an argument: the probe could not run, so it does not hold
+                    detail = self.redactor.text(f"{type(exc).__name__}: {exc}")
+                    evidence.append({"kind": kind, "index": i, "check": label, "holds": False, "detail": detail})
+                    holds = False
                 else:
                     if isinstance(result, Wait):
                         raise StepFailed(f"step type '{check.type}' cannot be used as a check: it waits")
                     holds, why = evaluate(check.expect, step_type.default_expect, result)
-                    evidence.append(self.redactor.value({"kind": kind, "index": i, "check": label, **evidence_of(result, holds, why)}))
+                    evidence.append(self.redactor.value({"kind": kind, "index": i, "check": label,
+                                                         **evidence_of(result, holds, why, redact=self.redactor.text)}))  # fmt: skip
+                finally:
+                    ctx.release()
             if not holds and all_of:
                 return False, evidence
         return True, evidence

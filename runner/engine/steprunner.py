@@ -144,7 +144,7 @@ class StepRunner:
             if result is not None:
                 held, why = evaluate(step.expect, step_type.default_expect, result)
                 output = self.exe.redactor.value(result.as_output())
-                evidence = self.exe.redactor.value(evidence_of(result, held, why))
+                evidence = self.exe.redactor.value(evidence_of(result, held, why, redact=self.exe.redactor.text))
             else:
                 held, why, output, evidence = False, failure or "failed", None, {"holds": False, "detail": failure}
             if held:
@@ -193,8 +193,11 @@ class StepRunner:
             self.exe.save(unit, [unit.event("step.waiting", data, attempt=rec.attempts)] if first else [])
         if wait.kind == "paused":
             return StepState.PENDING  # a sub-runbook stopped at a boundary: this run pauses too
-        if self.exe.can_wait_in_process(wait) and not self.exe.sleep_until(wait.not_before):
-            return None
+        if self.exe.can_wait_in_process(wait):
+            if not self.exe.sleep_until(wait.not_before):
+                return None  # poll again
+            if self.exe.stop or self.exe.flags.pause_requested:
+                return StepState.PENDING  # a pause or a signal cut the wait short: the run stops at this boundary
         return StepState.WAITING
 
     # ------------------------------------------------------------------ verification

@@ -91,8 +91,12 @@ class Store(ABC):
     # ------------------------------------------------------------------ leases and fenced writes
 
     @abstractmethod
-    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive) -> Lease:
-        """Take the run's lease (and its lock key); raises LeaseHeld / LockHeld / RunNotFound."""
+    def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive, take_lock: bool = True) -> Lease:
+        """Take the run's lease (and, with ``take_lock``, its lock key); raises LeaseHeld / LockHeld / RunNotFound.
+
+        ``take_lock=False`` is for settling a run without executing it (cancelling a failed run whose lock key
+        another run holds by now must still work).
+        """
 
     @abstractmethod
     def renew(self, lease: Lease) -> Flags:
@@ -125,14 +129,17 @@ class Store(ABC):
     @abstractmethod
     def request(self, run_id: str, kind: str, *, actor: str, reason: str, data: dict[str, Any] | None = None) -> Event:
         """Record an outside request: ``pause`` / ``cancel`` set their flags; ``approve`` / ``deny``
-        record a decision for a step (``data`` names it). ``approve``, ``deny`` and ``cancel`` wake a
+        record a decision for a step (``data`` names it). ``approve``, ``deny``, ``cancel`` and ``wake`` wake a
         waiting run (``wake_at = now``) so a worker acts on them."""
 
     # ------------------------------------------------------------------ workers
 
     @abstractmethod
     def claim(self, holder: Holder, ttl: float, *, is_alive: IsAlive, limit: int = 1) -> list[Lease]:
-        """Lease up to ``limit`` runnable runs: queued, waiting and due, or running with a dead holder."""
+        """Lease up to ``limit`` runnable runs: queued, waiting and due, or running with a dead holder.
+
+        Never a sub-runbook's run (its parent drives it) and never a queued or waiting run someone asked to pause.
+        """
 
     @abstractmethod
     def queue_depth(self) -> int:

@@ -77,6 +77,8 @@ class Holder(BaseModel):
     pid: int
     start_time: int = 0
     kind: str = "cli"
+    token: str = ""
+    """Distinguishes executors in one process (each engine has its own): one never takes over another's live lease."""
 
     def label(self) -> str:
         """``cli pid 4242 on web1``."""
