@@ -3,10 +3,12 @@
 Safe by default: a timeout always applies (10 s connect and read unless set),
 the response body is read up to ``max_response_bytes`` (1 MiB) and no further,
 proxies and certificates are never taken from the environment
-(``trust_env=False``), redirects are not followed unless asked, an optional
-host allow-list (the step's ``allowed_hosts`` and the operator's
-``RUNBOOK_HTTP_ALLOWED_HOSTS``) is enforced for every request including
-redirects, and a URL that contains a secret value is refused. See docs/http.md.
+(``trust_env=False``), redirects are not followed unless asked (and then the
+step's headers stay on the original origin), an optional host allow-list (the
+step's ``allowed_hosts`` and the operator's ``RUNBOOK_HTTP_ALLOWED_HOSTS``) is
+enforced for every request including redirects, a URL that contains a secret
+value is refused, and so is a secret sent to a host chosen by a template unless
+an allow-list pins it. See docs/http.md.
 
 httpx is imported only when a request is made.
 """

@@ -1,22 +1,28 @@
-"""Checks made before a request leaves: host allow-lists and secrets in URLs; ``Retry-After`` parsing."""
+"""Checks made before a request leaves: host allow-lists, secrets in URLs, secrets sent to a templated host;
+``Retry-After`` parsing."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from runner.errors import HTTPStepError
+from runner.steptypes import is_template
 
 if TYPE_CHECKING:
     from runner.secrets import Redactor
 
-__all__ = ["ENV_ALLOWED_HOSTS", "HostPolicy", "display_url", "parse_retry_after", "refuse_secret_in_url"]
+__all__ = [
+    "ENV_ALLOWED_HOSTS", "HostPolicy", "carries_secret", "display_url", "parse_retry_after", "refuse_secret_in_url",
+    "refuse_secret_to_templated_host", "templated_origin",
+]  # fmt: skip
 
 ENV_ALLOWED_HOSTS = "RUNBOOK_HTTP_ALLOWED_HOSTS"
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
 
 def display_url(url: str, redactor: Redactor | None = None) -> str:
@@ -46,6 +52,55 @@ def refuse_secret_in_url(method: str, url: str, redactor: Redactor) -> None:
             )
 
 
+def templated_origin(url: str) -> bool:
+    """True if a template in ``url`` (as written, before rendering) can change its scheme, host or port.
+
+    The origin is literal only when the text before the first template marker already holds
+    ``scheme://authority`` and the ``/``, ``?`` or ``#`` that ends it: Jinja copies that text verbatim. A
+    backslash does not end the authority here (``https://lb\\{{ x }}`` can render to ``...\\@evil/``).
+    """
+    found = [i for i in (url.find(marker) for marker in _TEMPLATE_MARKERS) if i >= 0]
+    if not found:
+        return False
+    literal = url[: min(found)]
+    scheme_end = literal.find("://")
+    if scheme_end <= 0:
+        return True
+    authority = literal[scheme_end + 3 :]
+    end = next((i for i, ch in enumerate(authority) if ch in "/?#"), -1)
+    return end <= 0  # no end before the template, or an empty host
+
+
+def carries_secret(redactor: Redactor, texts: Iterable[str]) -> bool:
+    """True if any of ``texts`` (header names and values, the body, the URL) holds a value ``redactor`` masks."""
+    return bool(redactor) and any(redactor.text(text) != text for text in texts)
+
+
+def refuse_secret_to_templated_host(method: str, url: str, raw: Mapping[str, Any] | None, policy: HostPolicy,
+                                    redactor: Redactor) -> None:  # fmt: skip
+    """Raise if a request carrying a secret goes to a host a template chose and no allow-list pins it.
+
+    Whoever may start a run chooses the params: with ``url: "{{ params.lb_url }}/..."`` and a bearer token
+    they could send the token to their own server. ``raw`` is the step's config as written (``ctx.raw_config``);
+    the caller has already found a secret in the request.
+    """
+    raw_url = raw.get("url") if raw is not None else None
+    if not isinstance(raw_url, str) or not templated_origin(raw_url) or policy.pinned(raw):
+        return
+    shown = display_url(url, redactor)
+    try:
+        host = redactor.text(urlsplit(url).hostname or "?")
+    except ValueError:
+        host = "?"
+    raise HTTPStepError(
+        f"{method} {shown}: the request carries a secret and its host '{host}' comes from a template; "
+        "refusing to send it (nothing was sent)",
+        hint=f"whoever starts the run could point it at their own server: pin the hosts this step may reach with "
+        f"`allowed_hosts: [{host}]` in the step (or the operator with {ENV_ALLOWED_HOSTS}={host}), "
+        "or write the host literally in `url`",
+    )
+
+
 def _parse_entry(entry: str) -> tuple[str, int | None]:
     entry = entry.strip().lower()
     if entry.startswith("["):  # [v6]:port
@@ -73,11 +128,25 @@ class HostPolicy:
     def __init__(self, step_hosts: Iterable[str] | None, env: str | None = None) -> None:
         raw_env = os.environ.get(ENV_ALLOWED_HOSTS, "") if env is None else env
         self.lists: list[tuple[str, list[str]]] = []
-        env_hosts = [h.strip() for h in raw_env.split(",") if h.strip()]
-        if env_hosts:
-            self.lists.append((ENV_ALLOWED_HOSTS, env_hosts))
-        if step_hosts is not None:
-            self.lists.append(("the step's allowed_hosts", [h for h in step_hosts if h.strip()]))
+        self.env_hosts = [h.strip() for h in raw_env.split(",") if h.strip()]
+        if self.env_hosts:
+            self.lists.append((ENV_ALLOWED_HOSTS, self.env_hosts))
+        self.step_hosts = None if step_hosts is None else [h for h in step_hosts if h.strip()]
+        if self.step_hosts is not None:
+            self.lists.append(("the step's allowed_hosts", self.step_hosts))
+
+    def pinned(self, raw: Mapping[str, Any] | None) -> bool:
+        """True if a list in force was written by someone other than the run's starter.
+
+        The operator's list always counts; the step's counts unless one of its entries, as written in ``raw``
+        (the unrendered config), is a template: a param could then allow any host it likes.
+        """
+        if self.env_hosts:
+            return True
+        if self.step_hosts is None:
+            return False
+        written = raw.get("allowed_hosts") if raw is not None else None
+        return not (isinstance(written, list) and any(is_template(h) for h in written))
 
     def check(self, method: str, scheme: str, host: str, port: int | None, shown_url: str) -> None:
         """Raise :class:`HTTPStepError` naming the host if a list in force does not allow it."""

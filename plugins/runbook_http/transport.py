@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from runbook_http.guards import HostPolicy, display_url, parse_retry_after, refuse_secret_in_url
+from runbook_http.guards import (
+    HostPolicy,
+    carries_secret,
+    display_url,
+    parse_retry_after,
+    refuse_secret_in_url,
+    refuse_secret_to_templated_host,
+)  # fmt: skip
+from runbook_http.redirects import MAX_REDIRECTS, next_hop
 from runner.errors import HTTPStepError
 
 if TYPE_CHECKING:
@@ -103,8 +111,9 @@ def _client(config: HttpConfig, policy: HostPolicy, ctx: Context) -> httpx.Clien
     def check_host(request: httpx.Request) -> None:  # runs for every request, redirects included
         policy.check(request.method, request.url.scheme, request.url.host, request.url.port, display_url(str(request.url), ctx.redactor))
 
+    # Redirects are followed by _once, not httpx: httpx would send our custom headers to any origin.
     return httpx.Client(
-        timeout=_timeout(config, ctx), follow_redirects=config.follow_redirects, verify=_verify(config), trust_env=False,
+        timeout=_timeout(config, ctx), follow_redirects=False, verify=_verify(config), trust_env=False,
         event_hooks={"request": [check_host]},
     )  # fmt: skip
 
@@ -149,6 +158,8 @@ def send(config: HttpConfig, request: Request, ctx: Context) -> tuple[Response, 
     """Send ``request`` (retrying as ``config.retry_on`` says); (response, seconds taken)."""
     refuse_secret_in_url(request.method, request.url, ctx.redactor)
     policy = HostPolicy(config.allowed_hosts)
+    if carries_secret(ctx.redactor, _texts(request)):
+        refuse_secret_to_templated_host(request.method, request.url, ctx.raw_config, policy, ctx.redactor)
     started = time.monotonic()
     with map_httpx_errors(request.method, request.shown, config.timeouts(), ctx):
         u = httpx.URL(request.url)
@@ -156,6 +167,12 @@ def send(config: HttpConfig, request: Request, ctx: Context) -> tuple[Response, 
         with _client(config, policy, ctx) as client:
             response = _with_retries(client, config, request, ctx)
     return response, time.monotonic() - started
+
+
+def _texts(request: Request) -> list[str]:
+    """Everything of ``request`` that goes on the wire as text: URL, header names and values, body."""
+    body = request.content.decode("utf-8", "replace") if request.content else ""
+    return [request.url, body, *request.headers, *request.headers.values()]
 
 
 def _with_retries(client: httpx.Client, config: HttpConfig, request: Request, ctx: Context) -> Response:
@@ -190,25 +207,38 @@ def _pause(ctx: Context, retry: HttpRetry, attempt: int, retry_after: float | No
 
 
 def _once(client: httpx.Client, request: Request, config: HttpConfig, ctx: Context) -> Response:
-    """One request; reads at most ``max_response_bytes`` of body, then stops reading."""
-    ctx.raise_if_cancelled()
+    """One request, and its redirects when ``follow_redirects`` (the step's headers stay on its own origin)."""
+    hop = request
+    for _ in range(MAX_REDIRECTS + 1):
+        ctx.raise_if_cancelled()
+        if hop is not request and ctx.remaining() == 0.0:
+            raise HTTPStepError(f"{request.method} {request.shown}: the step's timeout ran out while following redirects")
+        stream = client.stream(hop.method, hop.url, headers=hop.headers, content=hop.content, timeout=_timeout(config, ctx))
+        with stream as resp:
+            if not (config.follow_redirects and resp.is_redirect):
+                return _read(resp, hop, config, ctx)
+            status, location = resp.status_code, resp.headers["location"]  # the redirect's body is never read
+        hop = next_hop(request, hop, status, location, ctx.redactor)
+    raise HTTPStepError(f"{request.method} {request.shown}: more than {MAX_REDIRECTS} redirects; not following any further")
+
+
+def _read(resp: httpx.Response, request: Request, config: HttpConfig, ctx: Context) -> Response:
+    """Read at most ``max_response_bytes`` of body, then stop reading."""
     cap = config.max_response_bytes
-    stream = client.stream(request.method, request.url, headers=request.headers, content=request.content, timeout=_timeout(config, ctx))
-    with stream as resp:
-        chunks: list[bytes] = []
-        size, truncated = 0, False
-        for chunk in resp.iter_bytes(_CHUNK):
-            ctx.raise_if_cancelled()
-            if ctx.remaining() == 0.0:  # a server trickling bytes must not outlive the step's timeout
-                raise HTTPStepError(f"{request.method} {request.shown}: the step's timeout ran out while reading the response")
-            room = cap - size
-            if len(chunk) > room:
-                chunks.append(chunk[:room])
-                truncated = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return Response(
-            status=resp.status_code, headers=dict(resp.headers.items()), body=b"".join(chunks), truncated=truncated,
-            encoding=resp.charset_encoding or "utf-8", url=str(resp.url),
-        )  # fmt: skip
+    chunks: list[bytes] = []
+    size, truncated = 0, False
+    for chunk in resp.iter_bytes(_CHUNK):
+        ctx.raise_if_cancelled()
+        if ctx.remaining() == 0.0:  # a server trickling bytes must not outlive the step's timeout
+            raise HTTPStepError(f"{request.method} {request.shown}: the step's timeout ran out while reading the response")
+        room = cap - size
+        if len(chunk) > room:
+            chunks.append(chunk[:room])
+            truncated = True
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return Response(
+        status=resp.status_code, headers=dict(resp.headers.items()), body=b"".join(chunks), truncated=truncated,
+        encoding=resp.charset_encoding or "utf-8", url=str(resp.url),
+    )  # fmt: skip

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-__all__ = ["HTTPTestServer", "Recorded", "Reply", "http_server", "https_server", "make_tls_files"]
+__all__ = ["HTTPTestServer", "Recorded", "Reply", "http_server", "https_server", "make_tls_files", "other_http_server"]
 
 _UNSET: Any = object()
 _FILL = b"x" * 65536
@@ -255,6 +255,16 @@ def make_tls_files(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path
 @pytest.fixture
 def http_server() -> Iterator[HTTPTestServer]:
     """A fresh HTTP server on 127.0.0.1 (random port), stopped after the test."""
+    server = HTTPTestServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def other_http_server() -> Iterator[HTTPTestServer]:
+    """A second HTTP server (another port, so another origin), for redirects that leave the origin."""
     server = HTTPTestServer()
     try:
         yield server

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from harness.httpserver import HTTPTestServer, Reply
 
+REPO = Path(__file__).resolve().parents[2]
 
 TOKEN = "tok-Q9v.x7*Lm"
 
 
 def run(project: Any, name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[Any, dict[str, Any]]:
-    """``runbook run NAME --json``: (result, the run view)."""
-    result = project.run("run", name, *args, "--json", env=env, timeout=timeout)
+    """``runbook run NAME --json``: (result, the run view); ``TOK`` (the secret of :func:`one_step`) is set."""
+    result = project.run("run", name, *args, "--json", env={"TOK": TOKEN, **(env or {})}, timeout=timeout)
     return result, result.json()
 
 
@@ -114,6 +115,103 @@ def test_redirects_are_followed_when_asked(project: Any, http_server: HTTPTestSe
     assert len(http_server.requests_to("/old")) == 1 and len(http_server.requests_to("/new")) == 1
 
 
+def test_a_redirect_to_another_origin_carries_none_of_the_steps_headers(
+    project: Any, http_server: HTTPTestServer, other_http_server: HTTPTestServer
+) -> None:
+    http_server.redirect("/hop", other_http_server.url("/echo"))
+    headers = '{X-Api-Key: "{{ secrets.tok }}", X-Trace: plain}'
+    one_step(
+        project,
+        f'{{url: "{http_server.url("/hop")}", follow_redirects: true, headers: {headers}, auth: {{bearer: "{{{{ secrets.tok }}}}"}}}}',
+    )
+    result, view = run(project, "h")
+    assert result.code == 0, result
+    (got,) = other_http_server.requests_to("/echo")
+    assert not {"authorization", "x-api-key", "x-trace"} & set(got.headers), got.headers
+    (first,) = http_server.requests_to("/hop")
+    assert first.headers["x-api-key"] == TOKEN and first.headers["authorization"] == f"Bearer {TOKEN}"
+    assert step(view, "s")["output"]["json"]["path"] == "/echo"
+
+
+def test_another_host_name_on_the_same_port_is_another_origin(project: Any, http_server: HTTPTestServer) -> None:
+    http_server.redirect("/hop", f"http://localhost:{http_server.port}/echo")
+    one_step(project, f'{{url: "{http_server.url("/hop")}", follow_redirects: true, headers: {{X-Api-Key: "{{{{ secrets.tok }}}}"}}}}')
+    result, _ = run(project, "h")
+    assert result.code == 0, result
+    (got,) = http_server.requests_to("/echo")
+    assert "x-api-key" not in got.headers and got.headers["host"] == f"localhost:{http_server.port}"
+
+
+def test_a_same_origin_redirect_keeps_the_steps_headers(project: Any, http_server: HTTPTestServer) -> None:
+    http_server.redirect("/hop", "/hop2")
+    http_server.redirect("/hop2", "/echo", status=308)
+    one_step(project, f'{{url: "{http_server.url("/hop")}", follow_redirects: true, headers: {{X-Api-Key: "{{{{ secrets.tok }}}}"}}, '
+             'auth: {bearer: "{{ secrets.tok }}"}}')  # fmt: skip
+    result, _ = run(project, "h")
+    assert result.code == 0, result
+    (got,) = http_server.requests_to("/echo")
+    assert got.headers["x-api-key"] == TOKEN and got.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_307_to_another_origin_never_resends_a_body_holding_a_secret(
+    project: Any, http_server: HTTPTestServer, other_http_server: HTTPTestServer
+) -> None:
+    http_server.redirect("/hop", other_http_server.url("/echo"), status=307)
+    one_step(project, f'{{method: POST, url: "{http_server.url("/hop")}", follow_redirects: true, json: {{key: "{{{{ secrets.tok }}}}"}}}}')
+    result, view = run(project, "h")
+    assert result.code == 1, result
+    assert "redirects to another origin" in step(view, "s")["reason"] and "holds a secret; not following it" in step(view, "s")["reason"]
+    assert other_http_server.requests == []
+    assert TOKEN not in result.out + result.err
+
+
+def test_a_307_to_another_origin_resends_a_plain_body_without_the_steps_headers(
+    project: Any, http_server: HTTPTestServer, other_http_server: HTTPTestServer
+) -> None:
+    http_server.redirect("/hop", other_http_server.url("/echo"), status=307)
+    one_step(project, f'{{method: POST, url: "{http_server.url("/hop")}", follow_redirects: true, json: {{weight: 0}}, '
+             'headers: {X-Api-Key: "{{ secrets.tok }}"}}')  # fmt: skip
+    result, _ = run(project, "h")
+    assert result.code == 0, result
+    (got,) = other_http_server.requests_to("/echo")
+    assert (got.method, got.json(), got.headers["content-type"]) == ("POST", {"weight": 0}, "application/json")
+    assert "x-api-key" not in got.headers
+
+
+def test_a_302_after_a_post_turns_into_a_get_without_the_body(project: Any, http_server: HTTPTestServer) -> None:
+    http_server.redirect("/hop", "/echo")
+    one_step(project, f'{{method: POST, url: "{http_server.url("/hop")}", follow_redirects: true, json: {{weight: 0}}}}')
+    result, _ = run(project, "h")
+    assert result.code == 0, result
+    (got,) = http_server.requests_to("/echo")
+    assert (got.method, got.body) == ("GET", b"") and "content-type" not in got.headers
+
+
+def test_a_redirect_loop_stops(project: Any, http_server: HTTPTestServer) -> None:
+    http_server.redirect("/loop", "/loop")
+    one_step(project, f'{{url: "{http_server.url("/loop")}", follow_redirects: true}}')
+    result, view = run(project, "h")
+    assert result.code == 1, result
+    assert "more than 10 redirects" in step(view, "s")["reason"]
+    assert len(http_server.requests_to("/loop")) == 11
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("https://lb.internal/x", "https://LB.internal:443/y?z", True),
+        ("http://lb.internal/x", "http://lb.internal:80/", True),
+        ("https://lb.internal/x", "http://lb.internal/x", False),  # a downgrade
+        ("http://127.0.0.1:8080/", "http://localhost:8080/", False),
+        ("https://lb.internal/", "https://lb.internal:8443/", False),
+    ],
+)
+def test_origin_comparison(a: str, b: str, same: bool) -> None:
+    from runbook_http.redirects import same_origin
+
+    assert same_origin(a, b) is same
+
+
 # ---------------------------------------------------------------------- time and size bounds
 
 
@@ -155,6 +253,7 @@ def test_a_large_body_is_truncated_at_the_cap(project: Any, http_server: HTTPTes
 def test_reading_a_large_body_keeps_memory_bounded(http_server: HTTPTestServer) -> None:
     """In-process (to measure allocations): a 5 MiB body under the default 1 MiB cap never sits in memory whole."""
     from runner.plugin import PluginHost
+    from runner.steptypes import ActionResult
 
     http_server.route("/big", Reply(200, size=5 * 1024 * 1024))
     step_type = PluginHost().step_types.get("http")
@@ -166,6 +265,7 @@ def test_reading_a_large_body_keeps_memory_bounded(http_server: HTTPTestServer) 
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    assert isinstance(result, ActionResult)
     assert result.truncated is True and len(result.body or "") == 1024 * 1024
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while reading a 5 MiB body with a 1 MiB cap"
 
@@ -189,7 +289,7 @@ def _ctx(**kw: Any) -> Any:
 
     return Context(run_id="r", runbook="t", step_id="s", attempt=1, params=NoParams(), param_values={}, outputs={},
                    settings=Settings(), secrets=SecretsView({}, None), redactor=kw.pop("redactor", Redactor()),  # type: ignore[arg-type]
-                   services=Services(), started_by="test", timeout=kw.pop("timeout", 30.0))  # fmt: skip
+                   services=Services(), started_by="test", timeout=kw.pop("timeout", 30.0))  # type: ignore[arg-type]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- host allow-lists
@@ -231,6 +331,175 @@ def test_a_redirect_to_a_host_outside_the_allow_list_is_not_followed(project: An
     assert result.code == 1, result
     assert "host 'localhost' is not allowed" in step(view, "s")["reason"]
     assert [r.path for r in http_server.requests] == ["/hop"]
+
+
+# ---------------------------------------------------------------------- secrets and templated hosts
+
+
+def templated(project: Any, url: str, config: str, *, name: str = "t") -> None:
+    """A runbook ``name`` with params ``base``, ``host`` and ``port`` and one http step ``s`` to ``url``."""
+    project.write(
+        f"{name}.yaml",
+        f"""
+        name: {name}
+        params:
+          base: {{type: string, default: ""}}
+          host: {{type: string, default: ""}}
+          port: {{type: integer, default: 0}}
+        secrets:
+          tok: env:TOK
+        steps:
+          - id: s
+            http: {{url: "{url}", {config}}}
+    """,
+    )
+
+
+def params_for(server: HTTPTestServer) -> list[str]:
+    return ["-p", f"base={server.base}", "-p", "host=127.0.0.1", "-p", f"port={server.port}"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        'headers: {X-Api-Key: "{{ secrets.tok }}"}',
+        'auth: {bearer: "{{ secrets.tok }}"}',
+        'auth: {basic: {username: ops, password: "{{ secrets.tok }}"}}',
+        'method: POST, json: {key: "{{ secrets.tok }}"}',
+        'method: POST, form: {key: "{{ secrets.tok }}"}',
+        'method: POST, body: "key={{ secrets.tok }}"',
+    ],
+    ids=["header", "bearer", "basic", "json", "form", "body"],
+)
+def test_a_secret_is_not_sent_to_a_host_chosen_by_a_param(project: Any, http_server: HTTPTestServer, config: str) -> None:
+    templated(project, "{{ params.base }}/echo", config)
+    result, view = run(project, "t", *params_for(http_server))
+    assert result.code == 1, result
+    reason = step(view, "s")["reason"]
+    assert f"POST {http_server.url('/echo')}" in reason or f"GET {http_server.url('/echo')}" in reason
+    assert "the request carries a secret and its host '127.0.0.1' comes from a template; refusing to send it" in reason
+    assert "`allowed_hosts: [127.0.0.1]`" in reason and "RUNBOOK_HTTP_ALLOWED_HOSTS=127.0.0.1" in reason
+    assert http_server.requests == []
+    assert TOKEN not in result.out + result.err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://{{ params.host }}:{port}/echo",
+        "http://127.0.0.1:{{{{ params.port }}}}/echo",
+        "http://127.0.0.1{% if true %}:{port}{% endif %}/",
+    ],
+    ids=["host", "port", "statement"],
+)
+def test_any_template_before_the_path_makes_the_host_templated(project: Any, http_server: HTTPTestServer, url: str) -> None:
+    url = url.replace("{port}", str(http_server.port)).replace("{{{{", "{{").replace("}}}}", "}}")
+    templated(project, url, 'headers: {X-Api-Key: "{{ secrets.tok }}"}')
+    result, view = run(project, "t", *params_for(http_server))
+    assert result.code == 1, result
+    assert "comes from a template" in step(view, "s")["reason"]
+    assert http_server.requests == []
+
+
+def test_a_templated_host_in_a_check_is_refused_too(project: Any, http_server: HTTPTestServer) -> None:
+    project.write(
+        "c.yaml",
+        f"""
+        name: c
+        params:
+          base: {{type: string}}
+        secrets:
+          tok: env:TOK
+        steps:
+          - id: s
+            check:
+              - http: {{url: "{{{{ params.base }}}}/state", auth: {{bearer: "{{{{ secrets.tok }}}}"}}}}
+            http: {{url: "{http_server.url("/echo")}"}}
+    """,
+    )
+    result, view = run(project, "c", "-p", f"base={http_server.base}")
+    assert result.code == 0, result  # the check did not hold, so the (harmless) action ran
+    assert [r.path for r in http_server.requests] == ["/echo"]
+    evidence = json.dumps(events(project, view["run_id"]))
+    assert "comes from a template" in evidence
+
+
+@pytest.mark.parametrize(
+    ("config", "env"),
+    [
+        ('allowed_hosts: ["127.0.0.1"]', {}),
+        ("allowed_hosts: [lb.internal, 127.0.0.1]", {}),
+        ("", {"RUNBOOK_HTTP_ALLOWED_HOSTS": "lb.internal,127.0.0.1"}),
+    ],
+    ids=["step", "step-list", "operator"],
+)
+def test_an_allow_list_pins_a_templated_host(project: Any, http_server: HTTPTestServer, config: str, env: dict[str, str]) -> None:
+    templated(project, "{{ params.base }}/echo", f'headers: {{X-Api-Key: "{{{{ secrets.tok }}}}"}}, {config}'.rstrip(", "))
+    result, _ = run(project, "t", *params_for(http_server), env=env)
+    assert result.code == 0, result
+    assert http_server.requests_to("/echo")[0].headers["x-api-key"] == TOKEN
+
+
+def test_a_templated_allow_list_does_not_pin_anything(project: Any, http_server: HTTPTestServer) -> None:
+    templated(project, "{{ params.base }}/echo", 'headers: {X-Api-Key: "{{ secrets.tok }}"}, allowed_hosts: ["{{ params.host }}"]')
+    result, view = run(project, "t", *params_for(http_server))
+    assert result.code == 1, result
+    assert "comes from a template" in step(view, "s")["reason"]
+    assert http_server.requests == []
+
+
+def test_a_literal_host_may_receive_a_secret(project: Any, http_server: HTTPTestServer) -> None:
+    templated(
+        project, f"{http_server.base}/{{{{ params.host }}}}/echo", 'auth: {bearer: "{{ secrets.tok }}"}, query: {port: "{{ params.port }}"}'
+    )
+    http_server.route("/127.0.0.1/echo", Reply(200, body="ok"))
+    result, _ = run(project, "t", *params_for(http_server))
+    assert result.code == 0, result
+    assert http_server.requests_to("/127.0.0.1/echo")[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_templated_host_without_a_secret_is_allowed(project: Any, http_server: HTTPTestServer) -> None:
+    templated(project, "{{ params.base }}/echo", 'method: POST, headers: {X-Run: "{{ run.id }}"}, json: {weight: 0}')
+    result, _ = run(project, "t", *params_for(http_server))
+    assert result.code == 0, result
+    assert http_server.requests_to("/echo")[0].json() == {"weight": 0}
+
+
+@pytest.mark.parametrize(
+    ("url", "templated_origin"),
+    [
+        ("https://lb.internal/pools/{{ params.pool }}", False),
+        ("https://lb.internal?x={{ params.x }}", False),
+        ("https://lb.internal", False),
+        ("{{ params.lb_url }}/pools", True),
+        ("https://{{ params.host }}/x", True),
+        ("https://lb.internal:{{ params.port }}/x", True),
+        ("https://lb.internal{{ params.suffix }}/x", True),
+        ("https://user:{{ secrets.pw }}@lb.internal/x", True),
+        ("https://lb.internal\\{{ params.x }}/y", True),  # a backslash does not end the authority
+        ("https:///{{ params.x }}", True),
+        ("{% if params.x %}https://a{% endif %}https://lb.internal/", True),
+    ],
+)
+def test_templated_origin(url: str, templated_origin: bool) -> None:
+    from runbook_http.guards import templated_origin as check
+
+    assert check(url) is templated_origin
+
+
+def test_the_drain_node_example_cannot_be_pointed_at_another_host(project: Any, http_server: HTTPTestServer) -> None:
+    (project.runbooks / "drain-node.yaml").write_text((REPO / "runbooks" / "drain-node.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    for lb_url in (
+        http_server.base,
+        "https://lb.internal.evil.example",
+        "https://evil.example/lb.internal",
+        "https://lb.internal@evil.example",
+    ):
+        result = project.run("run", "drain-node", "-p", f"lb_url={lb_url}", "-p", "pool=web", "-p", "node=web-1", "--json",
+                             env={"LB_API_TOKEN": TOKEN})  # fmt: skip
+        assert result.code == 2, result
+        assert "lb_url" in result.err, result
+    assert http_server.requests == []
 
 
 # ---------------------------------------------------------------------- retries
