@@ -574,7 +574,11 @@ class Execution:
         """``ctx.shell(...)`` and friends: run another step type with concrete values."""
         step_type = self.host.step_types.get(type_name)
         model = step_type.Config.model_validate(step_type.shorthand(config), context={"rendered": True})
-        result: ActionResult | Wait = self.host.execute_action(step_type, model, ctx)
+        previous, ctx.raw_config = ctx.raw_config, config  # these values are the caller's own, not templates
+        try:
+            result: ActionResult | Wait = self.host.execute_action(step_type, model, ctx)
+        finally:
+            ctx.raw_config = previous
         return result
 
     def evaluate_checks(self, ctx: Context, checks: list[Check], kind: str) -> tuple[bool, list[dict[str, Any]]]:
