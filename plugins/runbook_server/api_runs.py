@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -25,21 +24,21 @@ from runbook_server.models import (
     http_next,
 )  # fmt: skip
 from runbook_server.runs import requeue
+from runbook_server.waiting import SETTLED, HeldStream, busy, settled, waiter_slot
 from runner.errors import InvalidState, PolicyDenied, UsageError
 from runner.store.records import TERMINAL_STATES, RunState
 
 if TYPE_CHECKING:
     from runbook_server.auth import Principal
-    from runner.store.records import RunRecord
     from runbook_server.state import ServerState
     from runner.engine import RunView
+    from runner.store.records import Event, RunRecord
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1")
 READ, RUN, APPROVE = scope("read"), scope("run"), scope("approve")
-_SETTLED = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED}
-_ENDED = {RunState.SUCCEEDED, RunState.CANCELLED, RunState.FAILED}
+_ENDED = frozenset({RunState.SUCCEEDED, RunState.CANCELLED, RunState.FAILED})
 
 
 def _actor(state: ServerState, principal: Principal, asked: str | None) -> str:
@@ -47,17 +46,6 @@ def _actor(state: ServerState, principal: Principal, asked: str | None) -> str:
     if asked and (not state.tokens.enabled or "admin" in principal.scopes):
         return asked
     return principal.name if state.tokens.enabled else (asked or state.settings.actor)
-
-
-def _wait(state: ServerState, run_id: str, seconds: float | None) -> RunView:
-    """The run's view once it settles, or after ``seconds`` (capped by ``limits.max_wait``)."""
-    engine = state.api_engine
-    end = time.monotonic() + min(seconds or 0.0, state.config.limits.max_wait)
-    view = engine.view(run_id)
-    while view.state not in _SETTLED and time.monotonic() < end and not state.shutdown.is_set():
-        state.watch.wait(min(0.5, max(0.01, end - time.monotonic())))
-        view = engine.view(run_id)
-    return view
 
 
 # ---------------------------------------------------------------------- catalog
@@ -88,14 +76,24 @@ def get_runbook(request: Request, name: str, principal: Principal = READ) -> dic
 
 
 @router.post("/runs", response_model=ApiRunView, status_code=201, tags=["runs"], summary="Start a run (queued for a worker)",
-             responses={200: {"model": ApiRunView, "description": "an earlier run with this Idempotency-Key"}})  # fmt: skip
-def start_run(request: Request, response: Response, body: StartRun, principal: Principal = RUN,
-              idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> ApiRunView:  # fmt: skip
+             responses={200: {"model": ApiRunView, "description": "an earlier run with this Idempotency-Key"},
+                        429: {"description": "too many requests are waiting already (`wait`; limits.max_waiters)"}})  # fmt: skip
+async def start_run(request: Request, response: Response, body: StartRun, principal: Principal = RUN,
+                    idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> ApiRunView:  # fmt: skip
     state = get_state(request)
+    if not body.wait:
+        return http_next(await run_in_threadpool(_start, state, response, body, principal, idempotency_key))
+    async with waiter_slot(state):
+        view = await run_in_threadpool(_start, state, response, body, principal, idempotency_key)
+        return http_next(await settled(state, view.run_id, body.wait))
+
+
+def _start(state: ServerState, response: Response, body: StartRun, principal: Principal, key: str | None) -> RunView:
+    """Queue the run (or find the run of a repeated key); a client's key lives in its own namespace (``api:<token>:``)."""
     trigger = {"source": "api", "token": principal.name, "budget": body.budget, "max_steps": body.max_steps}
     t0 = time.time()
     engine = state.agent_engine if principal.is_agent else state.api_engine  # agent tokens: the agent policy applies
-    view = engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor), idempotency_key=idempotency_key,
+    view = engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor), idempotency_key=api_key(state, principal, key),
                         trigger=trigger, execute=False, agent=principal.is_agent)  # fmt: skip
     run = state.store.get_run(view.run_id)
     if run.created_at < t0:
@@ -105,9 +103,14 @@ def start_run(request: Request, response: Response, body: StartRun, principal: P
             raise InvalidState(run.id, f"a run of '{run.runbook}'", f"reuse its Idempotency-Key for '{body.runbook}'")
     else:
         state.wake_workers()
-    if body.wait:
-        view = _wait(state, view.run_id, body.wait)
-    return http_next(view)
+    return view
+
+
+def api_key(state: ServerState, principal: Principal, key: str | None) -> str | None:
+    """The run idempotency key for a client's ``Idempotency-Key``: never equal to an alert route's or another token's."""
+    if key is None:
+        return None
+    return f"api:{principal.name}:{key}" if state.tokens.enabled else f"api:{key}"
 
 
 @router.get("/runs", response_model=RunList, tags=["runs"], dependencies=[READ], summary="List runs, newest first")
@@ -139,39 +142,49 @@ def list_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)
 
 @router.get("/runs/{run_id}/events/stream", tags=["events"], dependencies=[READ], response_class=StreamingResponse,
             summary="Server-Sent Events: the journal as it grows (resumable with Last-Event-ID)",
-            responses={200: {"content": {"text/event-stream": {}}, "description": "`id: SEQ` + `data: EVENT` per event; `event: end` last"}})  # fmt: skip
-def stream_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
-                  until: Literal["ended", "settled"] = "ended",
-                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:  # fmt: skip
+            responses={200: {"content": {"text/event-stream": {}}, "description": "`id: SEQ` + `data: EVENT` per event; `event: end` last"},
+                       429: {"description": "too many streams are open already (limits.max_streams)"}})  # fmt: skip
+async def stream_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
+                        until: Literal["ended", "settled"] = "ended",
+                        last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:  # fmt: skip
     state = get_state(request)
-    rid = state.api_engine.resolve_id(run_id)
+    rid = await run_in_threadpool(state.api_engine.resolve_id, run_id)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
-    stop_states = _ENDED if until == "ended" else _SETTLED
-    return StreamingResponse(_sse(state, rid, start, stop_states), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    stop_states = _ENDED if until == "ended" else SETTLED
+    if not state.streams.try_acquire():
+        raise busy(state.streams)
+    return HeldStream(_sse(state, rid, start, stop_states), release=state.streams.release, media_type="text/event-stream",
+                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
-async def _sse(state: ServerState, rid: str, last: int, stop_states: set[RunState]) -> Any:
-    from runner.cli.run_cmds import event_json
-
+async def _sse(state: ServerState, rid: str, last: int, stop_states: frozenset[RunState]) -> Any:
     idle = 0
     yield "retry: 1000\n\n"
     while not state.shutdown.is_set():
         batch = await run_in_threadpool(state.store.events, rid, after=last, limit=500)
         for ev in batch:
-            yield f"id: {ev.seq}\ndata: {json.dumps(event_json(ev), default=str)}\n\n"
+            yield _frame(ev)
             last = ev.seq
         if batch:
             idle = 0
             continue
         run = await run_in_threadpool(state.store.get_run, rid)
         if run.state in stop_states:
+            for ev in await run_in_threadpool(state.store.events, rid, after=last, limit=100000):  # committed with the final state
+                yield _frame(ev)
+                last = ev.seq
             yield f"event: end\ndata: {json.dumps({'run_id': rid, 'state': str(run.state), 'last_seq': last})}\n\n"
             return
         idle += 1
         if idle % 60 == 0:
             yield ": keepalive\n\n"
-        await asyncio.sleep(0.25)
+        await state.watch.changed(0.25)
+
+
+def _frame(ev: Event) -> str:
+    from runner.cli.run_cmds import event_json
+
+    return f"id: {ev.seq}\ndata: {json.dumps(event_json(ev), default=str)}\n\n"
 
 
 # ---------------------------------------------------------------------- steering
@@ -200,11 +213,19 @@ def cancel_run(request: Request, run_id: str, body: Reason | None = None, princi
     )
 
 
-@router.post("/runs/{run_id}/resume", response_model=ApiRunView, tags=["control"], summary="Queue a stopped run for a worker again")
-def resume_run(request: Request, run_id: str, body: Resume | None = None, principal: Principal = RUN) -> ApiRunView:
+@router.post("/runs/{run_id}/resume", response_model=ApiRunView, tags=["control"], summary="Queue a stopped run for a worker again",
+             responses={429: {"description": "too many requests are waiting already (`wait`; limits.max_waiters)"}})  # fmt: skip
+async def resume_run(request: Request, run_id: str, body: Resume | None = None, principal: Principal = RUN) -> ApiRunView:
     body = body or Resume()
+    if not body.wait:
+        return await run_in_threadpool(_resume, request, run_id, body, principal)
     state = get_state(request)
+    async with waiter_slot(state):
+        view = await run_in_threadpool(_resume, request, run_id, body, principal)
+        return http_next(await settled(state, view.run_id, body.wait))
 
+
+def _resume(request: Request, run_id: str, body: Resume, principal: Principal) -> ApiRunView:
     def do(s: ServerState, rid: str) -> RunView:
         run = s.store.get_run(rid)
         if run.state in TERMINAL_STATES or run.state == RunState.RUNNING:
@@ -219,8 +240,7 @@ def resume_run(request: Request, run_id: str, body: Resume | None = None, princi
         requeue(s.api_engine, rid, actor=actor, reason=f"resume requested by {actor}")
         return s.api_engine.view(rid)
 
-    view = _control(request, run_id, do)
-    return http_next(_wait(state, view.run_id, body.wait)) if body.wait else view
+    return _control(request, run_id, do)
 
 
 def _may_decide(state: ServerState, principal: Principal, run: RunRecord) -> None:

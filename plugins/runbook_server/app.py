@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runbook_server.auth import Principal
+from runbook_server.browser import BrowserGuard
 from runbook_server.limits import LimitsMiddleware
 from runner._version import __version__
 from runner.alerts import AuthError
@@ -106,12 +107,15 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = {"type": "NotFound" if exc.status_code == 404 else "HTTPError", "message": str(exc.detail), "hint": None,
+        body = {"type": {404: "NotFound", 429: "TooManyRequests"}.get(exc.status_code, "HTTPError"), "message": str(exc.detail), "hint": None,
                 "status": exc.status_code}  # fmt: skip
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RecursionError):  # a structure too deep for some parser or model: the request's fault
+            body = {"type": "InvalidJSON", "message": "the request is nested too deeply", "hint": None, "status": 400}
+            return JSONResponse({"error": body}, status_code=400)
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
         return error_response(exc, get_state(request))
 
@@ -128,8 +132,10 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(api_runs.router)
     app.include_router(api_alerts.make_router(state))
     _ops(app)
-    limits = state.config.limits
-    app.add_middleware(LimitsMiddleware, max_body_bytes=limits.max_body_bytes, max_json_depth=limits.max_json_depth)
+    config = state.config
+    app.add_middleware(LimitsMiddleware, max_body_bytes=config.limits.max_body_bytes, max_json_depth=config.limits.max_json_depth)
+    app.add_middleware(BrowserGuard, listen_host=state.listen[0], allowed_hosts=config.allowed_hosts,  # outermost: first check
+                       allowed_origins=config.allowed_origins)  # fmt: skip
     return app
 
 

@@ -96,7 +96,9 @@ class Limits(_Model):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger request bodies get 413")
     max_json_depth: int = Field(default=32, ge=4, le=512, description="deeper JSON gets 400")
-    max_wait: Duration = Field(default=300.0, description="upper bound of `wait` in POST /v1/runs")
+    max_wait: Duration = Field(default=300.0, description="upper bound of `wait` in POST /v1/runs and /resume")
+    max_waiters: int = Field(default=32, ge=1, le=10000, description="requests waiting at once (`wait`); more get 429")
+    max_streams: int = Field(default=64, ge=1, le=10000, description="open event streams at once; more get 429")
 
 
 class ServerConfig(_Model):
@@ -109,9 +111,29 @@ class ServerConfig(_Model):
     sources: dict[str, SourceSpec] | None = Field(default=None, description="enabled alert sources (default: all, without auth)")
     routes: list[RouteSpec] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host header names served besides loopback and the "
+                                     "listen address ('*.example.com': its subdomains; '*': any, behind a proxy that checks it)")  # fmt: skip
+    allowed_origins: list[str] = Field(default_factory=list, description="browser origins (scheme://host[:port]) whose "
+                                       "requests are served; a request with any other Origin header gets 403")  # fmt: skip
     agent_policy: str | None = Field(default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)")
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host != "*" and not re.fullmatch(r"(\*\.)?[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+", host):
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port or path)")
+        return [h.lower().strip("[]").rstrip(".") for h in value]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
+                raise ValueError(f"{origin!r} is not an origin like https://ops.example.com (scheme://host[:port])")
+        return [o.lower().rstrip("/") for o in value]
 
     def problem(self, path: tuple[str | int, ...], message: str, *, value: bool = False) -> Problem:
         """A problem located at ``path`` (its value with ``value``) in the file, or unlocated for the defaults."""

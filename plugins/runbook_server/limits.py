@@ -1,17 +1,21 @@
-"""Request limits as a pure ASGI middleware: body size (413) and JSON sanity (400) before any handler runs.
+"""Request limits as a pure ASGI middleware, before any handler runs, and counters of long-lived requests.
 
-The body is read here (up to the limit) and replayed to the application, so a handler never sees more than
-``max_body_bytes``; a JSON body that is invalid or nested deeper than ``max_json_depth`` is refused with a
-clear 400, and the parsed document is left in ``request.state.json_body`` for the alert intake.
+For every POST/PUT/PATCH with a body: size (413), media type (415: only ``application/json``, optionally with
+parameters such as ``; charset=utf-8``) and JSON sanity (400: invalid, or nested deeper than
+``max_json_depth``). The body is read here (up to the limit) and replayed to the application, so a handler
+never sees more than ``max_body_bytes``, and the parsed document is left in ``request.state.json_body`` for
+the alert intake. Requiring JSON also means a browser cannot send these requests cross-site without a CORS
+preflight (an HTML form can only send ``text/plain``, ``multipart/form-data`` or form-encoded bodies).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["LimitsMiddleware", "json_depth"]
+__all__ = ["LimitsMiddleware", "Slots", "is_json_media_type", "json_depth", "send_error"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,15 +38,24 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
-async def _error(send: Send, status: int, kind: str, message: str) -> None:
-    body = json.dumps({"error": {"type": kind, "message": message, "hint": None, "status": status}}).encode()
+def is_json_media_type(value: str | None) -> bool:
+    """True for ``application/json``, with or without parameters (``; charset=utf-8``)."""
+    media = (value or "").partition(";")[0].strip().lower()
+    return media == "application/json"
+
+
+async def send_error(send: Send, status: int, kind: str, message: str, hint: str | None = None,
+                     headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Answer with the API's JSON error body (for middleware, which runs outside the exception handlers)."""
+    body = json.dumps({"error": {"type": kind, "message": message, "hint": hint, "status": status}}).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
 
 
 class LimitsMiddleware:
-    """Enforces ``max_body_bytes`` and ``max_json_depth`` for requests with a body."""
+    """Enforces ``max_body_bytes``, the JSON media type and ``max_json_depth`` for requests with a body."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int) -> None:
         self.app, self.max_body, self.max_depth = app, max_body_bytes, max_json_depth
@@ -54,26 +67,20 @@ class LimitsMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            await _error(send, 413, "PayloadTooLarge", f"request body of {declared} bytes is over the limit of {self.max_body}")
+            await send_error(send, 413, "PayloadTooLarge", f"request body of {declared} bytes is over the limit of {self.max_body}")
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+        body = await self._read(receive, send)
+        if body is None:
+            return
+        if body:
+            if not is_json_media_type(headers.get("content-type")):
+                got = headers.get("content-type") or "none"
+                await send_error(send, 415, "UnsupportedMediaType", f"request bodies must be JSON (Content-Type: application/json); got {got}",
+                                 hint="send the header `Content-Type: application/json`")  # fmt: skip
                 return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await _error(send, 413, "PayloadTooLarge", f"request body is over the limit of {self.max_body} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        if body.strip() and "json" in headers.get("content-type", "json"):
             problem = self._check_json(body, scope)
             if problem:
-                await _error(send, 400, "InvalidJSON", problem)
+                await send_error(send, 400, "InvalidJSON", problem)
                 return
         sent = False
 
@@ -86,6 +93,22 @@ class LimitsMiddleware:
 
         await self.app(scope, replay, send)
 
+    async def _read(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once a 413 was sent or the client went away."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await send_error(send, 413, "PayloadTooLarge", f"request body is over the limit of {self.max_body} bytes")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
     def _check_json(self, body: bytes, scope: Scope) -> str | None:
         try:
             doc = json.loads(body)
@@ -97,3 +120,25 @@ class LimitsMiddleware:
             return f"JSON body is nested deeper than {self.max_depth} levels"
         scope.setdefault("state", {})["json_body"] = doc
         return None
+
+
+class Slots:
+    """At most ``limit`` concurrent holders of something long-lived (waiting requests, event streams)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit, self.what = limit, what
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        """Take a slot; False if all are taken."""
+        with self._lock:
+            if self.used >= self.limit:
+                return False
+            self.used += 1
+            return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self.used = max(0, self.used - 1)

@@ -7,7 +7,10 @@ non-loopback ``listen`` needs API tokens and auth on every enabled alert source.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from runbook_server.auth import TokenBook, resolve_secret_fields
 from runbook_server.config import is_loopback, load_tokens_file, pydantic_problems
+from runbook_server.limits import Slots
 from runbook_server.metrics import Metrics
 from runbook_server.routing import Router
 from runner.errors import ConfigError, Problem, ValidationError
@@ -46,20 +50,35 @@ class EnabledSource:
 
 
 class RunWatch:
-    """Wakes threads waiting for a run to change (fed by the local workers' engines)."""
+    """Wakes requests waiting for a run to change (fed by this process's engines).
+
+    Waiting is asynchronous: a waiter parks an :class:`asyncio.Event` on its event loop and holds no
+    thread, so waiting clients cannot starve the thread pool that serves ``/healthz`` and webhooks.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     def notify(self, *_args: Any) -> None:
-        """Something happened (an engine observer)."""
-        with self._cond:
-            self._cond.notify_all()
+        """Something happened (an engine observer; called from any thread)."""
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(event.set)
 
-    def wait(self, timeout: float) -> None:
-        """Wait for a change or ``timeout`` seconds (runs executed elsewhere are noticed by polling)."""
-        with self._cond:
-            self._cond.wait(timeout)
+    async def changed(self, timeout: float) -> None:
+        """Return after a change or ``timeout`` seconds (runs executed elsewhere are noticed by polling)."""
+        item = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(item)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(item[1].wait(), timeout)
+        finally:
+            with self._lock:
+                self._waiters.discard(item)
 
 
 @dataclass
@@ -85,13 +104,30 @@ class ServerState:
     shutdown: threading.Event = field(default_factory=threading.Event)
     control_lock: threading.Lock = field(default_factory=threading.Lock)
     route_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    waiters: Slots = field(init=False)
+    """Requests waiting for a run to settle (``wait`` in POST /v1/runs and /resume)."""
+    streams: Slots = field(init=False)
+    """Open Server-Sent Events streams."""
+
+    def __post_init__(self) -> None:
+        limits = self.config.limits
+        self.waiters = Slots(limits.max_waiters, "waiting requests (limits.max_waiters)")
+        self.streams = Slots(limits.max_streams, "event streams (limits.max_streams)")
+        for engine in (self.api_engine, self.agent_engine):
+            self._equip(engine)
+
+    def _equip(self, engine: Engine) -> None:
+        """Every engine of the server masks the server's own credentials in its runs and wakes waiters."""
+        engine.extra_secrets = self.redactor.secrets
+        engine.observers.append(self.watch.notify)
 
     def make_engine(self, kind: str) -> Engine:
         """A new engine over the shared store and catalog (one per worker thread)."""
         from runner.engine import Engine
 
         engine = Engine(self.host, self.store, self.catalog, self.settings, holder_kind=kind)
-        engine.observers += [self.metrics.observe, self.watch.notify]
+        engine.observers.append(self.metrics.observe)
+        self._equip(engine)
         return engine
 
     def wake_workers(self) -> None:
@@ -121,8 +157,18 @@ def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Cat
     policy = load_policy(config.agent_policy)
     agent_engine = Engine(host, store, catalog, settings, holder_kind="api")  # the same store; runs checked by the policy
     agent_engine.hint, agent_engine.policy = CommandHint(), policy
+    _forget_environment(resolver)
     return ServerState(host, settings, store, catalog, config, listen, tokens, sources, Router(config.routes, config.file),
                        redactor, engine, agent_engine, policy)  # fmt: skip
+
+
+def _forget_environment(resolver: SecretResolver) -> None:
+    """Remove the variables the configuration's ``env:`` references read, so no step's process inherits them.
+
+    The values stay known to the redactor (every run of the server masks them); they are needed only once.
+    """
+    for name in sorted(resolver.env_names):
+        os.environ.pop(name, None)
 
 
 def _sources(host: PluginHost, config: ServerConfig, resolver: SecretResolver) -> dict[str, EnabledSource]:

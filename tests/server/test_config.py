@@ -31,6 +31,9 @@ def serve_once(project: Project, config: str, *args: str, env: dict[str, str] | 
         ("sources:\n  nagios: {}\n", "no alert source named 'nagios'"),
         ("listen: nowhere\n", "expected HOST:PORT"),
         ("tokens:\n  - {name: a, token: env:RB_TEST_UNSET_TOKEN, scopes: [read]}\n", "environment variable RB_TEST_UNSET_TOKEN is not set"),
+        ("allowed_hosts: ['http://runbook.internal']\n", "server.yaml:1:16 (allowed_hosts): 'http://runbook.internal' is not a host name"),
+        ("allowed_origins: [console.example]\n", "is not an origin like https://ops.example.com"),
+        ("limits: {max_waiters: 0}\n", "(limits.max_waiters)"),
     ],
     ids=[
         "unknown-key",
@@ -42,6 +45,9 @@ def serve_once(project: Project, config: str, *args: str, env: dict[str, str] | 
         "unknown-source",
         "bad-listen",
         "unset-secret",
+        "host-with-scheme",
+        "origin-without-scheme",
+        "no-waiters",
     ],
 )
 def test_invalid_configuration_is_refused_with_its_location(project: Project, config: str, needle: str) -> None:
