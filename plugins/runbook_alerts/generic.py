@@ -1,13 +1,14 @@
 """A generic signed webhook for any sender that can compute an HMAC.
 
-The sender signs ``timestamp + "." + body`` with HMAC-SHA256 and sends::
+The sender signs ``timestamp + "." + delivery + "." + body`` with HMAC-SHA256 and sends::
 
     X-Runbook-Timestamp: 1795312345              (unix seconds)
+    X-Runbook-Delivery:  3f0c9e5e-...           (unique per delivery; retries repeat it; required)
     X-Runbook-Signature: sha256=<hex>           (several comma-separated during rotation)
-    X-Runbook-Delivery:  3f0c9e5e-...           (unique per delivery; retries repeat it)
 
-A delivery whose timestamp is outside the replay window is refused; a repeated delivery id inside the
-window returns the first delivery's result. Payload: ``{"alerts": [ALERT, ...]}`` or one ``ALERT``, where
+The delivery id is signed, so a captured delivery cannot be replayed as a new one under another id: inside
+the replay window a replay is the same delivery (the first answer comes back, nothing is started again), and
+outside it the timestamp is refused. Payload: ``{"alerts": [ALERT, ...]}`` or one ``ALERT``, where
 ``ALERT`` is ``{"status": "firing"|"resolved", "labels": {...}, "annotations": {...}, "fingerprint"?,
 "starts_at"?, "ends_at"?}``.
 """
@@ -26,7 +27,7 @@ from runner.alerts import Alert, AuthError, label_fingerprint
 from runner.durations import Duration
 from runner.errors import UsageError
 
-__all__ = ["GenericSource", "sign"]
+__all__ = ["GenericSource", "sign", "signed_message"]
 
 
 class GenericAuth(BaseModel):
@@ -54,9 +55,14 @@ class GenericAlert(BaseModel):
     ends_at: datetime | None = None
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for ``body`` sent at ``timestamp`` (for senders and tests)."""
-    return "sha256=" + hex_hmac(secret, f"{timestamp}.".encode() + body)
+def signed_message(timestamp: str, delivery: str, body: bytes) -> bytes:
+    """What is signed: ``timestamp.delivery.body``."""
+    return f"{timestamp}.{delivery}.".encode() + body
+
+
+def sign(secret: str, timestamp: str, delivery: str, body: bytes) -> str:
+    """The signature header value for ``body`` sent at ``timestamp`` as ``delivery`` (for senders and tests)."""
+    return "sha256=" + hex_hmac(secret, signed_message(timestamp, delivery, body))
 
 
 class GenericSource:
@@ -69,19 +75,24 @@ class GenericSource:
     delivery_header = "X-Runbook-Delivery"
 
     def verify(self, raw_body: bytes, headers: Mapping[str, str], config: BaseModel) -> None:
-        """Check the timestamp is inside the replay window and the signature covers ``timestamp.body``."""
+        """Check the timestamp is inside the replay window and the signature covers ``timestamp.delivery.body``."""
         assert isinstance(config, GenericAuth)
         what = "generic webhook"
         stamp = header(headers, config.timestamp_header)
         check_timestamp(stamp, config.max_skew, what=what, header_name=config.timestamp_header)
+        delivery = header(headers, config.delivery_header)
+        if not delivery:
+            raise AuthError(f"{what}: missing {config.delivery_header} header (a unique id per delivery, signed with it)", status=401)
+        if "." in delivery or len(delivery) > 200:  # a dot would make timestamp.delivery.body ambiguous
+            raise AuthError(f"{what}: {config.delivery_header} must be at most 200 characters without '.' (e.g. a UUID)", status=401)
         sig = header(headers, config.signature_header)
         if not sig:
             raise AuthError(f"{what}: missing {config.signature_header} header", status=401)
         offered = [s.strip().removeprefix("sha256=").lower() for s in sig.split(",") if s.strip()]
         secrets = [config.hmac_secret] if isinstance(config.hmac_secret, str) else config.hmac_secret
-        expected = [hex_hmac(secret, f"{stamp}.".encode() + raw_body) for secret in secrets]
+        expected = [hex_hmac(secret, signed_message(stamp or "", delivery, raw_body)) for secret in secrets]
         if not matches_any(offered, expected):
-            raise AuthError(f"{what}: {config.signature_header} does not match timestamp.body", status=403)
+            raise AuthError(f"{what}: {config.signature_header} does not match timestamp.delivery.body", status=403)
 
     def normalize(self, body: Any, headers: Mapping[str, str]) -> list[Alert]:
         """``{"alerts": [...]}`` or a single alert object."""

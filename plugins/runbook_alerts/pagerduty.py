@@ -1,12 +1,18 @@
 """PagerDuty V3 webhook subscriptions: incident events, ``X-PagerDuty-Signature`` (``v1=`` HMAC-SHA256).
 
 PagerDuty signs the raw body with each of the subscription's secrets and sends every signature
-(``v1=<hex>,v1=<hex>`` during rotation). No timestamp is signed: replays are caught by the
-delivery id (``X-Webhook-Id``, else ``event.id``), which the server de-duplicates.
+(``v1=<hex>,v1=<hex>`` during rotation). No timestamp is signed: replays are caught by the delivery id,
+which is the event's ``event.id`` from the signed body (never the unsigned ``X-Webhook-Id`` header, which a
+replay could change), and which the server de-duplicates.
+
+Episodes: an incident's firing episode starts when it is triggered (``created_at``) or reopened (the reopen
+event's ``occurred_at``); every other incident event belongs to the first episode, so it starts a run only if
+that episode has none yet.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -19,6 +25,7 @@ from runner.errors import UsageError
 __all__ = ["PagerDutySource"]
 
 _RESOLVED = {"incident.resolved"}
+_REOPENED = {"incident.reopened"}
 
 
 class PagerDutyAuth(BaseModel):
@@ -66,13 +73,19 @@ class PagerDutySource:
         labels = {k: v for k, v in labels.items() if v}
         annotations = {k: str(data[k]) for k in ("title", "html_url", "summary") if data.get(k)}
         status = "resolved" if event["event_type"] in _RESOLVED or data.get("status") == "resolved" else "firing"
+        reopened = event["event_type"] in _REOPENED and event.get("occurred_at")
         return [Alert(source=self.name, status=status, labels=labels, annotations=annotations,
-                      fingerprint=str(data.get("id") or event.get("id")), starts_at=data.get("created_at"),
+                      fingerprint=str(data.get("id") or event.get("id")), starts_at=event["occurred_at"] if reopened else data.get("created_at"),
                       ends_at=event.get("occurred_at") if status == "resolved" else None, raw=event)]  # fmt: skip
 
     def delivery_id(self, raw_body: bytes, headers: Mapping[str, str], config: BaseModel | None) -> str | None:
-        """``X-Webhook-Id`` (same on retries)."""
-        return header(headers, "x-webhook-id")
+        """``event.id`` from the signed body (retries repeat it; a replay cannot change it); None: the body hash."""
+        try:
+            event = json.loads(raw_body).get("event")
+        except (ValueError, AttributeError, RecursionError):
+            return None
+        event_id = event.get("id") if isinstance(event, dict) else None
+        return f"event:{event_id}" if isinstance(event_id, str) and 0 < len(event_id) <= 200 else None
 
     def group_info(self, body: Any) -> dict[str, Any]:
         """The event id and type."""

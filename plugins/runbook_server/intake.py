@@ -122,8 +122,11 @@ class Intake:
             return self._record([_with(base, "invalid_params", reason=str(exc))])[0]
         except LockHeld as exc:
             return self._record([_with(base, "locked", reason=str(exc), run_id=exc.run_id)])[0]
-        ours = (view.trigger or {}).get("delivery") == base.delivery_id
-        if not ours:
+        trigger = view.trigger or {}
+        if trigger.get("delivery") != base.delivery_id:
+            if trigger.get("route") != route.name or view.runbook != route.spec.runbook:
+                return self._record([_with(base, "conflict", run_id=view.run_id, reason=f"run {view.run_id} ({view.runbook}) holds this "
+                                           f"alert's run key but was not started by route '{route.name}'; no run started")])[0]  # fmt: skip
             return self._record([_with(base, "deduped", reason=f"this alert episode already has run {view.run_id} ({view.state})",
                                        run_id=view.run_id)])[0]  # fmt: skip
         self.state.wake_workers()
@@ -137,7 +140,21 @@ class Intake:
             steps = engine.catalog.get(route.spec.runbook).spec.steps
             gates = {s.id: gate_config(f"route '{route.name}': {gated}") for s in steps}
         return start_queued(engine, route.spec.runbook, params, started_by=f"alert:{alert.source}/{route.name}",
-                            idempotency_key=run_key(route.name, base.dedupe_key or "", alert.episode()), trigger=trigger, gates=gates)  # fmt: skip
+                            idempotency_key=self._run_key(route, base.dedupe_key or "", alert), trigger=trigger, gates=gates)  # fmt: skip
+
+    def _run_key(self, route: CompiledRoute, key: str, alert: Alert) -> str:
+        """The run's idempotency key: the alert episode's, else "the firing after the key's last run".
+
+        Deterministic for every delivery (and every server process) that sees the same store, so a retried
+        delivery and an HA duplicate find the run the first one created. An alert without an episode binds
+        to a run only while it is the newest run for the dedupe key: the guard refused firings while that run
+        was active or cooling down, so the next firing after it gets a new key and a new run.
+        """
+        episode = alert.episode()
+        if episode is None:
+            last = self.store.route_runs(route.name, dedupe_key=key, limit=1)
+            episode = f"\x00after:{last[0].run_id if last else '-'}"  # never equal to an episode (those hold '@')
+        return run_key(route.name, key, episode)
 
     def _resolved(self, route: CompiledRoute, base: NewDecision) -> DecisionRecord:
         if route.spec.on_resolved == "ignore":

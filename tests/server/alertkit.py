@@ -13,7 +13,8 @@ from typing import Any
 
 from tests.server.serverkit import DATA, dumps
 
-__all__ = ["am_alert", "am_body", "basic", "captures", "generic_headers", "grafana_headers", "hex_hmac", "pagerduty_event"]
+__all__ = ["am_alert", "am_body", "basic", "captures", "generic_headers", "grafana_headers", "hex_hmac", "pagerduty_event",
+           "pagerduty_headers"]
 
 
 def hex_hmac(secret: str, message: bytes) -> str:
@@ -55,16 +56,23 @@ def grafana_headers(secret: str, body: bytes, *, ts: int | None = None) -> dict[
 
 
 def generic_headers(secret: str, body: bytes, *, ts: int | None = None, delivery: str | None = None) -> dict[str, str]:
-    """The generic scheme: ``sha256=hex(HMAC(timestamp.body))``."""
+    """The generic scheme: ``sha256=hex(HMAC(timestamp.delivery.body))``."""
     stamp = str(int(time.time()) if ts is None else ts)
-    return {"X-Runbook-Timestamp": stamp, "X-Runbook-Signature": "sha256=" + hex_hmac(secret, f"{stamp}.".encode() + body),
-            "X-Runbook-Delivery": delivery or str(uuid.uuid4()), "content-type": "application/json"}  # fmt: skip
+    delivery = delivery or str(uuid.uuid4())
+    return {"X-Runbook-Timestamp": stamp, "X-Runbook-Signature": "sha256=" + hex_hmac(secret, f"{stamp}.{delivery}.".encode() + body),
+            "X-Runbook-Delivery": delivery, "content-type": "application/json"}  # fmt: skip
 
 
-def pagerduty_event(event_type: str, incident: str, *, service: str = "db", title: str = "Disk full") -> bytes:
+def pagerduty_headers(secret: str, body: bytes, **extra: str) -> dict[str, str]:
+    """PagerDuty's ``X-PagerDuty-Signature: v1=hex(HMAC(body))``."""
+    return {"X-PagerDuty-Signature": f"v1={hex_hmac(secret, body)}", "content-type": "application/json; charset=utf-8", **extra}
+
+
+def pagerduty_event(event_type: str, incident: str, *, service: str = "db", title: str = "Disk full",
+                    occurred: str = "2026-11-22T01:00:00Z") -> bytes:  # fmt: skip
     """A V3 webhook body for an incident event."""
     return dumps({"event": {"id": str(uuid.uuid4()), "event_type": event_type, "resource_type": "incident",
-                            "occurred_at": "2026-11-22T01:00:00Z", "agent": None, "client": None,
+                            "occurred_at": occurred, "agent": None, "client": None,
                             "data": {"id": incident, "type": "incident", "title": title, "status": event_type.split(".")[1],
                                      "urgency": "high", "created_at": "2026-11-22T00:59:00Z",
                                      "service": {"id": "PSVC1", "summary": service}, "html_url": "https://pd.example/i/1"}}})  # fmt: skip

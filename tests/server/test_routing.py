@@ -114,10 +114,22 @@ def test_signature_schemes_match_the_reference_verifiers() -> None:
     assert info.value.status == 401 and "X-Ts" in str(info.value)
     gen, gcfg = GenericSource(), GenericAuth(hmac_secret=["a-secret", "b-secret"])
     ts = str(int(time.time()))
-    gen.verify(body, {"x-runbook-timestamp": ts, "x-runbook-signature": sign("b-secret", ts, body)}, gcfg)
-    with pytest.raises(AuthError) as info:
-        gen.verify(body, {"x-runbook-timestamp": str(int(ts) - 1), "x-runbook-signature": sign("b-secret", ts, body)}, gcfg)
-    assert info.value.status == 403, "the timestamp is signed"
+
+    def signed(stamp: str, delivery: str, signature: str) -> dict[str, str]:
+        return {"x-runbook-timestamp": stamp, "x-runbook-delivery": delivery, "x-runbook-signature": signature}
+
+    good = sign("b-secret", ts, "d-1", body)
+    assert good == "sha256=" + hex_hmac("b-secret", f"{ts}.d-1.".encode() + body), "the documented string: timestamp.delivery.body"
+    gen.verify(body, signed(ts, "d-1", good), gcfg)
+    for what, headers, status in [
+        ("the timestamp is signed", signed(str(int(ts) - 1), "d-1", good), 403),
+        ("the delivery id is signed", signed(ts, "d-2", good), 403),
+        ("the delivery id is required", {"x-runbook-timestamp": ts, "x-runbook-signature": good}, 401),
+        ("a dot would make the signed string ambiguous", signed(ts, "d.1", sign("b-secret", ts, "d.1", body)), 401),
+    ]:
+        with pytest.raises(AuthError) as info:
+            gen.verify(body, headers, gcfg)
+        assert info.value.status == status, what
 
 
 def test_json_depth_counts_without_recursion() -> None:
