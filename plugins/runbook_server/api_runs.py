@@ -93,7 +93,7 @@ def _start(state: ServerState, response: Response, body: StartRun, principal: Pr
     trigger = {"source": "api", "token": principal.name, "budget": body.budget, "max_steps": body.max_steps}
     t0 = time.time()
     engine = state.agent_engine if principal.is_agent else state.api_engine  # agent tokens: the agent policy applies
-    view = engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor), idempotency_key=api_key(state, principal, key),
+    view = engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor), idempotency_key=_api_key(state, principal, key),
                         trigger=trigger, execute=False, agent=principal.is_agent)  # fmt: skip
     run = state.store.get_run(view.run_id)
     if run.created_at < t0:
@@ -106,7 +106,7 @@ def _start(state: ServerState, response: Response, body: StartRun, principal: Pr
     return view
 
 
-def api_key(state: ServerState, principal: Principal, key: str | None) -> str | None:
+def _api_key(state: ServerState, principal: Principal, key: str | None) -> str | None:
     """The run idempotency key for a client's ``Idempotency-Key``: never equal to an alert route's or another token's."""
     if key is None:
         return None
