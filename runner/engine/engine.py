@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from runner.store.records import Event
 
 __all__ = ["AgentPolicy", "Engine"]
+
+_AGENT_START_LOCK = threading.Lock()
+"""Serialises counting active agent runs and creating one, for every engine of this process (a server has
+several), so ``max_concurrent_runs`` holds under concurrent starts. Separate processes sharing one store can
+still race by the time between the count and the insert."""
 
 
 class AgentPolicy(Protocol):
@@ -134,7 +140,20 @@ class Engine:
         stored = validated.model_dump(mode="json")
         _refuse_unknown_secret_schemes(name, rb.spec.params, stored, self.host.secret_providers.names())
         actor = started_by or self.settings.actor
-        run_options = {**(run_options or {}), **(self._agent_options(name, stored) if agent else {})}
+        if agent:
+            with _AGENT_START_LOCK:  # count and create together; the run is driven after the lock is released
+                run_options = {**(run_options or {}), **self._agent_options(name, stored)}
+                run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options)
+        else:
+            run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options or {})
+        if not created or not execute:
+            return build_view(run, self.store.get_steps(run.id), self.hint)
+        return self.drive(run.id, options or DriveOptions(actor=actor))
+
+    def _create(self, rb: LoadedRunbook, name: str, stored: dict[str, Any], actor: str, idempotency_key: str | None,
+                trigger: dict[str, Any] | None, parent: tuple[str, str] | None, execute: bool,
+                run_options: dict[str, Any]) -> tuple[RunRecord, bool]:  # fmt: skip
+        """Insert the run (leased to this engine when it will execute it at once)."""
         lock_key = None
         if rb.spec.lock:
             lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
@@ -147,10 +166,7 @@ class Engine:
                            "trigger": (trigger or {}).get("source"), "parent": parent[0] if parent else None},
             holder=self.holder if execute else None, lease_ttl=self.lease_ttl,
         )  # fmt: skip
-        run, created = self.store.create_run(new)
-        if not created or not execute:
-            return build_view(run, self.store.get_steps(run.id), self.hint)
-        return self.drive(run.id, options or DriveOptions(actor=actor))
+        return self.store.create_run(new)
 
     def _agent_options(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Check the agent policy and return the run options it implies (durable approval gates)."""

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import Project
 from tests.server.alertkit import generic_headers
@@ -111,17 +110,8 @@ allow: [hello]
 """
 
 
-def _engine_serialises_agent_starts() -> bool:
-    import runner.engine.engine as engine_module
-
-    return hasattr(engine_module, "_AGENT_START_LOCK")
-
-
-# Until the engine counts and inserts agent runs under one lock, concurrent starts can all pass the count.
-# The marker lifts itself once the lock exists; then the test must pass every time.
-@pytest.mark.xfail(not _engine_serialises_agent_starts(), reason="engine lacks the agent start lock (count+insert race)", strict=False)
 def test_agent_concurrency_limit_holds_under_concurrent_starts(project: Project, serve: Callable[..., ServerProcess]) -> None:
-    """20 agent starts at once with ``max_concurrent_runs: 1``: one run, 19 refusals (needs the engine's start lock)."""
+    """20 agent starts at once with ``max_concurrent_runs: 1``: one run, 19 refusals (the engine's start lock)."""
     project.write("hello.yaml", HELLO.replace("OUT", str(project.root / "hits.log")))
     policy = project.root / "policy.yaml"
     policy.write_text(POLICY)
