@@ -155,3 +155,33 @@ def test_path_and_runbook_path(project: Project, tmp_path: Path) -> None:
     assert "elsewhere" in project.run("--path", str(other), "list").out
     assert "elsewhere" in project.run("list", env={"RUNBOOK_PATH": str(other)}).out
     assert "elsewhere" not in project.run("list").out
+
+
+def test_json_is_compact_through_a_pipe_and_indented_on_a_terminal() -> None:
+    import os
+    import pty
+
+    piped = repo_cli("list", "--json")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.count("\n") == 1 and ", " not in piped.stdout.split('"description"')[0]
+    compact = json.loads(piped.stdout)
+
+    leader, follower = pty.openpty()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO), "RUNBOOK_STORE": "sqlite:////tmp/never-created-by-catalog.db"}
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "list", "--json"], cwd=REPO, stdout=follower,
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    assert text.startswith('{\n  "runbooks": [')
+    assert json.loads(text) == compact

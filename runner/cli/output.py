@@ -33,8 +33,17 @@ def err_console() -> Console:
 
 
 def emit_json(document: Any) -> None:
-    """Write ``document`` as one JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Write ``document`` as one JSON document on stdout: indented on a terminal, compact otherwise.
+
+    Programs and agents read it through a pipe, where the compact form is smaller (fewer tokens for an
+    agent) and is written by the C encoder instead of the pure-Python indenting one; people at a terminal
+    get it indented. Pipe through ``python -m json.tool`` or ``jq .`` to indent it elsewhere.
+    """
+    if sys.stdout.isatty():
+        text = json.dumps(document, indent=2, ensure_ascii=False, default=str)
+    else:
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
