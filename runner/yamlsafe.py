@@ -23,6 +23,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "Located", "load_yaml"]
 DEFAULT_MAX_BYTES = 1024 * 1024
 Path_ = tuple[str | int, ...]
 
+_STR_TAG = "tag:yaml.org,2002:str"
 _CLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -124,6 +125,8 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        if node.tag == _STR_TAG:  # what the constructor would do for a plain string, without its dispatch
+            return node.value
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
@@ -131,7 +134,7 @@ class _Builder:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise _Refused("YAML merge keys (<<) are not allowed in runbooks", key_node.start_mark)
-            key = self.loader.construct_object(key_node, deep=True)
+            key = key_node.value if key_node.tag == _STR_TAG else self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise _Refused("mapping keys must be plain scalars", key_node.start_mark)
             if key in out:

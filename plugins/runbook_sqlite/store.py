@@ -35,6 +35,7 @@ from runner.store.records import (
     RunState,
     StepPatch,
     StepRecord,
+    StepState,
 )
 
 if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook run` never needs them
@@ -118,6 +119,8 @@ class _Owned:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode  # one encoder: json.dumps with options builds one per call
+_STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
+_STEP_STATES = {str(state): state for state in StepState}
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
     "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
@@ -239,11 +242,12 @@ class SQLiteStore(Store):
         return RunRecord.model_validate(data)
 
     @staticmethod
-    def _step(row: sqlite3.Row) -> StepRecord:
-        data = dict(row)
-        data["output"] = json.loads(data["output"]) if data["output"] is not None else None
-        data["data"] = json.loads(data["data"])
-        return StepRecord.from_row(data)
+    def _step(row: tuple[Any, ...]) -> StepRecord:
+        # Positional (rows of _STEP_COLUMNS) and without a dict per row: a run's steps are read whole, at
+        # every start and for every view, so this runs once per step of the runbook each time.
+        run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data = row
+        return StepRecord(run_id, step_id, idx, _STEP_STATES[state], attempts, None if output is None else json.loads(output),
+                          reason, started_at, finished_at, not_before, {} if data == "{}" else json.loads(data))  # fmt: skip
 
     @staticmethod
     def _event(row: sqlite3.Row) -> Event:
@@ -348,7 +352,9 @@ class SQLiteStore(Store):
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         """See :meth:`Store.get_steps`."""
-        rows = self._conn().execute("SELECT * FROM steps WHERE run_id=? ORDER BY idx", (run_id,))
+        cursor = self._conn().cursor()
+        cursor.row_factory = None  # plain tuples
+        rows = cursor.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id=? ORDER BY idx", (run_id,)).fetchall()
         return [self._step(r) for r in rows]
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()) -> list[Event]:
