@@ -115,15 +115,32 @@ def entry_points(group: str) -> list[EntryPoint]:
     """Entry points of ``group`` from every distribution on ``sys.path`` (the first copy of a distribution wins).
 
     Reads only ``entry_points.txt`` files: ``importlib.metadata`` parses every distribution's metadata,
-    which costs tens of milliseconds on each ``runbook`` start in a large environment.
+    which costs tens of milliseconds on each ``runbook`` start in a large environment. The files are read
+    once per process and ``sys.path``.
     """
+    header = f"[{group}]"
+    found: list[EntryPoint] = []
+    for dist_path, text in _entry_point_files():
+        if header in text:
+            found += [EntryPoint(name, value, dist_path) for name, value in _section(text, header)]
+    return found
+
+
+_FILES: tuple[tuple[str, ...], list[tuple[str, str]]] | None = None
+
+
+def _entry_point_files() -> list[tuple[str, str]]:
+    """(dist-info path, text of its ``entry_points.txt``) of each distribution on ``sys.path``, cached per ``sys.path``."""
     import os
     import sys
 
-    found: list[EntryPoint] = []
+    global _FILES
+    key = tuple(sys.path)
+    if _FILES is not None and _FILES[0] == key:
+        return _FILES[1]
+    files: list[tuple[str, str]] = []
     seen: set[str] = set()
-    header = f"[{group}]"
-    for entry in sys.path:
+    for entry in key:
         try:
             listing = sorted(os.scandir(entry or "."), key=lambda d: d.name)
         except OSError:
@@ -137,12 +154,11 @@ def entry_points(group: str) -> list[EntryPoint]:
             seen.add(dist)
             try:
                 with open(os.path.join(d.path, "entry_points.txt"), encoding="utf-8") as f:
-                    text = f.read()
+                    files.append((d.path, f.read()))
             except OSError:
                 continue
-            if header in text:
-                found += [EntryPoint(name, value, d.path) for name, value in _section(text, header)]
-    return found
+    _FILES = (key, files)
+    return files
 
 
 def _section(text: str, header: str) -> list[tuple[str, str]]:

@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def run(args: list[str]) -> int:
     """Run the CLI with ``args`` and return the exit code (used by ``main`` and tests)."""
+    from runner._pydantic import skip_plugin_discovery
+
+    skip_plugin_discovery()  # before the first pydantic model is built
+
     import click
 
     from runner.cli.app import build_cli
