@@ -120,7 +120,6 @@ class _Owned:
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode  # one encoder: json.dumps with options builds one per call
 _STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
-_STEP_STATES = {str(state): state for state in StepState}
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
     "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
@@ -246,7 +245,7 @@ class SQLiteStore(Store):
         # Positional (rows of _STEP_COLUMNS) and without a dict per row: a run's steps are read whole, at
         # every start and for every view, so this runs once per step of the runbook each time.
         run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data = row
-        return StepRecord(run_id, step_id, idx, _STEP_STATES[state], attempts, None if output is None else json.loads(output),
+        return StepRecord(run_id, step_id, idx, StepState(state), attempts, None if output is None else json.loads(output),
                           reason, started_at, finished_at, not_before, {} if data == "{}" else json.loads(data))  # fmt: skip
 
     @staticmethod
