@@ -18,6 +18,7 @@ from runner.errors import Problem, ValidationError
 from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, RunbookSpec, Step
 from runner.params import ParamSpec
 from runner.registry import StepTypeRegistry
+from runner.steptypes import has_template
 from runner.yamlsafe import Located
 
 __all__ = ["compile_runbook"]
@@ -163,7 +164,10 @@ def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action |
             if checks is None:
                 return None
             dumped[name] = [c.model_dump(mode="json", by_alias=True, exclude_defaults=True) for c in checks]
-    return Action(type=type_name, config=dumped)
+    action = Action(type=type_name, config=dumped)
+    if not step_type.check_fields and not any(k not in step_type.unrendered and has_template(v) for k, v in dumped.items()):
+        action.with_validated(model)
+    return action
 
 
 def _check(ctx: _Ctx, path: Path_, raw: Any) -> Check | None:

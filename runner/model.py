@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from runner.durations import Duration
 from runner.params import ParamSpec, Regex
@@ -73,6 +73,27 @@ class Action(_Model):
 
     type: str
     config: Any
+    _validated: BaseModel | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Action) and (self.type, self.config) == (other.type, other.config)
+
+    __hash__ = None  # type: ignore[assignment]  # config is a dict
+
+    @property
+    def validated(self) -> BaseModel | None:
+        """The step type's ``Config`` as the compiler validated it, when ``config`` holds no template.
+
+        Rendering such a config gives the config itself, so the engine uses this model (a shallow copy per
+        action) instead of validating the same values again for every run. ``None`` for a config with
+        templates, and for an action read back from a stored snapshot.
+        """
+        return self._validated
+
+    def with_validated(self, model: BaseModel) -> Action:
+        """This action, remembering ``model`` (see :attr:`validated`)."""
+        self._validated = model
+        return self
 
 
 class Check(_Model):

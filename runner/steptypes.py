@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Val
 if TYPE_CHECKING:
     from runner.context import Context
 
-__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "is_template"]
+__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template"]
 
 T = TypeVar("T")
 
@@ -30,6 +30,17 @@ T = TypeVar("T")
 def is_template(value: object) -> bool:
     """True if ``value`` is a string holding Jinja2 template syntax."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def has_template(value: object) -> bool:
+    """True if ``value`` is a template string or a dict or list holding one, at any depth."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_template(v) for v in value)
+    return False
 
 
 def _template_only(value: str, info: ValidationInfo) -> str:

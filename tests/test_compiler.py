@@ -105,3 +105,35 @@ def test_runbook_name_is_validated(registry: StepTypeRegistry) -> None:
 def test_nested_wait_checks_are_compiled(registry: StepTypeRegistry) -> None:
     spec = compile_text("name: x\nsteps:\n  - id: w\n    wait: {every: 1s, checks: [{shell: [test, -f, x]}]}\n", registry)
     assert spec.steps[0].action.config["checks"] == [{"type": "shell", "config": {"command": ["test", "-f", "x"]}}]
+
+
+def test_template_free_configs_keep_the_compiled_model_and_templated_ones_do_not(registry: StepTypeRegistry) -> None:
+    spec = compile_text(
+        "name: a\nparams:\n  n: {type: integer, default: 1}\nsteps:\n  - id: plain\n    shell: [echo, hi]\n"
+        "  - id: templated\n    shell: [echo, '{{ params.n }}']\n  - id: script\n    shell: 'echo {{ params.n }}'\n",
+        registry,
+    )
+    plain, templated, script = (s.action for s in spec.steps)
+    config = registry.get("shell").Config
+    assert isinstance(plain.validated, config) and plain.validated == config.model_validate(plain.config, context={"rendered": True})
+    assert templated.validated is None  # rendered per run, then validated
+    assert isinstance(script.validated, config)  # a script is passed to sh unrendered: nothing to render
+    # the remembered model is a cache, not part of the action: a snapshot read back compares equal
+    from runner.model import RunbookSpec
+
+    again = RunbookSpec.model_validate(spec.model_dump(mode="json", by_alias=True))
+    assert again == spec and again.steps[0].action.validated is None
+
+
+def test_the_engine_hands_each_action_its_own_copy_of_a_remembered_config(registry: StepTypeRegistry) -> None:
+    from runner.engine.probes import Prober
+    from runner.secrets import Redactor
+    from runner.templating import Renderer
+
+    action = compile_text("name: a\nsteps:\n  - id: s\n    shell: [echo, hi]\n", registry).steps[0].action
+    prober = Prober(PluginHost(), Renderer(), "rb.yaml", Redactor())
+    shell = registry.get("shell")
+    first = prober.render_config(shell, action.config, {}, "s", "shell", action.validated)
+    first.cwd = "/elsewhere"  # a step type changing its config must not change the next run's
+    second = prober.render_config(shell, action.config, {}, "s", "shell", action.validated)
+    assert second.cwd is None and second is not action.validated and second.command == ["echo", "hi"]

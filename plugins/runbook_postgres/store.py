@@ -172,6 +172,15 @@ class PostgresStore(AlertDeliveries):
             raise RunNotFound(run_id)
         return RunRecord.model_validate(row)
 
+    def get_spec(self, run_id: str) -> dict[str, Any]:
+        """See :meth:`Store.get_spec`."""
+        with self._read() as conn:
+            row = conn.execute("SELECT spec FROM runs WHERE id = %s", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        spec: dict[str, Any] = row["spec"]
+        return spec
+
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """See :meth:`Store.find_run_ids`."""
         with self._read() as conn:

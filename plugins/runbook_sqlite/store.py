@@ -9,13 +9,14 @@ One file holds runs, steps, the event journal and lock keys. Every write is one
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,7 @@ _RUN_JSON = ("params", "trigger", "step_hashes", "spec", "options", "holder")
 # The runbook snapshot lives in its own table: SQLite rewrites a whole row on every update, and the runs row is
 # updated by every commit, so keeping a large spec there would make each step's commit cost grow with the runbook.
 _SPEC_COLUMNS = frozenset({"spec", "step_hashes"})
-_RUNS = "SELECT runs.*, run_specs.step_hashes, run_specs.spec FROM runs LEFT JOIN run_specs ON run_specs.run_id = runs.id"
+_RUNS = "SELECT runs.*, run_specs.step_hashes FROM runs LEFT JOIN run_specs ON run_specs.run_id = runs.id"
 _RUN_UPDATABLE = frozenset(
     {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
      "params", "content_hash", "step_hashes", "spec"}
@@ -118,7 +119,23 @@ class _Owned:
             self.conn.close()
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode  # one encoder: json.dumps with options builds one per call
+def _encoder() -> Callable[[Any], str]:
+    """Compact JSON (``default=str``, UTF-8 kept) through one C encoder built once.
+
+    ``json.dumps`` with options, and ``JSONEncoder.encode``, build a new encoder per call: a third of the cost
+    of the small documents a commit writes. The shared encoder keeps no circular-reference markers (a marker
+    dict would be shared between threads); a cyclic value ends in ``RecursionError`` instead of ``ValueError``.
+    """
+    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+    chunks = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+_dumps = _encoder()
 _STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
@@ -127,6 +144,13 @@ _UPSERT_STEP = (
     " state=excluded.state, attempts=excluded.attempts, output=excluded.output, reason=excluded.reason,"
     " started_at=excluded.started_at, finished_at=excluded.finished_at, not_before=excluded.not_before, data=excluded.data"
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _fenced_update(columns: tuple[str, ...]) -> str:
+    """The commit's statement for updating ``columns`` of the run (one string per column set: one cached statement)."""
+    sets = "".join(f", {c}=?" for c in columns)
+    return f"UPDATE runs SET updated_at=?, last_seq=last_seq+?{sets} WHERE id=? AND fence=? RETURNING last_seq, pause_requested, cancel_requested"
 
 
 def _event_row(run_id: str, seq: int, now: float, ev: NewEvent) -> tuple[Any, ...]:
@@ -317,6 +341,14 @@ class SQLiteStore(Store):
             raise RunNotFound(run_id)
         return self._run(row)
 
+    def get_spec(self, run_id: str) -> dict[str, Any]:
+        """See :meth:`Store.get_spec`."""
+        row = self._conn().execute("SELECT spec FROM run_specs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        spec: dict[str, Any] = json.loads(row[0])
+        return spec
+
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """See :meth:`Store.find_run_ids`."""
         upper = prefix + "\uffff"
@@ -427,8 +459,8 @@ class SQLiteStore(Store):
     ) -> tuple[int, Flags]:  # fmt: skip
         """See :meth:`Store.commit`. One statement checks the fence, numbers the events and reads the flags."""
         now = time.time()
-        sets: list[str] = ["updated_at=?", "last_seq=last_seq+?"]
         args: list[Any] = [now, len(events)]
+        columns: list[str] = []
         specs: dict[str, Any] = {}
         for key, value in (run or {}).items():
             if key not in _RUN_UPDATABLE:
@@ -436,11 +468,10 @@ class SQLiteStore(Store):
             if key in _SPEC_COLUMNS:
                 specs[key] = _dumps(value)
                 continue
-            sets.append(f"{key}=?")
+            columns.append(key)
             args.append(_dumps(value) if key in _RUN_JSON else (str(value) if isinstance(value, RunState) else value))
         with self._tx() as c:
-            row = c.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=? AND fence=? RETURNING last_seq, pause_requested, cancel_requested",
-                            (*args, lease.run_id, lease.fence)).fetchone()  # fmt: skip
+            row = c.execute(_fenced_update(tuple(columns)), (*args, lease.run_id, lease.fence)).fetchone()
             if row is None:
                 raise LeaseLost(lease.run_id)
             if specs:

@@ -92,7 +92,7 @@ class Engine:
             broken = [p for p in self.catalog.problems if p.file == run.file]
             if broken:  # the runbook is still there but an edit broke it: say so rather than run the old version
                 raise ValidationError(broken) from None
-            spec = RunbookSpec.model_validate(run.spec)
+            spec = RunbookSpec.model_validate(self.store.get_spec(run.id))
             self.notices.append(f"runbook '{run.runbook}' is no longer in the catalog; running the snapshot stored with run {run.id}")
             return LoadedRunbook(spec, f"{run.file} (snapshot stored with the run)", build_params_model(spec.name, spec.params), self.host.step_types)
 

@@ -392,7 +392,7 @@ class Execution:
         added = [s for s in current if s not in stored]
         completed = [s for s in changed + removed if self.steps.get(s) and self.steps[s].state in (*DONE_STEP_STATES, StepState.RUNNING)]
         if completed and not self.opts.accept_changes:
-            old = {s["id"]: s for s in self.run.spec.get("steps", [])}
+            old = {s["id"]: s for s in self.store.get_spec(self.run.id).get("steps", [])}
             new = {s.id: s.model_dump(mode="json", by_alias=True) for s in self.spec.steps}
             details = [f"{sid}: {d}" for sid in completed for d in _diff(old.get(sid), new.get(sid))[:3]]
             raise RunbookChanged(self.run.id, completed, details)

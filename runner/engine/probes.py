@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from runner.context import Context
-    from runner.model import Check
+    from runner.model import Action, Check
     from runner.plugin import PluginHost
     from runner.secrets import Redactor
     from runner.templating import Renderer
@@ -57,10 +57,17 @@ class Prober:
         self.host, self.renderer, self.file, self.redactor = host, renderer, file, redactor
 
     def render_config(self, step_type: StepType, config: dict[str, Any], tctx: Mapping[str, Any], step_id: str,
-                      field: str) -> BaseModel:  # fmt: skip
-        """Render the templates in ``config`` (not the type's unrendered fields) and validate it."""
+                      field: str, validated: BaseModel | None = None) -> BaseModel:  # fmt: skip
+        """Render the templates in ``config`` (not the type's unrendered fields) and validate it.
+
+        ``validated`` is the compiler's model of a config without templates (:attr:`Action.validated
+        <runner.model.Action.validated>`): rendering would change nothing, so a shallow copy of it is the answer.
+        """
+        if validated is not None and type(validated) is step_type.Config:
+            return validated.model_copy()
+        unrendered = step_type.unrendered
         rendered = {
-            key: value if key in step_type.unrendered else self.renderer.render(value, tctx, file=self.file, step=step_id, field=f"{field}.{key}")
+            key: value if key in unrendered else self.renderer.render(value, tctx, file=self.file, step=step_id, field=f"{field}.{key}")
             for key, value in config.items()
         }  # fmt: skip
         try:
@@ -69,10 +76,11 @@ class Prober:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or field}: {e['msg']}" for e in exc.errors(include_url=False))
             raise StepFailed(self.redactor.text(f"step '{step_id}': {field} after rendering templates: {problems}")) from None
 
-    def invoke(self, type_name: str, config: dict[str, Any], tctx: Mapping[str, Any], ctx: Context, field: str) -> ActionResult | Wait:
-        """Render, validate and run one action or probe through the plugin hook."""
-        step_type = self.host.step_types.get(type_name)
-        model = self.render_config(step_type, config, tctx, ctx.step_id, field)
+    def invoke(self, action: Action, tctx: Mapping[str, Any], ctx: Context, field: str) -> ActionResult | Wait:
+        """Render, validate and run one action (or rollback action) through the plugin hook."""
+        step_type = self.host.step_types.get(action.type)
+        config: dict[str, Any] = action.config
+        model = self.render_config(step_type, config, tctx, ctx.step_id, field, action.validated)
         ctx.raw_config = config
         result: ActionResult | Wait = self.host.execute_action(step_type, model, ctx)
         return result

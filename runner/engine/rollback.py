@@ -35,7 +35,7 @@ def rollback_steps(exe: Execution, failed: Step) -> list[str]:
             exe.commit([unit.event("rollback.started", {"type": step.rollback.type})])
             ctx = exe.make_ctx(unit, rec.attempts, step.timeout)
             try:
-                result = exe.prober.invoke(step.rollback.type, step.rollback.config, exe.template_ctx(target), ctx, "rollback")
+                result = exe.prober.invoke(step.rollback, exe.template_ctx(target), ctx, "rollback")
                 step_type = exe.host.step_types.get(step.rollback.type)
                 held, why = evaluate(None, step_type.default_expect, result) if isinstance(result, ActionResult) else (False, "rollback waited")
             except RunControl:

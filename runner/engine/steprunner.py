@@ -168,7 +168,7 @@ class StepRunner:
         step = unit.step
         try:
             tctx = self.exe.template_ctx(unit.target)
-            return self.exe.prober.invoke(step.action.type, step.action.config, tctx, ctx, step.action.type), None
+            return self.exe.prober.invoke(step.action, tctx, ctx, step.action.type), None
         except RunControl:
             raise
         except (StepFailed, UsageError) as exc:

@@ -66,6 +66,14 @@ class Store(ABC):
         """The run; :class:`~runner.errors.RunNotFound` if there is none."""
 
     @abstractmethod
+    def get_spec(self, run_id: str) -> dict[str, Any]:
+        """The runbook snapshot stored with the run (``NewRun.spec``, or the spec of its latest accepted edit).
+
+        Not part of :class:`~runner.store.records.RunRecord`: it is as large as the runbook, and only an edited
+        or deleted runbook needs it. :class:`~runner.errors.RunNotFound` if there is no such run.
+        """
+
+    @abstractmethod
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids starting with ``prefix`` (to accept unambiguous short ids)."""
 

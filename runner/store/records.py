@@ -106,7 +106,6 @@ class RunRecord(BaseModel):
     finished_at: float | None = None
     content_hash: str = ""
     step_hashes: dict[str, str] = Field(default_factory=dict)
-    spec: dict[str, Any] = Field(default_factory=dict)
     file: str = ""
     cursor: str | None = None
     idempotency_key: str | None = None
