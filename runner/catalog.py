@@ -65,19 +65,26 @@ class LoadedRunbook:
         return self.spec.name
 
     @cached_property
+    def spec_json(self) -> dict[str, Any]:
+        """The compiled runbook as JSON (the snapshot stored with each run, and what the hashes are taken of).
+
+        Callers must not change it: it is computed once per loaded runbook.
+        """
+        return self.spec.model_dump(mode="json", by_alias=True)
+
+    @cached_property
     def step_hashes(self) -> dict[str, str]:
         """Per-step content hash (config, probes, and step-type fingerprints such as function source)."""
         out = {}
-        for step in self.spec.steps:
-            data = step.model_dump(mode="json", by_alias=True)
-            data["_fingerprints"] = [self._fingerprint(a.type, a.config) for a in _actions(step)]
+        for step, dumped in zip(self.spec.steps, self.spec_json["steps"], strict=True):
+            data = {**dumped, "_fingerprints": [self._fingerprint(a.type, a.config) for a in _actions(step)]}
             out[step.id] = _digest(data)
         return out
 
     @cached_property
     def content_hash(self) -> str:
         """Hash of the whole compiled runbook."""
-        data = self.spec.model_dump(mode="json", by_alias=True, exclude={"steps"})
+        data = {key: value for key, value in self.spec_json.items() if key != "steps"}
         return _digest({"runbook": data, "steps": self.step_hashes})
 
     def _fingerprint(self, type_name: str, config: Any) -> str | None:

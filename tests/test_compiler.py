@@ -137,3 +137,34 @@ def test_the_engine_hands_each_action_its_own_copy_of_a_remembered_config(regist
     first.cwd = "/elsewhere"  # a step type changing its config must not change the next run's
     second = prober.render_config(shell, action.config, {}, "s", "shell", action.validated)
     assert second.cwd is None and second is not action.validated and second.command == ["echo", "hi"]
+
+
+HASHED = """name: hashes
+description: stable hashes
+params:
+  port: {type: integer, default: 8080}
+steps:
+  - id: probe
+    description: check then act
+    check:
+      - shell: [test, -f, /tmp/x]
+    shell: [touch, /tmp/x]
+  - id: web
+    http: {url: "http://127.0.0.1:{{ params.port }}/"}
+    retry: {attempts: 3, delay: 1s}
+  - id: pause
+    wait: {for: 1s}
+"""
+
+
+def test_content_and_step_hashes_are_stable_across_versions(registry: StepTypeRegistry) -> None:
+    """Runs store these hashes: if they change, resuming a run started by an earlier version reports every step
+    as edited. Change the expected values only deliberately, and say so in the release notes."""
+    from runner.catalog import LoadedRunbook
+    from runner.params import build_params_model
+
+    spec = compile_text(HASHED, registry)
+    rb = LoadedRunbook(spec, "rb.yaml", build_params_model(spec.name, spec.params), registry)
+    assert rb.step_hashes == {"probe": "6dba4395ede31b4f", "web": "2a3714e375ecf5ec", "pause": "99d5ae0654fba9e0"}
+    assert rb.content_hash == "8d64f2191d34dc20"
+    assert rb.spec_json == spec.model_dump(mode="json", by_alias=True)

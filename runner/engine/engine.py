@@ -159,7 +159,7 @@ class Engine:
             lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
         new = NewRun(
             id=new_run_id(), runbook=name, params=stored, started_by=actor, content_hash=rb.content_hash,
-            step_hashes=rb.step_hashes, spec=rb.spec.model_dump(mode="json", by_alias=True), file=rb.file,
+            step_hashes=rb.step_hashes, spec=rb.spec_json, file=rb.file,
             step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
             parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None, options=run_options,
             created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,

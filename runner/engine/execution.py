@@ -404,7 +404,7 @@ class Execution:
             rec = self.steps.get(step.id) or StepRecord(run_id=self.run.id, step_id=step.id, idx=i)
             rec.idx = i
             self.steps[step.id] = patches[step.id] = rec
-        run_cols.update(step_hashes=current, content_hash=self.rb.content_hash, spec=self.spec.model_dump(mode="json", by_alias=True))
+        run_cols.update(step_hashes=current, content_hash=self.rb.content_hash, spec=self.rb.spec_json)
 
     def _recover(self, events: list[NewEvent], patches: dict[str, StepRecord]) -> None:
         """Decide what happens to work that was in flight when the previous executor stopped."""
