@@ -25,7 +25,7 @@ from runner.errors import (
 )
 from runner.params import validate_params
 from runner.secrets import Redactor, SecretResolver, SecretsView
-from runner.store.records import DONE_STEP_STATES, Event, Flags, NewEvent, RunState, StepPatch, StepRecord, StepState
+from runner.store.records import DONE_STEP_STATES, Event, Flags, NewEvent, RunRecord, RunState, StepPatch, StepRecord, StepState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from runner.engine.engine import Engine
     from runner.model import Check, Step
     from runner.steptypes import ActionResult, Wait
-    from runner.store.records import Lease, RunRecord
+    from runner.store.records import Lease
 
 __all__ = ["DriveOptions", "Execution"]
 
@@ -43,6 +43,7 @@ RESERVE = 0.15
 FLAGS_STALE = 0.05
 """Outside requests (pause, cancel) are re-read at a step boundary when the last read is older than this."""
 _IN_FLIGHT = (StepState.RUNNING, StepState.INTERRUPTED)
+_RUN_FIELDS = frozenset(RunRecord.model_fields)
 
 
 @dataclass
@@ -114,7 +115,8 @@ class Execution:
             first, flags = self.store.commit(self.lease, events=events, run=run, steps=steps or [])
             self.flags, self._flags_read = flags, time.monotonic()
             for key, value in (run or {}).items():
-                setattr(self.run, key, value)
+                if key in _RUN_FIELDS:  # the runbook snapshot ("spec") is stored apart from the run record
+                    setattr(self.run, key, value)
         if events and (self.engine.observers or self.host.has_observers):
             now = time.time()
             for i, ev in enumerate(events):
