@@ -131,9 +131,11 @@ def test_two_engines_in_one_process_never_take_each_others_lease(project: Projec
         first = threading.Thread(target=one.resume, args=(run_id,))
         first.start()
         time.sleep(0.5)
-        with Client(paths=[str(project.runbooks)], store=f"sqlite:///{project.root}/j.db", project_dir=str(project.root)) as two:
-            with pytest.raises(LeaseHeld):
-                two.resume(run_id)
+        with (
+            Client(paths=[str(project.runbooks)], store=f"sqlite:///{project.root}/j.db", project_dir=str(project.root)) as two,
+            pytest.raises(LeaseHeld),
+        ):
+            two.resume(run_id)
         first.join(timeout=30)
         assert one.status(run_id).state == "succeeded"
 
@@ -144,6 +146,18 @@ def test_a_broken_edit_is_reported_not_replaced_by_the_snapshot(project: Project
     path.write_text(path.read_text().replace("[echo, old-b]}", "[echo, new-b], timeout: 10 seconds}"))
     res = project.run("resume", run_id)
     assert res.code == 2 and "brk.yaml" in res.err and "timeout" in res.err
+
+
+def test_a_run_whose_runbook_was_deleted_resumes_from_its_stored_snapshot(project: Project) -> None:
+    path = project.write("gone.yaml", "name: gone\nsteps:\n  - {id: a, shell: [echo, a]}\n  - {id: b, shell: [echo, from-snapshot]}\n")
+    run_id = project.run("run", "gone", "--max-steps", "1", "--json").json()["run_id"]
+    path.unlink()
+    res = project.run("resume", run_id, "--json")
+    assert res.code == 0, res
+    view = res.json()
+    assert any("no longer in the catalog" in n and "snapshot" in n for n in view["notices"])
+    steps = {s["id"]: s for s in view["steps"]}
+    assert steps["b"]["state"] == "succeeded" and "from-snapshot" in json.dumps(steps["b"])
 
 
 def test_run_ids_are_case_insensitive(project: Project) -> None:
