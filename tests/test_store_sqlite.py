@@ -97,3 +97,60 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
         t.join()
     assert fds() - before < 5, "each finished thread's connection must be closed"
     s.close()
+
+
+def test_a_version_1_journal_is_upgraded_and_keeps_numbering_its_events(tmp_path: Path) -> None:
+    """Version 1 numbered events from ``runs.last_seq``; version 2 from the events table. A journal written by
+    version 1 (here: its counter left behind the events, as a version-2 writer leaves it) keeps its runs and
+    numbers new events after the existing ones; a journal newer than this code is refused."""
+    import sqlite3
+
+    from runner.errors import StoreError
+    from runner.store.records import NewEvent, RunState
+    from tests.store_contract import ME, alive, new_run
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    old = SQLiteStore(url)
+    run, _ = old.create_run(new_run())
+    lease = old.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    old.commit(lease, events=[NewEvent("step.started", step_id="a"), NewEvent("step.finished", step_id="a")])
+    old.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        conn.execute("UPDATE runs SET last_seq=1")
+        conn.execute("PRAGMA user_version=1")
+    store = SQLiteStore(url)
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+    got = store.get_run(run.id)
+    assert got.last_seq == 3 and got.state == RunState.QUEUED
+    lease = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    first, _ = store.commit(lease, events=[NewEvent("step.started", step_id="b")])
+    event = store.request(run.id, "pause", actor="someone", reason="stop")
+    assert first == 4 and event.seq == 5
+    assert [e.seq for e in store.events(run.id)] == [1, 2, 3, 4, 5]
+    store.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        conn.execute("PRAGMA user_version=3")
+    with pytest.raises(StoreError, match="schema version 3"):
+        SQLiteStore(url)
+
+
+def test_a_step_commit_leaves_the_run_row_alone_but_the_run_shows_the_change(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    from runner.store.records import NewEvent, StepPatch, StepState
+    from tests.store_contract import ME, alive, new_run
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/j.db")
+    run, _ = store.create_run(new_run())
+    lease = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        before = conn.execute("SELECT updated_at FROM runs").fetchone()
+    time.sleep(0.01)
+    store.commit(lease, events=[NewEvent("step.started", step_id="a")], steps=[StepPatch("a", 0, StepState.RUNNING, 1)])
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        assert conn.execute("SELECT updated_at FROM runs").fetchone() == before  # not rewritten
+    got = store.get_run(run.id)
+    last = store.events(run.id)[-1]
+    assert got.last_seq == last.seq and got.updated_at == last.ts > before[0]
+    store.close()

@@ -142,14 +142,18 @@ class Execution:
         if self._deferred_events or self._deferred_steps:
             self.commit([])
 
-    def save(self, unit: Unit, events: list[NewEvent], *, cursor: bool = False) -> None:
-        """Persist ``unit``'s state (a target's inside its step's data) with ``events``."""
+    def save(self, unit: Unit, events: list[NewEvent]) -> None:
+        """Persist ``unit``'s state (a target's inside its step's data) with ``events``.
+
+        The run row is not written: which step is in flight is its step row (``running``); the run's ``cursor``
+        records where a run stopped (paused, waiting, failed), at that boundary.
+        """
         with self._lock:
             step_rec = self.steps[unit.step.id]
             if unit.target is not None:
                 targets = step_rec.data.setdefault("targets", {})
                 targets[unit.target["name"]] = _target_json(unit.rec)
-            self.commit(events, {"cursor": unit.step.id} if cursor else None, [StepPatch.of(step_rec)])
+            self.commit(events, None, [StepPatch.of(step_rec)])
 
     # ------------------------------------------------------------------ drive
 

@@ -52,7 +52,7 @@ class FanOut:
             stored.setdefault(t["name"], {"state": "pending", "attempts": 0})
         exe.save(Unit(step, rec), [NewEvent("step.started", step_id=step.id, data={
             "targets": [t["name"] for t in targets], "to_run": [t["name"] for t in todo],
-            "max_concurrency": concurrency, "max_failures": max_failures})], cursor=True)  # fmt: skip
+            "max_concurrency": concurrency, "max_failures": max_failures})])  # fmt: skip
         failures = 0
         lock = threading.Lock()
         queue = list(todo)

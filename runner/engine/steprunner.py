@@ -131,7 +131,7 @@ class StepRunner:
                 rec.started_at = rec.started_at or time.time()
                 events.append(unit.event("step.started", {"executor": self.exe.lease.holder.label(), "type": step.action.type},
                                          attempt=rec.attempts))  # fmt: skip
-                self.exe.save(unit, events, cursor=True)
+                self.exe.save(unit, events)
                 events = []
             ctx = self.exe.make_ctx(unit, rec.attempts, step.timeout)
             result, failure = self._invoke(unit, ctx)

@@ -128,11 +128,11 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
                           human_command=f"fix the cause, then: {hint.command('resume', rid, '--retry')}")  # fmt: skip
     if state == RunState.RUNNING and holder_gone:
         who = run.holder.label() if run.holder else "its executor"
-        return NextAction(action="resume", step=run.cursor, command=hint.command(hint.resume_verb, rid),
+        return NextAction(action="resume", step=_in_flight(steps, run), command=hint.command(hint.resume_verb, rid),
                           reason=f"{who} is no longer running; resume recovers the run")  # fmt: skip
     if state == RunState.RUNNING:
         who = run.holder.label() if run.holder else "an executor"
-        return NextAction(action="wait", step=run.cursor, command=hint.command("status", rid, carry=False),
+        return NextAction(action="wait", step=_in_flight(steps, run), command=hint.command("status", rid, carry=False),
                           not_before=iso(time.time() + 2), reason=f"being executed by {who}")  # fmt: skip
     if state == RunState.WAITING:
         return _waiting(run, steps, hint, current)
@@ -141,6 +141,13 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
 
 
 _DONE = {StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK}
+_IN_FLIGHT = {StepState.RUNNING, StepState.INTERRUPTED}
+
+
+def _in_flight(steps: list[StepRecord], run: RunRecord) -> str | None:
+    """The step a running run is executing: its step row says ``running`` (else the first not done)."""
+    step = next((s for s in steps if s.state in _IN_FLIGHT), None) or next((s for s in steps if s.state not in _DONE), None)
+    return step.step_id if step is not None else run.cursor
 
 
 def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current: StepRecord | None) -> NextAction:
