@@ -7,6 +7,7 @@ field) and raised together as one :class:`~runner.errors.ValidationError`, so
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from typing import Any, Literal
@@ -165,8 +166,13 @@ def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action |
                 return None
             dumped[name] = [c.model_dump(mode="json", by_alias=True, exclude_defaults=True) for c in checks]
     action = Action(type=type_name, config=dumped)
-    if not step_type.check_fields and not any(k not in step_type.unrendered and has_template(v) for k, v in dumped.items()):
-        action.with_validated(model)
+    if step_type.config_read_only and not step_type.check_fields and not any(
+        k not in step_type.unrendered and has_template(v) for k, v in dumped.items()
+    ):
+        # What the engine would validate at run time: the stored (JSON) form, as rendered. The model above came
+        # from the YAML values, which may hold dates or bytes the JSON form turns into strings.
+        with contextlib.suppress(PydanticValidationError):
+            action.with_validated(step_type.Config.model_validate(dumped, context={"rendered": True}))
     return action
 
 

@@ -143,7 +143,8 @@ def runbook_execute_action(step_type: Any, config: Any, ctx: Any) -> Any:
     """Carry out one step action or probe and return its result.
 
     :param step_type: the :class:`runner.steptypes.StepType` to run.
-    :param config: the rendered, validated config model instance.
+    :param config: the rendered, validated config model instance. Treat it as read-only: for a step type
+        with ``config_read_only`` it is a shallow copy of a model shared by every action of that step.
     :param ctx: the :class:`runner.context.Context` of the step.
     :return: a :class:`runner.steptypes.ActionResult` or :class:`runner.steptypes.Wait`.
 

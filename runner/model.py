@@ -76,17 +76,20 @@ class Action(_Model):
     _validated: BaseModel | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Action) and (self.type, self.config) == (other.type, other.config)
+        if not isinstance(other, Action):
+            return NotImplemented
+        return (self.type, self.config) == (other.type, other.config)
 
     __hash__ = None  # type: ignore[assignment]  # config is a dict
 
     @property
     def validated(self) -> BaseModel | None:
-        """The step type's ``Config`` as the compiler validated it, when ``config`` holds no template.
+        """The step type's ``Config`` validated once from ``config``, when it holds no template.
 
-        Rendering such a config gives the config itself, so the engine uses this model (a shallow copy per
-        action) instead of validating the same values again for every run. ``None`` for a config with
-        templates, and for an action read back from a stored snapshot.
+        Rendering such a config gives the config itself, so for a step type that declares
+        :attr:`~runner.steptypes.StepType.config_read_only` the engine hands each action a shallow copy of this
+        model instead of validating the same values again for every run. ``None`` for a config with templates,
+        for other step types, and for an action read back from a stored snapshot.
         """
         return self._validated
 

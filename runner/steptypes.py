@@ -165,6 +165,10 @@ class StepType:
     """JSON Schema of the non-mapping shorthand :meth:`shorthand` accepts (for ``runbook schema``)."""
     check_fields: ClassVar[frozenset[str]] = frozenset()
     """Config fields holding lists of checks, compiled (and located on error) like a step's ``check``."""
+    config_read_only: ClassVar[bool] = False
+    """True if ``execute`` never changes its config, nested lists and dicts included. The engine then validates
+    a config without templates once, when the runbook is loaded, and gives every action (every run, every
+    fan-out target, in any thread) a shallow copy of that one model instead of validating it again."""
 
     def shorthand(self, value: Any) -> Any:
         """Turn a non-mapping value (e.g. ``shell: [argv]``) into the mapping ``Config`` takes."""

@@ -118,6 +118,13 @@ def test_template_free_configs_keep_the_compiled_model_and_templated_ones_do_not
     assert isinstance(plain.validated, config) and plain.validated == config.model_validate(plain.config, context={"rendered": True})
     assert templated.validated is None  # rendered per run, then validated
     assert isinstance(script.validated, config)  # a script is passed to sh unrendered: nothing to render
+    # the model is the one the engine would build from the stored form: a YAML date is the string it stores
+    body = compile_text("name: a\nsteps:\n  - id: post\n    http: {url: 'http://127.0.0.1:9/', method: POST, json: {day: 2024-01-01}}\n",
+                        registry).steps[0].action  # fmt: skip
+    assert body.config["json"] == {"day": "2024-01-01"} and body.validated.json_ == {"day": "2024-01-01"}
+    # a step type whose execute may change its config (python hands `args` to user code) is validated per action
+    python = compile_text("name: a\nsteps:\n  - id: py\n    python: {call: 'os.path:join', args: {a: [1]}}\n", registry)
+    assert python.steps[0].action.validated is None
     # the remembered model is a cache, not part of the action: a snapshot read back compares equal
     from runner.model import RunbookSpec
 

@@ -213,3 +213,16 @@ def test_sigterm_during_an_in_process_wait_interrupts(project: Project) -> None:
     time.sleep(0.3)
     out, _ = kill(proc, signal.SIGTERM)
     assert proc.returncode == 130 and json.loads(out)["state"] == "interrupted"
+
+
+def test_a_step_function_changing_its_args_does_not_change_the_next_run(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configs validated once are shared only by step types that never change them; `python` hands its args to
+    user code, which may, so each of its actions gets values of its own (three runs in one process)."""
+    from runner.api import Client
+
+    (project.root / "rbmutate.py").write_text("def grow(ctx, params, items):\n    items.append(len(items))\n    return list(items)\n")
+    monkeypatch.syspath_prepend(str(project.root))
+    project.write("mut.yaml", "name: mut\nsteps:\n  - {id: grow, python: {call: 'rbmutate:grow', args: {items: [0]}}}\n")
+    with Client(paths=[str(project.runbooks)], store=f"sqlite:///{project.root}/j.db", project_dir=str(project.root)) as client:
+        outputs = [client.start("mut").steps[0].output for _ in range(3)]
+    assert outputs == [[0, 1]] * 3, outputs

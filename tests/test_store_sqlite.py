@@ -154,3 +154,25 @@ def test_a_step_commit_leaves_the_run_row_alone_but_the_run_shows_the_change(tmp
     last = store.events(run.id)[-1]
     assert got.last_seq == last.seq and got.updated_at == last.ts > before[0]
     store.close()
+
+
+def test_a_journal_from_before_the_snapshot_table_is_upgraded(tmp_path: Path) -> None:
+    """Early version-1 journals kept the snapshot and step hashes in ``runs`` (no ``run_specs`` rows)."""
+    import sqlite3
+
+    from tests.store_contract import new_run
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    store = SQLiteStore(url)
+    run, _ = store.create_run(new_run(spec={"name": "rb", "steps": []}))
+    store.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:  # rewrite it into the early layout
+        conn.execute("ALTER TABLE runs ADD COLUMN step_hashes TEXT NOT NULL DEFAULT '{}'")
+        conn.execute("ALTER TABLE runs ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'")
+        conn.execute("UPDATE runs SET (step_hashes, spec) = (SELECT step_hashes, spec FROM run_specs WHERE run_id = runs.id)")
+        conn.execute("DELETE FROM run_specs")
+        conn.execute("PRAGMA user_version=1")
+    store = SQLiteStore(url)
+    assert store.get_spec(run.id) == {"name": "rb", "steps": []}
+    assert store.get_run(run.id).step_hashes == {"a": "1", "b": "2"}
+    store.close()

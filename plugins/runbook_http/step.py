@@ -26,6 +26,7 @@ SENSITIVE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authenticat
 class HttpStep(StepType):
     """Make one HTTP request with httpx: timeouts always, bounded body, no proxy from the environment."""
 
+    config_read_only = True  # execute reads its config; anything it changes is a copy
     name = "http"
     Config = HttpConfig
     description = "Make an HTTP request (httpx; timeouts always, response size cap, optional host allow-list, no env proxies)"

@@ -258,6 +258,7 @@ def run_process(
 class ShellStep(StepType):
     """Run a local command (argv, no shell) or a ``sh -e`` script."""
 
+    config_read_only = True  # execute reads its config; anything it changes is a copy
     name = "shell"
     Config = ShellConfig
     description = "Run a local command (argv list, no shell) or a `sh -e` script with params as environment variables"

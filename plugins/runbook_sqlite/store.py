@@ -258,6 +258,9 @@ class SQLiteStore(Store):
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
                     c.execute(statement)
+            columns = {row[1] for row in c.execute("PRAGMA table_info(runs)")}
+            if "spec" in columns:  # a journal from before the snapshot moved to run_specs (also "version 1")
+                c.execute("INSERT OR IGNORE INTO run_specs (run_id, step_hashes, spec) SELECT id, step_hashes, spec FROM runs")
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         if self.path != ":memory:":
             os.chmod(self.path, 0o600)
@@ -564,7 +567,7 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------------ alert deliveries
 
     def _alerts(self) -> sqlite3.Connection:
-        """The connection, with the alert tables created if this journal predates them (schema stays 1)."""
+        """The connection, with the alert tables created if this journal predates them (no new format version)."""
         conn = self._conn()
         if not getattr(self, "_alert_tables", False):
             with self._tx() as c:

@@ -63,6 +63,7 @@ class SSHConfig(StepConfig):
 class SSHStep(StepType):
     """Run a command on a remote host over SSH, with strict host-key checking."""
 
+    config_read_only = True  # execute reads its config; anything it changes is a copy
     name = "ssh"
     Config = SSHConfig
     description = "Run a command (argv list, each argument quoted) on a host over SSH; host keys checked against known_hosts"

@@ -122,7 +122,7 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
     if state in (RunState.SUCCEEDED, RunState.CANCELLED):
         return NextAction(action="none", reason=f"run {state}")
     if state == RunState.FAILED:
-        failed = next((s for s in steps if s.state in (StepState.FAILED, StepState.BLOCKED)), current)
+        failed = next((s for s in steps if s.state in (StepState.FAILED, StepState.BLOCKED, *_IN_FLIGHT)), current)
         return NextAction(action="fix_and_retry", step=failed.step_id if failed else None,
                           command=hint.command("resume", rid, "--retry"), reason=run.reason,
                           human_command=f"fix the cause, then: {hint.command('resume', rid, '--retry')}")  # fmt: skip

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.procs import cleanup_stale_dirs, keygen, pid_alive, run
+from harness.procs import cleanup_stale_dirs, keygen, pid_alive, run, wait_tcp
 from harness.servers import TEST_USER, SSHServer, make_dir, start_sshd
 
 __all__ = ["NetnsHost", "NetnsHosts", "cleanup_stale", "netns_available", "start_netns_hosts"]
@@ -66,10 +66,16 @@ class NetnsHosts:
         host.partitioned = True
 
     def heal(self, which: int | str) -> None:
-        """Reconnect host ``which``."""
+        """Reconnect host ``which``; returns once its sshd accepts connections again.
+
+        A link just set up is not usable at once (and the neighbour entry of a host that stopped answering
+        fails new connections with "No route to host" for a moment), so a caller connecting right away would
+        race the network instead of testing the runbook.
+        """
         host = self._host(which)
         run("ip", "-n", host.netns, "link", "set", "eth0", "up")
         host.partitioned = False
+        wait_tcp(host.address, host.server.port if host.server is not None else 22, timeout=10.0)
 
     def heal_all(self) -> None:
         """Reconnect every partitioned host."""
