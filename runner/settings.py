@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+def hostname() -> str:
+    """This machine's name, as ``socket.gethostname()`` gives it (without importing ``socket`` on POSIX)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
 
 __all__ = ["Settings", "find_project_dir"]
 
@@ -32,7 +41,7 @@ def default_actor() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = f"uid{os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{hostname()}"
 
 
 @dataclass

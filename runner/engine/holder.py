@@ -9,9 +9,9 @@ for the executor and a ``kill -9`` is detected at once.
 from __future__ import annotations
 
 import os
-import socket
 from functools import cache
 
+from runner.settings import hostname
 from runner.store.records import Holder
 
 __all__ = ["current_holder", "is_alive"]
@@ -41,7 +41,7 @@ def current_holder(kind: str = "cli") -> Holder:
     """A new executor identity in this process (each engine gets its own ``token``)."""
     pid = os.getpid()
     stat = _stat(pid)
-    return Holder(host=socket.gethostname(), boot_id=_boot_id(), pid=pid, start_time=stat[1] if stat else 0, kind=kind,
+    return Holder(host=hostname(), boot_id=_boot_id(), pid=pid, start_time=stat[1] if stat else 0, kind=kind,
                   token=os.urandom(4).hex())  # fmt: skip
 
 
