@@ -49,11 +49,17 @@ _RUN_UPDATABLE = frozenset(
     {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
      "params", "content_hash", "step_hashes", "spec"}
 )  # fmt: skip
+_RUN = (
+    "id, runbook, state, reason, params, started_by, trigger, created_at, updated_at, finished_at, content_hash,"
+    " step_hashes, file, cursor, idempotency_key, lock_key, parent_run_id, parent_step_id, holder, lease_expires_at,"
+    " fence, pause_requested, cancel_requested, wake_at, options, last_seq"
+)
+"""Every column of ``runs`` but the runbook snapshot (``spec``, as large as the runbook: see ``get_spec``)."""
 _INSERT_RUN = (
     "INSERT INTO runs (id, runbook, state, params, started_by, trigger, created_at, updated_at, content_hash, step_hashes,"
     " spec, file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at, holder, lease_expires_at,"
     f" fence, last_seq) VALUES (%s, %s, %s, %s, %s, %s, {NOW}, {NOW}, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    f" CASE WHEN %s THEN {NOW} END, %s, {NOW} + %s, %s, 1) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
+    f" CASE WHEN %s THEN {NOW} END, %s, {NOW} + %s, %s, 1) ON CONFLICT (idempotency_key) DO NOTHING RETURNING " + _RUN
 )
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 _UPSERT_STEP = (
@@ -64,7 +70,7 @@ _UPSERT_STEP = (
     " data = excluded.data"
 )
 _CLAIMABLE = (
-    f"SELECT *, {NOW} AS db_now FROM runs WHERE state IN ({_ACTIVE_SQL}) AND (holder IS NULL OR lease_expires_at < {NOW})"
+    f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE state IN ({_ACTIVE_SQL}) AND (holder IS NULL OR lease_expires_at < {NOW})"
     " AND parent_run_id IS NULL"  # sub-runbook runs are driven by their parent's executor
     f" AND (state = 'running' OR (state = 'queued' AND NOT pause_requested)"
     f" OR (state = 'waiting' AND wake_at <= {NOW} AND NOT pause_requested)"
@@ -130,7 +136,7 @@ class PostgresStore(AlertDeliveries):
                 float(new.lease_ttl) if new.holder else None, 1 if new.holder else 0,
             )).fetchone()  # fmt: skip
             if row is None:  # the key was used before (or by a transaction that committed while we waited on it)
-                existing = cur.execute("SELECT * FROM runs WHERE idempotency_key = %s", (new.idempotency_key,)).fetchone()
+                existing = cur.execute(f"SELECT {_RUN} FROM runs WHERE idempotency_key = %s", (new.idempotency_key,)).fetchone()
                 if existing is None:
                     raise StoreError(f"run {new.id}: insert conflicted on idempotency key '{new.idempotency_key}' but no run has it")
                 return RunRecord.model_validate(existing), False
@@ -167,7 +173,7 @@ class PostgresStore(AlertDeliveries):
     def get_run(self, run_id: str) -> RunRecord:
         """See :meth:`Store.get_run`."""
         with self._read() as conn:
-            row = conn.execute("SELECT * FROM runs WHERE id = %s", (run_id,)).fetchone()
+            row = conn.execute(f"SELECT {_RUN} FROM runs WHERE id = %s", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
         return RunRecord.model_validate(row)
@@ -203,7 +209,7 @@ class PostgresStore(AlertDeliveries):
             where.append("state = ANY(%s)")
             args.append([str(s) for s in states])
         with self._read() as conn:
-            rows = conn.execute(f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
+            rows = conn.execute(f"SELECT {_RUN} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
         return [RunRecord.model_validate(r) for r in rows]
 
     def count_runs(self) -> dict[tuple[str, str], int]:
@@ -233,7 +239,7 @@ class PostgresStore(AlertDeliveries):
     def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive, take_lock: bool = True) -> Lease:
         """See :meth:`Store.acquire`."""
         with self._tx("acquiring a lease") as cur:
-            row = cur.execute(f"SELECT *, {NOW} AS db_now FROM runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
+            row = cur.execute(f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
             return self._lease(cur, row, holder, ttl, force=force, is_alive=is_alive, take_lock=take_lock)
@@ -373,7 +379,7 @@ class PostgresStore(AlertDeliveries):
         dead = [r["id"] for r in rows if is_alive(Holder.model_validate(r["holder"])) is False][:limit]
         if not dead:
             return []
-        return cur.execute(f"SELECT *, {NOW} AS db_now FROM runs WHERE id = ANY(%s) AND state = 'running'"
+        return cur.execute(f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE id = ANY(%s) AND state = 'running'"
                            " ORDER BY created_at FOR UPDATE SKIP LOCKED", (dead,)).fetchall()  # fmt: skip
 
     def queue_depth(self) -> int:
