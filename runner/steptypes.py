@@ -34,13 +34,11 @@ def is_template(value: object) -> bool:
 
 def has_template(value: object) -> bool:
     """True if ``value`` is a template string or a dict or list holding one, at any depth."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
     if isinstance(value, dict):
         return any(has_template(v) for v in value.values())
     if isinstance(value, list | tuple):
         return any(has_template(v) for v in value)
-    return False
+    return is_template(value)
 
 
 def _template_only(value: str, info: ValidationInfo) -> str:
