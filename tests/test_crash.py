@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import Project, kill
 
 KILLS = 500 if os.environ.get("RUNBOOK_SOAK") else 52
+MAX_RUNS = KILLS + 8  # a run takes at least one kill on average by far (about 3); this only bounds a broken killer
 
 
 def runbook(name: str, log: Path) -> str:
@@ -81,7 +82,7 @@ def test_sigkill_at_random_points_never_reruns_a_checked_step(project: Project) 
     rng = random.Random(int(os.environ.get("RUNBOOK_CRASH_SEED", "20261122")))
     total, n = 0, 0
     while total < KILLS:
-        assert n < 60, f"only {total} kills landed in {n} runs"
+        assert n < MAX_RUNS, f"only {total} kills landed in {n} runs"
         log = project.root / f"log{n}"
         log.touch()
         project.write(f"crashy{n}.yaml", runbook(f"crashy{n}", log))
