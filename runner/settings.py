@@ -8,17 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def hostname() -> str:
-    """This machine's name, as ``socket.gethostname()`` gives it (without importing ``socket`` on POSIX)."""
-    if hasattr(os, "uname"):
-        return os.uname().nodename
-    import socket
-
-    return socket.gethostname()
-
-
-__all__ = ["Settings", "find_project_dir"]
+__all__ = ["Settings", "find_project_dir", "hostname"]
 
 STATE_DIR = ".runbook"
 
@@ -30,6 +20,15 @@ def find_project_dir(start: Path | None = None) -> Path:
         if (candidate / STATE_DIR).is_dir():
             return candidate
     return here
+
+
+def hostname() -> str:
+    """This machine's name, as ``socket.gethostname()`` gives it (without importing ``socket`` on POSIX)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def default_actor() -> str:

@@ -45,9 +45,9 @@ if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook
 __all__ = ["SQLiteStore"]
 
 SCHEMA_VERSION = 2
-"""2: events are numbered from the events table, not ``runs.last_seq`` (no longer written); a version-1 journal
-is upgraded in place (nothing to convert), and a version-1 runbook refuses a version-2 journal instead of
-numbering events from a stale counter."""
+"""2: events are numbered from the events table, not ``runs.last_seq`` (no longer written). A version-1 journal
+is upgraded in place (only an early one, whose snapshots are still in ``runs``, has anything to move), and a
+version-1 runbook refuses a version-2 journal instead of numbering events from a stale counter."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, runbook TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
@@ -98,23 +98,21 @@ _RUN_JSON = ("params", "trigger", "step_hashes", "spec", "options", "holder")
 # updated by every commit, so keeping a large spec there would make each step's commit cost grow with the runbook.
 _SPEC_COLUMNS = frozenset({"spec", "step_hashes"})
 _RUN_COLUMNS = (
-    "id, runbook, state, reason, params, started_by, trigger, created_at, content_hash, file, cursor, idempotency_key,"
-    " lock_key, parent_run_id, parent_step_id, holder, lease_expires_at, fence, pause_requested, cancel_requested,"
-    " wake_at, options, finished_at"
-)
+    "id", "runbook", "state", "reason", "params", "started_by", "trigger", "created_at", "content_hash", "file", "cursor",
+    "idempotency_key", "lock_key", "parent_run_id", "parent_step_id", "holder", "lease_expires_at", "fence",
+    "pause_requested", "cancel_requested", "wake_at", "options", "finished_at",
+)  # fmt: skip
 # A step's commit writes its step rows and events, not the run row: the latest event gives the run's last sequence
 # number and, when it is newer than the row, its last change (both through the events primary key, no scan).
 _LAST_EVENT = "FROM events WHERE events.run_id = runs.id ORDER BY seq DESC LIMIT 1"
 _RUNS = (
-    f"SELECT {', '.join('runs.' + c.strip() for c in _RUN_COLUMNS.split(','))},"
+    f"SELECT {', '.join('runs.' + c for c in _RUN_COLUMNS)},"
     f" MAX(runs.updated_at, COALESCE((SELECT ts {_LAST_EVENT}), 0)) AS updated_at,"
     f" COALESCE((SELECT seq {_LAST_EVENT}), 0) AS last_seq, run_specs.step_hashes"
     " FROM runs LEFT JOIN run_specs ON run_specs.run_id = runs.id"
 )
-_FENCE = (
-    "SELECT fence, pause_requested, cancel_requested, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id=?1)"
-    " FROM runs WHERE id=?1"
-)
+_LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id=?1"
+_FENCE = f"SELECT fence, pause_requested, cancel_requested, ({_LAST_SEQ}) FROM runs WHERE id=?1"
 _RUN_UPDATABLE = frozenset(
     {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
      "params", "content_hash", "step_hashes", "spec"}
@@ -304,7 +302,7 @@ class SQLiteStore(Store):
         """Number (after the run's latest event) and insert ``events``, inside the caller's write transaction."""
         if not events:
             return []
-        last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id=?", (run_id,)).fetchone()[0]
+        last = c.execute(_LAST_SEQ, (run_id,)).fetchone()[0]
         return self._insert_events(c, run_id, events, now, first=last + 1)
 
     @staticmethod

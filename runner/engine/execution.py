@@ -25,7 +25,18 @@ from runner.errors import (
 )
 from runner.params import validate_params
 from runner.secrets import Redactor, SecretResolver, SecretsView
-from runner.store.records import DONE_STEP_STATES, Event, Flags, NewEvent, RunRecord, RunState, StepPatch, StepRecord, StepState
+from runner.store.records import (
+    DONE_STEP_STATES,
+    IN_FLIGHT_STEP_STATES,
+    Event,
+    Flags,
+    NewEvent,
+    RunRecord,
+    RunState,
+    StepPatch,
+    StepRecord,
+    StepState,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +53,6 @@ RESERVE = 0.15
 """Seconds kept back from a budget for the final commit and exit."""
 FLAGS_STALE = 0.05
 """Outside requests (pause, cancel) are re-read at a step boundary when the last read is older than this."""
-_IN_FLIGHT = (StepState.RUNNING, StepState.INTERRUPTED)
 _RUN_FIELDS = frozenset(RunRecord.model_fields)
 
 
@@ -416,9 +426,9 @@ class Execution:
         """Decide what happens to work that was in flight when the previous executor stopped."""
         for step in self.spec.steps:
             rec = self.steps[step.id]
-            units = [Unit(step, rec)] if rec.state in _IN_FLIGHT else []
+            units = [Unit(step, rec)] if rec.state in IN_FLIGHT_STEP_STATES else []
             for name, t in (rec.data.get("targets") or {}).items():
-                if t.get("state") in {str(s) for s in _IN_FLIGHT}:
+                if t.get("state") in IN_FLIGHT_STEP_STATES:
                     units.append(Unit(step, _target_rec(rec, t), {"name": name}))
             for unit in units:
                 decision = _recovery_decision(step, unit.rec)

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from runner.errors import ExitCode
-from runner.store.records import RunRecord, RunState, StepRecord, StepState
+from runner.store.records import DONE_STEP_STATES, IN_FLIGHT_STEP_STATES, RunRecord, RunState, StepRecord, StepState
 
 __all__ = ["CommandHint", "NextAction", "RunView", "StepView", "build_view", "exit_code_for", "iso"]
 
@@ -122,7 +122,7 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
     if state in (RunState.SUCCEEDED, RunState.CANCELLED):
         return NextAction(action="none", reason=f"run {state}")
     if state == RunState.FAILED:
-        failed = next((s for s in steps if s.state in (StepState.FAILED, StepState.BLOCKED, *_IN_FLIGHT)), current)
+        failed = next((s for s in steps if s.state in (StepState.FAILED, StepState.BLOCKED, *IN_FLIGHT_STEP_STATES)), current)
         return NextAction(action="fix_and_retry", step=failed.step_id if failed else None,
                           command=hint.command("resume", rid, "--retry"), reason=run.reason,
                           human_command=f"fix the cause, then: {hint.command('resume', rid, '--retry')}")  # fmt: skip
@@ -136,17 +136,15 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
                           not_before=iso(time.time() + 2), reason=f"being executed by {who}")  # fmt: skip
     if state == RunState.WAITING:
         return _waiting(run, steps, hint, current)
-    step = next((s.step_id for s in steps if s.state not in _DONE), run.cursor)
+    step = next((s.step_id for s in steps if s.state not in DONE_STEP_STATES), run.cursor)
     return NextAction(action="resume", step=step, command=hint.command(hint.resume_verb, rid), reason=run.reason or f"run {state}")
 
 
-_DONE = {StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK}
-_IN_FLIGHT = {StepState.RUNNING, StepState.INTERRUPTED}
 
 
 def _in_flight(steps: list[StepRecord], run: RunRecord) -> str | None:
     """The step a running run is executing: its step row says ``running`` (else the first not done)."""
-    step = next((s for s in steps if s.state in _IN_FLIGHT), None) or next((s for s in steps if s.state not in _DONE), None)
+    step = next((s for s in steps if s.state in IN_FLIGHT_STEP_STATES), None) or next((s for s in steps if s.state not in DONE_STEP_STATES), None)
     return step.step_id if step is not None else run.cursor
 
 

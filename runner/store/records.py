@@ -65,6 +65,8 @@ class StepState(enum.StrEnum):
 
 
 DONE_STEP_STATES = frozenset({StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK})
+IN_FLIGHT_STEP_STATES = frozenset({StepState.RUNNING, StepState.INTERRUPTED})
+"""A step (or target) whose action had started when its executor last wrote: recovery decides what happens to it."""
 
 
 class Holder(BaseModel):
