@@ -58,6 +58,8 @@ class LoadedRunbook:
     params_model: type[BaseModel]
     registry: StepTypeRegistry = field(repr=False)
     located: Located | None = field(default=None, repr=False)
+    source: bytes | None = field(default=None, repr=False)
+    """The YAML it was compiled from, when positions are to be found on demand (a compile cache hit)."""
 
     @property
     def name(self) -> str:
@@ -81,6 +83,18 @@ class LoadedRunbook:
             out[step.id] = _digest(data)
         return out
 
+    def has_fingerprints(self) -> list[bool]:
+        """For each action, whether its step type adds a fingerprint (which the step hashes then include)."""
+        return [self._fingerprint(a.type, a.config) is not None for step in self.spec.steps for a in _actions(step)]
+
+    def positions(self) -> Located | None:
+        """Line and column of every key of the YAML source (parsed again on first use after a cache hit)."""
+        if self.located is None and self.source is not None:
+            from runner.yamlsafe import load_yaml
+
+            self.located = load_yaml(self.source, self.file)
+        return self.located
+
     @cached_property
     def content_hash(self) -> str:
         """Hash of the whole compiled runbook."""
@@ -94,10 +108,11 @@ class LoadedRunbook:
 
     def location(self, step_id: str, key: str | None = None) -> str:
         """``file:line`` of a step (for messages)."""
-        if self.located is None:
+        located = self.positions()
+        if located is None:
             return self.file
         idx = self.spec.index(step_id)
-        line, _ = self.located.position(("steps", idx, key) if key else ("steps", idx))
+        line, _ = located.position(("steps", idx, key) if key else ("steps", idx))
         return f"{self.file}:{line}" if line else self.file
 
 
@@ -198,18 +213,29 @@ def load_file(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:
 
 
 def _load_yaml(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
-    from runner.compiler import compile_runbook
+    from runner.compile_cache import default_cache
     from runner.params import build_params_model
-    from runner.yamlsafe import load_yaml
+    from runner.yamlsafe import check_size
 
     file = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ValidationError([Problem(f"cannot read file: {exc.strerror}", file=file)]) from None
+    check_size(raw, file)
+    cache = default_cache()
+    cached = cache.load(raw, file, registry) if cache is not None else None
+    if cached is not None:
+        return cached
+    from runner.compiler import compile_runbook
+    from runner.yamlsafe import load_yaml
+
     located = load_yaml(raw, file)
     spec = compile_runbook(located.data, registry, located=located, file=file)
-    return LoadedRunbook(spec, file, build_params_model(spec.name, spec.params), registry, located)
+    rb = LoadedRunbook(spec, file, build_params_model(spec.name, spec.params), registry, located)
+    if cache is not None:
+        cache.store(raw, rb)
+    return rb
 
 
 def _load_python(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:

@@ -7,7 +7,6 @@ field) and raised together as one :class:`~runner.errors.ValidationError`, so
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import re
 from typing import Any, Literal
@@ -19,7 +18,7 @@ from runner.errors import Problem, ValidationError
 from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, RunbookSpec, Step
 from runner.params import ParamSpec
 from runner.registry import StepTypeRegistry
-from runner.steptypes import has_template
+from runner.steptypes import reusable_config
 from runner.yamlsafe import Located
 
 __all__ = ["compile_runbook"]
@@ -166,14 +165,10 @@ def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action |
                 return None
             dumped[name] = [c.model_dump(mode="json", by_alias=True, exclude_defaults=True) for c in checks]
     action = Action(type=type_name, config=dumped)
-    if step_type.config_read_only and not step_type.check_fields and not any(
-        k not in step_type.unrendered and has_template(v) for k, v in dumped.items()
-    ):
-        # What the engine would validate at run time: the stored (JSON) form, as rendered. The model above came
-        # from the YAML values, which may hold dates or bytes the JSON form turns into strings.
-        with contextlib.suppress(PydanticValidationError):
-            action.with_validated(step_type.Config.model_validate(dumped, context={"rendered": True}))
-    return action
+    # Validated again from the stored (JSON) form, as the engine would at run time: the model above came from
+    # the YAML values, which may hold dates or bytes that the JSON form turns into strings.
+    reusable = reusable_config(step_type, dumped)
+    return action if reusable is None else action.with_validated(reusable)
 
 
 def _check(ctx: _Ctx, path: Path_, raw: Any) -> Check | None:

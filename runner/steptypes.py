@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Val
 if TYPE_CHECKING:
     from runner.context import Context
 
-__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template"]
+__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template", "reusable_config"]
 
 T = TypeVar("T")
 
@@ -189,4 +189,24 @@ class StepType:
 
     def estimate(self, config: dict[str, Any]) -> float | None:
         """Seconds the action is known to take, when the config says (``wait: {for: 30s}``)."""
+        return None
+
+
+def reusable_config(step_type: StepType, config: dict[str, Any]) -> BaseModel | None:
+    """The validated ``Config`` the engine may reuse for every action of ``config`` (stored JSON form), or None.
+
+    Only for a step type that declares :attr:`StepType.config_read_only` and a config with no template (outside
+    the type's ``unrendered`` fields) and no nested checks: rendering such a config gives the config itself.
+    It is validated as the engine would at run time, as rendered, from the JSON form (a YAML value such as a
+    date is a string there). A config the type refuses gives None: the engine reports it when the step runs.
+    """
+    if not step_type.config_read_only or step_type.check_fields:
+        return None
+    if any(key not in step_type.unrendered and has_template(value) for key, value in config.items()):
+        return None
+    from pydantic import ValidationError
+
+    try:
+        return step_type.Config.model_validate(config, context={"rendered": True})
+    except ValidationError:
         return None

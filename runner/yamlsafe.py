@@ -8,36 +8,53 @@ can name ``file:line:column``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from runner.errors import Problem, ValidationError
 
-__all__ = ["DEFAULT_MAX_BYTES", "Located", "load_yaml"]
+__all__ = ["DEFAULT_MAX_BYTES", "Located", "check_size", "load_yaml"]
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 Path_ = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
-_CLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _BaseLoader(_CLoader):  # type: ignore[misc]
-    """YAML 1.2-style booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings."""
+@functools.cache
+def _loader_class() -> Any:
+    """The C-accelerated safe loader with YAML 1.2-style booleans: only true/false; yes, no, on, off stay strings.
+
+    Built on first use, so that importing this module (to check a size, or for :class:`Located`) does not
+    import PyYAML: a runbook read from the compile cache is never parsed.
+    """
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class _BaseLoader(base):  # type: ignore[misc]
+        pass
+
+    _BaseLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    _BaseLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return _BaseLoader
 
 
-_BaseLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in _CLoader.yaml_implicit_resolvers.items()
-}
-_BaseLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+def check_size(text: str | bytes, file: str, *, max_bytes: int | None = None) -> None:
+    """Refuse a file larger than ``max_bytes`` (default ``RUNBOOK_MAX_FILE_BYTES``, else 1 MiB)."""
+    limit = max_bytes if max_bytes is not None else int(os.environ.get("RUNBOOK_MAX_FILE_BYTES", DEFAULT_MAX_BYTES))
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > limit:
+        raise ValidationError([Problem(f"file is {size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)", file=file)])
 
 
 @dataclass
@@ -108,7 +125,7 @@ class _Builder:
         self.loader, self.located = loader, located
         self.seen: set[int] = set()
 
-    def build(self, node: yaml.Node, path: Path_) -> Any:
+    def build(self, node: Any, path: Path_) -> Any:
         # The composer turns an alias into a second reference to the anchored node; refusing any
         # node met twice stops alias bombs before a single expansion happens.
         if id(node) in self.seen:
@@ -121,15 +138,15 @@ class _Builder:
         self.seen.add(id(node))
         self.located.positions.setdefault(path, _mark(node.start_mark))
         self.located.values[path] = _mark(node.start_mark)
-        if isinstance(node, yaml.MappingNode):
+        if node.id == "mapping":
             return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if node.id == "sequence":
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         if node.tag == _STR_TAG:  # what the constructor would do for a plain string, without its dispatch
             return node.value
         return self.loader.construct_object(node, deep=True)
 
-    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
+    def _mapping(self, node: Any, path: Path_) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -151,12 +168,11 @@ def load_yaml(text: str | bytes, file: str, *, max_bytes: int | None = None) -> 
 
     Raises :class:`ValidationError` with file, line and column on any problem.
     """
-    limit = max_bytes if max_bytes is not None else int(os.environ.get("RUNBOOK_MAX_FILE_BYTES", DEFAULT_MAX_BYTES))
-    size = len(text.encode() if isinstance(text, str) else text)
-    if size > limit:
-        raise ValidationError([Problem(f"file is {size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)", file=file)])
+    import yaml
+
+    check_size(text, file, max_bytes=max_bytes)
     located = Located(data=None, file=file)
-    loader = _BaseLoader(text)
+    loader = _loader_class()(text)
     try:
         node = loader.get_single_node()
         located.data = {} if node is None else _Builder(loader, located).build(node, ())

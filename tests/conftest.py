@@ -55,7 +55,7 @@ class Project:
         self.root = root
         self.runbooks = root / "runbooks"
         self.runbooks.mkdir(parents=True, exist_ok=True)
-        keep = {"RUNBOOK_DISABLE_PLUGINS"}
+        keep = {"RUNBOOK_DISABLE_PLUGINS", "RUNBOOK_CACHE_DIR"}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_") or k in keep}
         self.env.update(RUNBOOK_ACTOR="tester", PYTHONUNBUFFERED="1", COLUMNS="200")
 
@@ -93,6 +93,19 @@ def kill(proc: subprocess.Popen[str], sig: int | None = None) -> tuple[str, str]
 
     proc.send_signal(sig if sig is not None else signal.SIGKILL)
     return proc.communicate(timeout=60)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One compile cache for the whole suite, never the user's: tests that load a runbook again read it back."""
+    path = tmp_path_factory.mktemp("compile-cache")
+    previous = os.environ.get("RUNBOOK_CACHE_DIR")
+    os.environ["RUNBOOK_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RUNBOOK_CACHE_DIR", None)
+    else:
+        os.environ["RUNBOOK_CACHE_DIR"] = previous
 
 
 @pytest.fixture

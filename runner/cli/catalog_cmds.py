@@ -171,8 +171,9 @@ def _template_problem(rb: LoadedRunbook, path: tuple[Any, ...], msg: str) -> Any
     if len(path) >= 2 and path[0] == "steps":
         step = rb.spec.steps[path[1]]
         where = f"step '{step.id}', field '{'.'.join(str(p) for p in path[2:] if p not in ('action', 'config'))}'"
-        if rb.located is not None:
-            line = rb.located.position(("steps", path[1]))[0]
+        located = rb.positions()
+        if located is not None:
+            line = located.position(("steps", path[1]))[0]
     return Problem(msg, file=rb.file, line=line, where=where)
 
 
