@@ -18,7 +18,7 @@ import re
 import types
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from runner.errors import ParamsError
@@ -82,6 +82,14 @@ class ParamSpec(BaseModel):
     max_length: int | None = None
     items: ParamType | None = None
     secret: bool = False
+
+    @model_validator(mode="after")
+    def _explicit_required(self) -> ParamSpec:
+        # Whether a default was given is known only while the written form is at hand; the stored form (a run's
+        # snapshot, the compile cache) always has a default key. Saying so keeps a required param required there.
+        if self.required is None and "default" not in self.model_fields_set:
+            self.required = True
+        return self
 
     def is_required(self) -> bool:
         """Required unless it has a default or says ``required: false``."""
