@@ -304,3 +304,15 @@ def test_a_warm_cli_run_never_parses_yaml(tmp_path: Path) -> None:
     view, imported = run()
     assert "yaml" in imported
     assert view["steps"][0]["output"]["stdout"] == "second\n"  # type: ignore[index]
+
+
+def test_every_module_compiling_uses_is_stamped() -> None:
+    """An edit to any runner module that compiling imports must be a miss: each is in STAMPED_MODULES."""
+    code = "import sys, runner.compiler, runner.catalog, runner.compile_cache; print(' '.join(sorted(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded = {m for m in res.stdout.split() if m == "runner" or m.startswith("runner.")}
+    names = {"__init__" if m == "runner" else m.removeprefix("runner.") for m in loaded}
+    assert names <= set(cc.STAMPED_MODULES), sorted(names - set(cc.STAMPED_MODULES))
+    assert "compiler" in names and "model" in names
+    root = Path(cc.__file__).parent
+    assert all((root / f"{name}.py").is_file() for name in cc.STAMPED_MODULES)
