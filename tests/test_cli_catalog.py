@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 INVALID = REPO / "tests" / "cases" / "invalid"
 
 
-REPO_ENV = {"PATH": "/usr/bin:/bin", "HOME": str(REPO), "RUNBOOK_STORE": "sqlite:////tmp/never-created-by-catalog.db"}
+REPO_ENV = {"PATH": "/usr/bin:/bin", "HOME": str(REPO), "RUNBOOK_STORE": "sqlite:////tmp/never-created-by-catalog.db",
+            "RUNBOOK_CACHE_DIR": "off"}  # never a cache under the repository (HOME is the repository here)
 
 
 def repo_cli(*args: str) -> subprocess.CompletedProcess[str]:
