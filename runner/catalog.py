@@ -79,13 +79,9 @@ class LoadedRunbook:
         """Per-step content hash (config, probes, and step-type fingerprints such as function source)."""
         out = {}
         for step, dumped in zip(self.spec.steps, self.spec_json["steps"], strict=True):
-            data = {**dumped, "_fingerprints": [self._fingerprint(a.type, a.config) for a in _actions(step)]}
+            data = {**dumped, "_fingerprints": [self._fingerprint(a.type, a.config) for a in actions_of(step)]}
             out[step.id] = _digest(data)
         return out
-
-    def has_fingerprints(self) -> list[bool]:
-        """For each action, whether its step type adds a fingerprint (which the step hashes then include)."""
-        return [self._fingerprint(a.type, a.config) is not None for step in self.spec.steps for a in _actions(step)]
 
     def positions(self) -> Located | None:
         """Line and column of every key of the YAML source (parsed again on first use after a cache hit)."""
@@ -116,7 +112,8 @@ class LoadedRunbook:
         return f"{self.file}:{line}" if line else self.file
 
 
-def _actions(step: Any) -> list[Any]:
+def actions_of(step: Any) -> list[Any]:
+    """A step's action, the probes of its checks (precondition, check, verify) and its rollback action."""
     out = [step.action]
     out += [c for c in (*step.precondition, *step.check, *(step.verify.checks if step.verify else ())) if c.type]
     if step.rollback is not None:

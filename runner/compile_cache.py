@@ -2,22 +2,29 @@
 
 Loading a YAML runbook parses it, validates every step against its step type and compiles it, on every
 command: for a catalog of many runbooks, most of a command's start. An entry keeps the compiled runbook
-(the snapshot form stored with each run) and its content hashes, under a key made of:
+(the JSON form stored with each run, which the compiler returns by construction) and its content hashes,
+under a key made of:
 
 - the file's bytes (its path is not part of it: the same runbook in two checkouts is one entry);
-- this runbook version, the Python and pydantic versions, and the size and modification time of each module
-  of the ``runner`` package that compiling uses (an edited compiler is a miss, as an edited module's ``.pyc``
-  is stale);
-- in the entry, the same stamp of each step type's module the runbook uses, checked when the entry is read.
+- this runbook version, the Python and pydantic versions, and the path, size and modification time of every
+  module of the ``runner`` package's top level (where the compiler and the runbook model live) and of PyYAML;
+- in the entry, the same stamp of every module of each package that provides a step type the runbook uses
+  (the class and its ``Config``), checked when the entry is read.
+
+As for ``.pyc`` files, a module's stamp is the one this process first saw: a long-running process whose
+plugin is upgraded under it keeps reading entries for the code it runs, and writes none once a stamp on disk
+no longer matches. No entry is written while any stamp is unknown (a module without its source file).
 
 Reading an entry validates it again (pydantic, as a stored snapshot is read); an entry that does not
 validate, was cut short or belongs to another key is a miss, never a different runbook. Only runbooks that
-compiled without a problem are stored. A step whose type adds a fingerprint (a Python function's source) is
-hashed again on every load, so an edited function still shows as an edited step.
+compiled without a problem are stored. A runbook with a step type that fingerprints its actions (a Python
+step hashes its function's source) is hashed again on every load, so an edited function still shows as an
+edited step.
 
 Entries live in ``RUNBOOK_CACHE_DIR``, else ``$XDG_CACHE_HOME/runbook/compiled``, else
-``~/.cache/runbook/compiled`` (a directory of mode 0700, files 0600); ``RUNBOOK_CACHE_DIR=off`` turns the
-cache off. A directory that cannot be written only costs the speed.
+``~/.cache/runbook/compiled``: a directory of mode 0700 owned by the user, files 0600. A directory that
+others can write (or that someone else owns) is not used. ``RUNBOOK_CACHE_DIR=off`` turns the cache off. A
+directory that cannot be written costs only speed; nothing in here ever fails a command.
 """
 
 from __future__ import annotations
@@ -28,19 +35,23 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runner.catalog import LoadedRunbook
+    from runner.model import RunbookSpec
     from runner.registry import StepTypeRegistry
     from runner.steptypes import StepType
 
 __all__ = ["CompileCache", "default_cache"]
 
-FORMAT = 1
+FORMAT = 2
 MAX_ENTRIES = 2000  # a write that finds more removes the least recently used
+STALE_TMP = 3600.0  # seconds after which a temporary file is a crashed writer's, removed by the next trim
 _OFF = frozenset({"", "0", "off", "false", "no", "none"})
 
 log = logging.getLogger("runbook.cache")
@@ -50,69 +61,119 @@ def default_cache() -> CompileCache | None:
     """The cache ``RUNBOOK_CACHE_DIR`` / ``XDG_CACHE_HOME`` / ``HOME`` name, or None when it is turned off."""
     value = os.environ.get("RUNBOOK_CACHE_DIR")
     if value is not None:
-        return None if value.strip().lower() in _OFF else CompileCache(Path(value))
+        return None if value.strip().lower() in _OFF else CompileCache(Path(value).expanduser())
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return CompileCache(Path(base) / "runbook" / "compiled")
 
 
-def _stamp(path: str | None) -> str:
-    """``size:mtime_ns`` of a source file (``-`` if it has none, e.g. a class defined in ``__main__``)."""
-    if not path:
-        return "-"
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "-"
+class _Unstampable(Exception):
+    """A module whose source file cannot be stamped: entries depending on it are neither read nor written."""
+
+
+_seen: dict[str, str] = {}  # path -> the stamp this process first saw
+
+
+def _stat_stamp(path: str) -> str:
+    st = os.stat(path)
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-# The modules of the runner package whose code decides what a YAML file compiles to: the ones compiling imports.
-# tests/test_compile_cache.py checks that this list holds every runner module that importing them loads.
-STAMPED_MODULES = (
-    "__init__", "_version", "catalog", "compile_cache", "compiler", "durations", "errors", "model", "params",
-    "registry", "steptypes", "yamlsafe",
-)  # fmt: skip
+def _stamp(path: str) -> str:
+    """``path=size:mtime_ns`` of a source file, as first seen by this process."""
+    stamp = _seen.get(path)
+    if stamp is None:
+        try:
+            stamp = _seen.setdefault(path, _stat_stamp(path))
+        except OSError:
+            raise _Unstampable(path) from None
+    return f"{path}={stamp}"
+
+
+def _tree(directory: str) -> list[str]:
+    """Every ``.py`` file under ``directory`` (``__pycache__`` left out), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        found += [os.path.join(dirpath, n) for n in sorted(filenames) if n.endswith(".py")]
+    return found
+
+
+@functools.cache
+def _package_files(top: str) -> tuple[str, ...]:
+    """The source files of top-level module or package ``top`` (imported already: it provides a step type)."""
+    module = sys.modules.get(top)
+    paths = list(getattr(module, "__path__", None) or [])
+    if paths:
+        return tuple(f for p in paths for f in _tree(p))
+    file = getattr(module, "__file__", None)
+    if not file or not file.endswith(".py"):
+        raise _Unstampable(top)
+    return (file,)
+
+
+@functools.cache
+def _code_files() -> tuple[str, ...]:
+    """runner's top-level modules (the compiler, the runbook model ...) and PyYAML's, found without importing it."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    yaml_spec = importlib.util.find_spec("yaml")
+    dirs = [root, *((yaml_spec.submodule_search_locations or []) if yaml_spec else [])]
+    found = []
+    for directory in dirs:
+        with os.scandir(directory) as it:
+            found += sorted(e.path for e in it if e.name.endswith((".py", ".so")))
+    return tuple(found)
 
 
 @functools.cache
 def _code_stamp() -> str:
-    """Versions, and the stamp of each of :data:`STAMPED_MODULES` (read once per process)."""
+    """Versions, and the stamps of :func:`_code_files` (as first seen by this process)."""
     import pydantic
 
     from runner._version import __version__
 
-    root = os.path.dirname(os.path.abspath(__file__))
-    parts = [f"runbook {__version__}", f"python {sys.version_info[:3]}", f"pydantic {pydantic.VERSION}"]
-    parts += [f"{name}={_stamp(os.path.join(root, name + '.py'))}" for name in STAMPED_MODULES]
-    return "\n".join(parts)
+    parts = [f"runbook {__version__}", f"python {sys.version}", f"pydantic {pydantic.VERSION}"]
+    return "\n".join([*parts, *(_stamp(f) for f in _code_files())])
+
+
+def _type_files(step_type: StepType) -> list[str]:
+    """The source files of the packages that the step type's class and its ``Config`` come from."""
+    tops = sorted({c.__module__.split(".")[0] for c in (type(step_type), step_type.Config)})
+    return [f for top in tops for f in _package_files(top)]
 
 
 def _type_stamp(step_type: StepType) -> str:
-    """Which class implements a step type, and the stamp of the modules of the class and of its ``Config``."""
+    """Which classes implement a step type, and the stamps of :func:`_type_files`."""
     cls, config = type(step_type), step_type.Config
-    files = {getattr(sys.modules.get(c.__module__), "__file__", None) for c in (cls, config)}
-    return f"{cls.__module__}.{cls.__qualname__}/{config.__module__}.{config.__qualname__}:" + ",".join(
-        sorted(_stamp(f) for f in files)
-    )
+    return "\n".join([f"{cls.__module__}.{cls.__qualname__}", f"{config.__module__}.{config.__qualname__}",
+                      *(_stamp(f) for f in _type_files(step_type))])  # fmt: skip
 
 
-def _types_used(spec_json: dict[str, Any]) -> set[str]:
-    """Every step type a compiled runbook (snapshot form) names: actions, checks and rollbacks."""
+def _types_used(spec: RunbookSpec, registry: StepTypeRegistry) -> set[str]:
+    """Every step type a compiled runbook uses: actions, rollbacks, checks, and checks nested in configs."""
+    from runner.catalog import actions_of
+
     found: set[str] = set()
 
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            kind = value.get("type")
-            if isinstance(kind, str) and "config" in value:
-                found.add(kind)
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
+    def add(kind: str, config: Any) -> None:
+        found.add(kind)
+        for field in registry.get(kind).check_fields if kind in registry else ():
+            for check in (config or {}).get(field) or []:
+                if isinstance(check, dict) and isinstance(check.get("type"), str):
+                    add(check["type"], check.get("config"))
 
-    walk(spec_json.get("steps", []))
+    for step in spec.steps:
+        for action in actions_of(step):
+            add(action.type, action.config)
     return found
+
+
+def _fingerprints(step_type: StepType) -> bool:
+    """True if the step type adds a fingerprint to its actions' hashes (it overrides ``StepType.fingerprint``)."""
+    from runner.steptypes import StepType
+
+    return type(step_type).fingerprint is not StepType.fingerprint
 
 
 class CompileCache:
@@ -127,18 +188,33 @@ class CompileCache:
         digest.update(source)
         return digest.hexdigest()
 
+    def _usable(self, *, create: bool) -> bool:
+        """The directory exists (or was created), is owned by this user and no one else can write it."""
+        if create:
+            with contextlib.suppress(OSError):
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            log.debug("compile cache %s not used: not a directory of this user's that only it can write", self.directory)
+            return False
+        return True
+
     def load(self, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         """The runbook compiled from ``source`` (read from ``file``), or None if there is no usable entry."""
-        key = self.key(source)
-        path = self.directory / f"{key}.json"
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
+            path = self.directory / f"{self.key(source)}.json"
+            if not self._usable(create=False):
+                return None
+            with open(path, "rb") as f:
+                data = f.read()
+            rb = self._decode(data, path.stem, source, file, registry)
+        except FileNotFoundError:
             return None
-        try:
-            rb = self._decode(text, key, source, file, registry)
-        except Exception as exc:  # a damaged or foreign entry is a miss; the compile that follows replaces it
-            log.debug("compile cache entry %s not used: %s", path, exc)
+        except Exception as exc:  # a damaged or foreign entry, an unstampable module: a miss, compiled afresh
+            log.debug("compile cache: no entry used for %s: %s", file, exc)
             return None
         if rb is not None:
             with contextlib.suppress(OSError):
@@ -146,51 +222,51 @@ class CompileCache:
         return rb
 
     @staticmethod
-    def _decode(text: str, key: str, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
+    def _decode(data: bytes, key: str, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         from runner.catalog import LoadedRunbook
         from runner.model import RunbookSpec
         from runner.params import build_params_model
-        from runner.steptypes import reusable_config
+        from runner.steptypes import remember_reusable_configs
 
-        entry = json.loads(text)
+        entry = json.loads(data)
         if entry.get("key") != key or entry.get("format") != FORMAT:
             return None
         for name, stamp in entry["types"].items():
             if name not in registry or _type_stamp(registry.get(name)) != stamp:
                 return None  # a step type changed, moved or went away: compile again (and report it if gone)
         spec = RunbookSpec.model_validate(entry["spec"])
-        for step in spec.steps:
-            for action in (step.action, step.rollback):
-                if action is not None:
-                    reusable = reusable_config(registry.get(action.type), action.config)
-                    if reusable is not None:
-                        action.with_validated(reusable)
+        remember_reusable_configs(spec.step_actions(), registry)
         rb = LoadedRunbook(spec, file, build_params_model(spec.name, spec.params), registry, source=source)
-        rb.__dict__["spec_json"] = entry["spec"]  # the cached properties, as computed when the entry was written
+        rb.__dict__["spec_json"] = entry["spec"]  # the cached properties, as the compile that wrote the entry had them
         if entry.get("step_hashes") is not None:
             rb.__dict__["step_hashes"] = entry["step_hashes"]
             rb.__dict__["content_hash"] = entry["content_hash"]
         return rb
 
     def store(self, source: bytes, rb: LoadedRunbook) -> None:
-        """Keep ``rb``, compiled from ``source``, for the next load (best effort: errors are only logged)."""
+        """Keep ``rb``, compiled from ``source``, for the next load (best effort: a failure is only logged)."""
         try:
-            types = {name: _type_stamp(rb.registry.get(name)) for name in sorted(_types_used(rb.spec_json))}
-            fingerprinted = any(rb.has_fingerprints())
             key = self.key(source)
+            used = sorted(_types_used(rb.spec, rb.registry))
+            types = {name: _type_stamp(rb.registry.get(name)) for name in used}
+            files = [*_code_files(), *(f for name in used for f in _type_files(rb.registry.get(name)))]
+            if _changed_since_seen(files):
+                return  # code changed on disk since this process loaded it: a new process would compile otherwise
+            fingerprinted = any(_fingerprints(rb.registry.get(name)) for name in used)
             entry = {
                 "format": FORMAT, "key": key, "types": types, "spec": rb.spec_json,
                 "step_hashes": None if fingerprinted else rb.step_hashes,
                 "content_hash": None if fingerprinted else rb.content_hash,
             }  # fmt: skip
-            self._write(key, json.dumps(entry, separators=(",", ":")))
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            log.debug("compile cache: cannot store %s: %s", rb.file, exc)
+            if self._usable(create=True):
+                self._write(key, json.dumps(entry, separators=(",", ":")))
+        except Exception as exc:  # never fail a command for the cache's sake
+            log.debug("compile cache: %s not stored: %s", rb.file, exc)
 
     def _write(self, key: str, text: str) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.directory / f".{key}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)  # O_EXCL, mode 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -202,12 +278,28 @@ class CompileCache:
         self._trim()
 
     def _trim(self) -> None:
-        """Remove the least recently used entries beyond :data:`MAX_ENTRIES`."""
+        """Remove the least recently used entries beyond :data:`MAX_ENTRIES`, and crashed writers' temporary files."""
+        entries: list[tuple[int, str]] = []
+        now = time.time()
         with os.scandir(self.directory) as it:
-            entries = [e for e in it if e.name.endswith(".json")]
-        if len(entries) <= MAX_ENTRIES:
-            return
-        by_age = sorted(entries, key=lambda e: e.stat().st_mtime_ns)
-        for entry in by_age[: len(entries) - MAX_ENTRIES]:
+            for e in it:
+                with contextlib.suppress(OSError):  # gone meanwhile: another process trimmed it
+                    mtime = e.stat().st_mtime_ns
+                    if e.name.endswith(".json"):
+                        entries.append((mtime, e.path))
+                    elif e.name.endswith(".tmp") and now - mtime / 1e9 > STALE_TMP:
+                        os.unlink(e.path)
+        for _, path in sorted(entries)[: max(0, len(entries) - MAX_ENTRIES)]:
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+                os.unlink(path)
+
+
+def _changed_since_seen(paths: list[str]) -> bool:
+    """True if one of ``paths`` no longer has the size and time this process first saw."""
+    for path in paths:
+        try:
+            if _stat_stamp(path) != _seen.get(path):
+                return True
+        except OSError:
+            return True
+    return False

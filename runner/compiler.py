@@ -8,6 +8,7 @@ field) and raised together as one :class:`~runner.errors.ValidationError`, so
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from runner.errors import Problem, ValidationError
 from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, RunbookSpec, Step
 from runner.params import ParamSpec
 from runner.registry import StepTypeRegistry
-from runner.steptypes import reusable_config
+from runner.steptypes import remember_reusable_configs
 from runner.yamlsafe import Located
 
 __all__ = ["compile_runbook"]
@@ -75,6 +76,9 @@ def compile_runbook(data: Any, registry: StepTypeRegistry, *, located: Located |
     ctx = _Ctx(located, registry)
     if not isinstance(data, dict):
         raise ValidationError([located.problem((), f"expected a mapping with name, description and steps, got {type(data).__name__}")])
+    _refuse_non_finite(ctx, data, ())
+    if ctx.problems:
+        raise ValidationError(ctx.problems)
     try:
         top = _Top.model_validate(data)
     except PydanticValidationError as exc:
@@ -101,10 +105,28 @@ def compile_runbook(data: Any, registry: StepTypeRegistry, *, located: Located |
     if ctx.problems:
         raise ValidationError(sorted(ctx.problems, key=lambda p: (p.line or 0, p.column or 0)))
     try:
-        return RunbookSpec.model_validate(out)
+        spec = RunbookSpec.model_validate(out)
     except PydanticValidationError as exc:
         ctx.pydantic((), exc)
         raise ValidationError(ctx.problems) from None
+    # Runs keep the compiled runbook as JSON (the snapshot, the compile cache): compile to what reads back from
+    # it, so that a YAML date or binary value in a param default or an expectation means the same in every run,
+    # after a resume from the snapshot and after a cache hit.
+    spec = RunbookSpec.model_validate(spec.model_dump(mode="json", by_alias=True))
+    remember_reusable_configs(spec.step_actions(), registry)
+    return spec
+
+
+def _refuse_non_finite(ctx: _Ctx, value: Any, path: Path_) -> None:
+    """``.inf`` and ``.nan`` have no JSON form: the stored runbook would hold ``null`` instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        ctx.add(path, f"{value} is not allowed (a number must be finite)", value=True)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(ctx, item, (*path, str(key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_non_finite(ctx, item, (*path, i))
 
 
 def _params(ctx: _Ctx, raw: dict[str, Any]) -> dict[str, ParamSpec]:
@@ -164,11 +186,7 @@ def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action |
             if checks is None:
                 return None
             dumped[name] = [c.model_dump(mode="json", by_alias=True, exclude_defaults=True) for c in checks]
-    action = Action(type=type_name, config=dumped)
-    # Validated again from the stored (JSON) form, as the engine would at run time: the model above came from
-    # the YAML values, which may hold dates or bytes that the JSON form turns into strings.
-    reusable = reusable_config(step_type, dumped)
-    return action if reusable is None else action.with_validated(reusable)
+    return Action(type=type_name, config=dumped)
 
 
 def _check(ctx: _Ctx, path: Path_, raw: Any) -> Check | None:

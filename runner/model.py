@@ -192,6 +192,10 @@ class RunbookSpec(_Model):
     on_failure: Literal["stop", "rollback"] = "stop"
     steps: tuple[Step, ...] = ()
 
+    def step_actions(self) -> list[Action]:
+        """Every step's action and rollback action, in step order."""
+        return [a for step in self.steps for a in (step.action, step.rollback) if a is not None]
+
     def step(self, step_id: str) -> Step:
         """The step with id ``step_id``; ``KeyError`` if none."""
         for step in self.steps:

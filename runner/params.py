@@ -84,6 +84,12 @@ class ParamSpec(BaseModel):
     secret: bool = False
 
     @model_validator(mode="after")
+    def _secret_default_is_a_reference(self) -> ParamSpec:
+        if self.secret and self.default is not None:
+            _secret_ref(self.default if isinstance(self.default, str) else repr(self.default))
+        return self
+
+    @model_validator(mode="after")
     def _explicit_required(self) -> ParamSpec:
         # Whether a default was given is known only while the written form is at hand; the stored form (a run's
         # snapshot, the compile cache) always has a default key. Saying so keeps a required param required there.

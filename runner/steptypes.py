@@ -20,9 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
-    from runner.context import Context
+    from collections.abc import Iterable
 
-__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template", "reusable_config"]
+    from runner.context import Context
+    from runner.model import Action
+    from runner.registry import StepTypeRegistry
+
+__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template", "remember_reusable_configs",
+           "reusable_config"]
 
 T = TypeVar("T")
 
@@ -210,3 +215,12 @@ def reusable_config(step_type: StepType, config: dict[str, Any]) -> BaseModel | 
         return step_type.Config.model_validate(config, context={"rendered": True})
     except ValidationError:
         return None
+
+
+def remember_reusable_configs(actions: Iterable[Action], registry: StepTypeRegistry) -> None:
+    """Give each of ``actions`` its :func:`reusable_config` (see :attr:`Action.validated <runner.model.Action.validated>`)."""
+    for action in actions:
+        if action.type in registry:
+            reusable = reusable_config(registry.get(action.type), action.config)
+            if reusable is not None:
+                action.with_validated(reusable)
