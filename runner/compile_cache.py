@@ -104,7 +104,10 @@ def _package_files(top: str) -> tuple[str, ...]:
     module = sys.modules.get(top)
     paths = list(getattr(module, "__path__", None) or [])
     if paths:
-        return tuple(f for p in paths for f in _tree(p))
+        files = tuple(f for p in paths for f in _tree(p))
+        if not files:  # installed without sources: nothing to tell one version from another
+            raise _Unstampable(top)
+        return files
     file = getattr(module, "__file__", None)
     if not file or not file.endswith(".py"):
         raise _Unstampable(top)
