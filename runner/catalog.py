@@ -61,6 +61,14 @@ class LoadedRunbook:
     source: bytes | None = field(default=None, repr=False)
     """The YAML it was compiled from, when positions are to be found on demand (a compile cache hit)."""
 
+    @classmethod
+    def of(cls, spec: RunbookSpec, file: str, registry: StepTypeRegistry, *, located: Located | None = None,
+           source: bytes | None = None) -> LoadedRunbook:  # fmt: skip
+        """A compiled YAML (or stored) runbook, with the params model its declared params give."""
+        from runner.params import build_params_model
+
+        return cls(spec, file, build_params_model(spec.name, spec.params), registry, located, source)
+
     @property
     def name(self) -> str:
         """The runbook's name."""
@@ -211,7 +219,6 @@ def load_file(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:
 
 def _load_yaml(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
     from runner.compile_cache import default_cache
-    from runner.params import build_params_model
     from runner.yamlsafe import check_size
 
     file = str(path)
@@ -229,7 +236,7 @@ def _load_yaml(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
 
     located = load_yaml(raw, file)
     spec = compile_runbook(located.data, registry, located=located, file=file)
-    rb = LoadedRunbook(spec, file, build_params_model(spec.name, spec.params), registry, located)
+    rb = LoadedRunbook.of(spec, file, registry, located=located)
     if cache is not None:
         cache.store(raw, rb)
     return rb

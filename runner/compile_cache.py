@@ -228,7 +228,6 @@ class CompileCache:
     def _decode(data: bytes, key: str, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         from runner.catalog import LoadedRunbook
         from runner.model import RunbookSpec
-        from runner.params import build_params_model
         from runner.steptypes import remember_reusable_configs
 
         entry = json.loads(data)
@@ -239,7 +238,7 @@ class CompileCache:
                 return None  # a step type changed, moved or went away: compile again (and report it if gone)
         spec = RunbookSpec.model_validate(entry["spec"])
         remember_reusable_configs(spec.step_actions(), registry)
-        rb = LoadedRunbook(spec, file, build_params_model(spec.name, spec.params), registry, source=source)
+        rb = LoadedRunbook.of(spec, file, registry, source=source)
         rb.__dict__["spec_json"] = entry["spec"]  # the cached properties, as the compile that wrote the entry had them
         if entry.get("step_hashes") is not None:
             rb.__dict__["step_hashes"] = entry["step_hashes"]

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from runner.model import Action
     from runner.registry import StepTypeRegistry
 
-__all__ = ["ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template", "remember_reusable_configs",
-           "reusable_config"]
+__all__ = [
+    "ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template",
+    "remember_reusable_configs", "reusable_config",
+]  # fmt: skip
 
 T = TypeVar("T")
 

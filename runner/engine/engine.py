@@ -84,7 +84,6 @@ class Engine:
         from runner.catalog import LoadedRunbook
         from runner.errors import RunbookNotFound
         from runner.model import RunbookSpec
-        from runner.params import build_params_model
 
         try:
             return self.catalog.get(run.runbook)
@@ -94,7 +93,7 @@ class Engine:
                 raise ValidationError(broken) from None
             spec = RunbookSpec.model_validate(self.store.get_spec(run.id))
             self.notices.append(f"runbook '{run.runbook}' is no longer in the catalog; running the snapshot stored with run {run.id}")
-            return LoadedRunbook(spec, f"{run.file} (snapshot stored with the run)", build_params_model(spec.name, spec.params), self.host.step_types)
+            return LoadedRunbook.of(spec, f"{run.file} (snapshot stored with the run)", self.host.step_types)
 
     def view(self, run_id: str) -> RunView:
         """The run's current view, with ``next`` spelled for this engine's caller."""

@@ -140,8 +140,6 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
     return NextAction(action="resume", step=step, command=hint.command(hint.resume_verb, rid), reason=run.reason or f"run {state}")
 
 
-
-
 def _in_flight(steps: list[StepRecord], run: RunRecord) -> str | None:
     """The step a running run is executing: its step row says ``running`` (else the first not done)."""
     step = next((s for s in steps if s.state in IN_FLIGHT_STEP_STATES), None) or next((s for s in steps if s.state not in DONE_STEP_STATES), None)
