@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runner._startup import settle
 from runner.cli.app import AppState, json_option, pass_state
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS"]
 
+
 def _logging(level: str) -> None:
     import logging
 
@@ -29,11 +31,13 @@ def _logging(level: str) -> None:
 
 
 def _prime(state: AppState) -> None:
-    """Build the plugin registries before worker threads start (they are filled on first use)."""
+    """Build the plugin registries before worker threads start (they are filled on first use); from here on
+    this is a long-lived process, so start-up's deferred garbage collection ends (``runner._startup``)."""
     host = state.host
     for registry in (host.step_types, host.stores, host.secret_providers, host.alert_sources, host.template_filters):
         registry.names()
     _ = state.catalog, state.store
+    settle()
 
 
 @contextlib.contextmanager

@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def run(args: list[str]) -> int:
     """Run the CLI with ``args`` and return the exit code (used by ``main`` and tests)."""
+    from runner._startup import deferred
+
+    with deferred():  # no young-generation collections over what start-up builds (see runner._startup)
+        return _run(args)
+
+
+def _run(args: list[str]) -> int:
     from runner._pydantic import skip_plugin_discovery
 
     skip_plugin_discovery()  # before the first pydantic model is built

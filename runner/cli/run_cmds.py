@@ -86,14 +86,11 @@ def _signals(engine: Engine) -> Iterator[None]:
 
 def _drive(state: AppState, engine: Engine, fn: Any) -> int:
     """Run ``fn()`` (which drives a run) with signals handled and progress shown; print the result."""
-    import gc
-
+    from runner._startup import settle
     from runner.cli.output import console, emit_json
     from runner.cli.render import Progress, print_run
 
-    # Start-up (imports, plugins, the catalog) leaves tens of MB of long-lived objects; without this every
-    # full collection during the run would walk all of them again.
-    gc.freeze()
+    settle()  # start-up is over: what it built is frozen, not walked again by every full collection
 
     if state.json:
         with _signals(engine):
@@ -422,6 +419,9 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
         else:
             show(batch)
         return 0
+    from runner._startup import settle
+
+    settle()  # following may last hours
     show(batch)
     last = batch[-1].seq if batch else after
     while True:
