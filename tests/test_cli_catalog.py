@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from runner.errors import ValidationError
 from runner.yamlsafe import load_yaml
 from tests.conftest import Project
 
@@ -109,7 +110,7 @@ def test_schema_accepts_examples_and_rejects_broken_files() -> None:
     # Syntax errors and aliases never become a document to validate; duplicate ids are beyond JSON Schema
     # (uniqueness of one property across array items) and are caught by `runbook validate` (tested above).
     for name in ("syntax-error.yaml", "alias-bomb.yaml"):
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError, match=name):
             load_yaml((INVALID / name).read_text(), name)
 
 

@@ -22,7 +22,6 @@ from harness.httpserver import HTTPTestServer
 
 from runner.secrets import MASK, Redactor
 
-
 METACHARS = ".*+?^$()[]{}|\\" + "'\"&%="
 PIECE = 10
 MODES = ["secrets-env", "secrets-file", "param-env", "param-file"]

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from runbook_sqlite.store import SQLiteStore
+
 from runner.errors import ConfigError
 from runner.store.base import Store
 from tests.store_contract import *  # noqa: F403

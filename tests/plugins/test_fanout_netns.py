@@ -14,7 +14,6 @@ from typing import Any
 
 from harness.netns import NetnsHosts
 
-
 RUNBOOK = """
 name: fleet-touch
 params:

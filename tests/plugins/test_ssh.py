@@ -38,7 +38,6 @@ from runner.settings import Settings
 from runner.steptypes import ActionResult
 from runner.templating import Renderer
 
-
 STEP = SSHStep()
 
 
