@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import click
 
-from runner._startup import settle
-from runner.cli.app import AppState, pass_state
+from runner.cli.app import AppState, pass_state, settle_startup
 from runner.plugin import hookimpl
 
 __all__ = ["mcp_cmd", "runbook_add_commands"]
@@ -66,7 +65,7 @@ def mcp_cmd(state: AppState, policy_file: str | None, actor: str | None, budget:
     client = Client(paths=settings.paths, store=settings.store_url, policy=policy_file, actor=actor, agent=True,
                     inventory=settings.inventory, known_hosts=settings.known_hosts, holder_kind="mcp", host=state.host)  # fmt: skip
     _ = client.store  # open (and create) the journal now, so a bad --store fails before serving
-    settle()  # a long-lived process from here on (runner._startup)
+    settle_startup()  # a long-lived process from here on
     try:
         serve_stdio(client, default_budget=parse_duration(budget), budget_text=budget)
     finally:

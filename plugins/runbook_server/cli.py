@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner._startup import settle
-from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.app import AppState, json_option, pass_state, settle_startup
 
 if TYPE_CHECKING:
     import socket
@@ -32,12 +31,12 @@ def _logging(level: str) -> None:
 
 def _prime(state: AppState) -> None:
     """Build the plugin registries before worker threads start (they are filled on first use); from here on
-    this is a long-lived process, so start-up's deferred garbage collection ends (``runner._startup``)."""
+    this is a long-lived process, so start-up's deferred garbage collection ends (``settle_startup``)."""
     host = state.host
     for registry in (host.step_types, host.stores, host.secret_providers, host.alert_sources, host.template_filters):
         registry.names()
     _ = state.catalog, state.store
-    settle()
+    settle_startup()
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runner._startup import settle as settle_startup
 from runner._version import __version__
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from runner.settings import Settings
     from runner.store.base import Store
 
-__all__ = ["AppState", "build_cli", "json_option", "pass_state"]
+__all__ = ["AppState", "build_cli", "json_option", "pass_state", "settle_startup"]
 
 
 class AppState:

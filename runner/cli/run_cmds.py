@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.app import AppState, json_option, pass_state, settle_startup
 
 if TYPE_CHECKING:
     from runner.engine import DriveOptions, Engine, RunView
@@ -86,11 +86,10 @@ def _signals(engine: Engine) -> Iterator[None]:
 
 def _drive(state: AppState, engine: Engine, fn: Any) -> int:
     """Run ``fn()`` (which drives a run) with signals handled and progress shown; print the result."""
-    from runner._startup import settle
     from runner.cli.output import console, emit_json
     from runner.cli.render import Progress, print_run
 
-    settle()  # start-up is over: what it built is frozen, not walked again by every full collection
+    settle_startup()  # start-up is over: what it built is frozen, not walked again by every full collection
 
     if state.json:
         with _signals(engine):
@@ -419,9 +418,7 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
         else:
             show(batch)
         return 0
-    from runner._startup import settle
-
-    settle()  # following may last hours
+    settle_startup()  # following may last hours
     show(batch)
     last = batch[-1].seq if batch else after
     while True:
