@@ -185,6 +185,33 @@ def test_rollback_undoes_completed_steps_in_reverse_order(project: Project) -> N
     assert "rolled back two, one" in res.json()["reason"]
 
 
+def test_retry_after_a_rollback_does_the_rolled_back_steps_again(project: Project) -> None:
+    log, fixed = project.root / "log", project.root / "fixed"
+    project.write("rb.yaml", f"""
+        name: rb
+        on_failure: rollback
+        steps:
+          - id: one
+            shell: {{script: "echo do-one >> {log}"}}
+            rollback: {{shell: {{script: "echo undo-one >> {log}"}}}}
+          - id: two
+            shell: {{script: "echo do-two >> {log}"}}
+            rollback: {{shell: {{script: "echo undo-two >> {log}"}}}}
+          - id: three
+            shell: [test, -f, "{fixed}"]
+    """)
+    res = project.run("run", "rb", "--json")
+    assert res.code == 1 and res.json()["next"]["action"] == "fix_and_retry"
+    fixed.touch()
+    again = project.run("resume", res.json()["run_id"], "--retry", "--json")
+    assert again.code == 0, again
+    assert log.read_text().split() == ["do-one", "do-two", "undo-two", "undo-one", "do-one", "do-two"]
+    s = steps_of(again.json())
+    assert s["one"]["state"] == s["two"]["state"] == s["three"]["state"] == "succeeded"
+    decisions = [e for e in project.run("events", res.json()["run_id"], "--json").json()["events"] if e["type"] == "step.decision"]
+    assert {e["step_id"] for e in decisions} == {"one", "two", "three"}
+
+
 def test_wait_for_runs_in_process_without_budget_and_exits_4_with_one(project: Project) -> None:
     project.write("w.yaml", "name: w\nsteps:\n  - {id: pause, wait: {for: 1s}}\n  - {id: after, shell: [echo, done]}\n")
     started = time.monotonic()

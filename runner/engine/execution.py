@@ -471,11 +471,14 @@ class Execution:
             events.append(NewEvent("step.decision", step_id=step_id, actor=actor or None, data={"decision": action, "targets": list(targets)}))
             patches[step_id] = rec
         if opts.retry_failed:
+            # A rolled-back step is undone: retrying the run does it again (through its check, if it has one),
+            # or the run would succeed with the work of those steps reverted.
             for rec in self.steps.values():
-                if rec.state in (StepState.FAILED, StepState.BLOCKED) or _failed_targets(rec):
+                if rec.state in (StepState.FAILED, StepState.BLOCKED, StepState.ROLLED_BACK) or _failed_targets(rec):
                     for t in _failed_targets(rec):
                         rec.data["targets"][t].update(state="pending", reason="retry requested", attempts=0)
-                    rec.state, rec.reason, rec.attempts = StepState.PENDING, f"retry requested by {actor}", 0
+                    undone = " (it was rolled back)" if rec.state == StepState.ROLLED_BACK else ""
+                    rec.state, rec.reason, rec.attempts = StepState.PENDING, f"retry requested by {actor}{undone}", 0
                     rec.data.pop("phase", None)
                     _reset_local_state(rec)
                     events.append(NewEvent("step.decision", step_id=rec.step_id, actor=actor or None, data={"decision": "retry"}))
