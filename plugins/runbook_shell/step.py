@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, model_validator
 
 from runner.errors import CommandTimeout, StepFailed
+from runner.leftovers import RUN_ENV, STEP_ENV
 from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
@@ -150,16 +151,22 @@ class _Child:
         return self.returncode
 
 
-def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: str | None, stdin: str | None, out: int, err: int) -> _Child:
+def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: str | None, stdin: str | None, out: int, err: int,
+           tag: dict[str, str]) -> _Child:  # fmt: skip
+    """Start ``argv`` as the leader of a new session, its environment carrying ``tag`` (see runner.leftovers)."""
     if env is None and cwd is None and stdin is None and hasattr(os, "posix_spawnp"):
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)]
         # os.environ's backing dict (bytes → bytes) is always current and converts at C speed; handing
         # posix_spawnp the os.environ mapping itself costs a Python-level decode of every variable per spawn.
-        environ = getattr(os.environ, "_data", None) or dict(os.environ)
+        data: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
+        if data is not None:
+            environ: dict[Any, Any] = {**data, **{k.encode(): v.encode() for k, v in tag.items()}}
+        else:
+            environ = {**os.environ, **tag}
         return _Child(os.posix_spawnp(argv[0], argv, environ, file_actions=actions, setsid=True))
     popen = subprocess.Popen(
         argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
-        cwd=cwd, env=env, start_new_session=True, close_fds=True,
+        cwd=cwd, env={**(os.environ if env is None else env), **tag}, start_new_session=True, close_fds=True,
     )  # fmt: skip
     if stdin is not None and popen.stdin is not None:
         # From a thread: a large input must not block before the timeout and cancellation are in place.
@@ -229,7 +236,8 @@ def run_process(
     out, err = _capture_fd(), _capture_fd()
     try:
         try:
-            proc = _spawn(argv, env=env, cwd=cwd, stdin=stdin, out=out, err=err)
+            tag = {RUN_ENV: ctx.run_id, STEP_ENV: ctx.step_id} if ctx is not None else {}
+            proc = _spawn(argv, env=env, cwd=cwd, stdin=stdin, out=out, err=err, tag=tag)
         except FileNotFoundError:
             raise StepFailed(f"command not found: {argv[0]!r}") from None
         except PermissionError:
@@ -316,6 +324,5 @@ class ShellStep(StepType):
                 if key in _PROTECTED_ENV or key.startswith(("LD_", "BASH_FUNC")):
                     raise StepFailed(f"param '{key}' cannot be exported to a script: it would replace ${key}")
                 env[key] = value if isinstance(value, str) else json.dumps(value)
-            env.update(RUNBOOK_RUN_ID=ctx.run_id, RUNBOOK_STEP_ID=ctx.step_id)
         env.update({k: str(v) for k, v in config.env.items()})
         return env

@@ -204,6 +204,7 @@ class Execution:
             prev = self.lease.previous.label() if self.lease.previous else None
             events.append(NewEvent("run.recovered", data={"reason": self.lease.took_over, "previous_executor": prev,
                                                           "previous_state": str(self.lease.previous_state)}))  # fmt: skip
+            self._stop_leftovers(events)
         self._recover(events, patches)
         self._decisions(events, patches)
         for rec in self.steps.values():
@@ -421,6 +422,20 @@ class Execution:
             rec.idx = i
             self.steps[step.id] = patches[step.id] = rec
         run_cols.update(step_hashes=current, content_hash=self.rb.content_hash, spec=self.rb.spec_json)
+
+    def _stop_leftovers(self, events: list[NewEvent]) -> None:
+        """Stop the commands the previous executor left running on this host, before any step is re-entered.
+
+        Otherwise the in-flight step's check would see its work unfinished and start the action a second time
+        beside the first (see runner.leftovers)."""
+        from runner.leftovers import stop
+
+        stopped = stop(self.run.id)
+        if stopped:
+            names = ", ".join(sorted({p.name for p in stopped}))
+            events.append(NewEvent("run.leftovers_stopped", data={
+                "reason": f"stopped {len(stopped)} process(es) the previous executor left running ({names})",
+                "processes": [p.as_json() for p in stopped]}))  # fmt: skip
 
     def _recover(self, events: list[NewEvent], patches: dict[str, StepRecord]) -> None:
         """Decide what happens to work that was in flight when the previous executor stopped."""

@@ -1,0 +1,116 @@
+"""Commands a killed executor left running are stopped before its run is recovered, never run twice at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runner import leftovers
+from tests.conftest import Project, kill
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="leftovers are found through /proc (Linux)")
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_resume_after_kill_9_stops_the_orphaned_action_before_running_it_again(project: Project) -> None:
+    log, done = project.root / "mig.log", project.root / "mig.done"
+    project.write("orphan.yaml", f"""
+        name: orphan
+        steps:
+          - id: mig
+            check:
+              - shell: [test, -f, "{done}"]
+            shell: [sh, -c, "echo start $$ >> {log}; sleep 3; echo end $$ >> {log}; touch {done}"]
+    """)
+    proc = project.popen("run", "orphan", "--json")
+    _wait_for(lambda: log.exists() and "start" in log.read_text())
+    kill(proc)
+    first = log.read_text().split()[1]
+    assert Path(f"/proc/{first}").exists(), "the action should outlive its killed executor"
+    run_id = project.run("runs", "--runbook", "orphan", "--json").json()["runs"][0]["run_id"]
+    res = project.run("resume", run_id, "--json")
+    assert res.code == 0, res
+    time.sleep(0.3)
+    lines = log.read_text().split("\n")
+    assert f"end {first}" not in lines, f"the orphaned action went on: {lines}"
+    assert [line.split()[0] for line in lines if line] == ["start", "start", "end"], lines
+    events = project.run("events", run_id, "--json").json()["events"]
+    stopped = [e for e in events if e["type"] == "run.leftovers_stopped"]
+    assert len(stopped) == 1 and {p["name"] for p in stopped[0]["data"]["processes"]} == {"sh", "sleep"}
+    kinds = [e["type"] for e in events]
+    assert kinds.index("run.leftovers_stopped") < kinds.index("step.recovered")
+
+
+def test_commands_carry_the_run_and_step_and_cannot_drop_them(project: Project) -> None:
+    project.write("tagged.yaml", """
+        name: tagged
+        steps:
+          - id: argv
+            shell: [sh, -c, 'echo "$RUNBOOK_RUN_ID $RUNBOOK_STEP_ID"']
+          - id: own-env
+            shell: {command: [sh, -c, 'echo "$RUNBOOK_RUN_ID $RUNBOOK_STEP_ID"'], env: {RUNBOOK_RUN_ID: mine}}
+          - id: script
+            shell: {script: 'echo "$RUNBOOK_RUN_ID $RUNBOOK_STEP_ID"'}
+    """)
+    res = project.run("run", "tagged", "--json")
+    assert res.code == 0, res
+    rid = res.json()["run_id"]
+    assert {s["id"]: s["output"]["stdout"].strip() for s in res.json()["steps"]} == {
+        "argv": f"{rid} argv", "own-env": f"{rid} own-env", "script": f"{rid} script"}
+
+
+@pytest.fixture
+def tagged_session() -> Iterator[subprocess.Popen[bytes]]:
+    """A session like a step's command: its leader tagged, a child that cleared its environment."""
+    env = {**os.environ, leftovers.RUN_ENV: "01TESTRUN", leftovers.STEP_ENV: "s"}
+    proc = subprocess.Popen(["sh", "-c", "env -i sleep 60 & sleep 60"], env=env, start_new_session=True)
+    _wait_for(lambda: sorted(p.name for p in leftovers.find("01TESTRUN")) == ["sh", "sleep", "sleep"])
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_find_takes_the_whole_session_and_only_that_run(tagged_session: subprocess.Popen[bytes]) -> None:
+    found = leftovers.find("01TESTRUN")
+    assert {p.sid for p in found} == {tagged_session.pid}
+    assert len(found) == 3 and len({p.pid for p in found}) == 3
+    assert leftovers.find("01OTHERRUN") == []
+    assert all(p.pid != os.getpid() for p in found)
+
+
+def test_stop_ends_every_process_of_the_session(tagged_session: subprocess.Popen[bytes]) -> None:
+    stopped = leftovers.stop("01TESTRUN", grace=2.0)
+    assert len(stopped) == 3
+    tagged_session.wait(timeout=10)
+    assert leftovers.find("01TESTRUN") == []
+
+
+def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, leftovers.RUN_ENV: "01STUBBORN"}
+    ready = tmp_path / "ready"
+    code = f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    try:
+        _wait_for(ready.exists)
+        started = time.monotonic()
+        assert [p.pid for p in leftovers.stop("01STUBBORN", grace=0.5)] == [proc.pid]
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
