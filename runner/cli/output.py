@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "emit_json", "err_console", "report_error"]
+__all__ = ["PIPE_WIDTH", "console", "emit_json", "err_console", "report_error"]
 
 _consoles: dict[str, Console] = {}
 
 
-def console() -> Console:
-    """Console on stdout (colours only on a terminal; plain text otherwise)."""
-    if "out" not in _consoles:
-        from rich.console import Console
+PIPE_WIDTH = 1000
+"""Width of output that is not a terminal (and has no ``COLUMNS``): wide enough that a table never wraps a run
+id or a reason across lines, so ``runbook runs | awk '{print $1}'`` and ``grep`` see whole values."""
 
-        _consoles["out"] = Console(highlight=False, soft_wrap=True)
+
+def _console(stream: TextIO, *, stderr: bool) -> Console:
+    from rich.console import Console
+
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+def console() -> Console:
+    """Console on stdout (colours only on a terminal; plain, unwrapped text otherwise)."""
+    if "out" not in _consoles:
+        _consoles["out"] = _console(sys.stdout, stderr=False)
     return _consoles["out"]
 
 
 def err_console() -> Console:
     """Console on stderr."""
     if "err" not in _consoles:
-        from rich.console import Console
-
-        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+        _consoles["err"] = _console(sys.stderr, stderr=True)
     return _consoles["err"]
 
 

@@ -1,0 +1,28 @@
+"""Plain-text output through a pipe keeps every value on one line, so it can be grepped and cut."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.conftest import Project
+
+LONG = "the-service-that-must-be-restarted-before-the-migration-" * 3
+
+
+def test_tables_in_a_pipe_never_wrap_ids_or_reasons(project: Project) -> None:
+    project.write("long.yaml", f"""
+        name: long
+        steps:
+          - id: fails
+            shell: [sh, -c, "echo {LONG} >&2; exit 3"]
+            expect: {{exit_code: 0}}
+    """)
+    ids = [project.run("run", "long", "--json").json()["run_id"] for _ in range(2)]
+    env = {k: v for k, v in project.env.items() if k != "COLUMNS"}  # no terminal, no COLUMNS: what a pipe sees
+    out = subprocess.run(project.cmd("runs", "--runbook", "long"), cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3, out.stdout  # the header and one line per run
+    assert sorted(line.split()[0] for line in lines[1:]) == sorted(ids)
+    shown = subprocess.run(project.cmd("status", ids[0]), cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
+    assert any(ids[0] in line for line in shown.stdout.splitlines()), shown.stdout
