@@ -14,7 +14,7 @@ renders to a string.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from runner.errors import TemplateError
@@ -40,7 +40,17 @@ class Renderer:
             from jinja2 import StrictUndefined
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+            class Undefined(StrictUndefined):
+                """StrictUndefined whose message comes from the object, when it can say what it holds."""
+
+                @property
+                def _undefined_message(self) -> str:
+                    describe = getattr(self._undefined_obj, "describe_missing", None)
+                    if callable(describe) and isinstance(self._undefined_name, str):
+                        return str(describe(self._undefined_name))
+                    return str(super()._undefined_message)
+
+            env = ImmutableSandboxedEnvironment(undefined=Undefined, autoescape=False, keep_trailing_newline=True)
             env.filters.update(self._filters)
             env.filters.setdefault("shquote", _shquote)
             self._env = env
@@ -68,6 +78,33 @@ class Renderer:
         except TemplateSyntaxError as exc:
             return f"template syntax error: {exc.message}"
         return None
+
+    def unknown_references(self, text: str, *, params: Collection[str], steps: Collection[str]) -> list[str]:
+        """What ``text`` (a template that compiles) names that the runbook does not declare, as messages.
+
+        Looks for ``params.NAME`` / ``params["NAME"]`` with an undeclared NAME and ``steps.ID`` / ``steps["ID"]``
+        with no such step, so ``runbook validate`` finds at once what would otherwise fail the run at that step.
+        """
+        from jinja2 import nodes
+
+        problems: list[str] = []
+        tree = self.env.parse(text)
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            base = node.node
+            if not isinstance(base, nodes.Name) or base.name not in ("params", "steps"):
+                continue
+            if isinstance(node, nodes.Getattr):
+                key: Any = node.attr
+            elif isinstance(node.arg, nodes.Const):
+                key = node.arg.value
+            else:
+                continue  # computed at run time
+            known = params if base.name == "params" else steps
+            if isinstance(key, str) and key not in known:
+                what = "param" if base.name == "params" else "step"
+                listed = ", ".join(sorted(known)) or "none"
+                problems.append(f"template {text!r} refers to {what} '{key}', which the runbook does not declare ({what}s: {listed})")
+        return problems
 
     def render(self, value: Any, context: Mapping[str, Any], *, file: str | None = None, step: str | None = None,
                field: str | None = None) -> Any:  # fmt: skip

@@ -37,6 +37,26 @@ def test_undefined_is_an_error_naming_file_step_and_field(renderer: Renderer) ->
     assert "rb.yaml" in text and "step 'restart'" in text and "field 'shell.command[1]'" in text and "hots" in text
 
 
+def test_an_undeclared_param_is_named_with_the_declared_ones(renderer: Renderer) -> None:
+    from runner.engine.runtime import ParamValues
+
+    params = ParamValues({"host": "a", "port": 1}, {}, resolver=None)  # type: ignore[arg-type]
+    with pytest.raises(TemplateError) as info:
+        renderer.render("{{ params.hots }}", {"params": params}, file="rb.yaml", step="s", field="f")
+    assert "no param 'hots' (params: host, port)" in str(info.value)
+    assert "ParamValues" not in str(info.value)
+
+
+def test_unknown_references_name_undeclared_params_and_steps(renderer: Renderer) -> None:
+    refs = renderer.unknown_references
+    assert refs("{{ params.host }} {{ params['port'] }} {{ steps.a.output }}", params={"host", "port"}, steps={"a"}) == []
+    assert refs("{{ params[name] }} {{ steps[params.host] }}", params={"host"}, steps=set()) == []  # computed at run time
+    [problem] = refs("{{ params.hots | upper }}", params={"host"}, steps=set())
+    assert "param 'hots'" in problem and "(params: host)" in problem
+    [problem] = refs("{% if steps['b'].state == 'x' %}y{% endif %}", params=set(), steps={"a"})
+    assert "step 'b'" in problem and "(steps: a)" in problem
+
+
 @pytest.mark.parametrize(
     "template",
     [

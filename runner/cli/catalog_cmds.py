@@ -155,11 +155,14 @@ def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], 
     renderer = Renderer(dict(state.host.template_filters.items()))
     problems = list(catalog.problems)
     for rb in catalog:
+        params, steps = set(rb.spec.params), {s.id for s in rb.spec.steps}
         for path, text in _strings(rb.spec.model_dump(mode="json", by_alias=True)):
+            if path and path[-1] in ("when", "expr") and not is_template(text):
+                text = "{{ " + text + " }}"  # a condition is an expression even without braces
             if is_template(text):
                 msg = renderer.check_syntax(text)
-                if msg is not None:
-                    problems.append(_template_problem(rb, path, msg))
+                found = [msg] if msg is not None else renderer.unknown_references(text, params=params, steps=steps)
+                problems += [_template_problem(rb, path, m) for m in found]
     return list(catalog), problems
 
 

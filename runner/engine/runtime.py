@@ -63,6 +63,10 @@ class ParamValues(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def describe_missing(self, name: str) -> str:
+        """What a template that asks for an undeclared param is told."""
+        return f"no param '{name}' (params: {', '.join(sorted(self._values)) or 'none'})"
+
 
 class Resources:
     """Run-scoped resources (SSH connections ...) created once and closed when the run stops."""
