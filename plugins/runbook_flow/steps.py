@@ -118,6 +118,9 @@ class WaitStep(StepType):
 
 # --------------------------------------------------------------------------- approval
 
+_APPROVAL_REPOLL = 30.0
+"""Seconds between re-polls of a waiting approval when nothing else is due (the engine's ``next`` default)."""
+
 
 class ApprovalConfig(StepConfig):
     """``approval: {message, approvers: N, distinct_from_starter, expires: 1h, on_expiry: deny}``."""
@@ -151,31 +154,42 @@ class ApprovalStep(StepType):
             state["since_seq"] = ctx.services.last_seq()
             if config.expires is not None:
                 state["expires_at"] = now + config.expires
-        decisions = ctx.services.approvals(ctx)
+        expires_at = state.get("expires_at")
+        # a decision recorded after the request expired does not count: expiry and on_expiry decide then
+        decisions = [d for d in ctx.services.approvals(ctx) if expires_at is None or d["ts"] < expires_at]
         for d in decisions:
             if d["decision"] == "deny":
                 note = f": {d['comment']}" if d.get("comment") else ""
                 raise StepFailed(f"denied by {d['actor']}{note}")
-        approved: list[str] = []
-        for d in decisions:
-            actor = d["actor"]
-            if config.distinct_from_starter and actor == ctx.started_by:
-                continue
-            if config.allowed and actor not in config.allowed:
-                continue
-            if actor not in approved:
-                approved.append(actor)
+        approved = _approvers(config, decisions, ctx.started_by)
         if len(approved) >= config.approvers:
             return ActionResult(output={"approved_by": approved, "message": config.message}, ok=True,
                                 detail=f"approved by {', '.join(approved)}")  # fmt: skip
-        expires_at = state.get("expires_at")
         if expires_at is not None and now >= expires_at:
             if config.on_expiry == "approve":
                 return ActionResult(output={"approved_by": approved, "expired": True}, ok=True, detail="request expired; on_expiry: approve")
             raise StepFailed(f"approval request expired after {format_duration(config.expires or 0)} with {len(approved)} of "
                              f"{config.approvers} approval(s) (on_expiry: deny)")  # fmt: skip
         need = config.approvers - len(approved)
-        return Wait(reason=f"waiting for {need} approval(s): {config.message}", kind="approval", deadline=expires_at)
+        progress = f" ({len(approved)} of {config.approvers} so far: {', '.join(approved)})" if approved else ""
+        # look again at expiry when it comes before the usual re-poll, so on_expiry applies on time
+        not_before = expires_at if expires_at is not None and expires_at - now < _APPROVAL_REPOLL else None
+        return Wait(reason=f"waiting for {need} approval(s){progress}: {config.message}", kind="approval",
+                    not_before=not_before, deadline=expires_at)  # fmt: skip
+
+
+def _approvers(config: ApprovalConfig, decisions: list[dict[str, Any]], started_by: str) -> list[str]:
+    """Distinct eligible approvers in decision order, up to the quorum (later approvals are not counted)."""
+    approved: list[str] = []
+    for d in decisions:
+        actor = d["actor"]
+        if config.distinct_from_starter and actor == started_by:
+            continue
+        if config.allowed and actor not in config.allowed:
+            continue
+        if actor not in approved and len(approved) < config.approvers:
+            approved.append(actor)
+    return approved
 
 
 # --------------------------------------------------------------------------- sub-runbook

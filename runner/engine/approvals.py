@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
+from runner.engine.views import iso
 from runner.errors import InvalidState, UsageError
 from runner.store.records import RunRecord, RunState, StepRecord, StepState
 
@@ -39,14 +41,25 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
         config = (run.options.get("gates") or {}).get(rec.step_id, {})
     else:
         config = engine.runbook_for(run).spec.step(rec.step_id).action.config
+    state_key = "gate_state" if rec.data.get("gate") == "pending" else "state"
+    _refuse_expired(run, rec, rec.data.get(state_key, {}), config, verb)
     if config.get("distinct_from_starter") and actor == run.started_by:
         raise UsageError(f"{actor} started run {run.id} and cannot {verb} its step '{rec.step_id}' (distinct_from_starter)")
     allowed = config.get("allowed")
     if allowed and actor not in allowed:
         raise UsageError(f"{actor} may not {verb} step '{rec.step_id}'; allowed: {', '.join(allowed)}")
-    state_key = "gate_state" if rec.data.get("gate") == "pending" else "state"
     since = int(rec.data.get(state_key, {}).get("since_seq", 0))
     earlier = engine.store.events(run.id, after=since, types=("request.approve", "request.deny"))
     if any(e.actor == actor and e.step_id == rec.step_id for e in earlier):
         raise UsageError(f"{actor} already decided on step '{rec.step_id}' of run {run.id}")
     return run.id, rec.step_id
+
+
+def _refuse_expired(run: RunRecord, rec: StepRecord, state: dict[str, Any], config: dict[str, Any], verb: str) -> None:
+    """A decision after the request expired would not count (the step applies ``on_expiry``): refuse it."""
+    expires_at = state.get("expires_at")
+    if expires_at is None or time.time() < expires_at:
+        return
+    on_expiry = config.get("on_expiry", "deny")
+    raise UsageError(f"cannot {verb} step '{rec.step_id}' of run {run.id}: its approval request expired at {iso(expires_at)}",
+                     hint=f"resume the run (`runbook resume {run.id}`) to apply on_expiry: {on_expiry}")  # fmt: skip
