@@ -109,6 +109,7 @@ class StepRunner:
             first = rec.data.get("gate") != "pending"
             rec.data["gate"] = "pending"
             rec.state, rec.reason, rec.data["wait_kind"] = StepState.WAITING, result.reason, "approval"
+            rec.not_before = result.not_before  # an approval that expires soon is looked at again then
             if first:
                 events.append(unit.event("step.waiting", {"kind": "approval", "reason": result.reason, "gate": "agent policy"}))
             self.exe.save(unit, events)
