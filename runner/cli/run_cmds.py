@@ -26,9 +26,11 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     from runner.durations import parse_duration
 
     try:
-        parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0.0  # malformed or negative ("-1s"): the same message as zero
+    if seconds <= 0:  # a zero budget fits no step: every `resume` would pause at once, forever
+        raise click.BadParameter(f"expected a duration greater than zero such as '30s', '5m' or '1h30m', got {value!r}")
     return value
 
 

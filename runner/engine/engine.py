@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentPolicy", "Engine"]
 
+_MISSING = object()
+
 _AGENT_START_LOCK = threading.Lock()
 """Serialises counting active agent runs and creating one, for every engine of this process (a server has
 several), so ``max_concurrent_runs`` holds under concurrent starts. Separate processes sharing one store can
@@ -99,7 +101,20 @@ class Engine:
         """The run's current view, with ``next`` spelled for this engine's caller."""
         run = self.store.get_run(run_id)
         gone = run.state == RunState.RUNNING and self._holder_gone(run)
-        return build_view(run, self.store.get_steps(run_id), self.hint, holder_gone=gone)
+        return build_view(run, self.store.get_steps(run_id), self._hint_for(run), holder_gone=gone)
+
+    def _hint_for(self, run: RunRecord) -> CommandHint:
+        """``self.hint``, with its budget raised to one that fits the step a paused run stopped before.
+
+        Without that, following ``next.command`` of a run paused before a step its budget can never fit
+        would pause again at once, forever.
+        """
+        if run.state != RunState.PAUSED or self.hint.budget is None:
+            return self.hint
+        # The pause is the executor's last event; only outside requests (a few) can follow it.
+        paused = self.store.events(run.id, after=max(0, run.last_seq - 100), types=("run.paused",))
+        fits = paused[-1].data.get("budget_fits") if paused else None
+        return self.hint.at_least(float(fits)) if fits else self.hint
 
     status = view
 
@@ -130,6 +145,10 @@ class Engine:
     ) -> RunView:
         """Create a run of ``name`` (or return the run of a repeated ``idempotency_key``) and drive it.
 
+        A repeated key that asks for another runbook or other params is a :class:`~runner.errors.UsageError`,
+        unless ``trigger`` or ``parent`` is given: those callers (alert intake, HTTP API, sub-runbook steps)
+        derive the key themselves and decide what a run of another request means for them.
+
         ``agent=True`` marks the run as started by an agent: the agent policy (``self.policy``) is checked
         first, and the steps it names get a human approval gate before they act. ``run_options`` are
         stored with the run (e.g. ``{"gates": {step_id: approval_config}}`` from an alert route).
@@ -145,8 +164,10 @@ class Engine:
                 run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options)
         else:
             run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options or {})
+        if not created and trigger is None and parent is None:
+            _refuse_another_request(idempotency_key or "", run, name, stored)
         if not created or not execute:
-            return build_view(run, self.store.get_steps(run.id), self.hint)
+            return self.view(run.id)
         return self.drive(run.id, options or DriveOptions(actor=actor))
 
     def _create(self, rb: LoadedRunbook, name: str, stored: dict[str, Any], actor: str, idempotency_key: str | None,
@@ -319,6 +340,22 @@ class Engine:
         waiting = [s for s in self.store.get_steps(run.id) if s.state == StepState.WAITING]
         return any(self.store.events(run.id, after=int(s.data.get("state", {}).get("since_seq", 0)), types=("request.approve", "request.deny"))
                    for s in waiting)  # fmt: skip
+
+
+def _refuse_another_request(key: str, run: RunRecord, runbook: str, params: dict[str, Any]) -> None:
+    """Refuse a repeated idempotency key that asks for another runbook or other params than its run has.
+
+    Names the params that differ, never their values (a secret param's reference included).
+    """
+    if run.runbook != runbook:
+        differs = f"of runbook '{run.runbook}', not '{runbook}'"
+    else:
+        names = sorted(k for k in {*run.params, *params} if run.params.get(k, _MISSING) != params.get(k, _MISSING))
+        if not names:
+            return
+        differs = f"started with other values for param(s) {', '.join(names)}"
+    raise UsageError(f"idempotency key '{key}' belongs to run {run.id} {differs}",
+                     hint=f"repeat the original request to get run {run.id}, or use another key to start a new run")  # fmt: skip
 
 
 def _refuse_unknown_secret_schemes(runbook: str, specs: dict[str, Any], values: dict[str, Any], schemes: list[str]) -> None:

@@ -320,11 +320,23 @@ class Execution:
         if left <= RESERVE or (need is not None and need + RESERVE > left):
             needs = f"needs up to {need:g}s" if need is not None else "cannot start"
             reason = f"budget reached: step '{step.id}' {needs}, {max(left, 0):.1f}s left"
-            if need is not None and self.opts.budget is not None and need + RESERVE + 1.0 > self.opts.budget:
+            fits = self._budget_that_fits(step)
+            if fits is not None:
                 reason += (f"; a budget of {self.opts.budget:g}s can never fit this step: resume it with --budget "
-                           f"{int(need + RESERVE + 2)}s or more (or without a budget)")  # fmt: skip
+                           f"{fits}s or more (or without a budget)")  # fmt: skip
             return "budget", reason
         return None
+
+    def _budget_that_fits(self, step: Step) -> int | None:
+        """Whole seconds of budget that fit ``step`` when this drive's budget never can (else None).
+
+        A budget counts from process start: allow a second for starting up, and the reserve. A step without an
+        estimate only has to start.
+        """
+        need = self._estimate(step) or 0.0
+        if self.opts.budget is None or need + RESERVE + 1.0 <= self.opts.budget:
+            return None
+        return int(need + RESERVE + 2)
 
     def _estimate(self, step: Step) -> float | None:
         step_type = self.host.step_types.get(step.action.type)
@@ -337,7 +349,11 @@ class Execution:
         return step_type.estimate(step.action.config)
 
     def _pause(self, step: Step, kind: str, reason: str) -> None:
-        self.commit([NewEvent("run.paused", data={"reason": reason, "next_step": step.id, "cause": kind})],
+        data: dict[str, Any] = {"reason": reason, "next_step": step.id, "cause": kind}
+        fits = self._budget_that_fits(step) if kind == "budget" else None
+        if fits is not None:  # the journal keeps it so that `next.command` asks for a budget that fits
+            data["budget_fits"] = fits
+        self.commit([NewEvent("run.paused", data=data)],
                     {"state": RunState.PAUSED, "reason": reason, "cursor": step.id, "pause_requested": False})  # fmt: skip
 
     # ------------------------------------------------------------------ outcomes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +69,14 @@ class CommandHint:
             args.append("--json")
         return shlex.join(args)
 
+    def at_least(self, seconds: float) -> CommandHint:
+        """This hint, its budget raised to ``seconds`` if it carries a smaller one (no budget stays none)."""
+        from runner.durations import parse_duration
+
+        if self.budget is None or parse_duration(self.budget) >= seconds:
+            return self
+        return replace(self, budget=f"{seconds:g}s")
+
 
 class NextAction(BaseModel):
     """What to do next with a run."""
@@ -78,7 +86,7 @@ class NextAction(BaseModel):
     command: str | None = Field(default=None, description="exact command to run next (None: nothing to run)")
     not_before: str | None = Field(default=None, description="ISO time before which running the command is pointless")
     reason: str = ""
-    human_command: str | None = Field(default=None, description="what a human must do (e.g. approve) for the run to go on")
+    human_command: str | None = Field(default=None, description="exact command a person runs for the run to go on (NAME: who approves)")
     options: list[dict[str, str]] = Field(default_factory=list, description="choices when a decision is needed")
 
 
@@ -123,9 +131,9 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
         return NextAction(action="none", reason=f"run {state}")
     if state == RunState.FAILED:
         failed = next((s for s in steps if s.state in (StepState.FAILED, StepState.BLOCKED, *IN_FLIGHT_STEP_STATES)), current)
-        return NextAction(action="fix_and_retry", step=failed.step_id if failed else None,
-                          command=hint.command("resume", rid, "--retry"), reason=run.reason,
-                          human_command=f"fix the cause, then: {hint.command('resume', rid, '--retry')}")  # fmt: skip
+        retry = hint.command("resume", rid, "--retry")
+        return NextAction(action="fix_and_retry", step=failed.step_id if failed else None, command=retry,
+                          reason=_also(run.reason, "fix the cause, then retry"), human_command=retry)  # fmt: skip
     if state == RunState.RUNNING and holder_gone:
         who = run.holder.label() if run.holder else "its executor"
         return NextAction(action="resume", step=_in_flight(steps, run), command=hint.command(hint.resume_verb, rid),
@@ -138,6 +146,10 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
         return _waiting(run, steps, hint, current)
     step = next((s.step_id for s in steps if s.state not in DONE_STEP_STATES), run.cursor)
     return NextAction(action="resume", step=step, command=hint.command(hint.resume_verb, rid), reason=run.reason or f"run {state}")
+
+
+def _also(reason: str, more: str) -> str:
+    return f"{reason}; {more}" if reason else more
 
 
 def _in_flight(steps: list[StepRecord], run: RunRecord) -> str | None:
@@ -167,9 +179,10 @@ def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current
     if kind == "approval":
         if run.wake_at is not None and run.wake_at <= time.time():
             not_before = run.wake_at  # a decision arrived (or the request expired): resuming now makes progress
+        deny = hint.command("deny", rid, "--by", "NAME", carry=False)
         return NextAction(action="await_approval", step=step_id, command=hint.command(hint.resume_verb, rid),
-                          not_before=iso(not_before or time.time() + APPROVAL_POLL), reason=run.reason,
-                          human_command=f"{hint.command('approve', rid, '--by', 'NAME', carry=False)} (or deny)")  # fmt: skip
+                          not_before=iso(not_before or time.time() + APPROVAL_POLL), reason=_also(run.reason, f"to refuse: {deny}"),
+                          human_command=hint.command("approve", rid, "--by", "NAME", carry=False))  # fmt: skip
     return NextAction(action="wait", step=step_id, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason)
 
 
