@@ -26,3 +26,17 @@ def test_tables_in_a_pipe_never_wrap_ids_or_reasons(project: Project) -> None:
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(ids)
     shown = subprocess.run(project.cmd("status", ids[0]), cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
     assert any(ids[0] in line for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_a_person_is_shown_the_commands_to_approve_refuse_or_retry(project: Project) -> None:
+    project.write("appr.yaml", "name: appr\nsteps:\n  - id: g\n    approval: {message: ok?}\n")
+    project.write("fl.yaml", "name: fl\nsteps:\n  - id: g\n    shell: [\"false\"]\n")
+    waiting = project.run("run", "appr")
+    assert waiting.code == 4, waiting
+    rid = project.run("runs", "--runbook", "appr", "--json").json()["runs"][0]["run_id"]
+    assert f"next: runbook approve {rid} --by NAME" in waiting.out
+    assert f"or refuse: runbook deny {rid} --by NAME" in waiting.out
+    failed = project.run("run", "fl")
+    assert failed.code == 1, failed
+    rid = project.run("runs", "--runbook", "fl", "--json").json()["runs"][0]["run_id"]
+    assert f"fix the cause, then: runbook resume {rid} --retry" in failed.out

@@ -113,7 +113,10 @@ def print_run(console: Console, view: RunView, *, notices: list[str] | None = No
     if nxt.action == "none":
         return
     if nxt.human_command:
-        console.print(f"next: {nxt.human_command}", highlight=False)
+        lead = "fix the cause, then" if nxt.action == "fix_and_retry" else "next"
+        console.print(f"{lead}: {nxt.human_command}", highlight=False)
+        if nxt.action == "await_approval" and " approve " in nxt.human_command:
+            console.print(f"  or refuse: {nxt.human_command.replace(' approve ', ' deny ', 1)}", highlight=False)
     if nxt.command and nxt.action != "fix_and_retry":
         when = f" (not before {nxt.not_before})" if nxt.not_before else ""
         console.print(f"{'then' if nxt.human_command else 'next'}: {nxt.command}{when}", highlight=False)
