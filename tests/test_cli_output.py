@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from tests.conftest import Project
 
@@ -40,3 +41,19 @@ def test_a_person_is_shown_the_commands_to_approve_refuse_or_retry(project: Proj
     assert failed.code == 1, failed
     rid = project.run("runs", "--runbook", "fl", "--json").json()["runs"][0]["run_id"]
     assert f"fix the cause, then: runbook resume {rid} --retry" in failed.out
+
+
+def test_next_command_works_from_any_directory(project: Project, tmp_path: Path) -> None:
+    import shlex
+
+    (project.root / "other").mkdir()
+    project.write("../other/two.yaml", "name: two\nsteps:\n  - {id: a, shell: [echo, a]}\n  - {id: b, shell: [echo, b]}\n")
+    res = project.run("--path", "other", "--store", "sqlite:///rel.db", "run", "two", "--max-steps", "1", "--json")
+    assert res.code == 3, res
+    command = shlex.split(res.json()["next"]["command"])
+    assert command[0] == "runbook"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(project.cmd(*command[1:]), cwd=elsewhere, env=project.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (project.root / "rel.db").exists() and not (elsewhere / "rel.db").exists()

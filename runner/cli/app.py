@@ -57,15 +57,23 @@ class AppState:
         return Engine(self.host, self.store, self.catalog, self.settings)
 
     def cli_prefix(self) -> list[str]:
-        """Global options to repeat in a ``next.command`` so it runs against the same runbooks and store."""
+        """Global options to repeat in a ``next.command`` so it runs against the same runbooks and store.
+
+        Paths are made absolute (a relative SQLite URL too), so the command works from any directory."""
+        import os
+
         out: list[str] = []
         for path in self._paths:
-            out += ["--path", str(path)]
-        if self._options["store_url"]:
-            out += ["--store", str(self._options["store_url"])]
+            out += ["--path", os.path.abspath(path)]
+        store = self._options["store_url"]
+        if store:
+            scheme, sep, rest = store.partition(":///")
+            if scheme == "sqlite" and sep and not rest.startswith("/") and rest not in ("", ":memory:"):
+                store = f"sqlite:///{os.path.abspath(rest)}"
+            out += ["--store", store]
         for key in ("inventory", "known_hosts"):
             if self._options[key]:
-                out += [f"--{key.replace('_', '-')}", str(self._options[key])]
+                out += [f"--{key.replace('_', '-')}", os.path.abspath(str(self._options[key]))]
         return out
 
 
