@@ -57,3 +57,13 @@ def test_next_command_works_from_any_directory(project: Project, tmp_path: Path)
     done = subprocess.run(project.cmd(*command[1:]), cwd=elsewhere, env=project.env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (project.root / "rel.db").exists() and not (elsewhere / "rel.db").exists()
+
+
+def test_every_run_view_in_json_has_the_documented_notices_key(project: Project) -> None:
+    project.write("two.yaml", "name: two\nsteps:\n  - {id: a, shell: [echo, a]}\n  - {id: b, shell: [echo, b]}\n")
+    run = project.run("run", "two", "--max-steps", "1", "--json")
+    rid = run.json()["run_id"]
+    for args in (("status", rid), ("pause", rid), ("cancel", rid), ("status", rid)):
+        res = project.run(*args, "--json")
+        assert res.code in (0, 3, 5), res
+        assert res.json()["notices"] == [] and res.json()["run_id"] == rid, args

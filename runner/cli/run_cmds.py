@@ -96,7 +96,7 @@ def _drive(state: AppState, engine: Engine, fn: Any) -> int:
     if state.json:
         with _signals(engine):
             view: RunView = fn()
-        emit_json({**view.model_dump(mode="json"), "notices": engine.notices})
+        emit_json(view_json(view, engine))
         return view.exit_code
     with Progress(console()) as progress, _signals(engine):
         engine.observers.append(progress)
@@ -240,11 +240,16 @@ def plan_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: st
 # ---------------------------------------------------------------------- control
 
 
+def view_json(view: RunView, engine: Engine) -> dict[str, Any]:
+    """A run's documented ``--json`` shape: the view and the engine's notices (``[]`` when it has none)."""
+    return {**view.model_dump(mode="json"), "notices": list(engine.notices)}
+
+
 def _control(state: AppState, view: RunView, what: str) -> int:
     if state.json:
         from runner.cli.output import emit_json
 
-        emit_json(view.model_dump(mode="json"))
+        emit_json(view_json(view, state.engine))
     else:
         from runner.cli.output import console
         from runner.cli.render import print_run
@@ -330,7 +335,7 @@ def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
     if state.json:
         from runner.cli.output import emit_json
 
-        emit_json(view.model_dump(mode="json"))
+        emit_json(view_json(view, engine))
     else:
         from runner.cli.output import console
         from runner.cli.render import print_run
