@@ -212,6 +212,23 @@ def test_editing_a_completed_step_is_refused_without_accept_changes(project: Pro
     assert any("changed first" in n for n in ok.json()["notices"])
 
 
+def test_reordering_completed_steps_or_inserting_before_them_is_refused(project: Project) -> None:
+    steps = {k: f"  - {{id: {k}, shell: [echo, {k}]}}\n" for k in ("a", "b", "c", "pre", "mid")}
+    path = project.write("order.yaml", "name: order\nsteps:\n" + steps["a"] + steps["b"] + steps["c"])
+    run_id = project.run("run", "order", "--max-steps", "2", "--json").json()["run_id"]
+    path.write_text("name: order\nsteps:\n" + steps["pre"] + steps["b"] + steps["a"] + steps["c"])
+    refused = project.run("resume", run_id)
+    assert refused.code == 2, refused
+    assert "a: completed in the order a, b, now declared as b, a" in refused.err
+    assert "pre: added before completed step 'b'" in refused.err and "--accept-changes" in refused.err
+    # a step added after the completed ones is simply run, as a pending edit is
+    path.write_text("name: order\nsteps:\n" + steps["a"] + steps["b"] + steps["mid"] + steps["c"])
+    ok = project.run("resume", run_id, "--json")
+    assert ok.code == 0, ok
+    assert [s["id"] for s in ok.json()["steps"]] == ["a", "b", "mid", "c"]
+    assert any("added mid" in n for n in ok.json()["notices"])
+
+
 def test_editing_a_pending_step_is_shown_and_used(project: Project) -> None:
     path = project.write("edit.yaml", "name: edit\nsteps:\n  - {id: first, shell: [echo, one]}\n  - {id: second, shell: [echo, two]}\n")
     run_id = project.run("run", "edit", "--max-steps", "1", "--json").json()["run_id"]

@@ -418,18 +418,22 @@ class Execution:
 
     def _edits(self, events: list[NewEvent], run_cols: dict[str, Any], patches: dict[str, StepRecord]) -> None:
         stored, current = self.run.step_hashes, self.rb.step_hashes
-        if stored == current:
+        if list(stored.items()) == list(current.items()):
             return
         changed = [s for s in stored if s in current and stored[s] != current[s]]
         removed = [s for s in stored if s not in current]
         added = [s for s in current if s not in stored]
-        completed = [s for s in changed + removed if self.steps.get(s) and self.steps[s].state in (*DONE_STEP_STATES, StepState.RUNNING)]
-        if completed and not self.opts.accept_changes:
+        done = {s for s in stored if self.steps.get(s) and self.steps[s].state in (*DONE_STEP_STATES, StepState.RUNNING)}
+        completed = [s for s in changed + removed if s in done]
+        order = _order_changes(list(stored), list(current), done)
+        if (completed or order) and not self.opts.accept_changes:
             old = {s["id"]: s for s in self.store.get_spec(self.run.id).get("steps", [])}
             new = {s.id: s.model_dump(mode="json", by_alias=True) for s in self.spec.steps}
             details = [f"{sid}: {d}" for sid in completed for d in _diff(old.get(sid), new.get(sid))[:3]]
-            raise RunbookChanged(self.run.id, completed, details)
-        detail = {"changed": changed, "added": added, "removed": removed, "accepted": bool(completed)}
+            names = list(dict.fromkeys([*completed, *(s for s, _ in order)]))
+            raise RunbookChanged(self.run.id, names, details + [f"{sid}: {why}" for sid, why in order])
+        detail = {"changed": changed, "added": added, "removed": removed, "moved": [s for s, _ in order],
+                  "accepted": bool(completed or order)}  # fmt: skip
         events.append(NewEvent("run.edited", data=detail, actor=self.opts.actor or None))
         self.opts.notices.append("runbook changed since the run started: " + ", ".join(
             f"{k} {', '.join(v)}" for k, v in detail.items() if isinstance(v, list) and v))  # fmt: skip
@@ -697,6 +701,23 @@ def _reset_local_state(rec: StepRecord) -> None:
     rec.data["state"] = kept
     for key in ("gate", "gate_state", "wait_kind"):
         rec.data.pop(key, None)
+
+
+def _order_changes(stored: list[str], current: list[str], done: set[str]) -> list[tuple[str, str]]:
+    """Order edits that rewrite what already happened: completed steps now in another order, or a new step put
+    before a completed one (it would run after the steps it is declared to precede)."""
+    pos = {s: i for i, s in enumerate(current)}
+    ran = [s for s in stored if s in done and s in pos]
+    out: list[tuple[str, str]] = []
+    if sorted(ran, key=pos.__getitem__) != ran:
+        now = ", ".join(sorted(ran, key=pos.__getitem__))
+        out += [(s, f"completed in the order {', '.join(ran)}, now declared as {now}") for s in ran[:1]]
+    for s in current:
+        if s not in stored:
+            later = [c for c in ran if pos[c] > pos[s]]
+            if later:
+                out.append((s, f"added before completed step '{min(later, key=pos.__getitem__)}'"))
+    return out
 
 
 def _recovery_decision(step: Step, rec: StepRecord) -> str:
