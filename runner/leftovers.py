@@ -21,8 +21,12 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["RUN_ENV", "STEP_ENV", "Leftover", "find", "stop"]
+if TYPE_CHECKING:
+    from runner.store.records import NewEvent
+
+__all__ = ["RUN_ENV", "STEP_ENV", "Leftover", "find", "stop", "stop_as_event"]
 
 RUN_ENV = "RUNBOOK_RUN_ID"
 STEP_ENV = "RUNBOOK_STEP_ID"
@@ -112,3 +116,16 @@ def stop(run_id: str, *, grace: float = 5.0, timeout: float = 10.0) -> list[Left
             time.sleep(0.02)
             left = _alive(left)
     return found
+
+
+def stop_as_event(run_id: str) -> NewEvent | None:
+    """:func:`stop`, and the ``run.leftovers_stopped`` event that records what it stopped (None if nothing)."""
+    from runner.store.records import NewEvent
+
+    stopped = stop(run_id)
+    if not stopped:
+        return None
+    names = ", ".join(sorted({p.name for p in stopped}))
+    return NewEvent("run.leftovers_stopped", data={
+        "reason": f"stopped {len(stopped)} process(es) the previous executor left running ({names})",
+        "processes": [p.as_json() for p in stopped]})  # fmt: skip

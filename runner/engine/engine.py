@@ -13,7 +13,7 @@ from runner.engine.runtime import new_run_id
 from runner.engine.views import CommandHint, RunView, build_view
 from runner.errors import InvalidState, ParamsError, PolicyDenied, RunNotFound, UsageError, ValidationError
 from runner.params import validate_params
-from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepState
+from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -282,11 +282,25 @@ class Engine:
             return
         try:
             cols: dict[str, Any] = {"state": state, "reason": reason}
+            events: list[NewEvent] = []
+            patches: list[StepPatch] = []
             if state == RunState.CANCELLED:
                 cols.update(finished_at=time.time(), cancel_requested=False)
+                if lease.took_over:  # its executor died: what it left running stops too (runner.leftovers)
+                    from runner.leftovers import stop_as_event
+
+                    if (event := stop_as_event(run_id)) is not None:
+                        events.append(event)
+                for rec in self.store.get_steps(run_id):  # a cancelled run leaves no step waiting
+                    if rec.state in (StepState.WAITING, StepState.RUNNING):
+                        rec.state, rec.reason, rec.finished_at = StepState.FAILED, reason, time.time()
+                        events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts,
+                                               data={"state": str(rec.state), "reason": reason}))  # fmt: skip
+                        patches.append(StepPatch.of(rec))
             else:
                 cols["pause_requested"] = False
-            self.store.commit(lease, events=[NewEvent(f"run.{state}", actor=actor, data={"reason": reason})], run=cols)
+            events.append(NewEvent(f"run.{state}", actor=actor, data={"reason": reason}))
+            self.store.commit(lease, events=events, run=cols, steps=patches)
         finally:
             self.store.release(lease)
         if state == RunState.CANCELLED:

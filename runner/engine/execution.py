@@ -180,7 +180,7 @@ class Execution:
                 except Exception as exc:  # a bug or an unexpected error: the run fails, clearly, never stays "running"
                     self._finish_broken(exc)
         except CancelRequested as exc:
-            self._finish_stopped(RunState.CANCELLED, exc.reason or "cancelled")
+            self._finish_stopped(RunState.CANCELLED, self._cancel_reason() or exc.reason or "cancelled")
         except Interrupted as exc:
             self._finish_stopped(RunState.INTERRUPTED, exc.reason or "interrupted")
         finally:
@@ -397,12 +397,21 @@ class Execution:
         self.commit([NewEvent("run.failed", data={"reason": reason})],
                     {"state": RunState.FAILED, "reason": reason, "finished_at": time.time()}, failed)  # fmt: skip
 
+    def _cancel_reason(self) -> str | None:
+        """The reason the latest ``runbook cancel`` gave (``cancelled by ACTOR`` when it gave none)."""
+        requests = self.store.events(self.run.id, types=("request.cancel",), limit=100_000)
+        if not requests:
+            return None
+        return str(requests[-1].data.get("reason") or "") or None
+
     def _finish_stopped(self, state: RunState, reason: str) -> None:
         now = time.time()
         events = []
         patches = []
+        # a cancelled run leaves no step waiting; an interrupted one keeps its wait, to go on with on resume
+        stopped = (StepState.RUNNING, StepState.WAITING) if state == RunState.CANCELLED else (StepState.RUNNING,)
         for rec in self.steps.values():
-            if rec.state == StepState.RUNNING:
+            if rec.state in stopped:
                 rec.state = StepState.INTERRUPTED if state == RunState.INTERRUPTED else StepState.FAILED
                 rec.reason, rec.finished_at = reason, now
                 events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(rec.state), "reason": reason}))
@@ -448,14 +457,10 @@ class Execution:
 
         Otherwise the in-flight step's check would see its work unfinished and start the action a second time
         beside the first (see runner.leftovers)."""
-        from runner.leftovers import stop
+        from runner.leftovers import stop_as_event
 
-        stopped = stop(self.run.id)
-        if stopped:
-            names = ", ".join(sorted({p.name for p in stopped}))
-            events.append(NewEvent("run.leftovers_stopped", data={
-                "reason": f"stopped {len(stopped)} process(es) the previous executor left running ({names})",
-                "processes": [p.as_json() for p in stopped]}))  # fmt: skip
+        if (event := stop_as_event(self.run.id)) is not None:
+            events.append(event)
 
     def _recover(self, events: list[NewEvent], patches: dict[str, StepRecord]) -> None:
         """Decide what happens to work that was in flight when the previous executor stopped."""
