@@ -73,6 +73,11 @@ class RunResult(RunView):
     notices: list[str] = Field(default_factory=list, description="things the caller should know (e.g. the runbook changed)")
 
 
+def _result(engine: Engine, view: RunView) -> RunResult:
+    """``view`` with the engine's notices: the shape every ``--json`` run view has."""
+    return RunResult(**view.model_dump(), notices=list(engine.notices))
+
+
 class RunbookInfo(BaseModel):
     """One catalog entry (``list --json``)."""
 
@@ -305,7 +310,7 @@ class Client:
         engine = self.engine(budget, max_steps)
         view = engine.start(name, dict(params or {}), started_by=self.actor, idempotency_key=idempotency_key,
                             options=opts, execute=execute, agent=self.agent)  # fmt: skip
-        return RunResult(**view.model_dump(), notices=list(engine.notices))
+        return _result(engine, view)
 
     def resume(self, run_id: str, *, budget: Budget = None, max_steps: int | None = None, retry: bool = False,
                retry_step: str | None = None, skip_step: str | None = None, accept_changes: bool = False,
@@ -322,14 +327,14 @@ class Client:
 
                 raise PolicyDenied(f"an agent may decide steps only of runs it started (run {rid} was started by {started_by})")
         view = engine.resume(rid, opts)
-        return RunResult(**view.model_dump(), notices=list(engine.notices))
+        return _result(engine, view)
 
     def step(self, run_id: str, *, force: bool = False) -> RunResult:
         """Execute exactly one step of a run, then stop (``runbook step``; ``next.command`` is another ``step``)."""
         engine = self.engine()
         engine.hint.resume_verb = "step"
         view = engine.resume(engine.resolve_id(run_id), self._options(None, 1, None, force=force))
-        return RunResult(**view.model_dump(), notices=list(engine.notices))
+        return _result(engine, view)
 
     def _options(self, budget: Budget, max_steps: int | None, deadline: float | None, **kw: Any) -> DriveOptions:
         from runner.engine import DriveOptions
@@ -341,35 +346,35 @@ class Client:
 
     # ------------------------------------------------------------------ requests
 
-    def status(self, run_id: str) -> RunView:
+    def status(self, run_id: str) -> RunResult:
         """The run's state, its steps and ``next`` (``runbook status --json``)."""
         engine = self.engine()
-        return engine.view(engine.resolve_id(run_id))
+        return _result(engine, engine.view(engine.resolve_id(run_id)))
 
-    def pause(self, run_id: str, *, reason: str = "") -> RunView:
+    def pause(self, run_id: str, *, reason: str = "") -> RunResult:
         """Ask a run to stop at its next step boundary."""
         engine = self.engine()
-        return engine.pause(engine.resolve_id(run_id), actor=self.actor, reason=reason)
+        return _result(engine, engine.pause(engine.resolve_id(run_id), actor=self.actor, reason=reason))
 
-    def cancel(self, run_id: str, *, reason: str = "") -> RunView:
+    def cancel(self, run_id: str, *, reason: str = "") -> RunResult:
         """Stop a run for good (a step in flight has its process stopped)."""
         engine = self.engine()
-        return engine.cancel(engine.resolve_id(run_id), actor=self.actor, reason=reason)
+        return _result(engine, engine.cancel(engine.resolve_id(run_id), actor=self.actor, reason=reason))
 
-    def approve(self, run_id: str, *, comment: str = "", step: str | None = None) -> RunView:
+    def approve(self, run_id: str, *, comment: str = "", step: str | None = None) -> RunResult:
         """Approve the approval step the run waits on, as this client's actor."""
         return self._decide(run_id, True, comment, step)
 
-    def deny(self, run_id: str, *, comment: str = "", step: str | None = None) -> RunView:
+    def deny(self, run_id: str, *, comment: str = "", step: str | None = None) -> RunResult:
         """Deny the approval step the run waits on (the step fails)."""
         return self._decide(run_id, False, comment, step)
 
-    def _decide(self, run_id: str, approve: bool, comment: str, step: str | None) -> RunView:
+    def _decide(self, run_id: str, approve: bool, comment: str, step: str | None) -> RunResult:
         engine = self.engine()
         rid = engine.resolve_id(run_id)
         if self.agent:
             self.check_agent_may_decide(self.store.get_run(rid).runbook)
-        return engine.decide(rid, actor=self.actor, approve=approve, comment=comment, step_id=step)
+        return _result(engine, engine.decide(rid, actor=self.actor, approve=approve, comment=comment, step_id=step))
 
     def agent_may_decide(self, runbook: str) -> bool:
         """Whether this (agent) client may approve or deny runs of ``runbook``: only where a policy says so."""
@@ -477,7 +482,7 @@ def step(run_id: str, *, force: bool = False) -> RunResult:
     return default_client().step(run_id, force=force)
 
 
-def status(run_id: str) -> RunView:
+def status(run_id: str) -> RunResult:
     """A run's view with its ``next`` cursor, from the default client."""
     return default_client().status(run_id)
 
@@ -487,22 +492,22 @@ def plan(name: str, params: dict[str, Any] | None = None) -> PlanView:
     return default_client().plan(name, params)
 
 
-def pause(run_id: str, *, reason: str = "") -> RunView:
+def pause(run_id: str, *, reason: str = "") -> RunResult:
     """Pause a run at its next step boundary, with the default client."""
     return default_client().pause(run_id, reason=reason)
 
 
-def cancel(run_id: str, *, reason: str = "") -> RunView:
+def cancel(run_id: str, *, reason: str = "") -> RunResult:
     """Cancel a run, with the default client."""
     return default_client().cancel(run_id, reason=reason)
 
 
-def approve(run_id: str, *, comment: str = "", step: str | None = None) -> RunView:
+def approve(run_id: str, *, comment: str = "", step: str | None = None) -> RunResult:
     """Approve the step a run waits on, as ``RUNBOOK_ACTOR`` (or ``user@host``)."""
     return default_client().approve(run_id, comment=comment, step=step)
 
 
-def deny(run_id: str, *, comment: str = "", step: str | None = None) -> RunView:
+def deny(run_id: str, *, comment: str = "", step: str | None = None) -> RunResult:
     """Deny the step a run waits on, as ``RUNBOOK_ACTOR`` (or ``user@host``)."""
     return default_client().deny(run_id, comment=comment, step=step)
 

@@ -124,12 +124,12 @@ class RunbookMCP:
         """The budget is spent while a step is still running: pause the run after it and report where it is."""
         view = self.client.status(run_id)
         if str(view.state) != "running":
-            return RunResult(**view.model_dump())
+            return view
         step = view.next.step
         reason = f"budget spent while step '{step}' (no timeout or expected duration) was running"
         view = self.client.pause(run_id, reason=reason)
-        return RunResult(**view.model_dump(), notices=[f"{reason}; it goes on in this server and the run pauses after it: "
-                                                       "call get_run at or after next.not_before"])  # fmt: skip
+        view.notices.append(f"{reason}; it goes on in this server and the run pauses after it: call get_run at or after next.not_before")
+        return view
 
     def shutdown(self) -> None:
         """The client went away: let drives in flight stop at their next step boundary, then stop."""

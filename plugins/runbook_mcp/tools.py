@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.api import Client, EventList, PlanView, RunbookDetail, RunbookList, RunList, RunResult, RunView
+from runner.api import Client, EventList, PlanView, RunbookDetail, RunbookList, RunList, RunResult
 
 __all__ = ["RUN_PREFIX", "Call", "ToolSpec", "tool_specs"]
 
@@ -163,22 +163,22 @@ def _fixed_tools(may_decide: bool) -> list[ToolSpec]:
         _spec("resume_run", "Advance a run within the budget from where it stopped; completed steps never run again "
               "(runbook resume --json). Call it as `next` says.", ResumeArgs, RunResult, _resume, drives=True, destructive=True),
         _spec("get_run", "A run's state, steps and `next` cursor (runbook status --json).",
-              RunArgs, RunView, lambda c, a, _: c.status(a.run_id), read_only=True),
+              RunArgs, RunResult, lambda c, a, _: c.status(a.run_id), read_only=True),
         _spec("list_runs", "Runs, newest first (runbook runs --json).", ListRunsArgs, RunList,
               lambda c, a, _: c.list_runs(runbook=a.runbook, states=a.states, limit=a.limit, before=a.before), read_only=True),
         _spec("read_events", "A run's journal events after a sequence number (runbook events --json).", EventsArgs, EventList,
               lambda c, a, _: c.events(a.run_id, after=a.after, limit=a.limit), read_only=True),
-        _spec("pause_run", "Ask a run to stop at its next step boundary.", ControlArgs, RunView,
+        _spec("pause_run", "Ask a run to stop at its next step boundary.", ControlArgs, RunResult,
               lambda c, a, _: c.pause(a.run_id, reason=a.reason)),
-        _spec("cancel_run", "Stop a run for good (a step in flight has its process stopped).", ControlArgs, RunView,
+        _spec("cancel_run", "Stop a run for good (a step in flight has its process stopped).", ControlArgs, RunResult,
               lambda c, a, _: c.cancel(a.run_id, reason=a.reason), destructive=True),
     ]  # fmt: skip
     if may_decide:
         tools += [
             _spec("approve_run", "Approve the approval step a run waits on (only runbooks the agent policy lets agents approve; "
-                  "never a run this agent started when the step needs someone else).", DecideArgs, RunView,
+                  "never a run this agent started when the step needs someone else).", DecideArgs, RunResult,
                   lambda c, a, _: c.approve(a.run_id, comment=a.comment, step=a.step)),
-            _spec("deny_run", "Deny the approval step a run waits on (the step fails).", DecideArgs, RunView,
+            _spec("deny_run", "Deny the approval step a run waits on (the step fails).", DecideArgs, RunResult,
                   lambda c, a, _: c.deny(a.run_id, comment=a.comment, step=a.step), destructive=True),
         ]  # fmt: skip
     return tools
