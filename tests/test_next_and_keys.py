@@ -137,3 +137,13 @@ def test_a_failed_runs_human_command_can_be_pasted(project: Project) -> None:
     assert shlex.split(nxt["human_command"]) == shlex.split(nxt["command"]) == ["runbook", "resume", first.json()["run_id"], "--retry", "--json"]
     flag.touch()  # the fix
     assert paste(project, nxt["human_command"]).code == 0
+
+
+def test_a_step_without_an_estimate_that_overruns_the_budget_is_noted(project: Project) -> None:
+    project.write("slow.yaml", 'name: slow\nsteps:\n  - {id: s, shell: [sleep, "1.5"]}\n  - {id: t, shell: [echo, hi]}\n')
+    res = project.run("run", "slow", "--budget", "1s", "--json")
+    assert res.code == 3, res
+    [note] = [n for n in res.json()["notices"] if "past the budget" in n]
+    assert note.startswith("step 's' ran ") and "give it `expected:` or `timeout:`" in note
+    quick = project.run("run", "slow", "--budget", "30s", "--json")
+    assert quick.code == 0 and not any("past the budget" in n for n in quick.json()["notices"]), quick

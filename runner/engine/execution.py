@@ -255,6 +255,7 @@ class Execution:
                 self._pause(step, *stop)
                 return
             state = self._run_step(step, rec)
+            self._note_overrun(step)
             if state in DONE_STEP_STATES:
                 self._record_output(rec)
                 self.done += 1
@@ -326,6 +327,16 @@ class Execution:
                            f"{fits}s or more (or without a budget)")  # fmt: skip
             return "budget", reason
         return None
+
+    def _note_overrun(self, step: Step) -> None:
+        """Say so when a step with no estimate ran past the budget: nothing told the engine it would."""
+        if self.opts.deadline is None or time.monotonic() <= self.opts.deadline or self._estimate(step) is not None:
+            return
+        if self.host.step_types.get(step.action.type).may_wait:
+            return
+        over = time.monotonic() - self.opts.deadline
+        self.opts.notices.append(f"step '{step.id}' ran {over:.1f}s past the budget: it declares no timeout or expected "
+                                 "duration, so the budget could not hold it back (give it `expected:` or `timeout:`)")  # fmt: skip
 
     def _budget_that_fits(self, step: Step) -> int | None:
         """Whole seconds of budget that fit ``step`` when this drive's budget never can (else None).
