@@ -67,3 +67,15 @@ def test_every_run_view_in_json_has_the_documented_notices_key(project: Project)
         res = project.run(*args, "--json")
         assert res.code in (0, 3, 5), res
         assert res.json()["notices"] == [] and res.json()["run_id"] == rid, args
+
+
+def test_run_ids_that_name_nothing_are_errors(project: Project) -> None:
+    project.write("one.yaml", "name: one\nsteps:\n  - {id: a, shell: [echo, a]}\n")
+    rid = project.run("run", "one", "--json").json()["run_id"]
+    unknown = project.run("runs", "--before", "ZZZZZZZZ")
+    assert unknown.code == 2 and "no run with id 'ZZZZZZZZ'" in unknown.err, unknown
+    assert project.run("runs", "--before", rid[:8], "--json").json()["runs"] == []
+    short = project.run("status", rid[:4])
+    assert short.code == 2 and "too short" in short.err and "at least its first 6" in short.err, short
+    both = project.run("resume", rid, "--retry-step", "a", "--skip-step", "a")
+    assert both.code == 2 and "both name step 'a'" in both.err, both

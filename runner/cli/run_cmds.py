@@ -193,6 +193,8 @@ def run_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str
 def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None, retry_failed: bool, retry_step: str | None,
                skip_step: str | None, accept_changes: bool, force: bool, actor: str | None) -> int:  # fmt: skip
     """Continue run RUN_ID from where it stopped."""
+    if retry_step is not None and retry_step == skip_step:
+        raise click.UsageError(f"--retry-step and --skip-step both name step '{retry_step}': decide it one way")
     engine = _engine(state, budget, max_steps)
     rid = engine.resolve_id(run_id)
     opts = _options(state, budget, max_steps, actor=actor, retry_failed=retry_failed, retry_step=retry_step, skip_step=skip_step,
@@ -357,6 +359,8 @@ def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limi
     from runner.engine.views import iso
     from runner.store.records import RunState
 
+    if before is not None:
+        before = _engine(state).resolve_id(before)  # an unknown id is an error, not a listing from the newest run
     runs = state.store.list_runs(runbook=runbook, states=[RunState(s) for s in states], limit=limit, before=before)
     rows = [{"run_id": r.id, "runbook": r.runbook, "state": str(r.state), "reason": r.reason, "started_by": r.started_by,
              "created_at": iso(r.created_at), "updated_at": iso(r.updated_at), "parent_run_id": r.parent_run_id} for r in runs]  # fmt: skip

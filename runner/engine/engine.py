@@ -79,6 +79,8 @@ class Engine:
                 return found[0]
             if len(found) > 1:
                 raise UsageError(f"run id prefix '{run_id}' is ambiguous ({', '.join(found)}, ...); give more characters")
+        elif run_id:
+            raise UsageError(f"run id '{run_id}' is too short: give the whole id (26 characters) or at least its first 6")
         raise RunNotFound(run_id)
 
     def runbook_for(self, run: RunRecord) -> LoadedRunbook:
