@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
-from tests.conftest import Project
+from tests.conftest import Project, kill
 
 LONG = "the-service-that-must-be-restarted-before-the-migration-" * 3
 
@@ -79,3 +80,18 @@ def test_run_ids_that_name_nothing_are_errors(project: Project) -> None:
     assert short.code == 2 and "too short" in short.err and "at least its first 6" in short.err, short
     both = project.run("resume", rid, "--retry-step", "a", "--skip-step", "a")
     assert both.code == 2 and "both name step 'a'" in both.err, both
+
+
+def test_status_says_when_a_running_runs_executor_is_gone(project: Project) -> None:
+    marker = project.root / "started"
+    project.write("slow.yaml", f"name: slow\nsteps:\n  - {{id: s, idempotent: true, shell: [sh, -c, 'touch {marker}; exec sleep 30']}}\n")
+    proc = project.popen("run", "slow", "--json")
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kill(proc)
+    rid = project.run("runs", "--runbook", "slow", "--json").json()["runs"][0]["run_id"]
+    shown = project.run("status", rid)
+    assert "running" in shown.out and "is no longer running; resume recovers the run" in shown.out, shown
+    assert project.run("cancel", rid).code in (0, 5)  # and stop the orphaned sleep

@@ -112,6 +112,8 @@ def print_run(console: Console, view: RunView, *, notices: list[str] | None = No
     nxt = view.next
     if nxt.action == "none":
         return
+    if str(view.state) == "running" and nxt.action == "resume":
+        console.print(f"[yellow]{nxt.reason}[/]", highlight=False)  # its executor is gone
     if nxt.human_command:
         lead = "fix the cause, then" if nxt.action == "fix_and_retry" else "next"
         console.print(f"{lead}: {nxt.human_command}", highlight=False)
