@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -312,6 +313,23 @@ def test_first_sigint_finishes_the_step_second_interrupts(project: Project) -> N
     assert steps_of(resumed.json())["long"]["state"] == "satisfied"
     recovered = [e for e in project.run("events", doc["run_id"], "--json").json()["events"] if e["type"] == "step.recovered"]
     assert recovered and recovered[0]["data"]["decision"] == "check", "an interrupted step is re-entered through its check"
+    assert doc["next"]["action"] == "resume", "with a check, resuming re-enters the step"
+
+
+def test_interrupting_a_step_with_no_check_asks_for_a_decision_at_once(project: Project) -> None:
+    project.write("sig3.yaml", "name: sig3\nsteps:\n  - {id: long, shell: [sleep, '60']}\n")
+    proc = project.popen("run", "sig3", "--json")
+    wait_for(lambda: project.run("runs", "--runbook", "sig3", "--state", "running", "--json").json()["runs"], what="sig3 running")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    out, err = kill(proc, signal.SIGINT)
+    assert proc.returncode == 130, err
+    doc = json.loads(out)
+    assert doc["state"] == "interrupted" and doc["next"]["action"] == "decide" and doc["next"]["step"] == "long"
+    assert "whether it took effect is unknown" in doc["next"]["reason"]
+    skip = next(o["command"] for o in doc["next"]["options"] if o["action"] == "skip_step")
+    assert project.run(*shlex.split(skip)[1:]).code == 0
 
 
 def test_params_are_typed_and_validated(project: Project) -> None:

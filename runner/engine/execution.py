@@ -424,6 +424,8 @@ class Execution:
         for rec in self.steps.values():
             if rec.state in stopped:
                 rec.state = StepState.INTERRUPTED if state == RunState.INTERRUPTED else StepState.FAILED
+                if state == RunState.INTERRUPTED:  # what a resume will do with it, for `next` to say so now
+                    rec.data["recovery"] = _recovery_decision(self.spec.step(rec.step_id), rec)
                 rec.reason, rec.finished_at = reason, now
                 events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(rec.state), "reason": reason}))
                 patches.append(StepPatch.of(rec))
@@ -482,6 +484,7 @@ class Execution:
                 if t.get("state") in IN_FLIGHT_STEP_STATES:
                     units.append(Unit(step, _target_rec(rec, t), {"name": name}))
             for unit in units:
+                unit.rec.data.pop("recovery", None)
                 decision = _recovery_decision(step, unit.rec)
                 if decision == "unknown":
                     unit.rec.state = StepState.UNKNOWN

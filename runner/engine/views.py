@@ -144,8 +144,26 @@ def _next(run: RunRecord, steps: list[StepRecord], hint: CommandHint, holder_gon
                           not_before=iso(time.time() + 2), reason=f"being executed by {who}")  # fmt: skip
     if state == RunState.WAITING:
         return _waiting(run, steps, hint, current)
+    cut = next((s for s in steps if s.state == StepState.INTERRUPTED and s.data.get("recovery") == "unknown"), None)
+    if state == RunState.INTERRUPTED and cut is not None:  # resuming would only ask the same question
+        return _decide(run, cut, hint, f"step '{cut.step_id}' was interrupted in its action; it has no check and is not "
+                                         "idempotent, so whether it took effect is unknown")  # fmt: skip
     step = next((s.step_id for s in steps if s.state not in DONE_STEP_STATES), run.cursor)
     return NextAction(action="resume", step=step, command=hint.command(hint.resume_verb, rid), reason=run.reason or f"run {state}")
+
+
+def _decide(run: RunRecord, rec: StepRecord, hint: CommandHint, reason: str) -> NextAction:
+    """Someone must say whether ``rec``'s action took effect: run it again, or treat it as done."""
+    sid = rec.step_id
+    return NextAction(
+        action="decide", step=sid, reason=reason,
+        options=[
+            {"action": "retry_step", "command": hint.command("resume", run.id, "--retry-step", sid),
+             "meaning": "run the step's action again"},
+            {"action": "skip_step", "command": hint.command("resume", run.id, "--skip-step", sid),
+             "meaning": "treat the step as done and go on"},
+        ],
+    )  # fmt: skip
 
 
 def _also(reason: str, more: str) -> str:
@@ -162,16 +180,7 @@ def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current
     rid = run.id
     unknown = next((s for s in steps if s.state == StepState.UNKNOWN), None)
     if unknown is not None:
-        sid = unknown.step_id
-        return NextAction(
-            action="decide", step=sid, reason=unknown.reason,
-            options=[
-                {"action": "retry_step", "command": hint.command("resume", rid, "--retry-step", sid),
-                 "meaning": "run the step's action again"},
-                {"action": "skip_step", "command": hint.command("resume", rid, "--skip-step", sid),
-                 "meaning": "treat the step as done and go on"},
-            ],
-        )  # fmt: skip
+        return _decide(run, unknown, hint, unknown.reason)
     waiting = next((s for s in steps if s.state == StepState.WAITING), current)
     kind = (waiting.data.get("wait_kind") if waiting else None) or "wait"
     not_before: float | None = waiting.not_before if waiting else run.wake_at
