@@ -213,6 +213,44 @@ def test_retry_after_a_rollback_does_the_rolled_back_steps_again(project: Projec
     assert {e["step_id"] for e in decisions} == {"one", "two", "three"}
 
 
+def test_retry_after_a_rollback_does_a_fanned_out_step_again_on_every_target(project: Project) -> None:
+    log, fixed = project.root / "log", project.root / "fixed"
+    project.write("fo.yaml", f"""
+        name: fo
+        on_failure: rollback
+        steps:
+          - id: deploy
+            targets: [a, b]
+            shell: [sh, -c, 'echo do-$0 >> {log}', "{{{{ target.name }}}}"]
+            rollback: {{shell: [sh, -c, 'echo undo-$0 >> {log}', "{{{{ target.name }}}}"]}}
+          - id: gate
+            shell: [test, -f, "{fixed}"]
+    """)
+    res = project.run("run", "fo", "--json")
+    assert res.code == 1, res
+    fixed.touch()
+    again = project.run("resume", res.json()["run_id"], "--retry", "--json")
+    assert again.code == 0, again
+    done = log.read_text().split()
+    assert sorted(done[-2:]) == ["do-a", "do-b"] and done.count("do-a") == 2, done
+
+
+def test_step_order_is_read_from_the_step_records_not_the_stored_hashes(project: Project) -> None:
+    """PostgreSQL keeps step hashes as jsonb, which sorts keys: a resume must not see that as a reordering."""
+    import sqlite3
+
+    project.write("order.yaml", "name: order\nsteps:\n  - {id: migrate, shell: ['true']}\n  - {id: db, shell: ['true']}\n"
+                  "  - {id: finish, shell: ['true']}\n")
+    rid = project.run("run", "order", "--max-steps", "2", "--json").json()["run_id"]
+    with sqlite3.connect(project.journal) as conn:
+        (hashes,) = conn.execute("SELECT step_hashes FROM run_specs WHERE run_id=?", (rid,)).fetchone()
+        shuffled = dict(sorted(json.loads(hashes).items(), key=lambda kv: (len(kv[0]), kv[0])))  # jsonb's order
+        conn.execute("UPDATE run_specs SET step_hashes=? WHERE run_id=?", (json.dumps(shuffled), rid))
+    res = project.run("resume", rid, "--json")
+    assert res.code == 0, res
+    assert res.json()["notices"] == [], "nothing changed"
+
+
 def test_wait_for_runs_in_process_without_budget_and_exits_4_with_one(project: Project) -> None:
     project.write("w.yaml", "name: w\nsteps:\n  - {id: pause, wait: {for: 1s}}\n  - {id: after, shell: [echo, done]}\n")
     started = time.monotonic()

@@ -424,7 +424,7 @@ class Execution:
         for rec in self.steps.values():
             if rec.state in stopped:
                 rec.state = StepState.INTERRUPTED if state == RunState.INTERRUPTED else StepState.FAILED
-                if state == RunState.INTERRUPTED:  # what a resume will do with it, for `next` to say so now
+                if state == RunState.INTERRUPTED and any(s.id == rec.step_id for s in self.spec.steps):  # for `next`
                     rec.data["recovery"] = _recovery_decision(self.spec.step(rec.step_id), rec)
                 rec.reason, rec.finished_at = reason, now
                 events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(rec.state), "reason": reason}))
@@ -440,14 +440,18 @@ class Execution:
 
     def _edits(self, events: list[NewEvent], run_cols: dict[str, Any], patches: dict[str, StepRecord]) -> None:
         stored, current = self.run.step_hashes, self.rb.step_hashes
-        if list(stored.items()) == list(current.items()):
+        # the order steps were declared in is their records' idx: a JSON object's key order is not kept by every
+        # store (PostgreSQL's jsonb sorts keys)
+        last = len(self.steps)
+        stored_order = sorted(stored, key=lambda s: self.steps[s].idx if s in self.steps else last)
+        if stored == current and stored_order == list(current):
             return
         changed = [s for s in stored if s in current and stored[s] != current[s]]
         removed = [s for s in stored if s not in current]
         added = [s for s in current if s not in stored]
         done = {s for s in stored if self.steps.get(s) and self.steps[s].state in (*DONE_STEP_STATES, StepState.RUNNING)}
         completed = [s for s in changed + removed if s in done]
-        order = _order_changes(list(stored), list(current), done)
+        order = _order_changes(stored_order, list(current), done)
         if (completed or order) and not self.opts.accept_changes:
             old = {s["id"]: s for s in self.store.get_spec(self.run.id).get("steps", [])}
             new = {s.id: s.model_dump(mode="json", by_alias=True) for s in self.spec.steps}
@@ -532,6 +536,9 @@ class Execution:
                     for t in _failed_targets(rec):
                         rec.data["targets"][t].update(state="pending", reason="retry requested", attempts=0)
                     undone = " (it was rolled back)" if rec.state == StepState.ROLLED_BACK else ""
+                    if rec.state == StepState.ROLLED_BACK:  # its targets were undone with it
+                        for t in (rec.data.get("targets") or {}).values():
+                            t.update(state="pending", reason="retry requested (rolled back)", attempts=0)
                     rec.state, rec.reason, rec.attempts = StepState.PENDING, f"retry requested by {actor}{undone}", 0
                     rec.data.pop("phase", None)
                     _reset_local_state(rec)
