@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +28,14 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unty
 
 
 def test_resume_after_kill_9_stops_the_orphaned_action_before_running_it_again(project: Project) -> None:
-    log, done = project.root / "mig.log", project.root / "mig.done"
+    log, done, first = project.root / "mig.log", project.root / "mig.done", project.root / "first"
     project.write("orphan.yaml", f"""
         name: orphan
         steps:
           - id: mig
             check:
               - shell: [test, -f, "{done}"]
-            shell: [sh, -c, "echo start $$ >> {log}; sleep 3; echo end $$ >> {log}; touch {done}"]
+            shell: [sh, -c, "echo start $$ >> {log}; if [ -f {first} ]; then sleep 0.2; else touch {first}; sleep 30; fi; echo end $$ >> {log}; touch {done}"]
     """)
     proc = project.popen("run", "orphan", "--json")
     _wait_for(lambda: log.exists() and "start" in log.read_text())
@@ -73,30 +75,65 @@ def test_commands_carry_the_run_and_step_and_cannot_drop_them(project: Project) 
 
 
 @pytest.fixture
-def tagged_session() -> Iterator[subprocess.Popen[bytes]]:
-    """A session like a step's command: its leader tagged, a child that cleared its environment."""
-    env = {**os.environ, leftovers.RUN_ENV: "01TESTRUN", leftovers.STEP_ENV: "s"}
+def tagged_session() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A session like a step's command: its leader tagged (a run id of its own), a child that cleared its environment."""
+    run_id = f"01TEST{uuid.uuid4().hex[:20].upper()}"
+    env = {**os.environ, leftovers.RUN_ENV: run_id, leftovers.STEP_ENV: "s"}
     proc = subprocess.Popen(["sh", "-c", "env -i sleep 60 & sleep 60"], env=env, start_new_session=True)
-    _wait_for(lambda: sorted(p.name for p in leftovers.find("01TESTRUN")) == ["sh", "sleep", "sleep"])
-    yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        _wait_for(lambda: sorted(p.name for p in leftovers.find(run_id)) == ["sh", "sleep", "sleep"])
+        yield run_id, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
-def test_find_takes_the_whole_session_and_only_that_run(tagged_session: subprocess.Popen[bytes]) -> None:
-    found = leftovers.find("01TESTRUN")
-    assert {p.sid for p in found} == {tagged_session.pid}
+def test_find_takes_the_whole_session_of_the_runs_steps_only(tagged_session: tuple[str, subprocess.Popen[bytes]]) -> None:
+    run_id, proc = tagged_session
+    found = leftovers.find(run_id)
+    assert {p.sid for p in found} == {proc.pid}
     assert len(found) == 3 and len({p.pid for p in found}) == 3
+    assert leftovers.find(run_id, ["s"]) == found
+    assert leftovers.find(run_id, ["another-step"]) == [], "a session of a step that is not in flight is left alone"
     assert leftovers.find("01OTHERRUN") == []
     assert all(p.pid != os.getpid() for p in found)
 
 
-def test_stop_ends_every_process_of_the_session(tagged_session: subprocess.Popen[bytes]) -> None:
-    stopped = leftovers.stop("01TESTRUN", grace=2.0)
-    assert len(stopped) == 3
-    tagged_session.wait(timeout=10)
-    assert leftovers.find("01TESTRUN") == []
+def test_stop_ends_every_process_of_the_session(tagged_session: tuple[str, subprocess.Popen[bytes]]) -> None:
+    run_id, proc = tagged_session
+    found, survivors = leftovers.stop(run_id, grace=2.0)
+    assert len(found) == 3 and survivors == []
+    proc.wait(timeout=10)
+    assert leftovers.find(run_id) == []
+
+
+def test_a_daemon_a_finished_step_left_behind_is_not_stopped(project: Project) -> None:
+    pidfile, marker = project.root / "daemon.pid", project.root / "second"
+    project.write("daemon.yaml", f"""
+        name: daemon
+        steps:
+          - id: start-daemon
+            shell: [sh, -c, "setsid sleep 300 < /dev/null > /dev/null 2>&1 & echo $! > {pidfile}"]
+          - id: long
+            check: [{{shell: ["false"]}}]
+            shell: [sh, -c, "touch {marker}; exec sleep 30"]
+    """)
+    proc = project.popen("run", "daemon", "--json")
+    _wait_for(marker.exists)
+    kill(proc)
+    daemon = int(pidfile.read_text())
+    try:
+        rid = project.run("runs", "--runbook", "daemon", "--json").json()["runs"][0]["run_id"]
+        assert project.run("cancel", rid).code in (0, 5)  # the orphaned `sleep 30` of step `long` is stopped
+        events = project.run("events", rid, "--json").json()["events"]
+        [stopped] = [e for e in events if e["type"] == "run.leftovers_stopped"]
+        assert [p["name"] for p in stopped["data"]["processes"]] == ["sleep"]
+        assert daemon not in [p["pid"] for p in stopped["data"]["processes"]]
+        assert Path(f"/proc/{daemon}").exists(), "the daemon of the finished step is still running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
 
 
 def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
@@ -107,7 +144,8 @@ def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     try:
         _wait_for(ready.exists)
         started = time.monotonic()
-        assert [p.pid for p in leftovers.stop("01STUBBORN", grace=0.5)] == [proc.pid]
+        found, survivors = leftovers.stop("01STUBBORN", grace=0.5)
+        assert [p.pid for p in found] == [proc.pid] and survivors == []
         assert proc.wait(timeout=10) == -signal.SIGKILL
         assert time.monotonic() - started < 5
     finally:

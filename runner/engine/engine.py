@@ -288,12 +288,21 @@ class Engine:
             patches: list[StepPatch] = []
             if state == RunState.CANCELLED:
                 cols.update(finished_at=time.time(), cancel_requested=False)
-                if lease.took_over:  # its executor died: what it left running stops too (runner.leftovers)
+                steps = self.store.get_steps(run_id)
+                if lease.took_over:  # its executor died: what its steps in flight left running stops too
                     from runner.leftovers import stop_as_event
 
-                    if (event := stop_as_event(run_id)) is not None:
+                    renewed = [time.monotonic()]
+
+                    def renew() -> None:  # no heartbeat here: keep the short lease while waiting for them
+                        if time.monotonic() - renewed[0] > lease.ttl / 3:
+                            self.store.renew(lease)
+                            renewed[0] = time.monotonic()
+
+                    in_flight = {r.step_id for r in steps if r.state in (StepState.RUNNING, StepState.INTERRUPTED)}
+                    if in_flight and (event := stop_as_event(run_id, in_flight, tick=renew)) is not None:
                         events.append(event)
-                for rec in self.store.get_steps(run_id):  # a cancelled run leaves no step waiting
+                for rec in steps:  # a cancelled run leaves no step waiting
                     if rec.state in (StepState.WAITING, StepState.RUNNING):
                         rec.state, rec.reason, rec.finished_at = StepState.FAILED, reason, time.time()
                         events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts,

@@ -95,6 +95,7 @@ class Execution:
         self._lock = threading.RLock()
         self._live: dict[Context, Unit] = {}
         self._flags_read = 0.0
+        self._leftover_steps: set[str] = set()  # steps whose commands a dead predecessor may have left running
         self._deferred_events: list[NewEvent] = []
         self._deferred_steps: list[StepRecord] = []
         self.done = 0
@@ -172,6 +173,8 @@ class Execution:
         try:
             begin = self._prepare()  # bad input (params, edits) raises here, before anything is written
             with Heartbeat(self.store, self.lease, self._on_flags, self._on_lost, interval=min(1.0, self.lease.ttl / 3)):
+                if self.lease.took_over:  # under the heartbeat: stopping them may take seconds
+                    self._stop_leftovers(begin[0])
                 self.commit(*begin)
                 try:
                     self._loop()
@@ -204,7 +207,7 @@ class Execution:
             prev = self.lease.previous.label() if self.lease.previous else None
             events.append(NewEvent("run.recovered", data={"reason": self.lease.took_over, "previous_executor": prev,
                                                           "previous_state": str(self.lease.previous_state)}))  # fmt: skip
-            self._stop_leftovers(events)
+            self._leftover_steps = self._steps_that_may_have_left_commands()
         self._recover(events, patches)
         self._decisions(events, patches)
         for rec in self.steps.values():
@@ -469,15 +472,29 @@ class Execution:
             self.steps[step.id] = patches[step.id] = rec
         run_cols.update(step_hashes=current, content_hash=self.rb.content_hash, spec=self.rb.spec_json)
 
+    def _steps_that_may_have_left_commands(self) -> set[str]:
+        """Steps whose commands a dead executor may have left running: those in flight and, when a failure was
+        being rolled back, the completed steps with a rollback action."""
+        steps = {s for s, r in self.steps.items() if r.state in IN_FLIGHT_STEP_STATES
+                 or any(t.get("state") in IN_FLIGHT_STEP_STATES for t in (r.data.get("targets") or {}).values())}  # fmt: skip
+        if any(r.state in (StepState.FAILED, StepState.BLOCKED) for r in self.steps.values()):
+            steps |= {st.id for st in self.spec.steps if st.rollback is not None and st.id in self.steps
+                      and self.steps[st.id].state == StepState.SUCCEEDED}  # fmt: skip
+        return steps
+
     def _stop_leftovers(self, events: list[NewEvent]) -> None:
         """Stop the commands the previous executor left running on this host, before any step is re-entered.
 
         Otherwise the in-flight step's check would see its work unfinished and start the action a second time
-        beside the first (see runner.leftovers)."""
+        beside the first (see runner.leftovers). The event goes right after ``run.recovered``."""
         from runner.leftovers import stop_as_event
 
-        if (event := stop_as_event(self.run.id)) is not None:
-            events.append(event)
+        if not self._leftover_steps:
+            return
+        event = stop_as_event(self.run.id, self._leftover_steps)
+        if event is not None:
+            at = next((i + 1 for i, e in enumerate(events) if e.type == "run.recovered"), len(events))
+            events.insert(at, event)
 
     def _recover(self, events: list[NewEvent], patches: dict[str, StepRecord]) -> None:
         """Decide what happens to work that was in flight when the previous executor stopped."""
