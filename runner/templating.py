@@ -89,9 +89,15 @@ class Renderer:
 
         problems: list[str] = []
         tree = self.env.parse(text)
+        # a name the template binds itself ({% set params = ... %}, a loop variable, a macro argument) is not the
+        # runbook's; `params.get(...)` and `params.items()` are the mapping's methods, not param names
+        rebound = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        called = {id(c.node) for c in tree.find_all(nodes.Call) if isinstance(c.node, nodes.Getattr)}
         for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
             base = node.node
-            if not isinstance(base, nodes.Name) or base.name not in ("params", "steps"):
+            if not isinstance(base, nodes.Name) or base.name not in ("params", "steps") or base.name in rebound:
+                continue
+            if id(node) in called:
                 continue
             if isinstance(node, nodes.Getattr):
                 key: Any = node.attr

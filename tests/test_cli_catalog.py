@@ -100,6 +100,27 @@ def test_validate_names_undeclared_params_and_steps_in_templates_and_conditions(
     ]  # params['host'] and steps.restart are declared; params[params.host] is computed at run time
 
 
+def test_validate_accepts_templates_that_bind_or_call_params_and_steps(tmp_path: Path) -> None:
+    (tmp_path / "fine.yaml").write_text("""
+name: fine
+params:
+  region: {type: string, default: eu}
+  items: {type: array, default: [{name: a}]}
+steps:
+  - id: a
+    shell:
+      command: [echo, "{{ params.get('region', 'x') }}", "{% for k, v in params.items() %}{{ k }}{% endfor %}",
+                "{% for steps in params['items'] %}{{ steps.name }}{% endfor %}", "{% set params = {'zone': 1} %}{{ params.zone }}"]
+      env: {expr: "not a condition", when: "next week"}
+  - id: b
+    when: "params.region == 'eu' and steps.a.state == 'succeeded'"
+    check: [{expr: "steps['a'].output.exit_code == 0"}]
+    shell: [echo, b]
+""")
+    res = repo_cli("validate", str(tmp_path / "fine.yaml"))
+    assert res.returncode == 0, res.stderr
+
+
 def test_validate_examples_ok() -> None:
     res = repo_cli("validate")
     assert res.returncode == 0, res.stderr

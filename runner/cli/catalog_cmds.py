@@ -157,13 +157,22 @@ def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], 
     for rb in catalog:
         params, steps = set(rb.spec.params), {s.id for s in rb.spec.steps}
         for path, text in _strings(rb.spec.model_dump(mode="json", by_alias=True)):
-            if path and path[-1] in ("when", "expr") and not is_template(text):
+            if _is_condition(path) and not is_template(text):
                 text = "{{ " + text + " }}"  # a condition is an expression even without braces
             if is_template(text):
                 msg = renderer.check_syntax(text)
                 found = [msg] if msg is not None else renderer.unknown_references(text, params=params, steps=steps)
                 problems += [_template_problem(rb, path, m) for m in found]
     return list(catalog), problems
+
+
+def _is_condition(path: tuple[Any, ...]) -> bool:
+    """A step's ``when``, or the ``expr`` of one of its checks (``check``, ``precondition``, ``verify``)."""
+    if len(path) < 3 or path[0] != "steps":
+        return False
+    if len(path) == 3:
+        return bool(path[2] == "when")
+    return bool(path[-1] == "expr" and path[2] in ("check", "precondition", "verify") and isinstance(path[-2], int))
 
 
 def _template_problem(rb: LoadedRunbook, path: tuple[Any, ...], msg: str) -> Any:
