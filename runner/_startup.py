@@ -14,32 +14,45 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
 __all__ = ["deferred", "settle"]
 
 STARTUP_THRESHOLD = 100_000
-_restore: list[tuple[int, int, int]] = []  # thresholds to put back, innermost last
+
+_lock = threading.Lock()
+_depth = 0  # :func:`deferred` blocks active (threads may overlap: each restores nothing until the last ends)
+_original: tuple[int, int, int] | None = None  # the thresholds before the first of them
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Collect the young generation only every :data:`STARTUP_THRESHOLD` allocations until :func:`settle` or the end."""
-    saved = gc.get_threshold()
-    if saved[0] == 0:  # collection switched off by threshold: leave it so
-        yield
-        return
-    _restore.append(saved)
-    gc.set_threshold(max(saved[0], STARTUP_THRESHOLD), saved[1], saved[2])
+    global _depth, _original
+    with _lock:
+        if _depth == 0:
+            _original = gc.get_threshold()
+            if _original[0] != 0:  # 0: collection switched off by threshold, left so
+                gc.set_threshold(max(_original[0], STARTUP_THRESHOLD), _original[1], _original[2])
+        _depth += 1
     try:
         yield
     finally:
-        _restore.remove(saved)
-        gc.set_threshold(*saved)
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _original is not None:
+                gc.set_threshold(*_original)
+                _original = None
 
 
 def settle() -> None:
-    """Start-up is over: freeze what it built and collect at the usual thresholds again."""
+    """Start-up is over: freeze what it built and collect at the usual thresholds again.
+
+    Cyclic garbage alive at this moment is frozen with the rest (a collection first would walk everything
+    start-up built, the cost this module avoids); for a command line that runs once per process that is the
+    few hundred KiB start-up left behind."""
     gc.freeze()
-    if _restore:
-        gc.set_threshold(*_restore[-1])
+    with _lock:
+        if _original is not None:
+            gc.set_threshold(*_original)

@@ -75,3 +75,13 @@ def test_a_run_starts_with_few_collections_and_runs_its_steps_at_normal_threshol
     assert out["frozen"] > 10_000, "what start-up built is frozen before the run"
     # loading plugins, the runbook and the engine collected about 60 times more without the deferral
     assert out["young"] <= int(before_cli) + 3, (out, before_cli)
+
+
+def test_overlapping_deferrals_put_the_original_thresholds_back(thresholds: tuple[int, int, int]) -> None:
+    first, second = _startup.deferred(), _startup.deferred()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first to start ends first (two threads)
+    assert gc.get_threshold()[0] >= _startup.STARTUP_THRESHOLD, "still deferred: the second is active"
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == thresholds
