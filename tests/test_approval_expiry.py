@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import pytest
 from runbook_sqlite.store import SQLiteStore
 
 from tests.conftest import Project
@@ -94,3 +95,29 @@ def test_quorum_stops_counting_and_waiting_reason_shows_progress(project: Projec
     assert done.code == 0, done
     gate = done.json()["steps"][0]
     assert gate["output"]["approved_by"] == ["alice", "ALICE"] and gate["reason"] == "approved by alice, ALICE", gate
+
+
+def test_a_decision_recorded_after_expiry_is_reported_as_not_counting(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check passed on this clock, but the store's clock put the decision after the expiry: say so."""
+    import runner.engine.approvals as approvals
+    from runner.api import Client
+    from runner.errors import UsageError
+
+    _write(project, "skew", "{message: ok?, expires: 1s}")
+    run_id = project.run("run", "skew", "--json").json()["run_id"]
+    time.sleep(1.2)
+
+    class Behind:  # this process's clock runs behind the store's
+        @staticmethod
+        def time() -> float:
+            return time.time() - 60
+
+    monkeypatch.setattr(approvals, "time", Behind)
+    client = Client(paths=[project.runbooks], project_dir=project.root, actor="carol")
+    try:
+        with pytest.raises(UsageError, match=r"recorded at .* after its approval request expired at .*: it does not count"):
+            client.approve(run_id)
+    finally:
+        client.close()
+    res = project.run("resume", run_id, "--json")
+    assert res.code == 1 and "on_expiry: deny" in res.json()["reason"], res

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runner.engine.views import iso
 from runner.errors import InvalidState, UsageError
@@ -12,12 +12,21 @@ from runner.store.records import RunRecord, RunState, StepRecord, StepState
 if TYPE_CHECKING:
     from runner.engine.engine import Engine
 
-__all__ = ["check_decision"]
+__all__ = ["Decision", "check_decision", "refuse_late"]
+
+
+class Decision(NamedTuple):
+    """Where a decision goes: the run and step, and when that step's approval request expires (if it does)."""
+
+    run_id: str
+    step_id: str
+    expires_at: float | None = None
+    on_expiry: str = "deny"
 
 
 def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, actor: str, approve: bool,
-                   step_id: str | None) -> tuple[str, str]:  # fmt: skip
-    """(run id, step id) of the approval the decision applies to; raises if the decision is not allowed.
+                   step_id: str | None) -> Decision:  # fmt: skip
+    """The approval the decision applies to; raises if the decision is not allowed.
 
     When the waiting step is a sub-runbook that waits for an approval, the decision goes to that run's step
     (the parent's ``next`` names the parent run, which is what a human has at hand).
@@ -52,7 +61,8 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
     earlier = engine.store.events(run.id, after=since, types=("request.approve", "request.deny"))
     if any(e.actor == actor and e.step_id == rec.step_id for e in earlier):
         raise UsageError(f"{actor} already decided on step '{rec.step_id}' of run {run.id}")
-    return run.id, rec.step_id
+    expires_at = rec.data.get(state_key, {}).get("expires_at")
+    return Decision(run.id, rec.step_id, expires_at, config.get("on_expiry", "deny"))
 
 
 def _refuse_expired(run: RunRecord, rec: StepRecord, state: dict[str, Any], config: dict[str, Any], verb: str) -> None:
@@ -63,3 +73,14 @@ def _refuse_expired(run: RunRecord, rec: StepRecord, state: dict[str, Any], conf
     on_expiry = config.get("on_expiry", "deny")
     raise UsageError(f"cannot {verb} step '{rec.step_id}' of run {run.id}: its approval request expired at {iso(expires_at)}",
                      hint=f"resume the run (`runbook resume {run.id}`) to apply on_expiry: {on_expiry}")  # fmt: skip
+
+
+def refuse_late(decision: Decision, recorded_at: float, verb: str) -> None:
+    """The decision passed the check but its event's time (the store's clock) is past the expiry: say it does
+    not count, rather than report success (the step counts decisions by that time)."""
+    if decision.expires_at is None or recorded_at < decision.expires_at:
+        return
+    what = "approval" if verb == "approve" else "denial"
+    raise UsageError(f"the {what} of step '{decision.step_id}' of run {decision.run_id} was recorded at {iso(recorded_at)}, "
+                     f"after its approval request expired at {iso(decision.expires_at)}: it does not count",
+                     hint=f"resume the run (`runbook resume {decision.run_id}`) to apply on_expiry: {decision.on_expiry}")  # fmt: skip

@@ -325,13 +325,15 @@ class Engine:
 
     def decide(self, run_id: str, *, actor: str, approve: bool, comment: str = "", step_id: str | None = None) -> RunView:
         """Record an approval or a denial for the run's waiting approval step."""
-        from runner.engine.approvals import check_decision
+        from runner.engine.approvals import check_decision, refuse_late
 
         run = self.store.get_run(run_id)
         steps = self.store.get_steps(run_id)
-        target_run, step = check_decision(self, run, steps, actor=actor, approve=approve, step_id=step_id)
+        decision = check_decision(self, run, steps, actor=actor, approve=approve, step_id=step_id)
+        target_run, step = decision.run_id, decision.step_id
         kind = "approve" if approve else "deny"
-        self.store.request(target_run, kind, actor=actor, reason=comment or f"{kind}d", data={"step_id": step, "comment": comment})
+        event = self.store.request(target_run, kind, actor=actor, reason=comment or f"{kind}d", data={"step_id": step, "comment": comment})
+        refuse_late(decision, event.ts, kind)
         parent = self.store.get_run(target_run).parent_run_id
         while parent is not None:  # sub-runbook runs are driven by their parent: wake the whole chain for workers
             self.store.request(parent, "wake", actor=actor, reason=f"{kind}d in sub-runbook run {target_run}")
