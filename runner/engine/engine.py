@@ -7,13 +7,23 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runner.engine.execution import DriveOptions, Execution
+from runner.engine.execution import STOPPED_BY_CANCEL, DriveOptions, Execution, close_steps
 from runner.engine.holder import current_holder, is_alive
 from runner.engine.runtime import new_run_id
 from runner.engine.views import CommandHint, RunView, build_view
 from runner.errors import InvalidState, ParamsError, PolicyDenied, RunNotFound, UsageError, ValidationError
 from runner.params import validate_params
-from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepState
+from runner.store.records import (
+    ACTIVE_STATES,
+    IN_FLIGHT_STEP_STATES,
+    TERMINAL_STATES,
+    NewEvent,
+    NewRun,
+    RunRecord,
+    RunState,
+    StepPatch,
+    StepState,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -289,6 +299,7 @@ class Engine:
             if state == RunState.CANCELLED:
                 cols.update(finished_at=time.time(), cancel_requested=False)
                 steps = self.store.get_steps(run_id)
+                in_flight = {r.step_id for r in steps if r.state in IN_FLIGHT_STEP_STATES}
                 if lease.took_over:  # its executor died: what its steps in flight left running stops too
                     from runner.leftovers import stop_as_event
 
@@ -299,15 +310,10 @@ class Engine:
                             self.store.renew(lease)
                             renewed[0] = time.monotonic()
 
-                    in_flight = {r.step_id for r in steps if r.state in (StepState.RUNNING, StepState.INTERRUPTED)}
                     if in_flight and (event := stop_as_event(run_id, in_flight, tick=renew)) is not None:
                         events.append(event)
-                for rec in steps:  # a cancelled run leaves no step waiting
-                    if rec.state in (StepState.WAITING, StepState.RUNNING):
-                        rec.state, rec.reason, rec.finished_at = StepState.FAILED, reason, time.time()
-                        events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts,
-                                               data={"state": str(rec.state), "reason": reason}))  # fmt: skip
-                        patches.append(StepPatch.of(rec))
+                closed, patches = close_steps(steps, STOPPED_BY_CANCEL, StepState.FAILED, reason, time.time())
+                events += closed
             else:
                 cols["pause_requested"] = False
             events.append(NewEvent(f"run.{state}", actor=actor, data={"reason": reason}))
@@ -333,7 +339,7 @@ class Engine:
         target_run, step = decision.run_id, decision.step_id
         kind = "approve" if approve else "deny"
         event = self.store.request(target_run, kind, actor=actor, reason=comment or f"{kind}d", data={"step_id": step, "comment": comment})
-        refuse_late(decision, event.ts, kind)
+        refuse_late(decision, event.ts, kind, recorded=True)
         parent = self.store.get_run(target_run).parent_run_id
         while parent is not None:  # sub-runbook runs are driven by their parent: wake the whole chain for workers
             self.store.request(parent, "wake", actor=actor, reason=f"{kind}d in sub-runbook run {target_run}")

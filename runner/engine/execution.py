@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from runner.steptypes import ActionResult, Wait
     from runner.store.records import Lease
 
-__all__ = ["DriveOptions", "Execution"]
+__all__ = ["STOPPED_BY_CANCEL", "DriveOptions", "Execution", "close_steps"]
 
 RESERVE = 0.15
 """Seconds kept back from a budget for the final commit and exit."""
@@ -420,18 +421,14 @@ class Execution:
 
     def _finish_stopped(self, state: RunState, reason: str) -> None:
         now = time.time()
-        events = []
-        patches = []
-        # a cancelled run leaves no step waiting; an interrupted one keeps its wait, to go on with on resume
-        stopped = (StepState.RUNNING, StepState.WAITING) if state == RunState.CANCELLED else (StepState.RUNNING,)
-        for rec in self.steps.values():
-            if rec.state in stopped:
-                rec.state = StepState.INTERRUPTED if state == RunState.INTERRUPTED else StepState.FAILED
-                if state == RunState.INTERRUPTED and any(s.id == rec.step_id for s in self.spec.steps):  # for `next`
+        if state == RunState.INTERRUPTED:  # what a resume will do with the step cut short, for `next` to say now
+            ids = {s.id for s in self.spec.steps}
+            for rec in self.steps.values():
+                if rec.state == StepState.RUNNING and rec.step_id in ids:
                     rec.data["recovery"] = _recovery_decision(self.spec.step(rec.step_id), rec)
-                rec.reason, rec.finished_at = reason, now
-                events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(rec.state), "reason": reason}))
-                patches.append(StepPatch.of(rec))
+            events, patches = close_steps(self.steps.values(), (StepState.RUNNING,), StepState.INTERRUPTED, reason, now)
+        else:
+            events, patches = close_steps(self.steps.values(), STOPPED_BY_CANCEL, StepState.FAILED, reason, now)
         cols: dict[str, Any] = {"state": state, "reason": reason}
         if state == RunState.CANCELLED:
             cols.update(finished_at=now, cancel_requested=False)
@@ -744,6 +741,23 @@ def _reset_local_state(rec: StepRecord) -> None:
     rec.data["state"] = kept
     for key in ("gate", "gate_state", "wait_kind"):
         rec.data.pop(key, None)
+
+
+STOPPED_BY_CANCEL = (StepState.RUNNING, StepState.WAITING)
+"""Step states a cancelled run leaves as ``failed`` (an interrupted run keeps a wait, to go on with on resume)."""
+
+
+def close_steps(recs: Iterable[StepRecord], states: tuple[StepState, ...], to: StepState, reason: str,
+                now: float) -> tuple[list[NewEvent], list[StepPatch]]:  # fmt: skip
+    """Move every step in ``states`` to ``to`` with ``reason``: the ``step.finished`` events and step patches."""
+    events: list[NewEvent] = []
+    patches: list[StepPatch] = []
+    for rec in recs:
+        if rec.state in states:
+            rec.state, rec.reason, rec.finished_at = to, reason, now
+            events.append(NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(to), "reason": reason}))
+            patches.append(StepPatch.of(rec))
+    return events, patches
 
 
 def _order_changes(stored: list[str], current: list[str], done: set[str]) -> list[tuple[str, str]]:
