@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from runner.engine.views import iso
 from runner.errors import InvalidState, UsageError
@@ -51,7 +51,8 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
     else:
         config = engine.runbook_for(run).spec.step(rec.step_id).action.config
     state_key = "gate_state" if rec.data.get("gate") == "pending" else "state"
-    _refuse_expired(run, rec, rec.data.get(state_key, {}), config, verb)
+    decision = Decision(run.id, rec.step_id, rec.data.get(state_key, {}).get("expires_at"), config.get("on_expiry", "deny"))
+    refuse_late(decision, time.time(), verb)
     if config.get("distinct_from_starter") and actor == run.started_by:
         raise UsageError(f"{actor} started run {run.id} and cannot {verb} its step '{rec.step_id}' (distinct_from_starter)")
     allowed = config.get("allowed")
@@ -61,26 +62,20 @@ def check_decision(engine: Engine, run: RunRecord, steps: list[StepRecord], *, a
     earlier = engine.store.events(run.id, after=since, types=("request.approve", "request.deny"))
     if any(e.actor == actor and e.step_id == rec.step_id for e in earlier):
         raise UsageError(f"{actor} already decided on step '{rec.step_id}' of run {run.id}")
-    expires_at = rec.data.get(state_key, {}).get("expires_at")
-    return Decision(run.id, rec.step_id, expires_at, config.get("on_expiry", "deny"))
+    return decision
 
 
-def _refuse_expired(run: RunRecord, rec: StepRecord, state: dict[str, Any], config: dict[str, Any], verb: str) -> None:
-    """A decision after the request expired would not count (the step applies ``on_expiry``): refuse it."""
-    expires_at = state.get("expires_at")
-    if expires_at is None or time.time() < expires_at:
+def refuse_late(decision: Decision, at: float, verb: str, *, recorded: bool = False) -> None:
+    """Refuse a decision made (or, ``recorded``, journaled: the store's clock) at or after the request expired.
+
+    It would not count (the step counts decisions by their events' time and applies ``on_expiry``), so it is
+    refused before it is recorded, and reported as not counting if the store's clock put it past the expiry."""
+    if decision.expires_at is None or at < decision.expires_at:
         return
-    on_expiry = config.get("on_expiry", "deny")
-    raise UsageError(f"cannot {verb} step '{rec.step_id}' of run {run.id}: its approval request expired at {iso(expires_at)}",
-                     hint=f"resume the run (`runbook resume {run.id}`) to apply on_expiry: {on_expiry}")  # fmt: skip
-
-
-def refuse_late(decision: Decision, recorded_at: float, verb: str) -> None:
-    """The decision passed the check but its event's time (the store's clock) is past the expiry: say it does
-    not count, rather than report success (the step counts decisions by that time)."""
-    if decision.expires_at is None or recorded_at < decision.expires_at:
-        return
-    what = "approval" if verb == "approve" else "denial"
-    raise UsageError(f"the {what} of step '{decision.step_id}' of run {decision.run_id} was recorded at {iso(recorded_at)}, "
-                     f"after its approval request expired at {iso(decision.expires_at)}: it does not count",
-                     hint=f"resume the run (`runbook resume {decision.run_id}`) to apply on_expiry: {decision.on_expiry}")  # fmt: skip
+    expired = f"its approval request expired at {iso(decision.expires_at)}"
+    if recorded:
+        what = "approval" if verb == "approve" else "denial"
+        message = f"the {what} of step '{decision.step_id}' of run {decision.run_id} was recorded at {iso(at)}, after {expired}: it does not count"
+    else:
+        message = f"cannot {verb} step '{decision.step_id}' of run {decision.run_id}: {expired}"
+    raise UsageError(message, hint=f"resume the run (`runbook resume {decision.run_id}`) to apply on_expiry: {decision.on_expiry}")
