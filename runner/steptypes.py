@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from runner.registry import StepTypeRegistry
 
 __all__ = [
-    "ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template",
+    "APPROVAL_POLL", "ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template",
     "remember_reusable_configs", "reusable_config",
 ]  # fmt: skip
 
@@ -134,6 +134,10 @@ class ActionResult:
     def as_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (for Python steps that return a result)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+APPROVAL_POLL = 30.0
+"""Seconds after which a waiting approval is looked at again when nothing else is due."""
 
 
 @dataclass

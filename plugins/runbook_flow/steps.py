@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from runner.durations import Duration, format_duration
 from runner.errors import StepFailed
 from runner.model import NAME_PATTERN, Check
-from runner.steptypes import ActionResult, StepConfig, StepType, Wait
+from runner.steptypes import APPROVAL_POLL, ActionResult, StepConfig, StepType, Wait
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -118,9 +118,6 @@ class WaitStep(StepType):
 
 # --------------------------------------------------------------------------- approval
 
-_APPROVAL_REPOLL = 30.0
-"""Seconds between re-polls of a waiting approval when nothing else is due (the engine's ``next`` default)."""
-
 
 class ApprovalConfig(StepConfig):
     """``approval: {message, approvers: N, distinct_from_starter, expires: 1h, on_expiry: deny}``."""
@@ -173,7 +170,7 @@ class ApprovalStep(StepType):
         need = config.approvers - len(approved)
         progress = f" ({len(approved)} of {config.approvers} so far: {', '.join(approved)})" if approved else ""
         # look again at expiry when it comes before the usual re-poll, so on_expiry applies on time
-        not_before = expires_at if expires_at is not None and expires_at - now < _APPROVAL_REPOLL else None
+        not_before = expires_at if expires_at is not None and expires_at - now < APPROVAL_POLL else None
         return Wait(reason=f"waiting for {need} approval(s){progress}: {config.message}", kind="approval",
                     not_before=not_before, deadline=expires_at)  # fmt: skip
 

@@ -17,11 +17,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from runner.errors import ExitCode
+from runner.steptypes import APPROVAL_POLL
 from runner.store.records import DONE_STEP_STATES, IN_FLIGHT_STEP_STATES, RunRecord, RunState, StepRecord, StepState
 
 __all__ = ["CommandHint", "NextAction", "RunView", "StepView", "build_view", "exit_code_for", "iso"]
 
-APPROVAL_POLL = 30.0
 
 
 def iso(ts: float | None) -> str | None:
