@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+from harness.procs import wait_for
 
 from tests.conftest import Project, kill
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_cancelling_a_running_run_keeps_the_given_reason(project: Project) -> None:
     marker = project.root / "started"
     project.write("slow.yaml", f"name: slow\nsteps:\n  - {{id: s, shell: [sh, -c, 'touch {marker}; sleep 30']}}\n")
     proc = project.popen("run", "slow", "--json")
-    _wait_for(marker.exists)
+    wait_for(marker.exists, 20, "the command to start")
     rid = project.run("runs", "--runbook", "slow", "--json").json()["runs"][0]["run_id"]
     assert project.run("cancel", rid, "--reason", "maintenance window closed").code in (0, 5)
     proc.communicate(timeout=30)
@@ -47,12 +40,12 @@ def test_cancelling_a_run_whose_executor_was_killed_stops_what_it_left_running(p
     pidfile = project.root / "pid"
     project.write("orphan.yaml", f"name: orphan\nsteps:\n  - {{id: s, shell: [sh, -c, 'echo $$ > {pidfile}; exec sleep 60']}}\n")
     proc = project.popen("run", "orphan", "--json")
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 20, "the command to start")
     kill(proc)
     pid = int(pidfile.read_text())
     assert Path(f"/proc/{pid}").exists()
     rid = project.run("runs", "--runbook", "orphan", "--json").json()["runs"][0]["run_id"]
     assert project.run("cancel", rid).code in (0, 5)
-    _wait_for(lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z", 10)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z", 10, "the process to end")
     events = [e["type"] for e in project.run("events", rid, "--json").json()["events"]]
     assert "run.leftovers_stopped" in events and events[-1] == "run.cancelled"

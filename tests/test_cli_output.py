@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
+
+from harness.procs import wait_for
 
 from tests.conftest import Project, kill
 
@@ -86,10 +87,7 @@ def test_status_says_when_a_running_runs_executor_is_gone(project: Project) -> N
     marker = project.root / "started"
     project.write("slow.yaml", f"name: slow\nsteps:\n  - {{id: s, idempotent: true, shell: [sh, -c, 'touch {marker}; exec sleep 30']}}\n")
     proc = project.popen("run", "slow", "--json")
-    deadline = time.monotonic() + 20
-    while not marker.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(marker.exists, 20, "the step to start")
     kill(proc)
     rid = project.run("runs", "--runbook", "slow", "--json").json()["runs"][0]["run_id"]
     shown = project.run("status", rid)

@@ -13,18 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.procs import wait_for
 
 from runner import leftovers
 from tests.conftest import Project, kill
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="leftovers are found through /proc (Linux)")
 
-
-def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_resume_after_kill_9_stops_the_orphaned_action_before_running_it_again(project: Project) -> None:
@@ -38,7 +33,7 @@ def test_resume_after_kill_9_stops_the_orphaned_action_before_running_it_again(p
             shell: [sh, -c, "echo start $$ >> {log}; if [ -f {first} ]; then sleep 0.2; else touch {first}; sleep 30; fi; echo end $$ >> {log}; touch {done}"]
     """)
     proc = project.popen("run", "orphan", "--json")
-    _wait_for(lambda: log.exists() and "start" in log.read_text())
+    wait_for(lambda: log.exists() and "start" in log.read_text(), 20, "the command to start")
     kill(proc)
     first = log.read_text().split()[1]
     assert Path(f"/proc/{first}").exists(), "the action should outlive its killed executor"
@@ -81,7 +76,7 @@ def tagged_session() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     env = {**os.environ, leftovers.RUN_ENV: run_id, leftovers.STEP_ENV: "s"}
     proc = subprocess.Popen(["sh", "-c", "env -i sleep 60 & sleep 60"], env=env, start_new_session=True)
     try:
-        _wait_for(lambda: sorted(p.name for p in leftovers.find(run_id)) == ["sh", "sleep", "sleep"])
+        wait_for(lambda: sorted(p.name for p in leftovers.find(run_id)) == ["sh", "sleep", "sleep"], 20, "the command to start")
         yield run_id, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -120,7 +115,7 @@ def test_a_daemon_a_finished_step_left_behind_is_not_stopped(project: Project) -
             shell: [sh, -c, "touch {marker}; exec sleep 30"]
     """)
     proc = project.popen("run", "daemon", "--json")
-    _wait_for(marker.exists)
+    wait_for(marker.exists, 20, "the command to start")
     kill(proc)
     daemon = int(pidfile.read_text())
     try:
@@ -142,7 +137,7 @@ def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     code = f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open({str(ready)!r}, 'w').close(); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     try:
-        _wait_for(ready.exists)
+        wait_for(ready.exists, 20, "the command to start")
         started = time.monotonic()
         found, survivors = leftovers.stop("01STUBBORN", grace=0.5)
         assert [p.pid for p in found] == [proc.pid] and survivors == []
