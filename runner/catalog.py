@@ -263,7 +263,9 @@ def import_runbook_module(path: Path) -> types.ModuleType:
     if existing is not None:
         if Path(existing.__file__ or "").resolve() == path.resolve():
             return existing
-        raise ValidationError([Problem(f"another Python runbook file is named {path.name} ({existing.__file__}); rename one", file=str(path))])
+        raise ValidationError(
+            [Problem(f"another Python runbook file is named {path.name} ({existing.__file__}); rename one", file=str(path))]
+        )
     if PY_MODULE_PREFIX not in sys.modules:
         parent = types.ModuleType(PY_MODULE_PREFIX)
         parent.__path__ = []

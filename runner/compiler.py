@@ -161,10 +161,15 @@ def _split_type(ctx: _Ctx, path: Path_, raw: dict[str, Any], fields: tuple[str, 
             kind = "check" if probes_only else "step"
             close = difflib.get_close_matches(str(key), [*fields, *names], n=1)
             guess = f"did you mean '{close[0]}'? " if close else ""
-            ctx.add((*path, key), f"unknown key '{key}': {guess}expected a {kind} field ({', '.join(fields)}) or a step type ({', '.join(names)})")
+            ctx.add(
+                (*path, key),
+                f"unknown key '{key}': {guess}expected a {kind} field ({', '.join(fields)}) or a step type ({', '.join(names)})",
+            )
             return None
     if len(found) > 1:
-        ctx.add((*path, found[1]), f"more than one step type ({', '.join(found)}); a {('check' if probes_only else 'step')} has exactly one")
+        ctx.add(
+            (*path, found[1]), f"more than one step type ({', '.join(found)}); a {('check' if probes_only else 'step')} has exactly one"
+        )
         return None
     if not found:
         return None

@@ -26,9 +26,7 @@ def parse_duration(value: Any) -> float:
             seconds = float(text)
         except ValueError:
             if not _WHOLE.fullmatch(text):
-                raise ValueError(
-                    f"expected a duration such as '30s', '5m', '1h30m' or '500ms', got {value!r}"
-                ) from None
+                raise ValueError(f"expected a duration such as '30s', '5m', '1h30m' or '500ms', got {value!r}") from None
             seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
         if seconds < 0:
             raise ValueError(f"expected a non-negative duration, got {value!r}")

@@ -45,8 +45,7 @@ Regex = Annotated[str, AfterValidator(_compiles)]
 def _secret_ref(value: str) -> str:
     if not SECRET_REF.match(value):
         raise ValueError(
-            "a secret param takes a reference such as 'env:NAME' or 'file:/path', never the value itself, "
-            "so that it is never stored"
+            "a secret param takes a reference such as 'env:NAME' or 'file:/path', never the value itself, so that it is never stored"
         )
     return value
 

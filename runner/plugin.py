@@ -82,9 +82,7 @@ def get_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(
-            f"plugin '{exc.plugin_name if hasattr(exc, 'plugin_name') else exc.plugin}' is invalid: {exc}"
-        ) from exc
+        raise PluginError(f"plugin '{exc.plugin_name if hasattr(exc, 'plugin_name') else exc.plugin}' is invalid: {exc}") from exc
     return pm
 
 

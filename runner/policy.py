@@ -188,5 +188,3 @@ def parse_policy(text: str, file: str) -> Policy:
         raise ValidationError(located.pydantic_problems((), exc, where=lambda _path: "agent policy")) from None
     policy._file = file
     return policy
-
-

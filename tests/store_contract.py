@@ -131,7 +131,13 @@ def test_commit_is_atomic_and_ordered(store: Store) -> None:
     got = store.get_run(run.id)
     assert got.state == RunState.RUNNING and got.cursor == "a" and got.options == {"agent": True} and got.last_seq == 3
     step = store.get_steps(run.id)[0]
-    assert (step.state, step.attempts, step.output, step.reason, step.data) == (StepState.SUCCEEDED, 1, {"stdout": "ok"}, "exit 0", {"d": 1})
+    assert (step.state, step.attempts, step.output, step.reason, step.data) == (
+        StepState.SUCCEEDED,
+        1,
+        {"stdout": "ok"},
+        "exit 0",
+        {"d": 1},
+    )
     assert [e.type for e in store.events(run.id, after=1)] == ["step.started", "step.finished"]
     assert store.events(run.id, after=1, types=["step.finished"])[0].data == {"k": [1, "ü"]}
     store.commit(lease, steps=[StepPatch("c", 2, StepState.PENDING)])  # upsert of a step added by an edit

@@ -46,6 +46,10 @@ def test_cancelling_a_run_whose_executor_was_killed_stops_what_it_left_running(p
     assert Path(f"/proc/{pid}").exists()
     rid = project.run("runs", "--runbook", "orphan", "--json").json()["runs"][0]["run_id"]
     assert project.run("cancel", rid).code in (0, 5)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z", 10, "the process to end")
+    wait_for(
+        lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z",
+        10,
+        "the process to end",
+    )
     events = [e["type"] for e in project.run("events", rid, "--json").json()["events"]]
     assert "run.leftovers_stopped" in events and events[-1] == "run.cancelled"

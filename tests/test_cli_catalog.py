@@ -19,8 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 INVALID = REPO / "tests" / "cases" / "invalid"
 
 
-REPO_ENV = {"PATH": "/usr/bin:/bin", "HOME": str(REPO), "RUNBOOK_STORE": "sqlite:////tmp/never-created-by-catalog.db",
-            "RUNBOOK_CACHE_DIR": "off"}  # never a cache under the repository (HOME is the repository here)
+REPO_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "HOME": str(REPO),
+    "RUNBOOK_STORE": "sqlite:////tmp/never-created-by-catalog.db",
+    "RUNBOOK_CACHE_DIR": "off",
+}  # never a cache under the repository (HOME is the repository here)
 
 
 def repo_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,10 +97,15 @@ def test_validate_names_undeclared_params_and_steps_in_templates_and_conditions(
     doc = json.loads(repo_cli("validate", "--json", str(INVALID / "undeclared-reference.yaml")).stdout)
     messages = sorted((p["where"], p["message"]) for p in doc["problems"])
     assert messages == [
-        ("step 'report', field 'when'", "template \"{{ steps.restrat.state == 'succeeded' and params[params.host] != 1 }}\" refers to "
-         "step 'restrat', which the runbook does not declare (steps: report, restart)"),
-        ("step 'restart', field 'command.1'", "template '{{ params.hots }}' refers to param 'hots', which the runbook does not "
-         "declare (params: host)"),
+        (
+            "step 'report', field 'when'",
+            "template \"{{ steps.restrat.state == 'succeeded' and params[params.host] != 1 }}\" refers to "
+            "step 'restrat', which the runbook does not declare (steps: report, restart)",
+        ),
+        (
+            "step 'restart', field 'command.1'",
+            "template '{{ params.hots }}' refers to param 'hots', which the runbook does not declare (params: host)",
+        ),
     ]  # params['host'] and steps.restart are declared; params[params.host] is computed at run time
 
 

@@ -13,13 +13,16 @@ LONG = "the-service-that-must-be-restarted-before-the-migration-" * 3
 
 
 def test_tables_in_a_pipe_never_wrap_ids_or_reasons(project: Project) -> None:
-    project.write("long.yaml", f"""
+    project.write(
+        "long.yaml",
+        f"""
         name: long
         steps:
           - id: fails
             shell: [sh, -c, "echo {LONG} >&2; exit 3"]
             expect: {{exit_code: 0}}
-    """)
+    """,
+    )
     ids = [project.run("run", "long", "--json").json()["run_id"] for _ in range(2)]
     env = {k: v for k, v in project.env.items() if k != "COLUMNS"}  # no terminal, no COLUMNS: what a pipe sees
     out = subprocess.run(project.cmd("runs", "--runbook", "long"), cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
@@ -33,7 +36,7 @@ def test_tables_in_a_pipe_never_wrap_ids_or_reasons(project: Project) -> None:
 
 def test_a_person_is_shown_the_commands_to_approve_refuse_or_retry(project: Project) -> None:
     project.write("appr.yaml", "name: appr\nsteps:\n  - id: g\n    approval: {message: ok?}\n")
-    project.write("fl.yaml", "name: fl\nsteps:\n  - id: g\n    shell: [\"false\"]\n")
+    project.write("fl.yaml", 'name: fl\nsteps:\n  - id: g\n    shell: ["false"]\n')
     waiting = project.run("run", "appr")
     assert waiting.code == 4, waiting
     rid = project.run("runs", "--runbook", "appr", "--json").json()["runs"][0]["run_id"]

@@ -247,7 +247,9 @@ def test_a_process_whose_code_changed_under_it_writes_no_entry(tmp_path: Path, c
 
 def test_types_are_read_from_actions_and_checks_only(tmp_path: Path, cache_dir: Path, registry: StepTypeRegistry) -> None:
     """A config value that looks like an action (an HTTP body with ``type`` and ``config``) is data, not a step type."""
-    file = write(tmp_path / "rb.yaml", """\
+    file = write(
+        tmp_path / "rb.yaml",
+        """\
         name: body
         steps:
           - id: post
@@ -257,7 +259,8 @@ def test_types_are_read_from_actions_and_checks_only(tmp_path: Path, cache_dir: 
               checks: [{shell: [true]}]
               every: 1s
               within: 5s
-        """)
+        """,
+    )
     load(file, registry)
     entry = json.loads(entries(cache_dir)[0].read_text())
     assert sorted(entry["types"]) == ["http", "shell", "wait"]
@@ -335,7 +338,9 @@ def test_fingerprinted_steps_are_hashed_on_every_load(tmp_path: Path, cache_dir:
     module.parent.mkdir()
     module.write_text("def work(ctx):\n    return 1\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(module.parent))
-    file = write(tmp_path / "rb.yaml", "name: fp\nsteps:\n  - id: s\n    python: {call: 'cache_fp_fn:work'}\n  - id: t\n    shell: [echo]\n")
+    file = write(
+        tmp_path / "rb.yaml", "name: fp\nsteps:\n  - id: s\n    python: {call: 'cache_fp_fn:work'}\n  - id: t\n    shell: [echo]\n"
+    )
     first = load(file, registry)
     before, before_content = dict(first.step_hashes), first.content_hash
     entry = json.loads(entries(cache_dir)[0].read_text())
@@ -487,7 +492,9 @@ def test_yaml_values_without_a_json_form_compile_to_their_json_form(tmp_path: Pa
 
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
 def test_a_non_finite_number_is_refused_where_it_is(value: str, tmp_path: Path, registry: StepTypeRegistry) -> None:
-    file = write(tmp_path / "rb.yaml", f"name: nan\nsteps:\n  - id: s\n    python: {{call: 'os:getcwd'}}\n    expect: {{output: {value}}}\n")
+    file = write(
+        tmp_path / "rb.yaml", f"name: nan\nsteps:\n  - id: s\n    python: {{call: 'os:getcwd'}}\n    expect: {{output: {value}}}\n"
+    )
     with pytest.raises(ValidationError) as info:
         load(file, registry)
     [problem] = info.value.problems

@@ -75,8 +75,18 @@ def test_all_problems_are_reported_with_positions(registry: StepTypeRegistry) ->
         ("wait: {for: 1s, until: '2026-01-01T00:00:00Z'}", "exactly one of 'for', 'until' or 'checks'"),
         ("wait: {checks: [{bogus: 1}]}", "unknown key 'bogus'"),
     ],
-    ids=["two-types", "approval-as-check", "empty-check", "retry-zero", "batch", "rollback-type", "shell-both",
-         "python-ref", "wait-both", "wait-nested-check"],
+    ids=[
+        "two-types",
+        "approval-as-check",
+        "empty-check",
+        "retry-zero",
+        "batch",
+        "rollback-type",
+        "shell-both",
+        "python-ref",
+        "wait-both",
+        "wait-nested-check",
+    ],
 )
 def test_step_errors(step: str, message: str, registry: StepTypeRegistry) -> None:
     found = problems(f"name: x\nsteps:\n  - id: s\n    {step}\n", registry)
@@ -84,7 +94,9 @@ def test_step_errors(step: str, message: str, registry: StepTypeRegistry) -> Non
 
 
 def test_params_spec_is_checked(registry: StepTypeRegistry) -> None:
-    found = problems("name: x\nparams:\n  bad-name: string\n  p: {type: float}\n  q: {pattern: '('}\nsteps:\n  - {id: s, shell: [true]}\n", registry)
+    found = problems(
+        "name: x\nparams:\n  bad-name: string\n  p: {type: float}\n  q: {pattern: '('}\nsteps:\n  - {id: s, shell: [true]}\n", registry
+    )
     assert any("must be an identifier" in p for p in found)
     assert any("field 'params.p.type'" in p for p in found)
     assert any("invalid regular expression" in p for p in found)

@@ -60,14 +60,17 @@ def test_budget_pauses_and_next_command_completes_each_step_once(project: Projec
 
 
 def test_approval_waits_then_approve_and_resume_finish(project: Project) -> None:
-    project.write("gated.yaml", """
+    project.write(
+        "gated.yaml",
+        """
         name: gated
         steps:
           - {id: before, shell: [echo, before]}
           - id: go
             approval: {message: "Proceed?", approvers: 1}
           - {id: after, shell: [echo, after]}
-    """)
+    """,
+    )
     first = project.run("run", "gated", "--json")
     assert first.code == 4, first
     doc = first.json()
@@ -96,12 +99,15 @@ def test_deny_fails_the_run_and_is_journaled(project: Project) -> None:
 
 
 def test_approval_rules(project: Project) -> None:
-    project.write("two.yaml", """
+    project.write(
+        "two.yaml",
+        """
         name: two
         steps:
           - id: go
             approval: {message: ok?, approvers: 2, distinct_from_starter: true}
-    """)
+    """,
+    )
     run_id = project.run("run", "two", "--json", "--as", "starter").json()["run_id"]
     own = project.run("approve", run_id, "--by", "starter")
     assert own.code == 2 and "cannot approve" in own.err
@@ -149,13 +155,16 @@ def test_pause_from_another_process_stops_at_the_next_boundary(project: Project)
 
 def test_step_without_check_killed_mid_action_becomes_unknown(project: Project) -> None:
     marker = project.root / "started"
-    project.write("risky.yaml", f"""
+    project.write(
+        "risky.yaml",
+        f"""
         name: risky
         steps:
           - id: migrate
             shell: {{script: "touch {marker}; sleep 30"}}
           - {{id: after, shell: [echo, after]}}
-    """)
+    """,
+    )
     proc = project.popen("run", "risky")
     wait_for(marker.exists, what="the action to start")
     kill(proc)
@@ -179,12 +188,15 @@ def test_step_without_check_killed_mid_action_becomes_unknown(project: Project) 
 
 def test_retry_step_decision_runs_the_action_again(project: Project) -> None:
     count = project.root / "count"
-    project.write("risky.yaml", f"""
+    project.write(
+        "risky.yaml",
+        f"""
         name: risky
         steps:
           - id: once
             shell: {{script: "echo x >> {count}; test -f {project.root}/go || sleep 30"}}
-    """)
+    """,
+    )
     proc = project.popen("run", "risky")
     wait_for(lambda: count.exists(), what="the action to start")
     kill(proc)
@@ -242,7 +254,9 @@ def test_editing_a_pending_step_is_shown_and_used(project: Project) -> None:
 def test_plan_reports_satisfied_and_mutates_nothing(project: Project) -> None:
     target = project.root / "target"
     target.write_text("desired\n")
-    project.write("converge.yaml", f"""
+    project.write(
+        "converge.yaml",
+        f"""
         name: converge
         steps:
           - id: write
@@ -254,7 +268,8 @@ def test_plan_reports_satisfied_and_mutates_nothing(project: Project) -> None:
           - id: later
             when: "{{{{ steps.write.output is not none }}}}"
             shell: [echo]
-    """)
+    """,
+    )
     res = project.run("plan", "converge", "--json")
     assert res.code == 0, res
     verdicts = {s["id"]: s["verdict"] for s in res.json()["steps"]}
@@ -279,14 +294,17 @@ def test_idempotency_key_returns_the_existing_run(project: Project) -> None:
 
 
 def test_lock_key_conflict_exits_6(project: Project) -> None:
-    project.write("locked.yaml", """
+    project.write(
+        "locked.yaml",
+        """
         name: locked
         params: {host: string}
         lock: "host:{{ params.host }}"
         steps:
           - id: hold
             approval: {message: hold the lock}
-    """)
+    """,
+    )
     first = project.run("run", "locked", "-p", "host=db1", "--json")
     assert first.code == 4
     blocked = project.run("run", "locked", "-p", "host=db1")

@@ -19,13 +19,16 @@ def steps_of(doc: dict) -> dict[str, dict]:
 
 def test_skip_step_is_no_way_around_an_approval(project: Project) -> None:
     acted = project.root / "acted"
-    project.write("gate.yaml", f"""
+    project.write(
+        "gate.yaml",
+        f"""
         name: gate
         steps:
           - id: confirm
             approval: {{message: ok?}}
           - {{id: act, shell: [touch, {acted}]}}
-    """)
+    """,
+    )
     run_id = project.run("run", "gate", "--json").json()["run_id"]
     refused = project.run("resume", run_id, "--skip-step", "confirm")
     assert refused.code == 2 and "decides only unknown, failed, blocked or interrupted steps" in refused.err
@@ -36,7 +39,9 @@ def test_skip_step_is_no_way_around_an_approval(project: Project) -> None:
 
 def test_a_crash_during_rollback_never_reruns_the_failed_step(project: Project) -> None:
     log = project.root / "log"
-    project.write("rbc.yaml", f"""
+    project.write(
+        "rbc.yaml",
+        f"""
         name: rbc
         on_failure: rollback
         steps:
@@ -45,7 +50,8 @@ def test_a_crash_during_rollback_never_reruns_the_failed_step(project: Project) 
             rollback: {{shell: {{script: "echo undo-start >> {log}; sleep 3; echo undo-a >> {log}"}}}}
           - id: b
             shell: {{script: "echo b >> {log}; exit 1"}}
-    """)
+    """,
+    )
     proc = project.popen("run", "rbc", "--json")
     wait_for(lambda: log.exists() and "undo-start" in log.read_text(), what="the rollback to start")
     kill(proc)
@@ -58,14 +64,17 @@ def test_a_crash_during_rollback_never_reruns_the_failed_step(project: Project) 
 
 
 def test_an_error_outside_a_step_fails_the_run_and_frees_its_lock(project: Project) -> None:
-    project.write("tg.yaml", """
+    project.write(
+        "tg.yaml",
+        """
         name: tg
         params: {host: string}
         lock: "host:{{ params.host }}"
         steps:
           - {id: a, shell: ["true"]}
           - {id: fan, targets: "{{ params.no_such_param }}", shell: ["true"]}
-    """)
+    """,
+    )
     res = project.run("run", "tg", "-p", "host=web1", "--json")
     assert res.code == 1, res
     doc = res.json()
@@ -98,7 +107,9 @@ def test_a_retried_approval_asks_again(project: Project) -> None:
 
 
 def test_approving_the_parent_reaches_the_sub_runbook_and_cancel_reaches_it_too(project: Project) -> None:
-    project.write("child.yaml", "name: child\nsteps:\n  - id: ok\n    approval: {message: child approval}\n  - {id: done, shell: [echo, done]}\n")
+    project.write(
+        "child.yaml", "name: child\nsteps:\n  - id: ok\n    approval: {message: child approval}\n  - {id: done, shell: [echo, done]}\n"
+    )
     project.write("parent.yaml", "name: parent\nsteps:\n  - id: sub\n    runbook: {name: child}\n")
     parent = project.run("run", "parent", "--json").json()
     assert parent["state"] == "waiting"
@@ -167,13 +178,16 @@ def test_run_ids_are_case_insensitive(project: Project) -> None:
 
 
 def test_a_secret_printed_before_its_first_use_is_masked(project: Project) -> None:
-    project.write("sl.yaml", """
+    project.write(
+        "sl.yaml",
+        """
         name: sl
         secrets: {tok: env:RB_TOKEN}
         steps:
           - {id: leak, shell: {script: 'printf "%0510d" 0; echo " token is $RB_TOKEN"'}}
           - {id: use, shell: [echo, "{{ secrets.tok }}"]}
-    """)
+    """,
+    )
     secret = "s3cr3t-value-XYZ-123456"
     res = project.run("run", "sl", "--json", env={"RB_TOKEN": secret})
     assert res.code == 0, res

@@ -17,7 +17,9 @@ def steps_of(doc: dict) -> dict[str, dict]:
 
 
 def test_when_precondition_check_and_outputs(project: Project) -> None:
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: flow
         params:
           env: {type: string, default: dev}
@@ -34,7 +36,8 @@ def test_when_precondition_check_and_outputs(project: Project) -> None:
           - id: uses-output
             shell: [printf, "%s", "{{ steps.hello.output.stdout | trim }}!"]
             expect: {stdout: {matches: "^hi dev!$"}}
-    """)
+    """,
+    )
     res = project.run("run", "flow", "--json")
     assert res.code == 0, res
     s = steps_of(res.json())
@@ -46,7 +49,9 @@ def test_when_precondition_check_and_outputs(project: Project) -> None:
 
 def test_precondition_blocks_and_nothing_runs(project: Project) -> None:
     marker = project.root / "ran"
-    project.write("pre.yaml", f"""
+    project.write(
+        "pre.yaml",
+        f"""
         name: pre
         steps:
           - id: guarded
@@ -54,7 +59,8 @@ def test_precondition_blocks_and_nothing_runs(project: Project) -> None:
               - shell: [test, -d, /nonexistent-dir]
                 description: the data dir exists
             shell: [touch, {marker}]
-    """)
+    """,
+    )
     res = project.run("run", "pre", "--json")
     assert res.code == 1
     s = steps_of(res.json())["guarded"]
@@ -67,13 +73,16 @@ def test_precondition_blocks_and_nothing_runs(project: Project) -> None:
 
 def test_retry_with_backoff_then_success(project: Project) -> None:
     count = project.root / "count"
-    project.write("flaky.yaml", f"""
+    project.write(
+        "flaky.yaml",
+        f"""
         name: flaky
         steps:
           - id: flaky
             shell: {{script: "echo x >> {count}; test $(wc -l < {count}) -ge 3"}}
             retry: {{attempts: 4, delay: 0.1s, backoff: 2}}
-    """)
+    """,
+    )
     res = project.run("run", "flaky", "--json")
     assert res.code == 0, res
     assert steps_of(res.json())["flaky"]["attempts"] == 3
@@ -85,7 +94,9 @@ def test_retry_with_backoff_then_success(project: Project) -> None:
 
 def test_retry_exhausted_fails_then_resume_retry_after_fix(project: Project) -> None:
     flag = project.root / "fixed"
-    project.write("broken.yaml", f"name: broken\nsteps:\n  - {{id: a, shell: [test, -f, {flag}], retry: 2}}\n  - {{id: b, shell: [echo, b]}}\n")
+    project.write(
+        "broken.yaml", f"name: broken\nsteps:\n  - {{id: a, shell: [test, -f, {flag}], retry: 2}}\n  - {{id: b, shell: [echo, b]}}\n"
+    )
     res = project.run("run", "broken", "--json")
     assert res.code == 1
     doc = res.json()
@@ -101,30 +112,38 @@ def test_retry_exhausted_fails_then_resume_retry_after_fix(project: Project) -> 
 
 def test_timeout_kills_the_whole_process_group(project: Project) -> None:
     pids = project.root / "pids"
-    project.write("slow.yaml", f"""
+    project.write(
+        "slow.yaml",
+        f"""
         name: slow
         steps:
           - id: hang
             shell: {{script: "sleep 60 & echo $! > {pids}; sleep 60"}}
             timeout: 1s
-    """)
+    """,
+    )
     started = time.monotonic()
     res = project.run("run", "slow", "--json")
     assert res.code == 1
     assert time.monotonic() - started < 15
     assert "timed out after 1s" in steps_of(res.json())["hang"]["reason"]
     child = int(pids.read_text())
-    wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
-             what="the background child to be killed with its group")
+    wait_for(
+        lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
+        what="the background child to be killed with its group",
+    )
 
 
 def test_output_is_capped(project: Project) -> None:
-    project.write("loud.yaml", """
+    project.write(
+        "loud.yaml",
+        """
         name: loud
         steps:
           - id: loud
             shell: {script: "head -c 5000000 /dev/zero | tr '\\\\0' x", max_output: 1000}
-    """)
+    """,
+    )
     res = project.run("run", "loud", "--json")
     assert res.code == 0, res
     out = steps_of(res.json())["loud"]["output"]
@@ -133,7 +152,9 @@ def test_output_is_capped(project: Project) -> None:
 
 def test_verify_polls_until_it_holds_or_fails(project: Project) -> None:
     ready = project.root / "ready"
-    project.write("verify.yaml", f"""
+    project.write(
+        "verify.yaml",
+        f"""
         name: verify
         steps:
           - id: start
@@ -151,7 +172,8 @@ def test_verify_polls_until_it_holds_or_fails(project: Project) -> None:
               checks:
                 - shell: [test, -f, /nonexistent]
                   description: the impossible file
-    """)
+    """,
+    )
     res = project.run("run", "verify", "--json")
     s = steps_of(res.json())
     assert s["start"]["state"] == "succeeded" and "verified after" in s["start"]["reason"]
@@ -161,7 +183,9 @@ def test_verify_polls_until_it_holds_or_fails(project: Project) -> None:
 
 def test_rollback_undoes_completed_steps_in_reverse_order(project: Project) -> None:
     log = project.root / "log"
-    project.write("rb.yaml", f"""
+    project.write(
+        "rb.yaml",
+        f"""
         name: rb
         on_failure: rollback
         steps:
@@ -177,7 +201,8 @@ def test_rollback_undoes_completed_steps_in_reverse_order(project: Project) -> N
             rollback: {{shell: {{script: "echo undo-satisfied >> {log}"}}}}
           - id: boom
             shell: ["false"]
-    """)
+    """,
+    )
     res = project.run("run", "rb", "--json")
     assert res.code == 1
     assert log.read_text().split() == ["do-one", "do-two", "undo-two", "undo-one"]
@@ -188,7 +213,9 @@ def test_rollback_undoes_completed_steps_in_reverse_order(project: Project) -> N
 
 def test_retry_after_a_rollback_does_the_rolled_back_steps_again(project: Project) -> None:
     log, fixed = project.root / "log", project.root / "fixed"
-    project.write("rb.yaml", f"""
+    project.write(
+        "rb.yaml",
+        f"""
         name: rb
         on_failure: rollback
         steps:
@@ -200,7 +227,8 @@ def test_retry_after_a_rollback_does_the_rolled_back_steps_again(project: Projec
             rollback: {{shell: {{script: "echo undo-two >> {log}"}}}}
           - id: three
             shell: [test, -f, "{fixed}"]
-    """)
+    """,
+    )
     res = project.run("run", "rb", "--json")
     assert res.code == 1 and res.json()["next"]["action"] == "fix_and_retry"
     fixed.touch()
@@ -215,7 +243,9 @@ def test_retry_after_a_rollback_does_the_rolled_back_steps_again(project: Projec
 
 def test_retry_after_a_rollback_does_a_fanned_out_step_again_on_every_target(project: Project) -> None:
     log, fixed = project.root / "log", project.root / "fixed"
-    project.write("fo.yaml", f"""
+    project.write(
+        "fo.yaml",
+        f"""
         name: fo
         on_failure: rollback
         steps:
@@ -225,7 +255,8 @@ def test_retry_after_a_rollback_does_a_fanned_out_step_again_on_every_target(pro
             rollback: {{shell: [sh, -c, 'echo undo-$0 >> {log}', "{{{{ target.name }}}}"]}}
           - id: gate
             shell: [test, -f, "{fixed}"]
-    """)
+    """,
+    )
     res = project.run("run", "fo", "--json")
     assert res.code == 1, res
     fixed.touch()
@@ -239,8 +270,10 @@ def test_step_order_is_read_from_the_step_records_not_the_stored_hashes(project:
     """PostgreSQL keeps step hashes as jsonb, which sorts keys: a resume must not see that as a reordering."""
     import sqlite3
 
-    project.write("order.yaml", "name: order\nsteps:\n  - {id: migrate, shell: ['true']}\n  - {id: db, shell: ['true']}\n"
-                  "  - {id: finish, shell: ['true']}\n")
+    project.write(
+        "order.yaml",
+        "name: order\nsteps:\n  - {id: migrate, shell: ['true']}\n  - {id: db, shell: ['true']}\n  - {id: finish, shell: ['true']}\n",
+    )
     rid = project.run("run", "order", "--max-steps", "2", "--json").json()["run_id"]
     with sqlite3.connect(project.journal) as conn:
         (hashes,) = conn.execute("SELECT step_hashes FROM run_specs WHERE run_id=?", (rid,)).fetchone()
@@ -266,7 +299,9 @@ def test_wait_for_runs_in_process_without_budget_and_exits_4_with_one(project: P
 
 def test_wait_condition_polls_and_times_out(project: Project) -> None:
     flag = project.root / "flag"
-    project.write("cond.yaml", f"""
+    project.write(
+        "cond.yaml",
+        f"""
         name: cond
         steps:
           - id: until-flag
@@ -275,7 +310,8 @@ def test_wait_condition_polls_and_times_out(project: Project) -> None:
               within: 10s
               checks:
                 - shell: [test, -f, {flag}]
-    """)
+    """,
+    )
     proc = project.popen("run", "cond", "--json")
     time.sleep(0.8)
     flag.touch()
@@ -288,21 +324,27 @@ def test_wait_condition_polls_and_times_out(project: Project) -> None:
 
 
 def test_sub_runbook_has_its_own_linked_run(project: Project) -> None:
-    project.write("child.yaml", """
+    project.write(
+        "child.yaml",
+        """
         name: child
         params: {word: string}
         steps:
           - {id: say, shell: [echo, "{{ params.word }}"]}
           - id: ok
             approval: {message: child approval}
-    """)
-    project.write("parent.yaml", """
+    """,
+    )
+    project.write(
+        "parent.yaml",
+        """
         name: parent
         steps:
           - id: sub
             runbook: {name: child, params: {word: nested}}
           - {id: after, shell: [echo, "{{ steps.sub.output.steps.say.stdout | trim }}"]}
-    """)
+    """,
+    )
     res = project.run("run", "parent", "--json")
     assert res.code == 4, res
     parent = res.json()
@@ -317,12 +359,15 @@ def test_sub_runbook_has_its_own_linked_run(project: Project) -> None:
 
 def test_first_sigint_finishes_the_step_second_interrupts(project: Project) -> None:
     log = project.root / "log"
-    project.write("sig.yaml", f"""
+    project.write(
+        "sig.yaml",
+        f"""
         name: sig
         steps:
           - {{id: a, shell: {{script: "echo a-start >> {log}; sleep 1; echo a-end >> {log}"}}}}
           - {{id: b, shell: {{script: "echo b >> {log}"}}}}
-    """)
+    """,
+    )
     proc = project.popen("run", "sig", "--json")
     wait_for(lambda: log.exists() and "a-start" in log.read_text(), what="step a")
     out, err = kill(proc, signal.SIGINT)
@@ -333,7 +378,9 @@ def test_first_sigint_finishes_the_step_second_interrupts(project: Project) -> N
     assert project.run("resume", doc["run_id"]).code == 0
     assert log.read_text().split() == ["a-start", "a-end", "b"]
 
-    project.write("sig2.yaml", f"name: sig2\nsteps:\n  - {{id: long, check: [{{shell: [test, -f, {project.root}/never]}}], shell: [sleep, '60']}}\n")
+    project.write(
+        "sig2.yaml", f"name: sig2\nsteps:\n  - {{id: long, check: [{{shell: [test, -f, {project.root}/never]}}], shell: [sleep, '60']}}\n"
+    )
     proc = project.popen("run", "sig2", "--json")
     wait_for(lambda: project.run("runs", "--runbook", "sig2", "--state", "running", "--json").json()["runs"], what="sig2 running")
     time.sleep(0.3)
@@ -371,7 +418,9 @@ def test_interrupting_a_step_with_no_check_asks_for_a_decision_at_once(project: 
 
 
 def test_params_are_typed_and_validated(project: Project) -> None:
-    project.write("p.yaml", """
+    project.write(
+        "p.yaml",
+        """
         name: p
         params:
           count: {type: integer, minimum: 1}
@@ -379,7 +428,8 @@ def test_params_are_typed_and_validated(project: Project) -> None:
           mode: {type: string, enum: [fast, safe], default: safe}
         steps:
           - {id: show, shell: [echo, "{{ params.count + 1 }} {{ params.hosts | join(',') }} {{ params.mode }}"]}
-    """)
+    """,
+    )
     res = project.run("run", "p", "-p", "count=2", "-p", 'hosts=["a","b"]', "--json")
     assert res.code == 0, res
     assert steps_of(res.json())["show"]["output"]["stdout"] == "3 a,b safe\n"

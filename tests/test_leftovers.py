@@ -21,17 +21,19 @@ from tests.conftest import Project, kill
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="leftovers are found through /proc (Linux)")
 
 
-
 def test_resume_after_kill_9_stops_the_orphaned_action_before_running_it_again(project: Project) -> None:
     log, done, first = project.root / "mig.log", project.root / "mig.done", project.root / "first"
-    project.write("orphan.yaml", f"""
+    project.write(
+        "orphan.yaml",
+        f"""
         name: orphan
         steps:
           - id: mig
             check:
               - shell: [test, -f, "{done}"]
             shell: [sh, -c, "echo start $$ >> {log}; if [ -f {first} ]; then sleep 0.2; else touch {first}; sleep 30; fi; echo end $$ >> {log}; touch {done}"]
-    """)
+    """,
+    )
     proc = project.popen("run", "orphan", "--json")
     wait_for(lambda: log.exists() and "start" in log.read_text(), 20, "the command to start")
     kill(proc)
@@ -52,7 +54,9 @@ def test_resume_after_kill_9_stops_the_orphaned_action_before_running_it_again(p
 
 
 def test_commands_carry_the_run_and_step_and_cannot_drop_them(project: Project) -> None:
-    project.write("tagged.yaml", """
+    project.write(
+        "tagged.yaml",
+        """
         name: tagged
         steps:
           - id: argv
@@ -61,12 +65,16 @@ def test_commands_carry_the_run_and_step_and_cannot_drop_them(project: Project) 
             shell: {command: [sh, -c, 'echo "$RUNBOOK_RUN_ID $RUNBOOK_STEP_ID"'], env: {RUNBOOK_RUN_ID: mine}}
           - id: script
             shell: {script: 'echo "$RUNBOOK_RUN_ID $RUNBOOK_STEP_ID"'}
-    """)
+    """,
+    )
     res = project.run("run", "tagged", "--json")
     assert res.code == 0, res
     rid = res.json()["run_id"]
     assert {s["id"]: s["output"]["stdout"].strip() for s in res.json()["steps"]} == {
-        "argv": f"{rid} argv", "own-env": f"{rid} own-env", "script": f"{rid} script"}
+        "argv": f"{rid} argv",
+        "own-env": f"{rid} own-env",
+        "script": f"{rid} script",
+    }
 
 
 @pytest.fixture
@@ -105,7 +113,9 @@ def test_stop_ends_every_process_of_the_session(tagged_session: tuple[str, subpr
 
 def test_a_daemon_a_finished_step_left_behind_is_not_stopped(project: Project) -> None:
     pidfile, marker = project.root / "daemon.pid", project.root / "second"
-    project.write("daemon.yaml", f"""
+    project.write(
+        "daemon.yaml",
+        f"""
         name: daemon
         steps:
           - id: start-daemon
@@ -113,7 +123,8 @@ def test_a_daemon_a_finished_step_left_behind_is_not_stopped(project: Project) -
           - id: long
             check: [{{shell: ["false"]}}]
             shell: [sh, -c, "touch {marker}; exec sleep 30"]
-    """)
+    """,
+    )
     proc = project.popen("run", "daemon", "--json")
     wait_for(marker.exists, 20, "the command to start")
     kill(proc)

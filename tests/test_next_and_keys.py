@@ -73,13 +73,16 @@ def test_a_reused_key_for_another_runbook_is_refused_naming_both(project: Projec
 
 def test_next_command_of_a_budget_that_can_never_fit_a_step_carries_one_that_does(project: Project) -> None:
     log = project.root / "steps.log"
-    project.write("budget.yaml", f"""
+    project.write(
+        "budget.yaml",
+        f"""
         name: budget
         steps:
           - {{id: a, expected: 1s, shell: {{script: "sleep 1; echo a >> {log}"}}}}
           - {{id: b, expected: 1s, shell: {{script: "sleep 1; echo b >> {log}"}}}}
           - {{id: c, timeout: 4s, shell: {{script: "sleep 1; echo c >> {log}"}}}}
-    """)
+    """,
+    )
     results = [project.run("run", "budget", "--budget", "2.5s", "--json")]
     never = None
     while results[-1].code == 3:
@@ -134,7 +137,11 @@ def test_a_failed_runs_human_command_can_be_pasted(project: Project) -> None:
     assert first.code == 1, first
     nxt = first.json()["next"]
     assert nxt["action"] == "fix_and_retry" and "fix the cause" in nxt["reason"], nxt
-    assert shlex.split(nxt["human_command"]) == shlex.split(nxt["command"]) == ["runbook", "resume", first.json()["run_id"], "--retry", "--json"]
+    assert (
+        shlex.split(nxt["human_command"])
+        == shlex.split(nxt["command"])
+        == ["runbook", "resume", first.json()["run_id"], "--retry", "--json"]
+    )
     flag.touch()  # the fix
     assert paste(project, nxt["human_command"]).code == 0
 

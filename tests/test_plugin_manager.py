@@ -14,7 +14,7 @@ from tests.conftest import Project
 
 REPO = Path(__file__).resolve().parent.parent
 
-PLUGIN = '''
+PLUGIN = """
 from pydantic import Field
 from runner.plugin import hookimpl
 from runner.steptypes import ActionResult, StepConfig, StepType
@@ -41,7 +41,7 @@ def runbook_register_step_types(registry):
 @hookimpl
 def runbook_register_template_filters(registry):
     registry.add("shout", lambda s: str(s).upper() + "!")
-'''
+"""
 
 
 def install_plugin(root: Path, module: str, source: str, entry_name: str | None = None) -> Path:
@@ -64,13 +64,16 @@ def plugged(project: Project) -> Project:
 
 
 def test_third_party_step_type_and_filter_are_usable(plugged: Project) -> None:
-    plugged.write("hi.yaml", """
+    plugged.write(
+        "hi.yaml",
+        """
         name: hi
         params: {who: {type: string}}
         steps:
           - id: greet
             greet: {name: "{{ params.who | shout }}"}
-    """)
+    """,
+    )
     res = plugged.run("run", "hi", "-p", "who=ada", "--json")
     assert res.code == 0, res
     assert res.json()["steps"][0]["output"] == {"greeting": "hello ADA!"}
@@ -95,13 +98,17 @@ def test_disabled_plugin_is_not_loaded(plugged: Project) -> None:
 
 
 def test_misspelt_hook_fails_loudly(project: Project) -> None:
-    site = install_plugin(project.root.parent, "rb_typo", """
+    site = install_plugin(
+        project.root.parent,
+        "rb_typo",
+        """
         from runner.plugin import hookimpl
 
         @hookimpl
         def runbook_register_step_type(registry):
             pass
-    """)
+    """,
+    )
     res = project.run("list", env={"PYTHONPATH": str(site)})
     assert res.code == 2, res
     assert "rb_typo" in res.err and "runbook_register_step_type" in res.err
@@ -109,14 +116,18 @@ def test_misspelt_hook_fails_loudly(project: Project) -> None:
 
 
 def test_two_plugins_claiming_one_step_type_is_an_error_naming_both(project: Project) -> None:
-    site = install_plugin(project.root.parent, "rb_shell2", """
+    site = install_plugin(
+        project.root.parent,
+        "rb_shell2",
+        """
         from runner.plugin import hookimpl
         from runbook_shell.step import ShellStep
 
         @hookimpl
         def runbook_register_step_types(registry):
             registry.add(ShellStep())
-    """)
+    """,
+    )
     project.write("x.yaml", "name: x\nsteps: [{id: a, shell: [true]}]\n")
     res = project.run("list", env={"PYTHONPATH": str(site)})
     assert res.code == 2, res

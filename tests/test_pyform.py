@@ -59,7 +59,7 @@ rb.add_step("probe", shell=["curl", "-fsS", "http://{{ params.host }}:{{ params.
 rb.add_step("settle", wait={"for": "10s"})
 '''
 
-YAML = '''
+YAML = """
 name: restart-yaml
 description: Restart a unit
 version: "2"
@@ -103,7 +103,7 @@ steps:
     idempotent: true
   - id: settle
     wait: {for: 10s}
-'''
+"""
 
 
 def test_python_and_yaml_runbooks_compile_to_equal_models(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def test_no_pydantic_plugin_scan_without_pydantic_plugins(args: list[str]) -> No
     assert "importlib.metadata" not in imported
 
 
-PYDANTIC_PLUGIN = '''
+PYDANTIC_PLUGIN = """
 import os
 
 
@@ -45,7 +45,7 @@ class Plugin:
 
 
 plugin = Plugin()
-'''
+"""
 
 
 def test_an_installed_pydantic_plugin_is_still_loaded(tmp_path: Path) -> None:

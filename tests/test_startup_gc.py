@@ -53,7 +53,7 @@ def test_collection_switched_off_by_threshold_stays_off(thresholds: tuple[int, i
 def test_a_run_starts_with_few_collections_and_runs_its_steps_at_normal_thresholds(project: Project) -> None:
     project.write(
         "gcprobe.py",
-        '''
+        """
         import gc
         from runner import Context, Runbook
 
@@ -63,11 +63,13 @@ def test_a_run_starts_with_few_collections_and_runs_its_steps_at_normal_threshol
         def probe(ctx: Context, p: object) -> dict:
             return {"threshold": list(gc.get_threshold()), "young": gc.get_stats()[0]["collections"],
                     "frozen": gc.get_freeze_count()}
-        ''',
+        """,
     )
     # the interpreter's own start-up and importing the CLI module collect a few times before the CLI runs
     probe = "import gc, runner.cli; print(list(gc.get_threshold()), gc.get_stats()[0]['collections'])"
-    default, before_cli = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip().rsplit(" ", 1)
+    default, before_cli = (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip().rsplit(" ", 1)
+    )
     res = project.run("run", "gcprobe", "--json")
     assert res.code == 0, res
     out = res.json()["steps"][0]["output"]

@@ -32,7 +32,9 @@ def test_single_expression_keeps_native_type(renderer: Renderer) -> None:
 
 def test_undefined_is_an_error_naming_file_step_and_field(renderer: Renderer) -> None:
     with pytest.raises(TemplateError) as info:
-        renderer.render({"command": ["echo", "{{ params.hots }}"]}, {"params": {"host": "a"}}, file="rb.yaml", step="restart", field="shell")
+        renderer.render(
+            {"command": ["echo", "{{ params.hots }}"]}, {"params": {"host": "a"}}, file="rb.yaml", step="restart", field="shell"
+        )
     text = str(info.value)
     assert "rb.yaml" in text and "step 'restart'" in text and "field 'shell.command[1]'" in text and "hots" in text
 

@@ -164,7 +164,9 @@ class ApprovalStep(StepType):
                                 detail=f"approved by {', '.join(approved)}")  # fmt: skip
         if expires_at is not None and now >= expires_at:
             if config.on_expiry == "approve":
-                return ActionResult(output={"approved_by": approved, "expired": True}, ok=True, detail="request expired; on_expiry: approve")
+                return ActionResult(
+                    output={"approved_by": approved, "expired": True}, ok=True, detail="request expired; on_expiry: approve"
+                )
             raise StepFailed(f"approval request expired after {format_duration(config.expires or 0)} with {len(approved)} of "
                              f"{config.approvers} approval(s) (on_expiry: deny)")  # fmt: skip
         need = config.approvers - len(approved)

@@ -115,7 +115,9 @@ class ServerConfig(_Model):
                                      "listen address ('*.example.com': its subdomains; '*': any, behind a proxy that checks it)")  # fmt: skip
     allowed_origins: list[str] = Field(default_factory=list, description="browser origins (scheme://host[:port]) whose "
                                        "requests are served; a request with any other Origin header gets 403")  # fmt: skip
-    agent_policy: str | None = Field(default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)")
+    agent_policy: str | None = Field(
+        default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)"
+    )
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 

@@ -27,4 +27,3 @@ __all__ = ["runbook_register_step_types"]
 def runbook_register_step_types(registry: StepTypeRegistry) -> None:
     """Register the ``shell`` step type."""
     registry.add_lazy("shell", "runbook_shell.step:ShellStep")
-

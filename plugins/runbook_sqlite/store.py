@@ -48,7 +48,8 @@ SCHEMA_VERSION = 2
 """2: events are numbered from the events table, not ``runs.last_seq`` (no longer written). A version-1 journal
 is upgraded in place (only an early one, whose snapshots are still in ``runs``, has anything to move), and a
 version-1 runbook refuses a version-2 journal instead of numbering events from a stale counter."""
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, runbook TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
   params TEXT NOT NULL DEFAULT '{}', started_by TEXT NOT NULL DEFAULT '', trigger TEXT,
@@ -77,7 +78,8 @@ CREATE TABLE IF NOT EXISTS locks (key TEXT PRIMARY KEY, run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_specs (
   run_id TEXT PRIMARY KEY, step_hashes TEXT NOT NULL DEFAULT '{}', spec TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
-""" + """
+"""
+    + """
 CREATE TABLE IF NOT EXISTS alert_deliveries (
   id TEXT PRIMARY KEY, source TEXT NOT NULL, body_sha256 TEXT NOT NULL, received_at REAL NOT NULL,
   finished_at REAL, state TEXT NOT NULL DEFAULT 'processing', seen INTEGER NOT NULL DEFAULT 1, result TEXT
@@ -92,6 +94,7 @@ CREATE INDEX IF NOT EXISTS alert_decisions_by_route ON alert_decisions(route, ts
 CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions(route, dedupe_key, ts);
 CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions(run_id);
 """
+)
 _ALERT_TABLES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS alert_deliveries") :]
 _RUN_JSON = ("params", "trigger", "step_hashes", "spec", "options", "holder")
 # The runbook snapshot lives in its own table: SQLite rewrites a whole row on every update, and the runs row is
@@ -337,7 +340,9 @@ class SQLiteStore(Store):
                  new.holder.model_dump_json() if new.holder else None, now + new.lease_ttl if new.holder else None,
                  1 if new.holder else 0),
             )  # fmt: skip
-            c.execute("INSERT INTO run_specs (run_id, step_hashes, spec) VALUES (?,?,?)", (new.id, _dumps(new.step_hashes), _dumps(new.spec)))
+            c.execute(
+                "INSERT INTO run_specs (run_id, step_hashes, spec) VALUES (?,?,?)", (new.id, _dumps(new.step_hashes), _dumps(new.spec))
+            )
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
                 [(new.id, sid, i) for i, sid in enumerate(new.step_ids)],
@@ -347,9 +352,7 @@ class SQLiteStore(Store):
         return self._run(row), True
 
     def _take_lock(self, c: sqlite3.Connection, key: str, run_id: str) -> None:
-        row = c.execute(
-            "SELECT l.run_id, r.state FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.key=?", (key,)
-        ).fetchone()
+        row = c.execute("SELECT l.run_id, r.state FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.key=?", (key,)).fetchone()
         if row is not None and row["run_id"] != run_id and row["state"] in {str(s) for s in ACTIVE_STATES}:
             raise LockHeld(key, row["run_id"])
         c.execute("INSERT OR REPLACE INTO locks (key, run_id) VALUES (?,?)", (key, run_id))
@@ -451,7 +454,9 @@ class SQLiteStore(Store):
     def renew(self, lease: Lease) -> Flags:
         """See :meth:`Store.renew`."""
         with self._tx() as c:
-            cur = c.execute("UPDATE runs SET lease_expires_at=? WHERE id=? AND fence=?", (time.time() + lease.ttl, lease.run_id, lease.fence))
+            cur = c.execute(
+                "UPDATE runs SET lease_expires_at=? WHERE id=? AND fence=?", (time.time() + lease.ttl, lease.run_id, lease.fence)
+            )
             if cur.rowcount != 1:
                 raise LeaseLost(lease.run_id)
             return self._flags(c, lease.run_id)
@@ -607,7 +612,9 @@ class SQLiteStore(Store):
         """See :meth:`Store.finish_delivery`."""
         self._alerts()
         with self._tx() as c:
-            c.execute("UPDATE alert_deliveries SET state='done', finished_at=?, result=? WHERE id=?", (time.time(), _dumps(result), delivery_id))
+            c.execute(
+                "UPDATE alert_deliveries SET state='done', finished_at=?, result=? WHERE id=?", (time.time(), _dumps(result), delivery_id)
+            )
 
     def record_decisions(self, decisions: Sequence[NewDecision]) -> list[DecisionRecord]:
         """See :meth:`Store.record_decisions`."""
@@ -633,7 +640,13 @@ class SQLiteStore(Store):
         """See :meth:`Store.list_decisions`."""
         where: list[str] = []
         args: list[Any] = []
-        for column, value in (("route", route), ("source", source), ("decision", decision), ("delivery_id", delivery_id), ("run_id", run_id)):
+        for column, value in (
+            ("route", route),
+            ("source", source),
+            ("decision", decision),
+            ("delivery_id", delivery_id),
+            ("run_id", run_id),
+        ):
             if value is not None:
                 where.append(f"{column}=?")
                 args.append(value)

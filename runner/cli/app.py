@@ -106,7 +106,9 @@ def build_cli() -> click.Group:
 
     @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
     @click.version_option(__version__, "--version", prog_name="runbook", message="%(prog)s %(version)s")
-    @click.option("--path", "paths", multiple=True, metavar="DIR|FILE", help="Where runbooks are (repeatable; default ./runbooks or RUNBOOK_PATH).")
+    @click.option(
+        "--path", "paths", multiple=True, metavar="DIR|FILE", help="Where runbooks are (repeatable; default ./runbooks or RUNBOOK_PATH)."
+    )
     @click.option("--store", metavar="URL", help="Journal store URL (default: sqlite under .runbook/; env RUNBOOK_STORE).")
     @click.option("--inventory", metavar="FILE", help="Inventory of hosts and groups (env RUNBOOK_INVENTORY).")
     @click.option("--known-hosts", metavar="FILE", help="known_hosts file for SSH (env RUNBOOK_KNOWN_HOSTS).")

@@ -61,7 +61,9 @@ def list_cmd(state: AppState, tags: tuple[str, ...]) -> int:
         table.add_column(col, overflow="fold")
     for rb in items:
         params = ", ".join(f"{n}{'' if s.is_required() else '?'}" for n, s in rb.spec.params.items())
-        table.add_row(rb.name, params or "-", str(len(rb.spec.steps)), rb.spec.description.strip().splitlines()[0] if rb.spec.description else "")
+        table.add_row(
+            rb.name, params or "-", str(len(rb.spec.steps)), rb.spec.description.strip().splitlines()[0] if rb.spec.description else ""
+        )
     console().print(table)
     return 0
 
@@ -120,7 +122,10 @@ def show_cmd(state: AppState, name: str) -> int:
             extras.append("idempotent")
         if step.targets is not None:
             extras.append(f"targets {step.targets}")
-        out.print(f"  {i}. [bold]{step.id}[/] {step.action.type}: {st.summary(step.action.config)}" + (f"  [dim]({', '.join(extras)})[/]" if extras else ""))
+        out.print(
+            f"  {i}. [bold]{step.id}[/] {step.action.type}: {st.summary(step.action.config)}"
+            + (f"  [dim]({', '.join(extras)})[/]" if extras else "")
+        )
         if step.description:
             out.print(f"       {step.description}")
         if step.when is not None:
@@ -130,7 +135,9 @@ def show_cmd(state: AppState, name: str) -> int:
                 out.print(f"       {label}: {_check_text(c, state)}")
         if step.verify is not None:
             for c in step.verify.checks:
-                out.print(f"       verify (within {format_duration(step.verify.within)}, every {format_duration(step.verify.every)}): {_check_text(c, state)}")
+                out.print(
+                    f"       verify (within {format_duration(step.verify.within)}, every {format_duration(step.verify.every)}): {_check_text(c, state)}"
+                )
         if step.rollback is not None:
             rst = state.host.step_types.get(step.rollback.type)
             out.print(f"       rollback: {step.rollback.type}: {rst.summary(step.rollback.config)}")

@@ -348,8 +348,13 @@ def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
 
 @click.command("runs")
 @click.option("--runbook", metavar="NAME", help="Only runs of this runbook.")
-@click.option("--state", "states", multiple=True, type=click.Choice(
-    ["queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled", "interrupted"]), help="Only runs in this state (repeatable).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled", "interrupted"]),
+    help="Only runs in this state (repeatable).",
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--before", metavar="RUN_ID", help="Page: runs older than this one.")
 @json_option
@@ -386,7 +391,15 @@ def event_json(ev: Any) -> dict[str, Any]:
     """The JSON shape of one event."""
     from runner.engine.views import iso
 
-    return {"seq": ev.seq, "ts": iso(ev.ts), "type": ev.type, "step_id": ev.step_id, "attempt": ev.attempt, "actor": ev.actor, "data": ev.data}
+    return {
+        "seq": ev.seq,
+        "ts": iso(ev.ts),
+        "type": ev.type,
+        "step_id": ev.step_id,
+        "attempt": ev.attempt,
+        "actor": ev.actor,
+        "data": ev.data,
+    }
 
 
 @click.command("events")

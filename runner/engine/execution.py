@@ -540,7 +540,9 @@ class Execution:
             rec.data.pop("phase", None)
             for name in targets:
                 rec.data["targets"][name].update(state=str(new_state), reason=rec.reason)
-            events.append(NewEvent("step.decision", step_id=step_id, actor=actor or None, data={"decision": action, "targets": list(targets)}))
+            events.append(
+                NewEvent("step.decision", step_id=step_id, actor=actor or None, data={"decision": action, "targets": list(targets)})
+            )
             patches[step_id] = rec
         if opts.retry_failed:
             # A rolled-back step is undone: retrying the run does it again (through its check, if it has one),

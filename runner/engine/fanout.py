@@ -118,5 +118,8 @@ class FanOut:
         rec.state, rec.reason = state, f"targets: {summary}"
         if state in (StepState.SUCCEEDED, StepState.FAILED):
             rec.finished_at = time.time()
-        exe.save(Unit(step, rec), [NewEvent("step.finished", step_id=step.id, data={"state": str(state), "reason": rec.reason, "by_state": by_state})])
+        exe.save(
+            Unit(step, rec),
+            [NewEvent("step.finished", step_id=step.id, data={"state": str(state), "reason": rec.reason, "by_state": by_state})],
+        )
         return state

@@ -37,7 +37,9 @@ def rollback_steps(exe: Execution, failed: Step) -> list[str]:
             try:
                 result = exe.prober.invoke(step.rollback, exe.template_ctx(target), ctx, "rollback")
                 step_type = exe.host.step_types.get(step.rollback.type)
-                held, why = evaluate(None, step_type.default_expect, result) if isinstance(result, ActionResult) else (False, "rollback waited")
+                held, why = (
+                    evaluate(None, step_type.default_expect, result) if isinstance(result, ActionResult) else (False, "rollback waited")
+                )
             except RunControl:
                 raise
             except (StepFailed, UsageError) as exc:
@@ -51,5 +53,7 @@ def rollback_steps(exe: Execution, failed: Step) -> list[str]:
             rec.state = StepState.ROLLED_BACK
             done.append(step.id)
         rec.reason, rec.finished_at = detail, time.time()
-        exe.commit([NewEvent("step.finished", step_id=step.id, data={"state": str(rec.state), "reason": detail})], steps=[StepPatch.of(rec)])
+        exe.commit(
+            [NewEvent("step.finished", step_id=step.id, data={"state": str(rec.state), "reason": detail})], steps=[StepPatch.of(rec)]
+        )
     return done

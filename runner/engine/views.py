@@ -23,7 +23,6 @@ from runner.store.records import DONE_STEP_STATES, IN_FLIGHT_STEP_STATES, RunRec
 __all__ = ["CommandHint", "NextAction", "RunView", "StepView", "build_view", "exit_code_for", "iso"]
 
 
-
 def iso(ts: float | None) -> str | None:
     """ISO 8601 UTC with milliseconds, or None."""
     if ts is None:
@@ -172,7 +171,9 @@ def _also(reason: str, more: str) -> str:
 
 def _in_flight(steps: list[StepRecord], run: RunRecord) -> str | None:
     """The step a running run is executing: its step row says ``running`` (else the first not done)."""
-    step = next((s for s in steps if s.state in IN_FLIGHT_STEP_STATES), None) or next((s for s in steps if s.state not in DONE_STEP_STATES), None)
+    step = next((s for s in steps if s.state in IN_FLIGHT_STEP_STATES), None) or next(
+        (s for s in steps if s.state not in DONE_STEP_STATES), None
+    )
     return step.step_id if step is not None else run.cursor
 
 
@@ -192,7 +193,9 @@ def _waiting(run: RunRecord, steps: list[StepRecord], hint: CommandHint, current
         return NextAction(action="await_approval", step=step_id, command=hint.command(hint.resume_verb, rid),
                           not_before=iso(not_before or time.time() + APPROVAL_POLL), reason=_also(run.reason, f"to refuse: {deny}"),
                           human_command=hint.command("approve", rid, "--by", "NAME", carry=False))  # fmt: skip
-    return NextAction(action="wait", step=step_id, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason)
+    return NextAction(
+        action="wait", step=step_id, command=hint.command(hint.resume_verb, rid), not_before=iso(not_before), reason=run.reason
+    )
 
 
 def build_view(run: RunRecord, steps: list[StepRecord], hint: CommandHint | None = None, *, holder_gone: bool = False) -> RunView:

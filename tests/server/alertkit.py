@@ -13,8 +13,17 @@ from typing import Any
 
 from tests.server.serverkit import DATA, dumps
 
-__all__ = ["am_alert", "am_body", "basic", "captures", "generic_headers", "grafana_headers", "hex_hmac", "pagerduty_event",
-           "pagerduty_headers"]
+__all__ = [
+    "am_alert",
+    "am_body",
+    "basic",
+    "captures",
+    "generic_headers",
+    "grafana_headers",
+    "hex_hmac",
+    "pagerduty_event",
+    "pagerduty_headers",
+]
 
 
 def hex_hmac(secret: str, message: bytes) -> str:

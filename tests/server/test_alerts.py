@@ -248,8 +248,16 @@ def test_good_signatures_of_every_source_are_accepted(intake: ServerProcess) -> 
     pd_run = pd.json()["decisions"][0]["run_id"]
     intake.wait_state(pd_run, "waiting")
     res = pagerduty_event("incident.resolved", "PINC1")
-    done = post(intake, "pagerduty", res, {"X-PagerDuty-Signature": f"v1={hex_hmac('pd-new-secret', res)}", "X-Webhook-Id": "w2",
-                                           "content-type": "application/json; charset=utf-8"})
+    done = post(
+        intake,
+        "pagerduty",
+        res,
+        {
+            "X-PagerDuty-Signature": f"v1={hex_hmac('pd-new-secret', res)}",
+            "X-Webhook-Id": "w2",
+            "content-type": "application/json; charset=utf-8",
+        },
+    )
     assert summary(done) == [("pd", "resolved", "resolved_cancelled")]
     intake.wait_state(pd_run, "cancelled")
     assert sorted(hits(intake)) == ["PINC1", "h1", "h2"]

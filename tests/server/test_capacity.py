@@ -87,7 +87,10 @@ def test_waiters_and_streams_are_capped_with_429(project: Project, serve: Callab
         rid = c.post("/v1/runs", json={"runbook": "hello", "params": {"who": "nowait"}}).json()["run_id"]
         assert c.post(f"/v1/runs/{rid}/resume", json={"wait": 10}).status_code == 429
         streams = [server.client() for _ in range(3)]
-        with streams[0].stream("GET", f"/v1/runs/{rid}/events/stream") as one, streams[1].stream("GET", f"/v1/runs/{rid}/events/stream") as two:
+        with (
+            streams[0].stream("GET", f"/v1/runs/{rid}/events/stream") as one,
+            streams[1].stream("GET", f"/v1/runs/{rid}/events/stream") as two,
+        ):
             assert one.status_code == two.status_code == 200
             third = streams[2].get(f"/v1/runs/{rid}/events/stream")
             assert third.status_code == 429 and "max_streams" in third.json()["error"]["message"]
