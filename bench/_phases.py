@@ -51,7 +51,7 @@ TARGETS = [
     "runner.steptypes:ActionResult.as_output", "runner.context:Context.__init__", "runner.store.records:StepPatch.of",
     "runner.engine.runtime:Heartbeat.__enter__", "runner.engine.runtime:Heartbeat.__exit__",
     # the answer
-    "runner.engine.views:build_view", "runner.cli.output:emit_json",
+    "runner.views:build_view", "runner.cli.output:emit_json",
 ]  # fmt: skip
 
 STATS: dict[str, list[float]] = {}  # target -> [calls, inclusive seconds]

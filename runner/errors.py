@@ -26,6 +26,7 @@ attributes and, where there is one, say what to do next.
     │   ├── LockHeld                   the runbook's lock key is held by another run
     │   └── InvalidState               the run is not in a state that allows the request
     ├── StoreError                     the journal store failed
+    ├── InvalidTransition              a state change the run/step tables do not allow (a bug, never written)
     └── StepFailed                     an action or probe could not be carried out
         ├── CommandTimeout (TimeoutError)
         ├── SSHError
@@ -55,6 +56,7 @@ __all__ = [
     "HostKeyError",
     "Interrupted",
     "InvalidState",
+    "InvalidTransition",
     "LeaseHeld",
     "LeaseLost",
     "LockHeld",
@@ -289,7 +291,7 @@ class LockHeld(ConflictError):
         self.key, self.run_id = key, run_id
         super().__init__(
             f"lock '{key}' is held by run {run_id}",
-            hint=f"wait for it to finish or cancel it with `runbook cancel {run_id}`",
+            hint=f"wait for run {run_id} to finish (`runbook status {run_id}`), then start this run again",
         )
 
 
@@ -306,6 +308,14 @@ class InvalidState(ConflictError):
 
 class StoreError(RunbookError):
     """The journal store failed or holds data this version cannot read."""
+
+
+class InvalidTransition(RunbookError):
+    """The engine asked for a state change that :mod:`runner.store.transitions` does not allow; nothing was written."""
+
+    def __init__(self, what: str, state: str, event: str) -> None:
+        self.what, self.state, self.event = what, state, event
+        super().__init__(f"internal error: a {what} in state '{state}' cannot take the event '{event}'")
 
 
 class StepFailed(RunbookError):

@@ -133,8 +133,11 @@ def runbook_on_event(event: Event, run: RunRecord) -> None:
     :param event: the committed event, already redacted.
     :param run: the run's record as of that commit.
 
-    Every implementation is called; an exception is logged and does not affect the run.
-    Implementations must return quickly: they run on the executor's thread.
+    Called through pluggy, so a ``@hookimpl(wrapper=True)`` generator wraps the whole call (timing, audit).
+    An exception is logged and never affects the run, but it ends that event's call chain: implementations
+    should catch their own errors. They must return quickly: they run on the executor's thread.
+    The ``runbook_register_*`` hooks and ``runbook_add_commands`` are called once per plugin (to record who
+    contributed what) and cannot be wrappers: a wrapper there is refused with :class:`~runner.errors.PluginError`.
     """
 
 

@@ -211,6 +211,18 @@ class PluginInfo:
         }
 
 
+def _plain_impls(caller: Any, hook_name: str) -> list[Any]:
+    """The implementations of a hook the core calls one by one; a wrapper there would silently do nothing, so it is refused."""
+    from runner.errors import PluginError
+
+    impls = caller.get_hookimpls()
+    for impl in impls:
+        if getattr(impl, "wrapper", False) or getattr(impl, "hookwrapper", False):
+            raise PluginError(f"plugin '{impl.plugin_name}' implements {hook_name} as a wrapper; {hook_name} is called once per "
+                              "plugin (to record who contributed what), so it cannot be wrapped: make it a plain hookimpl")  # fmt: skip
+    return list(impls)
+
+
 class PluginHost:
     """Typed facade over a plugin manager: registries are built once, on first use."""
 
@@ -220,7 +232,7 @@ class PluginHost:
     def _fill(self, registry: Any, hook_name: str) -> Any:
         caller = getattr(self.pm.hook, hook_name)
         # Call each implementation on its own so the registry knows who contributed what.
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in reversed(_plain_impls(caller, hook_name)):
             with registry.contributor(impl.plugin_name):
                 impl.function(registry=registry)
         return registry
@@ -271,23 +283,23 @@ class PluginHost:
         """Let plugins add sub-commands to ``cli``; a plugin that fails here is named in the error."""
         from runner.errors import PluginError
 
-        for impl in self.pm.hook.runbook_add_commands.get_hookimpls():
+        for impl in _plain_impls(self.pm.hook.runbook_add_commands, "runbook_add_commands"):
             try:
                 impl.function(cli=cli)
             except Exception as exc:
                 raise PluginError(f"plugin '{impl.plugin_name}' failed to add its commands: {type(exc).__name__}: {exc}") from exc
 
     def on_event(self, event: Event, run: RunRecord) -> None:
-        """Tell observers about a committed event; their failures never affect the run."""
+        """Tell observers about a committed event, through pluggy (``wrapper=True`` implementations wrap the call);
+        a failure is logged and never affects the run."""
         if not self.has_observers:
             return
-        import logging
+        try:
+            self.pm.hook.runbook_on_event(event=event, run=run)
+        except Exception:  # an observer's bug must not fail the operation
+            import logging
 
-        for impl in self.pm.hook.runbook_on_event.get_hookimpls():
-            try:
-                impl.function(event=event, run=run)
-            except Exception:  # an observer's bug must not fail the operation
-                logging.getLogger("runbook.plugins").exception("plugin %s failed in runbook_on_event", impl.plugin_name)
+            logging.getLogger("runbook.plugins").exception("a plugin failed in runbook_on_event (event %s of run %s)", event.type, run.id)
 
     @cached_property
     def has_observers(self) -> bool:

@@ -15,6 +15,8 @@ but their runs are still marked as agent-started. See ``docs/policy.md``::
           service: {pattern: '^(nginx|app)$'}
         require_approval: [restart]    # steps a human must approve before they act
         agents_may_approve: false      # expose an approve tool to agents (MCP)
+        agents_may_read: false         # read runs of it that another principal started
+        agents_may_steer: false        # resume/retry/decide/pause/cancel runs of it that another principal started
 
 Every refusal raises :class:`~runner.errors.PolicyDenied` naming the rule, the
 runbook, param and value, and what is allowed.
@@ -77,6 +79,10 @@ class RunbookRule(_Strict):
     params: dict[str, ParamRule] = Field(default_factory=dict, description="constraints per param name")
     require_approval: list[str] = Field(default_factory=list, description="step ids a human must approve before they act")
     agents_may_approve: bool | None = Field(default=None, description="agents may approve or deny this runbook's approval steps")
+    agents_may_read: bool | None = Field(default=None, description="agents may read runs of this runbook that they did not start")
+    agents_may_steer: bool | None = Field(
+        default=None, description="agents may resume, retry, decide, pause and cancel runs of this runbook that they did not start"
+    )
 
 
 class Policy(_Strict):
@@ -114,7 +120,12 @@ class Policy(_Strict):
 
     def may_approve(self, runbook: str) -> bool:
         """Whether agents may approve or deny ``runbook``'s approval steps: a matching entry says true, none says false."""
-        said = [rule.agents_may_approve for _key, rule in self.rules_for(runbook) if rule.agents_may_approve is not None]
+        return self.grants(runbook, "agents_may_approve")
+
+    def grants(self, runbook: str, what: str) -> bool:
+        """Whether the entries for ``runbook`` grant agents ``what`` (``agents_may_approve``, ``agents_may_read``,
+        ``agents_may_steer``): some matching entry says true and none says false."""
+        said = [getattr(rule, what) for _key, rule in self.rules_for(runbook) if getattr(rule, what) is not None]
         return bool(said) and all(said)
 
     def approval_steps(self, runbook: str) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from runner.registry import StepTypeRegistry
 
 __all__ = [
-    "APPROVAL_POLL", "ActionResult", "Argv", "StepConfig", "StepType", "Templated", "Wait", "has_template", "is_template",
-    "remember_reusable_configs", "reusable_config",
+    "APPROVAL_POLL", "ActionResult", "Approvable", "ApprovalRequest", "Argv", "StepConfig", "StepType", "Tally", "Templated",
+    "Vote", "Wait", "has_template", "is_template", "remember_reusable_configs", "reusable_config",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -154,6 +154,66 @@ class Wait:
     not_before: float | None = None
     kind: str = "wait"
     deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """An open request for people's decisions: when it was made, the journal position decisions count from, expiry."""
+
+    requested_at: float
+    since_seq: int
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One person's recorded decision on an approval request."""
+
+    actor: str
+    approve: bool
+    comment: str = ""
+    ts: float = 0.0
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Where an approval request stands, counted by the step type's own rules.
+
+    ``outcome``: ``pending`` (more approvals needed), ``approved`` (the quorum is reached), ``denied``,
+    ``expired`` (nobody decided in time: ``on_expiry`` says what that means). Anything but ``pending`` is settled:
+    the next resume applies it.
+    """
+
+    outcome: Literal["pending", "approved", "denied", "expired"]
+    approved_by: tuple[str, ...] = ()
+    needed: int = 1
+    denied_by: str | None = None
+    comment: str = ""
+    expires_at: float | None = None
+    on_expiry: str = "deny"
+
+    @property
+    def settled(self) -> bool:
+        """True once nothing more is needed from people: resuming applies the outcome."""
+        return self.outcome != "pending"
+
+
+@runtime_checkable
+class Approvable(Protocol):
+    """A step type people decide on (the ``approval`` step type; an agent-policy gate uses it too).
+
+    The rules of who may decide and what counts live here, once: the engine calls these methods to record a
+    decision (:meth:`admit`) and to say where a request stands (:meth:`tally`) in every run view.
+    """
+
+    def request_of(self, state: dict[str, Any]) -> ApprovalRequest | None:
+        """The open request kept in the step's ``state`` (None before the step first asked)."""
+
+    def tally(self, config: dict[str, Any], state: dict[str, Any], votes: list[Vote], started_by: str, now: float) -> Tally:
+        """Where the request stands with ``votes`` (every vote recorded since the request, in order)."""
+
+    def admit(self, config: dict[str, Any], state: dict[str, Any], vote: Vote, started_by: str, votes: list[Vote]) -> None:
+        """Raise :class:`~runner.errors.UsageError` naming the rule if ``vote`` may not be recorded."""
 
 
 class StepType:

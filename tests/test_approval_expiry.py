@@ -89,8 +89,11 @@ def test_quorum_stops_counting_and_waiting_reason_shows_progress(project: Projec
     still = project.run("resume", run_id, "--json")
     assert still.code == 4, still
     assert "waiting for 1 approval(s) (1 of 2 so far: alice): ok?" in still.json()["reason"]
-    for who in ("ALICE", "bob"):  # identities match exactly: ALICE is a second approver
-        assert project.run("approve", run_id, "--by", who).code == 0
+    assert project.run("approve", run_id, "--by", "ALICE").code == 0  # identities match exactly: ALICE is a second approver
+    past = project.run("approve", run_id, "--by", "bob", "--comment", "me too")  # past the quorum: refused, not dropped silently
+    assert past.code == 2 and "already has the 2 approval(s) it needs (alice, ALICE)" in past.err, past
+    quorum = project.run("status", run_id, "--json").json()["next"]
+    assert quorum["action"] == "resume" and quorum["approvals"]["approved_by"] == ["alice", "ALICE"], quorum
     done = project.run("resume", run_id, "--json")
     assert done.code == 0, done
     gate = done.json()["steps"][0]
@@ -99,7 +102,7 @@ def test_quorum_stops_counting_and_waiting_reason_shows_progress(project: Projec
 
 def test_a_decision_recorded_after_expiry_is_reported_as_not_counting(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check passed on this clock, but the store's clock put the decision after the expiry: say so."""
-    import runner.engine.approvals as approvals
+    import runner.engine.requests as requests
     from runner.api import Client
     from runner.errors import UsageError
 
@@ -112,7 +115,7 @@ def test_a_decision_recorded_after_expiry_is_reported_as_not_counting(project: P
         def time() -> float:
             return time.time() - 60
 
-    monkeypatch.setattr(approvals, "time", Behind)
+    monkeypatch.setattr(requests, "time", Behind)
     client = Client(paths=[project.runbooks], project_dir=project.root, actor="carol")
     try:
         with pytest.raises(UsageError, match=r"recorded at .* after its approval request expired at .*: it does not count"):

@@ -45,7 +45,9 @@ def test_a_person_is_shown_the_commands_to_approve_refuse_or_retry(project: Proj
     failed = project.run("run", "fl")
     assert failed.code == 1, failed
     rid = project.run("runs", "--runbook", "fl", "--json").json()["runs"][0]["run_id"]
-    assert f"fix the cause, then: runbook resume {rid} --retry" in failed.out
+    assert f"fix the cause, then: runbook retry {rid}" in failed.out
+    assert f"then: runbook resume {rid}" in failed.out
+    assert f"or retry and resume at once: runbook resume {rid} --retry" in failed.out
 
 
 def test_next_command_works_from_any_directory(project: Project, tmp_path: Path) -> None:

@@ -100,14 +100,26 @@ def test_retry_exhausted_fails_then_resume_retry_after_fix(project: Project) -> 
     res = project.run("run", "broken", "--json")
     assert res.code == 1
     doc = res.json()
-    assert doc["next"]["action"] == "fix_and_retry" and doc["next"]["command"].endswith("--retry --json")
+    nxt = doc["next"]
+    assert nxt["action"] == "fix_and_retry" and nxt["human_command"].endswith(f"retry {doc['run_id']}")
+    assert " status " in nxt["command"], "the driver waits for a person; it never retries blindly"
+    assert [o["command"] for o in nxt["options"]] == [f"runbook resume {doc['run_id']} --retry --json"]
     assert "exit code 1, expected 0" in doc["reason"]
     plain = project.run("resume", doc["run_id"])
-    assert plain.code == 2 and "--retry" in plain.err
+    assert plain.code == 2 and "runbook retry" in plain.err
     flag.touch()
-    again = project.run("resume", doc["run_id"], "--retry", "--json")
+    recorded = project.run("retry", doc["run_id"], "--json")  # a person records the retry: nothing runs here
+    assert recorded.code == 0 and recorded.json()["state"] == "failed"
+    assert recorded.json()["next"]["action"] == "resume"
+    again = project.run("resume", doc["run_id"], "--json")
     assert again.code == 0, again
     assert steps_of(again.json())["a"]["attempts"] == 1
+    flag.unlink()
+    second = project.run("run", "broken", "--json")
+    assert second.code == 1
+    flag.touch()
+    legacy = project.run("resume", second.json()["run_id"], "--retry", "--json")  # the old flag still retries and drives
+    assert legacy.code == 0 and legacy.json()["state"] == "succeeded"
 
 
 def test_timeout_kills_the_whole_process_group(project: Project) -> None:

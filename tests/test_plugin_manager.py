@@ -151,3 +151,57 @@ def test_every_hook_is_documented() -> None:
     for name in specs:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hook {name} has no docstring"
     assert documented == specs, f"undocumented: {specs - documented}; stale: {documented - specs}"
+
+
+WRAPPERS = """
+import os
+from runner.plugin import hookimpl
+
+SEEN = os.environ["WRAP_LOG"]
+
+
+@hookimpl(wrapper=True)
+def runbook_on_event(event, run):
+    with open(SEEN, "a") as f:
+        f.write(f"before {event.type}\\n")
+    result = yield
+    with open(SEEN, "a") as f:
+        f.write(f"after {event.type}\\n")
+    return result
+
+
+@hookimpl(specname="runbook_on_event")
+def plain_observer(event, run):
+    with open(SEEN, "a") as f:
+        f.write(f"saw {event.type}\\n")
+"""
+
+WRAPPED_REGISTER = """
+from runner.plugin import hookimpl
+
+
+@hookimpl(wrapper=True)
+def runbook_register_step_types(registry):
+    return (yield)
+"""
+
+
+def test_a_wrapper_on_runbook_on_event_wraps_every_committed_event(project: Project) -> None:
+    log = project.root / "wrap.log"
+    site = install_plugin(project.root, "wrapping", WRAPPERS)
+    project.env["PYTHONPATH"] = str(site)
+    project.write("one.yaml", "name: one\nsteps:\n  - {id: a, shell: [echo, a]}\n")
+    res = project.run("run", "one", env={"WRAP_LOG": str(log)})
+    assert res.code == 0, res
+    lines = log.read_text().splitlines()
+    assert lines[:3] == ["before run.started", "saw run.started", "after run.started"], lines
+    assert lines[-3:] == ["before run.succeeded", "saw run.succeeded", "after run.succeeded"], lines
+
+
+def test_a_wrapper_on_a_register_hook_is_refused_not_ignored(project: Project) -> None:
+    site = install_plugin(project.root, "badwrap", WRAPPED_REGISTER)
+    project.env["PYTHONPATH"] = str(site)
+    project.write("one.yaml", "name: one\nsteps:\n  - {id: a, shell: [echo, a]}\n")
+    res = project.run("run", "one")
+    assert res.code == 2, res
+    assert "badwrap" in res.err and "runbook_register_step_types as a wrapper" in res.err, res.err

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from runner.durations import Duration, format_duration
-from runner.errors import StepFailed
+from runner.errors import StepFailed, UsageError
 from runner.model import NAME_PATTERN, Check
-from runner.steptypes import APPROVAL_POLL, ActionResult, StepConfig, StepType, Wait
+from runner.steptypes import APPROVAL_POLL, ActionResult, ApprovalRequest, StepConfig, StepType, Tally, Vote, Wait
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -131,7 +131,11 @@ class ApprovalConfig(StepConfig):
 
 
 class ApprovalStep(StepType):
-    """Ask N people to approve before the run goes on; deny, or expiry by default, fails the step."""
+    """Ask N people to approve before the run goes on; deny, or expiry by default, fails the step.
+
+    The rules of who may decide and what counts live here, once (:class:`runner.steptypes.Approvable`): the
+    engine calls :meth:`admit` before it records a decision and :meth:`tally` for every run view.
+    """
 
     name = "approval"
     Config = ApprovalConfig
@@ -143,7 +147,7 @@ class ApprovalStep(StepType):
         return f"{config.get('message', '')!r} ({config.get('approvers', 1)} approver(s))"
 
     def execute(self, config: ApprovalConfig, ctx: Context) -> ActionResult | Wait:
-        """Count decisions recorded since the request was made."""
+        """Make the request (once), then apply the tally of the decisions recorded since."""
         now = time.time()
         state = ctx.state
         if "requested_at" not in state:
@@ -151,44 +155,85 @@ class ApprovalStep(StepType):
             state["since_seq"] = ctx.services.last_seq()
             if config.expires is not None:
                 state["expires_at"] = now + config.expires
+        votes = [Vote(d["actor"], d["decision"] == "approve", d.get("comment", ""), d["ts"]) for d in ctx.services.approvals(ctx)]
+        tally = self._tally(config, state, votes, ctx.started_by, now)
+        if tally.outcome == "denied":
+            note = f": {tally.comment}" if tally.comment else ""
+            raise StepFailed(f"denied by {tally.denied_by}{note}")
+        if tally.outcome == "approved":
+            return ActionResult(output={"approved_by": list(tally.approved_by), "message": config.message}, ok=True,
+                                detail=f"approved by {', '.join(tally.approved_by)}")  # fmt: skip
+        if tally.outcome == "expired":
+            if config.on_expiry == "approve":
+                return ActionResult(output={"approved_by": list(tally.approved_by), "expired": True}, ok=True,
+                                    detail="request expired; on_expiry: approve")  # fmt: skip
+            raise StepFailed(f"approval request expired after {format_duration(config.expires or 0)} with {len(tally.approved_by)} of "
+                             f"{config.approvers} approval(s) (on_expiry: deny)")  # fmt: skip
+        return Wait(reason=_waiting_reason(config, tally), kind="approval", not_before=_look_again(tally, now), deadline=tally.expires_at)
+
+    # ------------------------------------------------------------------ the rules (runner.steptypes.Approvable)
+
+    def request_of(self, state: dict[str, Any]) -> ApprovalRequest | None:
+        """The open request kept in the step's state."""
+        if "requested_at" not in state:
+            return None
+        return ApprovalRequest(float(state["requested_at"]), int(state.get("since_seq", 0)), state.get("expires_at"))
+
+    def tally(self, config: dict[str, Any], state: dict[str, Any], votes: list[Vote], started_by: str, now: float) -> Tally:
+        """Where the request stands with ``votes``."""
+        return self._tally(ApprovalConfig.model_validate(config), state, votes, started_by, now)
+
+    def admit(self, config: dict[str, Any], state: dict[str, Any], vote: Vote, started_by: str, votes: list[Vote]) -> None:
+        """Refuse a decision that would not count (naming the rule), so that it is never recorded."""
+        cfg = ApprovalConfig.model_validate(config)
+        verb = "approve" if vote.approve else "deny"
+        if cfg.distinct_from_starter and vote.actor == started_by:
+            raise UsageError(f"{vote.actor} started this run and cannot {verb} it (distinct_from_starter)")
+        if cfg.allowed and vote.actor not in cfg.allowed:
+            raise UsageError(f"{vote.actor} may not {verb} this step; allowed: {', '.join(cfg.allowed)}")
+        if any(v.actor == vote.actor for v in votes):
+            raise UsageError(f"{vote.actor} already decided on this approval request")
+        tally = self._tally(cfg, state, votes, started_by, vote.ts)
+        if tally.outcome == "approved":
+            raise UsageError(f"the request already has the {cfg.approvers} approval(s) it needs ({', '.join(tally.approved_by)}); "
+                             "resume the run to go on")  # fmt: skip
+        if tally.outcome == "denied":
+            raise UsageError(f"the request was already denied by {tally.denied_by}; resume the run to apply it")
+
+    @staticmethod
+    def _tally(config: ApprovalConfig, state: dict[str, Any], votes: list[Vote], started_by: str, now: float) -> Tally:
         expires_at = state.get("expires_at")
         # a decision recorded after the request expired does not count: expiry and on_expiry decide then
-        decisions = [d for d in ctx.services.approvals(ctx) if expires_at is None or d["ts"] < expires_at]
-        for d in decisions:
-            if d["decision"] == "deny":
-                note = f": {d['comment']}" if d.get("comment") else ""
-                raise StepFailed(f"denied by {d['actor']}{note}")
-        approved = _approvers(config, decisions, ctx.started_by)
+        counted = [v for v in votes if expires_at is None or v.ts < expires_at]
+        common = {"needed": config.approvers, "expires_at": expires_at, "on_expiry": config.on_expiry}
+        for v in counted:
+            if not v.approve and _eligible(config, v.actor, started_by):
+                return Tally("denied", denied_by=v.actor, comment=v.comment, **common)  # type: ignore[arg-type]
+        approved: list[str] = []
+        for v in counted:
+            if v.approve and _eligible(config, v.actor, started_by) and v.actor not in approved and len(approved) < config.approvers:
+                approved.append(v.actor)
         if len(approved) >= config.approvers:
-            return ActionResult(output={"approved_by": approved, "message": config.message}, ok=True,
-                                detail=f"approved by {', '.join(approved)}")  # fmt: skip
+            return Tally("approved", tuple(approved), **common)  # type: ignore[arg-type]
         if expires_at is not None and now >= expires_at:
-            if config.on_expiry == "approve":
-                return ActionResult(
-                    output={"approved_by": approved, "expired": True}, ok=True, detail="request expired; on_expiry: approve"
-                )
-            raise StepFailed(f"approval request expired after {format_duration(config.expires or 0)} with {len(approved)} of "
-                             f"{config.approvers} approval(s) (on_expiry: deny)")  # fmt: skip
-        need = config.approvers - len(approved)
-        progress = f" ({len(approved)} of {config.approvers} so far: {', '.join(approved)})" if approved else ""
-        # look again at expiry when it comes before the usual re-poll, so on_expiry applies on time
-        not_before = expires_at if expires_at is not None and expires_at - now < APPROVAL_POLL else None
-        return Wait(reason=f"waiting for {need} approval(s){progress}: {config.message}", kind="approval",
-                    not_before=not_before, deadline=expires_at)  # fmt: skip
+            return Tally("expired", tuple(approved), **common)  # type: ignore[arg-type]
+        return Tally("pending", tuple(approved), **common)  # type: ignore[arg-type]
 
 
-def _approvers(config: ApprovalConfig, decisions: list[dict[str, Any]], started_by: str) -> list[str]:
-    """Distinct eligible approvers in decision order, up to the quorum (later approvals are not counted)."""
-    approved: list[str] = []
-    for d in decisions:
-        actor = d["actor"]
-        if config.distinct_from_starter and actor == started_by:
-            continue
-        if config.allowed and actor not in config.allowed:
-            continue
-        if actor not in approved and len(approved) < config.approvers:
-            approved.append(actor)
-    return approved
+def _eligible(config: ApprovalConfig, actor: str, started_by: str) -> bool:
+    return not (config.distinct_from_starter and actor == started_by) and not (config.allowed and actor not in config.allowed)
+
+
+def _waiting_reason(config: ApprovalConfig, tally: Tally) -> str:
+    need = config.approvers - len(tally.approved_by)
+    progress = f" ({len(tally.approved_by)} of {config.approvers} so far: {', '.join(tally.approved_by)})" if tally.approved_by else ""
+    return f"waiting for {need} approval(s){progress}: {config.message}"
+
+
+def _look_again(tally: Tally, now: float) -> float | None:
+    """Look again at expiry when it comes before the usual re-poll, so on_expiry applies on time."""
+    expires_at = tally.expires_at
+    return expires_at if expires_at is not None and expires_at - now < APPROVAL_POLL else None
 
 
 # --------------------------------------------------------------------------- sub-runbook

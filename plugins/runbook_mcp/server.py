@@ -78,9 +78,9 @@ class RunbookMCP:
                 result = await self._in_thread(spec.call, self.client, args, call)
             return _ok(result)
         except RunbookError as exc:
-            from runner.cli.output import error_document
+            from runner.views import error_document
 
-            return _error_result(str(exc), type(exc).__name__, error_document(exc))
+            return _error_result(str(exc), type(exc).__name__, error_document(exc, nxt=getattr(exc, "next", None)))
         except PydanticValidationError as exc:
             return _error_result(f"invalid arguments for tool '{params.name}': {_pydantic_text(exc)}", "UsageError")
         except Exception as exc:  # a bug: one line to the agent, the traceback to the server's stderr

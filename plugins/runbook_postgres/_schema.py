@@ -14,7 +14,9 @@ from runner.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: a step row's ``data`` holds its typed :class:`~runner.store.progress.StepProgress`; version-1 rows (loose keys)
+are rewritten in place by the first version-2 process, and a version-1 process then refuses the journal."""
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS runbook_schema (
@@ -94,8 +96,30 @@ def ensure_schema(conn: Conn, schema: str, where: str) -> None:
             conn.execute("INSERT INTO runbook_schema (version, applied_at) VALUES (%s, extract(epoch FROM now()))"
                          " ON CONFLICT (version) DO NOTHING", (SCHEMA_VERSION,))  # fmt: skip
         version = _version(conn)
+    if version == 1:
+        _typed_progress(conn, schema)
+        version = _version(conn)
     if version is None or version > SCHEMA_VERSION:
         raise StoreError(
             f"{where}: schema '{schema}' has journal version {version}; this runbook reads up to {SCHEMA_VERSION}",
             hint="upgrade runbook on this host (every host sharing the journal must run a version that reads it)",
+        )
+
+
+def _typed_progress(conn: Conn, schema: str) -> None:
+    """Version 1 → 2: rewrite each step row's loose ``data`` keys as its typed progress, once, under the schema lock."""
+    from psycopg.types.json import Jsonb
+
+    from runner.store.progress import StepProgress
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"runbook schema {schema}",))
+        if (_version(conn) or 0) >= 2:
+            return  # another process migrated it meanwhile
+        rows = conn.execute("SELECT run_id, step_id, data FROM steps WHERE data <> '{}'::jsonb").fetchall()
+        for row in rows:
+            typed = StepProgress.from_json(row["data"]).to_json()
+            conn.execute("UPDATE steps SET data = %s WHERE run_id = %s AND step_id = %s", (Jsonb(typed), row["run_id"], row["step_id"]))
+        conn.execute(
+            "INSERT INTO runbook_schema (version, applied_at) VALUES (2, extract(epoch FROM now())) ON CONFLICT (version) DO NOTHING"
         )

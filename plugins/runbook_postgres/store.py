@@ -335,7 +335,7 @@ class PostgresStore(AlertDeliveries):
         """See :meth:`Store.request`."""
         column = {"pause": "pause_requested = true", "cancel": "cancel_requested = true", "resume": "pause_requested = false"}.get(kind)
         sets = ["last_seq = last_seq + 1"] + ([column, f"updated_at = {NOW}"] if column else [])
-        if kind in ("approve", "deny", "cancel", "wake"):  # a decision (or a cancel) wakes a waiting run for the workers
+        if kind in ("approve", "deny", "cancel", "wake", "decide", "retry"):  # a decision (or a cancel) wakes a waiting run for the workers
             sets.append(f"wake_at = CASE WHEN state = 'waiting' THEN {NOW} ELSE wake_at END")
         payload = {"reason": text(reason), **(data or {})}
         step_id = payload.pop("step_id", None)

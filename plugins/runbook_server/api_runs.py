@@ -14,6 +14,7 @@ from runbook_server.app import get_state, scope
 from runbook_server.models import (
     ApiRunView,
     Decide,
+    DecideStep,
     EventList,
     Reason,
     Resume,
@@ -67,8 +68,9 @@ def get_runbook(request: Request, name: str, principal: Principal = READ) -> dic
 
     state = get_state(request)
     rb = state.catalog.get(name)
-    if principal.is_agent and state.policy is not None and not state.policy.may_start(name):
-        raise PolicyDenied(f"runbook '{name}' is not available to agents ({state.policy.file})")
+    policy = state.policy if principal.is_agent else None
+    if policy is not None and not policy.may_start(name):
+        raise PolicyDenied(f"runbook '{name}' is not available to agents ({policy.file})")
     return {**runbook_summary(rb), "runbook": rb.spec.model_dump(mode="json", by_alias=True), "content_hash": rb.content_hash}
 
 
@@ -94,7 +96,7 @@ def _start(state: ServerState, response: Response, body: StartRun, principal: Pr
     t0 = time.time()
     engine = state.agent_engine if principal.is_agent else state.api_engine  # agent tokens: the agent policy applies
     view = engine.start(body.runbook, body.params, started_by=_actor(state, principal, body.actor), idempotency_key=_api_key(state, principal, key),
-                        trigger=trigger, execute=False, agent=principal.is_agent)  # fmt: skip
+                        trigger=trigger, execute=False, principal=principal.acting())  # fmt: skip
     run = state.store.get_run(view.run_id)
     if run.created_at < t0:
         response.status_code = 200
@@ -113,42 +115,61 @@ def _api_key(state: ServerState, principal: Principal, key: str | None) -> str |
     return f"api:{principal.name}:{key}" if state.tokens.enabled else f"api:{key}"
 
 
-@router.get("/runs", response_model=RunList, tags=["runs"], dependencies=[READ], summary="List runs, newest first")
+@router.get("/runs", response_model=RunList, tags=["runs"], summary="List runs, newest first")
 def list_runs(request: Request, runbook: str | None = None, state: Annotated[list[RunState] | None, Query()] = None,
-              before: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:  # fmt: skip
-    from runner.engine.views import iso
+              before: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
+    from runner.authority import Action, decide
+    from runner.views import run_summary
 
-    runs = get_state(request).store.list_runs(runbook=runbook, states=state or [], limit=limit, before=before)
-    rows = [{"run_id": r.id, "runbook": r.runbook, "state": str(r.state), "reason": r.reason, "started_by": r.started_by,
-             "created_at": iso(r.created_at), "updated_at": iso(r.updated_at), "parent_run_id": r.parent_run_id} for r in runs]  # fmt: skip
-    return {"runs": rows, "next_before": rows[-1]["run_id"] if len(rows) == limit else None}
-
-
-@router.get("/runs/{run_id}", response_model=ApiRunView, tags=["runs"], dependencies=[READ], summary="A run (as `runbook status --json`)")
-def get_run(request: Request, run_id: str) -> ApiRunView:
-    engine = get_state(request).api_engine
-    return http_next(engine.view(engine.resolve_id(run_id)))
+    server = get_state(request)
+    runs = server.store.list_runs(runbook=runbook, states=state or [], limit=limit, before=before)
+    who, policy = principal.acting(), server.policy
+    rows = [run_summary(r).model_dump(mode="json") for r in runs
+            if decide(who, Action.READ, runbook=r.runbook, run=r, policy=policy if who.is_agent else None).ok]  # fmt: skip
+    return {"runs": rows, "next_before": runs[-1].id if len(runs) == limit else None}
 
 
-@router.get("/runs/{run_id}/events", response_model=EventList, tags=["events"], dependencies=[READ], summary="Journal events after a seq")
+@router.get("/runs/{run_id}", response_model=ApiRunView, tags=["runs"], summary="A run (as `runbook status --json`)")
+def get_run(request: Request, run_id: str, principal: Principal = READ) -> ApiRunView:
+    state = get_state(request)
+    engine = state.agent_engine if principal.is_agent else state.api_engine
+    return http_next(engine.status(engine.resolve_id(run_id), principal=principal.acting()))
+
+
+@router.get("/runs/{run_id}/events", response_model=EventList, tags=["events"], summary="Journal events after a seq")
 def list_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
-                limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:  # fmt: skip
-    from runner.cli.run_cmds import event_json
+                limit: Annotated[int, Query(ge=1, le=10000)] = 1000, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
+    from runner.views import event_view
 
     state = get_state(request)
-    rid = state.api_engine.resolve_id(run_id)
-    return {"run_id": rid, "events": [event_json(e) for e in state.store.events(rid, after=after, limit=limit)]}
+    engine = state.agent_engine if principal.is_agent else state.api_engine
+    rid = engine.resolve_id(run_id)
+    engine.status(rid, principal=principal.acting())  # who may not read the run may not read its events
+    return {"run_id": rid, "events": [event_view(e).model_dump(mode="json") for e in state.store.events(rid, after=after, limit=limit)]}
 
 
-@router.get("/runs/{run_id}/events/stream", tags=["events"], dependencies=[READ], response_class=StreamingResponse,
+@router.get("/runs/{run_id}/logs", tags=["events"], summary="The output its steps captured, as lines (as `runbook logs --json`)")
+def get_logs(request: Request, run_id: str, step: str | None = None, target: str | None = None,
+             stream: Literal["stdout", "stderr", "log"] | None = None, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
+    from runner.logs import collect
+
+    state = get_state(request)
+    engine = state.agent_engine if principal.is_agent else state.api_engine
+    rid = engine.resolve_id(run_id)
+    engine.status(rid, principal=principal.acting())
+    return {"run_id": rid, "lines": [line.as_json() for line in collect(state.store, rid, step=step, target=target, stream=stream)]}
+
+
+@router.get("/runs/{run_id}/events/stream", tags=["events"], response_class=StreamingResponse,
             summary="Server-Sent Events: the journal as it grows (resumable with Last-Event-ID)",
             responses={200: {"content": {"text/event-stream": {}}, "description": "`id: SEQ` + `data: EVENT` per event; `event: end` last"},
                        429: {"description": "too many streams are open already (limits.max_streams)"}})  # fmt: skip
 async def stream_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
                         until: Literal["ended", "settled"] = "ended",
-                        last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:  # fmt: skip
+                        last_event_id: Annotated[str | None, Header()] = None, principal: Principal = READ) -> StreamingResponse:  # fmt: skip
     state = get_state(request)
     rid = await run_in_threadpool(state.api_engine.resolve_id, run_id)
+    await run_in_threadpool(lambda: state.agent_engine.status(rid, principal=principal.acting()))
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
     stop_states = _ENDED if until == "ended" else SETTLED
     if not state.streams.try_acquire():
@@ -182,9 +203,9 @@ async def _sse(state: ServerState, rid: str, last: int, stop_states: frozenset[R
 
 
 def _frame(ev: Event) -> str:
-    from runner.cli.run_cmds import event_json
+    from runner.views import event_view
 
-    return f"id: {ev.seq}\ndata: {json.dumps(event_json(ev), default=str)}\n\n"
+    return f"id: {ev.seq}\ndata: {json.dumps(event_view(ev).model_dump(mode='json'), default=str)}\n\n"
 
 
 # ---------------------------------------------------------------------- steering
@@ -201,16 +222,15 @@ def _control(request: Request, run_id: str, fn: Any) -> ApiRunView:
 
 @router.post("/runs/{run_id}/pause", response_model=ApiRunView, tags=["control"], summary="Pause at the next step boundary")
 def pause_run(request: Request, run_id: str, body: Reason | None = None, principal: Principal = RUN) -> ApiRunView:
-    return _control(
-        request, run_id, lambda s, rid: s.api_engine.pause(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason)
-    )
+    return _control(request, run_id, lambda s, rid: s.agent_engine.pause(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason,
+                                                                         principal=principal.acting()))  # fmt: skip
 
 
 @router.post("/runs/{run_id}/cancel", response_model=ApiRunView, tags=["control"], summary="Cancel (a step in flight is stopped)")
 def cancel_run(request: Request, run_id: str, body: Reason | None = None, principal: Principal = RUN) -> ApiRunView:
-    return _control(
-        request, run_id, lambda s, rid: s.api_engine.cancel(rid, actor=_actor(s, principal, None), reason=(body or Reason()).reason)
-    )
+    body = body or Reason()
+    return _control(request, run_id, lambda s, rid: s.agent_engine.cancel(rid, actor=_actor(s, principal, None), reason=body.reason,
+                                                                          rollback=body.rollback, principal=principal.acting()))  # fmt: skip
 
 
 @router.post("/runs/{run_id}/resume", response_model=ApiRunView, tags=["control"], summary="Queue a stopped run for a worker again",
@@ -226,15 +246,19 @@ async def resume_run(request: Request, run_id: str, body: Resume | None = None, 
 
 
 def _resume(request: Request, run_id: str, body: Resume, principal: Principal) -> ApiRunView:
+    from runner.authority import Action
+    from runner.engine.decisions import pending
+
     def do(s: ServerState, rid: str) -> RunView:
         run = s.store.get_run(rid)
-        if run.state in TERMINAL_STATES or run.state == RunState.RUNNING:
+        action = Action.DECIDE if (body.retry_step or body.skip_step) else Action.RETRY if body.retry else Action.RESUME
+        s.agent_engine.authorize(principal.acting(), action, run)
+        if run.state in TERMINAL_STATES or (run.state == RunState.RUNNING and not _gone(run)):
             raise InvalidState(run.id, str(run.state), "resume it")
-        if run.state == RunState.FAILED and not (body.retry or body.retry_step or body.skip_step):
-            raise UsageError(f"run {run.id} failed: {run.reason}", hint='fix the cause, then resume with {"retry": true}')
+        if run.state == RunState.FAILED and not (body.retry or body.retry_step or body.skip_step) and not pending(s.store, rid):
+            raise UsageError(f"run {run.id} failed: {run.reason}",
+                             hint=f'fix the cause, then POST /v1/runs/{run.id}/retry (or resume with {{"retry": true}})')  # fmt: skip
         actor = _actor(s, principal, None)
-        if body.retry_step or body.skip_step:
-            _may_decide(s, principal, run)
         data = body.model_dump(exclude={"wait"}, exclude_none=True)
         s.store.request(rid, "resume", actor=actor, reason="resume requested", data=data)
         requeue(s.api_engine, rid, actor=actor, reason=f"resume requested by {actor}")
@@ -243,27 +267,17 @@ def _resume(request: Request, run_id: str, body: Resume, principal: Principal) -
     return _control(request, run_id, do)
 
 
-def _may_decide(state: ServerState, principal: Principal, run: RunRecord) -> None:
-    """A decision on an unknown or failed step (retry_step / skip_step) is an approver's call, not a runner's.
+def _gone(run: RunRecord) -> bool:
+    from runner.engine.inspect import holder_gone
 
-    An ``agent`` token may decide only on runs it started itself, of runbooks the agent policy lets it start.
-    """
-    from runbook_server.auth import TokenBook
-
-    TokenBook.authorize(principal, "approve")
-    if principal.is_agent and (run.started_by != principal.name or (state.policy is not None and not state.policy.may_start(run.runbook))):
-        raise PolicyDenied(f"an agent token may decide steps only of runs it started itself (run {run.id} was started by {run.started_by})")
+    return holder_gone(run)
 
 
 def _decide(request: Request, run_id: str, body: Decide | None, principal: Principal, approve: bool) -> ApiRunView:
     body = body or Decide()
-    if principal.is_agent:
-        state = get_state(request)
-        run = state.store.get_run(state.api_engine.resolve_id(run_id))
-        if state.policy is None or not state.policy.may_approve(run.runbook):
-            raise PolicyDenied(f"agents may not approve or deny runs of '{run.runbook}' (set agents_may_approve in the policy)")
-    return _control(request, run_id, lambda s, rid: s.api_engine.decide(rid, actor=_actor(s, principal, body.by), approve=approve,
-                                                                         comment=body.comment, step_id=body.step))  # fmt: skip
+    return _control(request, run_id, lambda s, rid: s.agent_engine.decide(rid, actor=_actor(s, principal, body.by), approve=approve,
+                                                                           comment=body.comment, step_id=body.step,
+                                                                           principal=principal.acting()))  # fmt: skip
 
 
 @router.post("/runs/{run_id}/approve", response_model=ApiRunView, tags=["control"], summary="Approve the waiting approval step")
@@ -274,3 +288,23 @@ def approve_run(request: Request, run_id: str, body: Decide | None = None, princ
 @router.post("/runs/{run_id}/deny", response_model=ApiRunView, tags=["control"], summary="Deny the waiting approval step")
 def deny_run(request: Request, run_id: str, body: Decide | None = None, principal: Principal = APPROVE) -> ApiRunView:
     return _decide(request, run_id, body, principal, False)
+
+
+@router.post("/runs/{run_id}/decide", response_model=ApiRunView, tags=["control"],
+             summary="Record a decision on an unknown step (retry_step or skip_step); a worker applies it")  # fmt: skip
+def decide_run(request: Request, run_id: str, body: DecideStep, principal: Principal = APPROVE) -> ApiRunView:
+    step, choice = (body.retry_step, "retry") if body.retry_step else (body.skip_step or "", "skip")
+    return _control(request, run_id, lambda s, rid: s.agent_engine.decide_step(rid, step, choice, actor=_actor(s, principal, None),
+                                                                               principal=principal.acting()))  # fmt: skip
+
+
+@router.post("/runs/{run_id}/retry", response_model=ApiRunView, tags=["control"],
+             summary="Record a retry of a failed run whose cause was fixed, and queue it for a worker")  # fmt: skip
+def retry_run(request: Request, run_id: str, principal: Principal = APPROVE) -> ApiRunView:
+    def do(s: ServerState, rid: str) -> RunView:
+        actor = _actor(s, principal, None)
+        s.agent_engine.retry(rid, actor=actor, principal=principal.acting())
+        requeue(s.api_engine, rid, actor=actor, reason=f"retry recorded by {actor}")
+        return s.api_engine.view(rid)
+
+    return _control(request, run_id, do)

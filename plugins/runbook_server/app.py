@@ -87,7 +87,11 @@ def error_response(exc: BaseException, state: ServerState | None = None) -> JSON
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "1"}
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    doc: dict[str, Any] = {"error": body}
+    nxt = getattr(exc, "next", None)
+    if nxt is not None:  # a conflict says what to do about it (which run holds the lock), like every surface
+        doc["next"] = nxt.model_dump(mode="json")
+    return JSONResponse(doc, status_code=status, headers=headers)
 
 
 def _handlers(app: FastAPI) -> None:

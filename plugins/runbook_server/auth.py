@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from runbook_server.config import TokenSpec
+    from runner.authority import Principal as EnginePrincipal
     from runner.secrets import SecretResolver
 
 __all__ = ["ANONYMOUS", "Principal", "TokenBook", "resolve_secret_fields"]
@@ -39,6 +40,13 @@ class Principal:
     def is_agent(self) -> bool:
         """True for an ``agent``-scoped token: its runs are agent runs and the agent policy applies."""
         return "agent" in self.scopes and "admin" not in self.scopes
+
+    def acting(self) -> EnginePrincipal:
+        """This token as the engine's principal (:mod:`runner.authority` decides every action with it)."""
+        from runner.authority import Principal as Acting
+
+        scopes = None if "admin" in self.scopes else frozenset(self.scopes)
+        return Acting("agent" if self.is_agent else "token", self.name, scopes)
 
 
 ANONYMOUS = Principal("anonymous", frozenset({"admin"}))

@@ -205,7 +205,7 @@ def alerts_group() -> None:
 def decisions_cmd(state: AppState, route: str | None, source: str | None, decision: str | None, run_id: str | None, limit: int,
                   before: int | None) -> int:  # fmt: skip
     """List what alert intake decided for each alert, newest first."""
-    from runner.engine.views import iso
+    from runner.views import iso
 
     rows = state.store.list_decisions(route=route, source=source, decision=decision, run_id=run_id, limit=limit, before=before)
     if state.json:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runner.alerts import DecisionRecord
 from runner.durations import Duration
-from runner.engine.views import NextAction, RunView
+from runner.views import NextAction, RunView
 
 __all__ = [
-    "ApiRunView", "Decide", "DecisionList", "DeliveryResult", "ErrorBody", "EventList", "HttpHint", "Reason", "Resume",
+    "ApiRunView", "Decide", "DecideStep", "DecisionList", "DeliveryResult", "ErrorBody", "EventList", "HttpHint", "Reason", "Resume",
     "RunList", "RunSummary", "RunbookDetail", "RunbookList", "RunbookSummary", "StartRun", "http_next",
 ]  # fmt: skip
 
@@ -47,6 +47,20 @@ class Reason(_In):
     """``pause`` / ``cancel``."""
 
     reason: str = Field(default="", max_length=2000)
+    rollback: bool = Field(default=False, description="cancel only: run the rollback actions of completed steps first")
+
+
+class DecideStep(_In):
+    """``POST /v1/runs/{id}/decide``: a decision on a step whose outcome is unknown (exactly one of the two)."""
+
+    retry_step: str | None = Field(default=None, description="run the step's action again")
+    skip_step: str | None = Field(default=None, description="treat the step as done and go on")
+
+    @model_validator(mode="after")
+    def _one(self) -> DecideStep:
+        if (self.retry_step is None) == (self.skip_step is None):
+            raise ValueError("give exactly one of retry_step or skip_step")
+        return self
 
 
 class Decide(_In):
@@ -185,17 +199,22 @@ def http_next(view: RunView) -> ApiRunView:
     http: HttpHint | None = None
     options: list[HttpHint] = []
     if nxt.action == "fix_and_retry":
-        http = HttpHint(method="POST", path=f"{base}/resume", body={"retry": True}, meaning="after fixing the cause, retry the failed step")
-    elif nxt.action == "resume" and str(view.state) != "queued":
+        http = HttpHint(
+            method="POST", path=f"{base}/retry", body={}, meaning="the cause is fixed: record a retry (approve scope); a worker retries"
+        )
+    elif nxt.action in ("resume", "handoff") and str(view.state) not in ("queued", "running"):
         http = HttpHint(method="POST", path=f"{base}/resume", body={}, meaning="queue the run for a worker again")
-    elif nxt.action in ("wait", "await_approval", "resume"):
+    elif nxt.action in ("wait", "await_approval", "resume", "wait_elsewhere"):
         http = HttpHint(method="GET", path=base, meaning="poll at or after not_before; the server's workers drive the run")
         if nxt.action == "await_approval":
             options = [HttpHint(method="POST", path=f"{base}/approve", body={"comment": ""}, meaning="approve (approve scope)"),
                        HttpHint(method="POST", path=f"{base}/deny", body={"comment": ""}, meaning="deny (approve scope)")]  # fmt: skip
+    elif nxt.action == "conflict" and nxt.holder:
+        http = HttpHint(method="GET", path=f"/v1/runs/{nxt.holder}", meaning="the run holding the lock; start again once it is over")
     elif nxt.action == "decide" and nxt.step:
-        options = [HttpHint(method="POST", path=f"{base}/resume", body={"retry_step": nxt.step}, meaning="run the step's action again"),
-                   HttpHint(method="POST", path=f"{base}/resume", body={"skip_step": nxt.step}, meaning="treat the step as done")]  # fmt: skip
+        http = HttpHint(method="GET", path=base, meaning="poll: a person records a decision")
+        options = [HttpHint(method="POST", path=f"{base}/decide", body={"retry_step": nxt.step}, meaning="run the step's action again"),
+                   HttpHint(method="POST", path=f"{base}/decide", body={"skip_step": nxt.step}, meaning="treat the step as done")]  # fmt: skip
     data = view.model_dump(mode="json")
     data["next"] = {**data["next"], "http": http.model_dump() if http else None, "http_options": [o.model_dump() for o in options]}
     return ApiRunView.model_validate(data)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from runbook_server.config import ServerConfig
     from runbook_server.worker import WorkerPool
     from runner.alerts import AlertSource
+    from runner.authority import LivePolicy
     from runner.catalog import Catalog
     from runner.engine import Engine
     from runner.plugin import PluginHost
@@ -97,7 +98,8 @@ class ServerState:
     redactor: Redactor
     api_engine: Engine
     agent_engine: Engine
-    policy: Policy | None = None
+    live_policy: LivePolicy | None = None
+    """The agent policy file for ``agent``-scoped tokens, read again whenever it changes."""
     metrics: Metrics = field(default_factory=Metrics)
     watch: RunWatch = field(default_factory=RunWatch)
     pool: WorkerPool | None = None
@@ -115,6 +117,11 @@ class ServerState:
         self.streams = Slots(limits.max_streams, "event streams (limits.max_streams)")
         for engine in (self.api_engine, self.agent_engine):
             self._equip(engine)
+
+    @property
+    def policy(self) -> Policy | None:
+        """The agent policy as its file says now (None: agents unrestricted)."""
+        return self.live_policy.current() if self.live_policy is not None else None
 
     def _equip(self, engine: Engine) -> None:
         """Every engine of the server masks the server's own credentials in its runs and wakes waiters."""
@@ -150,11 +157,15 @@ def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Cat
     sources = _sources(host, config, resolver)
     _check_routes(config, catalog, host)
     _check_bind(config, listen, tokens, sources)
-    from runner.policy import load_policy
+    from runner.authority import LivePolicy
+    from runner.policy import ENV_VAR
 
     engine = Engine(host, store, catalog, settings, holder_kind="api")
-    engine.hint = CommandHint()
-    policy = load_policy(config.agent_policy)
+    chosen = config.agent_policy or os.environ.get(ENV_VAR) or None
+    policy = LivePolicy(chosen) if chosen else None
+    if policy is not None:
+        policy.current()  # a missing or broken policy file stops the server at start, not at the first agent request
+    engine.hint, engine.policy = CommandHint(), policy
     agent_engine = Engine(host, store, catalog, settings, holder_kind="api")  # the same store; runs checked by the policy
     agent_engine.hint, agent_engine.policy = CommandHint(), policy
     _forget_environment(resolver)

@@ -35,6 +35,7 @@ from runner.store.records import (
     RunRecord,
     RunState,
     StepPatch,
+    StepProgress,
     StepRecord,
     StepState,
 )
@@ -44,10 +45,22 @@ if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 2
+
+def _typed_progress(c: sqlite3.Connection) -> None:
+    """Version 2 → 3: rewrite each step row's loose ``data`` keys as its typed progress (same transaction)."""
+    rows = c.execute("SELECT run_id, step_id, data FROM steps WHERE data != '{}'").fetchall()
+    for run_id, step_id, data in rows:
+        typed = json.dumps(StepProgress.from_json(json.loads(data)).to_json(), separators=(",", ":"))
+        c.execute("UPDATE steps SET data=? WHERE run_id=? AND step_id=?", (typed, run_id, step_id))
+
+
+SCHEMA_VERSION = 3
 """2: events are numbered from the events table, not ``runs.last_seq`` (no longer written). A version-1 journal
 is upgraded in place (only an early one, whose snapshots are still in ``runs``, has anything to move), and a
-version-1 runbook refuses a version-2 journal instead of numbering events from a stale counter."""
+version-1 runbook refuses a version-2 journal instead of numbering events from a stale counter.
+3: a step row's ``data`` holds its typed :class:`~runner.store.progress.StepProgress`; the loose keys of a
+version-2 journal are rewritten in place when it is opened (so a version-2 runbook, which would read a gate or a
+wait it no longer recognises as none, refuses the journal rather than run a gated step)."""
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS runs (
@@ -262,6 +275,8 @@ class SQLiteStore(Store):
             columns = {row[1] for row in c.execute("PRAGMA table_info(runs)")}
             if "spec" in columns:  # a journal from before the snapshot moved to run_specs (also "version 1")
                 c.execute("INSERT OR IGNORE INTO run_specs (run_id, step_hashes, spec) SELECT id, step_hashes, spec FROM runs")
+            if version and version < 3:
+                _typed_progress(c)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         if self.path != ":memory:":
             os.chmod(self.path, 0o600)
@@ -292,8 +307,9 @@ class SQLiteStore(Store):
         # Positional (rows of _STEP_COLUMNS) and without a dict per row: a run's steps are read whole, at
         # every start and for every view, so this runs once per step of the runbook each time.
         run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data = row
+        progress = StepProgress() if data == "{}" else StepProgress.from_json(json.loads(data))
         return StepRecord(run_id, step_id, idx, StepState(state), attempts, None if output is None else json.loads(output),
-                          reason, started_at, finished_at, not_before, {} if data == "{}" else json.loads(data))  # fmt: skip
+                          reason, started_at, finished_at, not_before, progress)  # fmt: skip
 
     @staticmethod
     def _event(row: sqlite3.Row) -> Event:
@@ -528,7 +544,7 @@ class SQLiteStore(Store):
                 raise RunNotFound(run_id)
             if column is not None:
                 c.execute(f"UPDATE runs SET {column}, updated_at=? WHERE id=?", (now, run_id))
-            if kind in ("approve", "deny", "cancel", "wake"):
+            if kind in ("approve", "deny", "cancel", "wake", "decide", "retry"):
                 c.execute("UPDATE runs SET wake_at=? WHERE id=? AND state='waiting'", (now, run_id))
             payload = {"reason": reason, **(data or {})}
             step_id = payload.pop("step_id", None)

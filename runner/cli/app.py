@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from runner.catalog import Catalog
     from runner.engine import Engine
     from runner.plugin import PluginHost
+    from runner.session import Session
     from runner.settings import Settings
     from runner.store.base import Store
 
@@ -21,7 +22,7 @@ __all__ = ["AppState", "build_cli", "json_option", "pass_state", "settle_startup
 
 
 class AppState:
-    """What every command may need; each piece is built on first use."""
+    """What every command may need, through one :class:`~runner.session.Session`; each piece is built on first use."""
 
     def __init__(self, host: PluginHost, *, paths: tuple[str, ...], store: str | None, inventory: str | None,
                  known_hosts: str | None, debug: bool, json_output: bool) -> None:  # fmt: skip
@@ -37,24 +38,37 @@ class AppState:
         return Settings(paths=self._paths, **self._options)  # type: ignore[arg-type]
 
     @cached_property
+    def session(self) -> Session:
+        """The wiring of this command: a person at the CLI unless the command says otherwise (``as_agent``)."""
+        from runner.session import Session
+
+        return Session(self.settings, host=self.host, cli_options=self.cli_prefix())
+
+    def as_agent(self, policy_file: str | None, actor: str | None = None) -> None:
+        """Act as an agent under the agent policy (``--policy`` or ``RUNBOOK_AGENT_POLICY``, read again if it changes)."""
+        import os
+
+        from runner.authority import LivePolicy, Principal
+        from runner.policy import ENV_VAR
+
+        self.session.principal = Principal.agent(actor or self.settings.actor)
+        chosen = policy_file or os.environ.get(ENV_VAR) or None
+        self.session.policy = LivePolicy(chosen) if chosen else None
+
+    @property
     def catalog(self) -> Catalog:
         """The runbooks on the search path."""
-        from runner.catalog import Catalog, search_path
+        return self.session.catalog
 
-        dirs = search_path(self.settings.paths, self.host.runbook_sources.directories())
-        return Catalog.load(self.host.step_types, dirs)
-
-    @cached_property
+    @property
     def store(self) -> Store:
         """The journal store (opened, and created if new)."""
-        return self.host.stores.open(self.settings.resolved_store_url())
+        return self.session.store
 
     @cached_property
     def engine(self) -> Engine:
         """The engine over the store and catalog."""
-        from runner.engine import Engine
-
-        return Engine(self.host, self.store, self.catalog, self.settings)
+        return self.session.engine()
 
     def cli_prefix(self) -> list[str]:
         """Global options to repeat in a ``next.command`` so it runs against the same runbooks and store.
@@ -99,7 +113,7 @@ class _Group(click.Group):
 
 def build_cli() -> click.Group:
     """The root group with the core's commands and every plugin's."""
-    from runner.cli import catalog_cmds, run_cmds
+    from runner.cli import catalog_cmds, control_cmds, inspect_cmds, run_cmds
     from runner.plugin import PluginHost
 
     host = PluginHost()
@@ -126,7 +140,7 @@ def build_cli() -> click.Group:
         ctx.obj = AppState(host, paths=paths, store=store, inventory=inventory, known_hosts=known_hosts,
                            debug=debug, json_output=json_output)  # fmt: skip
 
-    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS):
+    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS, *control_cmds.COMMANDS, *inspect_cmds.COMMANDS):
         cli.add_command(command)
     host.add_commands(cli)
     return cli

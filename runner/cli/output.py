@@ -57,19 +57,15 @@ def emit_json(document: Any) -> None:
 
 
 def error_document(exc: BaseException) -> dict[str, Any]:
-    """The JSON shape of an error: ``{"error": {type, message, hint, exit_code, problems?}}``."""
-    from runner.errors import RunbookError, ValidationError
+    """The JSON shape of an error (see :func:`runner.views.error_document`); a click usage error is exit 2."""
+    from runner.errors import RunbookError
+    from runner.views import error_document as document
 
-    code = exc.exit_code if isinstance(exc, RunbookError) else (2 if _is_click_usage(exc) else 1)
-    body: dict[str, Any] = {
-        "type": type(exc).__name__,
-        "message": getattr(exc, "message", None) or _click_message(exc) or str(exc),
-        "hint": getattr(exc, "hint", None),
-        "exit_code": int(code),
-    }
-    if isinstance(exc, ValidationError):
-        body["problems"] = [p.as_dict() for p in exc.problems]
-    return {"error": body}
+    doc = document(exc, nxt=getattr(exc, "next", None))
+    if not isinstance(exc, RunbookError) and _is_click_usage(exc):
+        doc["error"]["exit_code"] = 2
+        doc["error"]["message"] = _click_message(exc) or str(exc)
+    return doc
 
 
 def _is_click_usage(exc: BaseException) -> bool:

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from runner.engine.planner import PlanView
-    from runner.engine.views import RunView
     from runner.store.records import Event, RunRecord
+    from runner.views import RunView
 
 __all__ = ["Progress", "print_plan", "print_run"]
 
@@ -97,33 +97,80 @@ class Progress:
 
 
 def print_run(console: Console, view: RunView, *, notices: list[str] | None = None, steps: bool = False) -> None:
-    """Summary of a run: state, reason, optionally every step, and what to do next."""
+    """Summary of a run: state, reason, optionally every step, a failed step's output tail, and what to do next."""
     for notice in notices or []:
-        console.print(f"[yellow]note:[/] {notice}")
-    if steps:
-        for s in view.steps:
+        console.print(f"[yellow]note:[/] {notice}", highlight=False)
+    for s in view.steps:
+        if steps:
             extra = f" [dim]— {s.reason}[/]" if s.reason else ""
             tries = f" [dim](attempts {s.attempts})[/]" if s.attempts > 1 else ""
-            console.print(f"{_mark(str(s.state))} [bold]{s.id}[/] {s.state}{tries}{extra}")
+            console.print(f"{_mark(str(s.state))} [bold]{s.id}[/] {s.state}{tries}{extra}", highlight=False)
             for name, t in (s.targets or {}).items():
-                console.print(f"    {_mark(t.get('state', ''))} {name} {t.get('state')} [dim]{t.get('reason', '')}[/]")
+                console.print(f"    {_mark(t.get('state', ''))} {name} {t.get('state')} [dim]{t.get('reason', '')}[/]", highlight=False)
+        if str(s.state) in ("failed", "blocked"):
+            _print_tail(console, s.id, s.output, s.exit_code)
+            for name, t in (s.targets or {}).items():
+                if t.get("state") in ("failed", "blocked"):
+                    _print_tail(console, f"{s.id}@{name}", t.get("output"), None)
     color = _RUN_COLOR.get(str(view.state), "white")
-    console.print(f"run [bold]{view.run_id}[/] ({view.runbook}): [{color}]{view.state}[/]" + (f" — {view.reason}" if view.reason else ""))
-    nxt = view.next
-    if nxt.action == "none":
+    console.print(f"run [bold]{view.run_id}[/] ({view.runbook}): [{color}]{view.state}[/]" + (f" — {view.reason}" if view.reason else ""),
+                  highlight=False)  # fmt: skip
+    _print_next(console, view)
+
+
+def _print_tail(console: Console, where: str, output: Any, exit_code: int | None) -> None:
+    """The last lines a failed step wrote (stderr, then stdout) and its exit code."""
+    if not isinstance(output, dict):
         return
-    if str(view.state) == "running" and nxt.action == "resume":
-        console.print(f"[yellow]{nxt.reason}[/]", highlight=False)  # its executor is gone
-    if nxt.human_command:
-        lead = "fix the cause, then" if nxt.action == "fix_and_retry" else "next"
-        console.print(f"{lead}: {nxt.human_command}", highlight=False)
-        if nxt.action == "await_approval" and " approve " in nxt.human_command:
-            console.print(f"  or refuse: {nxt.human_command.replace(' approve ', ' deny ', 1)}", highlight=False)
-    if nxt.command and nxt.action != "fix_and_retry":
-        when = f" (not before {nxt.not_before})" if nxt.not_before else ""
-        console.print(f"{'then' if nxt.human_command else 'next'}: {nxt.command}{when}", highlight=False)
-    for option in nxt.options:
-        console.print(f"  {option['action']}: {option['command']}  [dim]({option.get('meaning', '')})[/]", highlight=False)
+    code = exit_code if exit_code is not None else output.get("exit_code")
+    for stream in ("stderr", "stdout"):
+        text = output.get(stream)
+        if isinstance(text, str) and text.strip():
+            lines = text.rstrip("\n").splitlines()[-10:]
+            console.print(f"  [dim]{where} {stream} (last {len(lines)} line(s){f', exit code {code}' if code is not None else ''}):[/]",
+                          highlight=False)  # fmt: skip
+            for line in lines:
+                console.out(f"  | {line}", highlight=False)
+    if output.get("truncated"):
+        console.print("  [dim]more in `runbook logs` (the view shows the tail)[/]", highlight=False)
+
+
+def _print_next(console: Console, view: RunView) -> None:
+    nxt = view.next
+    action = nxt.action
+    if action == "none":
+        return
+    when = f" (not before {nxt.not_before})" if nxt.not_before else ""
+    if action == "await_approval":
+        approve = next((o["command"] for o in nxt.options if o.get("action") == "approve"), nxt.human_command)
+        deny = next((o["command"] for o in nxt.options if o.get("action") == "deny"), None)
+        console.print(f"next: {approve}", highlight=False)
+        if deny:
+            console.print(f"  or refuse: {deny}", highlight=False)
+        console.print(f"then: {nxt.command}{when}", highlight=False)
+    elif action == "fix_and_retry":
+        console.print(f"fix the cause, then: {nxt.human_command}", highlight=False)
+        console.print(f"then: {nxt.then}", highlight=False)
+        for option in nxt.options:
+            console.print(f"  or retry and resume at once: {option['command']}", highlight=False)
+    elif action == "decide":
+        console.print(f"[yellow]{nxt.reason}[/]", highlight=False)
+        for option in nxt.options:
+            console.print(
+                f"decide: {option.get('human_command') or option['command']}  [dim]({option.get('meaning', '')})[/]", highlight=False
+            )
+        console.print(f"then: {nxt.then}", highlight=False)
+    elif action in ("wait_elsewhere", "conflict"):
+        console.print(f"[yellow]{nxt.reason}[/]", highlight=False)
+        console.print(f"check: {nxt.command}{when}", highlight=False)
+    elif action == "handoff":
+        console.print(f"[yellow]{nxt.reason}[/]", highlight=False)
+        console.print(f"next (a caller with that budget): {nxt.command}", highlight=False)
+        console.print(f"  or a person: {nxt.human_command}", highlight=False)
+    else:
+        if str(view.state) == "running":
+            console.print(f"[yellow]{nxt.reason}[/]", highlight=False)
+        console.print(f"next: {nxt.command}{when}", highlight=False)
 
 
 def print_plan(console: Console, view: PlanView) -> None:

@@ -1,41 +1,39 @@
-"""The engine: start, resume, pause, cancel, approve and inspect runs. One API for CLI, server, MCP and Python."""
+"""The engine: start, resume, pause, cancel, approve, decide and inspect runs. One API for CLI, server, MCP and Python.
+
+Every public method takes the acting :class:`~runner.authority.Principal` (default: the engine's own) and asks
+:func:`runner.authority.decide` first, so the same rules hold whichever surface asked.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from runner.engine.execution import STOPPED_BY_CANCEL, DriveOptions, Execution, close_steps
+from runner.authority import Action, LivePolicy, Principal, decide, enforce
+from runner.cursor import CommandHint
+from runner.engine import requests
+from runner.engine.execution import DriveOptions, Execution
 from runner.engine.holder import current_holder, is_alive
+from runner.engine.inspect import view_of
 from runner.engine.runtime import new_run_id
-from runner.engine.views import CommandHint, RunView, build_view
-from runner.errors import InvalidState, ParamsError, PolicyDenied, RunNotFound, UsageError, ValidationError
+from runner.errors import LeaseHeld, LockHeld, ParamsError, RunNotFound, UsageError, ValidationError
 from runner.params import validate_params
-from runner.store.records import (
-    ACTIVE_STATES,
-    IN_FLIGHT_STEP_STATES,
-    TERMINAL_STATES,
-    NewEvent,
-    NewRun,
-    RunRecord,
-    RunState,
-    StepPatch,
-    StepState,
-)
+from runner.store.progress import RunOptions
+from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewRun, RunRecord, RunState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.catalog import Catalog, LoadedRunbook
-    from runner.context import Context
     from runner.plugin import PluginHost
+    from runner.policy import Policy
     from runner.settings import Settings
     from runner.store.base import Store
     from runner.store.records import Event
+    from runner.views import RunView
 
-__all__ = ["AgentPolicy", "Engine"]
+__all__ = ["Engine"]
 
 _MISSING = object()
 
@@ -43,16 +41,6 @@ _AGENT_START_LOCK = threading.Lock()
 """Serialises counting active agent runs and creating one, for every engine of this process (a server has
 several), so ``max_concurrent_runs`` holds under concurrent starts. Separate processes sharing one store can
 still race by the time between the count and the insert."""
-
-
-class AgentPolicy(Protocol):
-    """What the engine asks an agent policy (see :mod:`runner.policy`). Enforced for every agent-started run."""
-
-    def check_start(self, runbook: str, params: dict[str, Any], *, active_runs: int) -> None:
-        """Raise :class:`~runner.errors.PolicyDenied` if an agent may not start this run."""
-
-    def approval_steps(self, runbook: str) -> list[str]:
-        """Ids of steps that need a human approval before they act in an agent-started run."""
 
 
 class Engine:
@@ -70,12 +58,14 @@ class Engine:
         self.notices: list[str] = []
         self.extra_secrets: list[str] = []
         """Values every run of this engine masks besides its own secrets (e.g. the server's API tokens)."""
-        self.policy: AgentPolicy | None = None
-        """Agent policy applied to runs started with ``agent=True``."""
+        self.policy: Policy | LivePolicy | None = None
+        """The agent policy for agent principals (a :class:`LivePolicy` is read again whenever its file changes)."""
+        self.principal = Principal.person(settings.actor)
+        """Who acts when a call names nobody."""
         self.observers: list[Callable[[Event, RunRecord], None]] = []
         """In-process observers of committed events (the CLI's live view); plugins use ``runbook_on_event``."""
 
-    # ------------------------------------------------------------------ looking up
+    # ------------------------------------------------------------------ looking up and authority
 
     def resolve_id(self, run_id: str) -> str:
         """Full run id for ``run_id`` or an unambiguous prefix of it (at least 6 characters)."""
@@ -109,73 +99,53 @@ class Engine:
             self.notices.append(f"runbook '{run.runbook}' is no longer in the catalog; running the snapshot stored with run {run.id}")
             return LoadedRunbook.of(spec, f"{run.file} (snapshot stored with the run)", self.host.step_types)
 
+    def current_policy(self) -> Policy | None:
+        """The agent policy as it is now (a live policy file is read again when it changed)."""
+        return self.policy.current() if isinstance(self.policy, LivePolicy) else self.policy
+
+    def authorize(self, principal: Principal | None, action: Action, run: RunRecord) -> Principal:
+        """Raise unless ``principal`` (default: the engine's) may do ``action`` on ``run``; returns the principal."""
+        who = principal or self.principal
+        enforce(decide(who, action, runbook=run.runbook, run=run, policy=self.current_policy() if who.is_agent else None))
+        return who
+
     def view(self, run_id: str) -> RunView:
-        """The run's current view, with ``next`` spelled for this engine's caller."""
-        run = self.store.get_run(run_id)
-        gone = run.state == RunState.RUNNING and self._holder_gone(run)
-        return build_view(run, self.store.get_steps(run_id), self._hint_for(run), holder_gone=gone)
+        """The run's current view, with ``next`` spelled for this engine's caller (no authority check: internal)."""
+        return view_of(self, run_id)
 
-    def _hint_for(self, run: RunRecord) -> CommandHint:
-        """``self.hint``, with its budget raised to one that fits the step a paused run stopped before.
-
-        Without that, following ``next.command`` of a run paused before a step its budget can never fit
-        would pause again at once, forever.
-        """
-        if run.state != RunState.PAUSED or self.hint.budget is None:
-            return self.hint
-        # The pause is the executor's last event; only outside requests (a few) can follow it.
-        paused = self.store.events(run.id, after=max(0, run.last_seq - 100), types=("run.paused",))
-        fits = paused[-1].data.get("budget_fits") if paused else None
-        return self.hint.at_least(float(fits)) if fits else self.hint
-
-    status = view
-
-    @staticmethod
-    def _holder_gone(run: RunRecord) -> bool:
-        """No live executor holds this run: none recorded, its process is gone, or its lease expired."""
-        if run.holder is None:
-            return True
-        if run.lease_expires_at is not None and run.lease_expires_at < time.time():
-            return True
-        return is_alive(run.holder) is False
+    def status(self, run_id: str, *, principal: Principal | None = None) -> RunView:
+        """The run's view for ``principal`` (who must be allowed to read it)."""
+        self.authorize(principal, Action.READ, self.store.get_run(run_id))
+        return self.view(run_id)
 
     # ------------------------------------------------------------------ starting
 
-    def start(
-        self,
-        name: str,
-        params: dict[str, Any],
-        *,
-        started_by: str | None = None,
-        idempotency_key: str | None = None,
-        trigger: dict[str, Any] | None = None,
-        parent: tuple[str, str] | None = None,
-        options: DriveOptions | None = None,
-        execute: bool = True,
-        agent: bool = False,
-        run_options: dict[str, Any] | None = None,
-    ) -> RunView:
+    def start(self, name: str, params: dict[str, Any], *, started_by: str | None = None, idempotency_key: str | None = None,
+              trigger: dict[str, Any] | None = None, parent: tuple[str, str] | None = None, options: DriveOptions | None = None,
+              execute: bool = True, agent: bool = False, run_options: dict[str, Any] | None = None,
+              principal: Principal | None = None) -> RunView:  # fmt: skip
         """Create a run of ``name`` (or return the run of a repeated ``idempotency_key``) and drive it.
 
         A repeated key that asks for another runbook or other params is a :class:`~runner.errors.UsageError`,
         unless ``trigger`` or ``parent`` is given: those callers (alert intake, HTTP API, sub-runbook steps)
         derive the key themselves and decide what a run of another request means for them.
 
-        ``agent=True`` marks the run as started by an agent: the agent policy (``self.policy``) is checked
-        first, and the steps it names get a human approval gate before they act. ``run_options`` are
-        stored with the run (e.g. ``{"gates": {step_id: approval_config}}`` from an alert route).
+        An agent principal (or ``agent=True``) starts under the agent policy: it is checked first, and the steps
+        it names get a human approval gate before they act. ``run_options`` are stored with the run.
         """
         rb = self.catalog.get(name)
         validated = validate_params(name, rb.params_model, params)
         stored = validated.model_dump(mode="json")
         _refuse_unknown_secret_schemes(name, rb.spec.params, stored, self.host.secret_providers.names())
         actor = started_by or self.settings.actor
-        if agent:
+        who = principal or (Principal.agent(actor) if agent else self.principal)
+        if who.is_agent:
             with _AGENT_START_LOCK:  # count and create together; the run is driven after the lock is released
-                run_options = {**(run_options or {}), **self._agent_options(name, stored)}
-                run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options)
+                opts = self._agent_options(who, name, stored, parent is not None, run_options or {})
+                run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, opts)
         else:
-            run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options or {})
+            opts = RunOptions.from_json({**(run_options or {}), "principal": who.as_json()}).to_json()
+            run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, opts)
         if not created and trigger is None and parent is None:
             _refuse_another_request(idempotency_key or "", run, name, stored)
         if not created or not execute:
@@ -185,7 +155,22 @@ class Engine:
     def _create(self, rb: LoadedRunbook, name: str, stored: dict[str, Any], actor: str, idempotency_key: str | None,
                 trigger: dict[str, Any] | None, parent: tuple[str, str] | None, execute: bool,
                 run_options: dict[str, Any]) -> tuple[RunRecord, bool]:  # fmt: skip
-        """Insert the run (leased to this engine when it will execute it at once)."""
+        """Insert the run (leased to this engine when it will execute it at once); a held lock says who holds it."""
+        try:
+            return self._insert(rb, name, stored, actor, idempotency_key, trigger, parent, execute, run_options)
+        except LockHeld as exc:
+            raise self.conflict(exc) from None
+
+    def conflict(self, exc: LockHeld) -> LockHeld:
+        """``exc`` with its ``next`` (``conflict``: the run that holds the lock, never a command on that run)."""
+        from runner.cursor import conflict_next
+
+        exc.next = conflict_next(exc.run_id, exc.key, exc.run_id, self.hint)  # type: ignore[attr-defined]
+        return exc
+
+    def _insert(self, rb: LoadedRunbook, name: str, stored: dict[str, Any], actor: str, idempotency_key: str | None,
+                trigger: dict[str, Any] | None, parent: tuple[str, str] | None, execute: bool,
+                run_options: dict[str, Any]) -> tuple[RunRecord, bool]:  # fmt: skip
         lock_key = None
         if rb.spec.lock:
             lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
@@ -200,179 +185,143 @@ class Engine:
         )  # fmt: skip
         return self.store.create_run(new)
 
-    def _agent_options(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Check the agent policy and return the run options it implies (durable approval gates)."""
-        if self.policy is None:
-            return {"agent": True}
-        active = [r for r in self.store.list_runs(states=list(ACTIVE_STATES), limit=10000) if r.options.get("agent")]
-        self.policy.check_start(name, params, active_runs=len(active))
+    def _agent_options(self, who: Principal, name: str, params: dict[str, Any], child: bool, base: dict[str, Any]) -> dict[str, Any]:
+        """Check the agent policy (a child run too, at any depth) and return the run options it implies (approval gates)."""
+        from runner.errors import PolicyDenied
+
+        options = RunOptions.from_json({**base, "agent": True, "principal": who.as_json()})
+        policy = self.current_policy()
+        if policy is None:
+            enforce(decide(who, Action.CHILD_START if child else Action.START, runbook=name, params=params))
+            return options.to_json()
+        active = 0 if child else sum(1 for r in self.store.list_runs(states=list(ACTIVE_STATES), limit=10000) if r.options.get("agent"))
+        action = Action.CHILD_START if child else Action.START
+        enforce(decide(who, action, runbook=name, policy=policy, params=params, active_runs=active))
         step_ids = [s.id for s in self.catalog.get(name).spec.steps]
-        unknown = [s for s in self.policy.approval_steps(name) if s not in step_ids]
+        unknown = [s for s in policy.approval_steps(name) if s not in step_ids]
         if unknown:  # fail closed: a typo must not leave the step it meant ungated
             raise PolicyDenied(f"the policy requires approval for step(s) {', '.join(unknown)} that runbook '{name}' does not have "
                                f"(its steps: {', '.join(step_ids)}); fix the policy")  # fmt: skip
-        gates = {
-            step_id: {"message": f"run started by an agent: approve step '{step_id}' of {name} before it acts?",
-                      "approvers": 1, "distinct_from_starter": True}
-            for step_id in self.policy.approval_steps(name)
-        }  # fmt: skip
-        return {"agent": True, "gates": gates}
+        for step_id in policy.approval_steps(name):
+            options.gates.setdefault(step_id, {"message": f"run started by an agent: approve step '{step_id}' of {name} before it acts?",
+                                               "approvers": 1, "distinct_from_starter": True})  # fmt: skip
+        return options.to_json()
 
     # ------------------------------------------------------------------ driving
 
-    def resume(self, run_id: str, options: DriveOptions) -> RunView:
+    def resume(self, run_id: str, options: DriveOptions, *, principal: Principal | None = None) -> RunView:
         """Continue a run from where it stopped (see DESIGN.md, "Durability")."""
+        from runner.engine.decisions import pending
+
         run = self.store.get_run(run_id)
+        action = Action.DECIDE if (options.retry_step or options.skip_step) else Action.RETRY if options.retry_failed else Action.RESUME
+        self.authorize(principal, action, run)
         if run.state in TERMINAL_STATES:
             # Idempotent for callers that retry: report the outcome instead of failing.
             self.notices.append(f"run {run.id} already {run.state}; nothing to resume")
             return self.view(run_id)
-        if run.state == RunState.FAILED and not (options.retry_failed or options.retry_step or options.skip_step):
-            raise UsageError(
-                f"run {run.id} failed: {run.reason}",
-                hint=f"fix the cause, then `runbook resume {run.id} --retry` (or --skip-step STEP)",
-            )
-        return self.drive(run.id, options)
+        decided = options.retry_failed or options.retry_step or options.skip_step
+        if run.state == RunState.FAILED and not decided and not pending(self.store, run.id):
+            raise UsageError(f"run {run.id} failed: {run.reason}",
+                             hint=f"fix the cause, then record a retry with `runbook retry {run.id}` and resume")  # fmt: skip
+        try:
+            return self.drive(run.id, options)
+        except LeaseHeld as exc:  # not an error for a driver: the view says wait_elsewhere (who, until when)
+            self.notices.append(str(exc))
+            return self.view(run.id)
 
     def drive(self, run_id: str, options: DriveOptions) -> RunView:
-        """Acquire the run's lease and execute it until it stops; returns the resulting view."""
-        run = self.store.get_run(run_id)
+        """Acquire the run's lease and execute it until it stops; returns the resulting view.
+
+        A run a detached executor holds is waited for (within ``options.deadline``) and then continued.
+        """
+        from runner.engine.detach import await_detached, held_by_detached
+
+        while True:
+            run = self.store.get_run(run_id)
+            if held_by_detached(run) and not await_detached(self, run_id, options.deadline):
+                return self.view(run_id)
+            run = self.store.get_run(run_id)
+            if run.state in TERMINAL_STATES:
+                return self.view(run_id)
+            exe = self._execute(run, options)
+            if exe.detached is None:
+                break
+            if not await_detached(self, run_id, options.deadline, exe.detached):
+                return self.view(run_id)
+            if exe.detached.poll() is not None and exe.detached.returncode != 0 and not _was_taken(self, run_id, exe):
+                options.detach = False  # it could not run: do the step here rather than start it again
+            if not _continue_after_detached(self, run_id):
+                break
+        return self.view(run_id)
+
+    def _execute(self, run: RunRecord, options: DriveOptions) -> Execution:
         rb = self.runbook_for(run)
-        lease = self.store.acquire(run_id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive)
-        run = self.store.get_run(run_id)
-        exe = Execution(self, run, rb, lease, options)
+        try:
+            lease = self.store.acquire(run.id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive,
+                                       take_lock=options.take_lock)  # fmt: skip
+        except LockHeld as exc:
+            raise self.conflict(exc) from None
+        exe = Execution(self, self.store.get_run(run.id), rb, lease, options)
         self._active.append(exe)
         try:
             exe.drive()
         finally:
             self._active.remove(exe)
-            self.notices.extend(options.notices)
-        return self.view(run_id)
+            self.notices.extend(n for n in options.notices if n not in self.notices)
+        return exe
 
     def interrupt(self) -> None:
         """Forward a SIGINT/SIGTERM to every execution in this process."""
         for exe in list(self._active):
             exe.interrupt()
 
-    # ------------------------------------------------------------------ requests
+    @property
+    def active(self) -> bool:
+        """True while this engine executes a run (a signal then stops the drive instead of the process)."""
+        return bool(self._active)
 
-    def pause(self, run_id: str, *, actor: str, reason: str = "") -> RunView:
+    # ------------------------------------------------------------------ requests from outside (runner.engine.requests)
+
+    def pause(self, run_id: str, *, actor: str, reason: str = "", principal: Principal | None = None) -> RunView:
         """Ask a run to stop at its next step boundary (at once if nothing is executing it)."""
-        run = self.store.get_run(run_id)
-        if run.state in TERMINAL_STATES or run.state == RunState.FAILED:
-            raise InvalidState(run.id, str(run.state), "pause it")
-        self.store.request(run_id, "pause", actor=actor, reason=reason or "pause requested")
-        if run.state in (RunState.QUEUED, RunState.WAITING, RunState.INTERRUPTED):
-            self._settle(run_id, RunState.PAUSED, f"paused by {actor}", actor)
-        return self.view(run_id)
+        return requests.pause(self, run_id, actor=actor, reason=reason, principal=principal)
 
-    def cancel(self, run_id: str, *, actor: str, reason: str = "") -> RunView:
-        """Stop a run for good: an executing step's process is stopped; an idle run is cancelled at once."""
-        run = self.store.get_run(run_id)
-        if run.state in TERMINAL_STATES:
-            raise InvalidState(run.id, str(run.state), "cancel it")
-        why = reason or f"cancelled by {actor}"
-        self.store.request(run_id, "cancel", actor=actor, reason=why)
-        self.cancel_children(run_id, why)  # a sub-runbook in flight stops now, not when its parent next looks
-        if run.state != RunState.RUNNING or self._holder_gone(run):
-            self._settle(run_id, RunState.CANCELLED, why, actor)
-        return self.view(run_id)
-
-    def _settle(self, run_id: str, state: RunState, reason: str, actor: str) -> None:
-        """Move an idle run to ``state`` under a short lease (no-op if an executor holds it)."""
-        from runner.errors import LeaseHeld
-
-        try:
-            lease = self.store.acquire(run_id, self.holder, self.lease_ttl, force=False, is_alive=is_alive, take_lock=False)
-        except LeaseHeld:
-            return  # an executor holds it: it sees the request at its next boundary
-        settleable = {RunState.QUEUED, RunState.WAITING, RunState.INTERRUPTED, RunState.RUNNING}
-        if state == RunState.CANCELLED:
-            settleable |= {RunState.PAUSED, RunState.FAILED}
-        if lease.previous_state not in settleable:  # finished (or paused) in the meantime: leave it as it is
-            self.store.release(lease)
-            return
-        try:
-            cols: dict[str, Any] = {"state": state, "reason": reason}
-            events: list[NewEvent] = []
-            patches: list[StepPatch] = []
-            if state == RunState.CANCELLED:
-                cols.update(finished_at=time.time(), cancel_requested=False)
-                steps = self.store.get_steps(run_id)
-                in_flight = {r.step_id for r in steps if r.state in IN_FLIGHT_STEP_STATES}
-                if lease.took_over:  # its executor died: what its steps in flight left running stops too
-                    from runner.leftovers import stop_as_event
-
-                    renewed = [time.monotonic()]
-
-                    def renew() -> None:  # no heartbeat here: keep the short lease while waiting for them
-                        if time.monotonic() - renewed[0] > lease.ttl / 3:
-                            self.store.renew(lease)
-                            renewed[0] = time.monotonic()
-
-                    if in_flight and (event := stop_as_event(run_id, in_flight, tick=renew)) is not None:
-                        events.append(event)
-                closed, patches = close_steps(steps, STOPPED_BY_CANCEL, StepState.FAILED, reason, time.time())
-                events += closed
-            else:
-                cols["pause_requested"] = False
-            events.append(NewEvent(f"run.{state}", actor=actor, data={"reason": reason}))
-            self.store.commit(lease, events=events, run=cols, steps=patches)
-        finally:
-            self.store.release(lease)
-        if state == RunState.CANCELLED:
-            self.cancel_children(run_id, reason)
+    def cancel(self, run_id: str, *, actor: str, reason: str = "", rollback: bool = False, principal: Principal | None = None) -> RunView:
+        """Stop a run for good (``rollback``: undo its completed steps first); see :func:`runner.engine.requests.cancel`."""
+        return requests.cancel(self, run_id, actor=actor, reason=reason, rollback=rollback, principal=principal)
 
     def cancel_children(self, run_id: str, reason: str) -> None:
         """Cancel the sub-runbook runs of ``run_id`` that are still active."""
-        for child in self.store.list_runs(parent=run_id, limit=1000):
-            if child.state not in TERMINAL_STATES and child.state != RunState.FAILED:
-                self.cancel(child.id, actor="parent run", reason=f"parent run {run_id} cancelled: {reason}")
+        requests.cancel_children(self, run_id, reason)
 
-    def decide(self, run_id: str, *, actor: str, approve: bool, comment: str = "", step_id: str | None = None) -> RunView:
-        """Record an approval or a denial for the run's waiting approval step."""
-        from runner.engine.approvals import check_decision, refuse_late
+    def decide(self, run_id: str, *, actor: str, approve: bool, comment: str = "", step_id: str | None = None,
+               principal: Principal | None = None) -> RunView:  # fmt: skip
+        """Record an approval or a denial for the approval the run waits on (a sub-runbook's included)."""
+        return requests.approve_or_deny(self, run_id, actor=actor, approve=approve, comment=comment, step_id=step_id, principal=principal)
 
-        run = self.store.get_run(run_id)
-        steps = self.store.get_steps(run_id)
-        decision = check_decision(self, run, steps, actor=actor, approve=approve, step_id=step_id)
-        target_run, step = decision.run_id, decision.step_id
-        kind = "approve" if approve else "deny"
-        event = self.store.request(target_run, kind, actor=actor, reason=comment or f"{kind}d", data={"step_id": step, "comment": comment})
-        refuse_late(decision, event.ts, kind, recorded=True)
-        parent = self.store.get_run(target_run).parent_run_id
-        while parent is not None:  # sub-runbook runs are driven by their parent: wake the whole chain for workers
-            self.store.request(parent, "wake", actor=actor, reason=f"{kind}d in sub-runbook run {target_run}")
-            parent = self.store.get_run(parent).parent_run_id
-        return self.view(run_id)
+    def decide_step(self, run_id: str, step_id: str, choice: str, *, actor: str, principal: Principal | None = None) -> RunView:
+        """Record a decision (``retry`` or ``skip``) on a step whose outcome is unknown; the next drive applies it."""
+        return requests.decide_step(self, run_id, step_id, choice, actor=actor, principal=principal)
 
-    # ------------------------------------------------------------------ sub-runbooks
+    def retry(self, run_id: str, *, actor: str, principal: Principal | None = None) -> RunView:
+        """Record a retry of a failed run (its cause fixed); the next drive retries the failed steps."""
+        return requests.retry(self, run_id, actor=actor, principal=principal)
 
-    def child_run(self, exe: Execution, ctx: Context, runbook: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Start the sub-runbook of ``ctx``'s step once (idempotently) and drive it within the parent's limits."""
-        child_id = ctx.state.get("child_run_id")
-        if child_id is None:
-            view = self.start(runbook, params, started_by=exe.run.started_by, trigger=exe.run.trigger,
-                              idempotency_key=f"child:{exe.run.id}:{ctx.step_id}", parent=(exe.run.id, ctx.step_id), execute=False)  # fmt: skip
-            child_id = ctx.state["child_run_id"] = view.run_id
-            ctx.state["child_attempt"] = ctx.attempt
-            exe.persist_state(ctx)
-        child = self.store.get_run(child_id)
-        retry = child.state == RunState.FAILED and ctx.attempt > int(ctx.state.get("child_attempt", 0))
-        if retry:
-            ctx.state["child_attempt"] = ctx.attempt
-        if child.state in TERMINAL_STATES or (child.state == RunState.FAILED and not retry):
-            return self.view(child_id).model_dump(mode="json")
-        if child.state == RunState.WAITING and child.wake_at is None and not self._has_decisions(child):
-            return self.view(child_id).model_dump(mode="json")
-        in_process = exe.opts.wait_in_process and exe.opts.max_steps is None  # `step`/--max-steps never sleep in a child
-        opts = DriveOptions(deadline=exe.opts.deadline, retry_failed=retry, actor=exe.opts.actor, wait_in_process=in_process)
-        return self.drive(child_id, opts).model_dump(mode="json")
 
-    def _has_decisions(self, run: RunRecord) -> bool:
-        waiting = [s for s in self.store.get_steps(run.id) if s.state == StepState.WAITING]
-        return any(self.store.events(run.id, after=int(s.data.get("state", {}).get("since_seq", 0)), types=("request.approve", "request.deny"))
-                   for s in waiting)  # fmt: skip
+def _was_taken(engine: Engine, run_id: str, exe: Execution) -> bool:
+    """Whether the detached executor ``exe`` started ever drove the run (its start is in the journal)."""
+    events = engine.store.events(run_id, after=max(0, engine.store.get_run(run_id).last_seq - 50), types=("run.resumed",))
+    return any((e.data.get("executor") or "").startswith("detached") for e in events)
+
+
+def _continue_after_detached(engine: Engine, run_id: str) -> bool:
+    """True when the detached executor stopped the run only because its one step is done: this drive goes on."""
+    run = engine.store.get_run(run_id)
+    if run.state != RunState.PAUSED:
+        return run.state == RunState.RUNNING and run.holder is None
+    paused = engine.store.events(run_id, after=max(0, run.last_seq - 20), types=("run.paused",))
+    return bool(paused) and paused[-1].data.get("cause") == "detached"
 
 
 def _refuse_another_request(key: str, run: RunRecord, runbook: str, params: dict[str, Any]) -> None:

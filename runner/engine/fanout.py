@@ -2,8 +2,9 @@
 
 Targets run ``max_concurrency`` at a time (rolling), or in waves with
 ``pause_between`` waves when that is set. Once more than ``max_failures``
-targets have failed, the remaining targets are not started. Each target's
-outcome is journaled; a resumed run re-runs only targets that did not succeed.
+targets have failed, the remaining targets are not started (``not_started``).
+Each target's outcome is journaled as a :class:`~runner.store.progress.TargetRecord`
+inside its step's progress; a resumed run re-runs only targets that did not succeed.
 """
 
 from __future__ import annotations
@@ -16,15 +17,34 @@ from typing import TYPE_CHECKING, Any
 from runner.engine.steprunner import StepRunner, Unit
 from runner.errors import RunControl, StepFailed
 from runner.model import Batch
-from runner.store.records import NewEvent, StepRecord, StepState
+from runner.store.progress import TargetRecord
+from runner.store.records import DONE_STEP_STATES, NewEvent, StepRecord, StepState
+from runner.store.transitions import StepEvent, step_after
 
 if TYPE_CHECKING:
     from runner.engine.execution import Execution
     from runner.model import Step
 
-__all__ = ["FanOut"]
+__all__ = ["FanOut", "target_record", "target_unit"]
 
-_OK = {str(StepState.SUCCEEDED), str(StepState.SATISFIED), str(StepState.SKIPPED)}
+_OK = {str(s) for s in DONE_STEP_STATES}
+
+
+def target_unit(step: Step, step_rec: StepRecord, name: str) -> Unit:
+    """A unit for target ``name`` of ``step``, its record built from the stored :class:`TargetRecord`."""
+    t = step_rec.progress.targets[name]
+    state = StepState.PENDING if t.state == StepState.NOT_STARTED else StepState(t.state)
+    rec = StepRecord(run_id=step_rec.run_id, step_id=step_rec.step_id, idx=step_rec.idx, state=state, attempts=t.attempts,
+                     output=t.output, reason=t.reason, started_at=t.started_at, finished_at=t.finished_at,
+                     not_before=t.not_before, progress=t.progress)  # fmt: skip
+    return Unit(step, rec, {"name": name})
+
+
+def target_record(rec: StepRecord) -> TargetRecord:
+    """The stored form of a target unit's record."""
+    return TargetRecord(state=str(rec.state), attempts=rec.attempts, output=rec.output, reason=rec.reason,
+                        started_at=rec.started_at, finished_at=rec.finished_at, not_before=rec.not_before,
+                        progress=rec.progress)  # fmt: skip
 
 
 class FanOut:
@@ -35,7 +55,6 @@ class FanOut:
 
     def run(self) -> StepState:
         """Run the targets that have not succeeded; returns the step's outcome."""
-        from runner.engine.execution import _target_rec
         from runner.inventory import load_inventory
 
         exe, step, rec = self.exe, self.step, self.rec
@@ -43,13 +62,15 @@ class FanOut:
         targets = load_inventory(exe.engine.settings.inventory).resolve(value)
         if not targets:
             raise StepFailed(f"step '{step.id}': targets {step.targets!r} resolved to no hosts")
-        stored = rec.data.setdefault("targets", {})
-        todo = [t for t in targets if stored.get(t["name"], {}).get("state") not in _OK]
+        stored = rec.progress.targets
+        todo = [t for t in targets if t["name"] not in stored or stored[t["name"]].state not in _OK]
         batch = step.batch or Batch()
         concurrency, max_failures = batch.resolve(len(targets))
-        rec.state, rec.started_at = StepState.RUNNING, rec.started_at or time.time()
+        if rec.state != StepState.RUNNING:
+            rec.state = step_after(rec.state, StepEvent.BEGIN)
+        rec.started_at = rec.started_at or time.time()
         for t in todo:
-            stored.setdefault(t["name"], {"state": "pending", "attempts": 0})
+            stored.setdefault(t["name"], TargetRecord())
         exe.save(Unit(step, rec), [NewEvent("step.started", step_id=step.id, data={
             "targets": [t["name"] for t in targets], "to_run": [t["name"] for t in todo],
             "max_concurrency": concurrency, "max_failures": max_failures})])  # fmt: skip
@@ -59,14 +80,15 @@ class FanOut:
         runner = StepRunner(exe)
 
         def one(target: dict[str, Any]) -> str:
-            unit = Unit(step, _target_rec(rec, stored[target["name"]]), target)
+            unit = target_unit(step, rec, target["name"])
+            unit.target = target
             return str(runner.run(unit))
 
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"fanout-{step.id}") as pool:
             running: dict[Future[str], dict[str, Any]] = {}
             while queue or running:
                 wave = batch.pause_between > 0
-                while queue and len(running) < concurrency and failures <= max_failures and not self._stopping():
+                while queue and len(running) < concurrency and failures <= max_failures and not exe.stopping():
                     target = queue.pop(0)
                     running[pool.submit(one, target)] = target
                     if wave and len(running) >= concurrency:
@@ -82,7 +104,8 @@ class FanOut:
                         raise
                     except Exception as exc:  # a target's crash fails that target only
                         state = str(StepState.FAILED)
-                        stored[target["name"]].update(state=state, reason=exe.redactor.text(f"{type(exc).__name__}: {exc}"))
+                        entry = stored[target["name"]]
+                        entry.state, entry.reason = state, exe.redactor.text(f"{type(exc).__name__}: {exc}")
                     with lock:
                         if state not in _OK and state != str(StepState.PENDING):
                             failures += 1
@@ -90,32 +113,22 @@ class FanOut:
                     exe.sleep(batch.pause_between, stoppable=False)
         return self._outcome(targets, failures, max_failures)
 
-    def _stopping(self) -> bool:
-        return bool(self.exe.stop or self.exe.flags.pause_requested or self.exe.flags.cancel_requested)
-
     def _outcome(self, targets: list[dict[str, Any]], failures: int, max_failures: int) -> StepState:
         exe, step, rec = self.exe, self.step, self.rec
-        stored = rec.data["targets"]
+        stored = rec.progress.targets
         by_state: dict[str, list[str]] = {}
         for t in targets:
             entry = stored[t["name"]]
-            if entry.get("state") == "pending" and failures > max_failures:
-                entry.update(state="not_started", reason=f"not started: more than {max_failures} target(s) failed")
-            by_state.setdefault(entry.get("state", "pending"), []).append(t["name"])
-        rec.output = {name: stored[name].get("output") for name in (t["name"] for t in targets)}
+            if entry.state == StepState.PENDING and failures > max_failures:
+                entry.state = str(step_after(entry.state, StepEvent.HOLD))
+                entry.reason = f"not started: more than {max_failures} target(s) failed"
+            by_state.setdefault(entry.state, []).append(t["name"])
+        rec.output = {t["name"]: stored[t["name"]].output for t in targets}
         bad = {k: v for k, v in by_state.items() if k not in _OK}
         summary = ", ".join(f"{len(v)} {k} ({', '.join(v)})" for k, v in sorted(by_state.items()))
-        if not bad:
-            state = StepState.SUCCEEDED
-        elif set(bad) <= {"pending"}:
-            state = StepState.PENDING  # stopped by a pause or interrupt between targets
-        elif set(bad) <= {"unknown", "pending"}:
-            state = StepState.UNKNOWN
-        elif set(bad) <= {"waiting", "pending"}:
-            state = StepState.WAITING
-        else:
-            state = StepState.FAILED
-        rec.state, rec.reason = state, f"targets: {summary}"
+        state, event = _step_outcome(set(bad))
+        rec.state = step_after(rec.state, event)
+        rec.reason = f"targets: {summary}"
         if state in (StepState.SUCCEEDED, StepState.FAILED):
             rec.finished_at = time.time()
         exe.save(
@@ -123,3 +136,16 @@ class FanOut:
             [NewEvent("step.finished", step_id=step.id, data={"state": str(state), "reason": rec.reason, "by_state": by_state})],
         )
         return state
+
+
+def _step_outcome(bad: set[str]) -> tuple[StepState, StepEvent]:
+    """A fan-out step's state from the states of its targets that are not done."""
+    if not bad:
+        return StepState.SUCCEEDED, StepEvent.SUCCEED
+    if bad <= {"pending"}:
+        return StepState.PENDING, StepEvent.RELEASE  # stopped by a pause or interrupt between targets
+    if bad <= {"unknown", "pending"}:
+        return StepState.UNKNOWN, StepEvent.LOSE
+    if bad <= {"waiting", "pending"}:
+        return StepState.WAITING, StepEvent.WAIT
+    return StepState.FAILED, StepEvent.FAIL

@@ -1,59 +1,84 @@
-"""``on_failure: rollback``: undo completed steps in reverse order, each journaled."""
+"""Rolling back: run the ``rollback`` actions of completed steps in reverse order, each journaled.
+
+Used when a step fails under ``on_failure: rollback`` and by ``runbook cancel --rollback``. Each
+rollback action's completion is recorded in its step's progress before the next one starts, so a
+resume after a crash goes on where the rollback stopped and never runs a finished rollback action
+again (an action cut short by the crash is run again, after what it left running was stopped).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from runner.engine.expect import evaluate
 from runner.engine.steprunner import Unit
 from runner.errors import RunControl, StepFailed, UsageError
 from runner.steptypes import ActionResult
-from runner.store.records import NewEvent, StepPatch, StepState
+from runner.store.progress import RollbackProgress
+from runner.store.records import NewEvent, StepState
+from runner.store.transitions import StepEvent, step_after
 
 if TYPE_CHECKING:
     from runner.engine.execution import Execution
     from runner.model import Step
 
-__all__ = ["rollback_steps"]
+__all__ = ["rollback_steps", "undoable"]
 
 
-def rollback_steps(exe: Execution, failed: Step) -> list[str]:
-    """Run the ``rollback`` action of every succeeded step before ``failed``, last first."""
+def undoable(exe: Execution, steps: Sequence[Step]) -> list[Step]:
+    """Of ``steps``, those that completed by acting (``succeeded``) and have a ``rollback`` action, last first."""
+    return [s for s in reversed(steps) if s.rollback is not None and exe.steps[s.id].state == StepState.SUCCEEDED]
+
+
+def rollback_steps(exe: Execution, steps: Sequence[Step]) -> tuple[list[str], list[str]]:
+    """Roll back the undoable ``steps`` (see :func:`undoable`), last first; returns (rolled back, failed) step ids."""
     done: list[str] = []
-    order = exe.spec.steps[: exe.spec.index(failed.id)]
-    for step in reversed(order):
-        rec = exe.steps[step.id]
-        if step.rollback is None or rec.state != StepState.SUCCEEDED:
+    failed: list[str] = []
+    for step in undoable(exe, steps):
+        (done if _rollback_one(exe, step) else failed).append(step.id)
+    return done, failed
+
+
+def _rollback_one(exe: Execution, step: Step) -> bool:
+    rec = exe.steps[step.id]
+    progress = rec.progress.rollback = rec.progress.rollback or RollbackProgress()
+    names = [n for n, t in rec.progress.targets.items() if t.state == StepState.SUCCEEDED]
+    ok, detail = True, "rolled back"
+    for name in names or [""]:
+        if name in progress.done:
             continue
-        targets: list[dict[str, Any] | None] = [
-            {"name": n} for n, t in (rec.data.get("targets") or {}).items() if t.get("state") == "succeeded"
-        ]
-        ok, detail = True, "rolled back"
-        for target in targets or [None]:
-            unit = Unit(step, rec, target)
-            exe.commit([unit.event("rollback.started", {"type": step.rollback.type})])
-            ctx = exe.make_ctx(unit, rec.attempts, step.timeout)
-            try:
-                result = exe.prober.invoke(step.rollback, exe.template_ctx(target), ctx, "rollback")
-                step_type = exe.host.step_types.get(step.rollback.type)
-                held, why = (
-                    evaluate(None, step_type.default_expect, result) if isinstance(result, ActionResult) else (False, "rollback waited")
-                )
-            except RunControl:
-                raise
-            except (StepFailed, UsageError) as exc:
-                held, why = False, exe.redactor.text(str(exc))
-            finally:
-                exe.forget_ctx(ctx)
-            exe.commit([unit.event("rollback.finished", {"holds": held, "detail": why})])
-            if not held:
-                ok, detail = False, f"rollback failed: {why}"
-        if ok:
-            rec.state = StepState.ROLLED_BACK
-            done.append(step.id)
-        rec.reason, rec.finished_at = detail, time.time()
-        exe.commit(
-            [NewEvent("step.finished", step_id=step.id, data={"state": str(rec.state), "reason": detail})], steps=[StepPatch.of(rec)]
-        )
-    return done
+        unit = Unit(step, rec, {"name": name} if name else None)
+        exe.journal.commit([unit.event("rollback.started", {"type": step.rollback.type if step.rollback else ""})])
+        held, why = _invoke(exe, unit)
+        if held:
+            progress.done.append(name)
+            if name:
+                target = rec.progress.targets[name]
+                target.state = str(step_after(target.state, StepEvent.ROLL_BACK))
+        exe.journal.commit([unit.event("rollback.finished", {"holds": held, "detail": why})], steps=[rec])
+        if not held:
+            ok, detail = False, f"rollback failed: {why}"
+    if ok:
+        rec.state = step_after(rec.state, StepEvent.ROLL_BACK)
+    rec.reason, rec.finished_at = detail, time.time()
+    exe.journal.commit([NewEvent("step.finished", step_id=step.id, data={"state": str(rec.state), "reason": detail})], steps=[rec])
+    return ok
+
+
+def _invoke(exe: Execution, unit: Unit) -> tuple[bool, str]:
+    step = unit.step
+    assert step.rollback is not None
+    ctx = exe.make_ctx(unit, unit.rec.attempts, step.timeout)
+    try:
+        result = exe.prober.invoke(step.rollback, exe.template_ctx(unit.target), ctx, "rollback")
+        if not isinstance(result, ActionResult):
+            return False, "a rollback action cannot wait"
+        return evaluate(None, exe.host.step_types.get(step.rollback.type).default_expect, result)
+    except RunControl:
+        raise
+    except (StepFailed, UsageError) as exc:
+        return False, exe.redactor.text(str(exc))
+    finally:
+        exe.forget_ctx(ctx)

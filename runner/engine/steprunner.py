@@ -1,10 +1,12 @@
 """Running one unit of work: a step, or one target of a fan-out step.
 
 Order: ``precondition`` (fails: ``blocked``) → ``check`` (all hold: ``satisfied``)
-→ action with ``timeout`` and ``retry`` → ``verify`` (polled ``every`` until
-``within``). Each transition is committed before the next begins: the start of
-an attempt is durable before the action runs, the action's success before the
-verification polls, so a crash anywhere is recovered without a silent re-run.
+→ an agent-policy approval gate, if the run has one for the step → action with
+``timeout`` and ``retry`` → ``verify`` (polled ``every`` until ``within``). Each
+transition is committed before the next begins: the start of an attempt is durable
+before the action runs, the action's success before the verification polls, so a
+crash anywhere is recovered without a silent re-run. Every state change goes through
+:mod:`runner.store.transitions`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from runner.engine.expect import evaluate
 from runner.engine.probes import evidence_of
 from runner.errors import RunControl, StepFailed, UsageError
 from runner.steptypes import ActionResult, Wait
+from runner.store.progress import Gate, GateStatus, Phase, WaitKind
 from runner.store.records import NewEvent, StepRecord, StepState
+from runner.store.transitions import StepEvent, step_after
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -29,10 +33,18 @@ __all__ = ["StepRunner", "Unit"]
 
 log = logging.getLogger("runbook.engine")
 
+_OUTCOME_EVENT = {
+    StepState.SUCCEEDED: StepEvent.SUCCEED,
+    StepState.FAILED: StepEvent.FAIL,
+    StepState.SATISFIED: StepEvent.SATISFY,
+    StepState.SKIPPED: StepEvent.SKIP,
+    StepState.BLOCKED: StepEvent.BLOCK,
+}
+
 
 @dataclass
 class Unit:
-    """A step, or one target of a step; ``rec`` holds its state (a target's is stored inside the step's data)."""
+    """A step, or one target of a step; ``rec`` holds its state (a target's is stored inside the step's progress)."""
 
     step: Step
     rec: StepRecord
@@ -50,9 +62,13 @@ class Unit:
             payload["target"] = self.target["name"]
         return NewEvent(kind, step_id=self.step.id, attempt=attempt, data=payload)
 
+    def move(self, event: StepEvent) -> None:
+        """Apply ``event`` to the unit's state through the transition table."""
+        self.rec.state = step_after(self.rec.state, event)
+
 
 class StepRunner:
-    """Drives units through probes, action, retries, waits and verification."""
+    """Drives units through probes, gate, action, retries, waits and verification."""
 
     def __init__(self, exe: Execution) -> None:
         self.exe = exe
@@ -66,15 +82,16 @@ class StepRunner:
         except RunControl:
             raise
         except (StepFailed, UsageError) as exc:  # template, secret and config errors fail the step, clearly
-            return self._finish(unit, [], StepState.FAILED, self.exe.redactor.text(str(exc)))
+            return self.finish(unit, [], StepState.FAILED, self.exe.redactor.text(str(exc)))
 
     def _run(self, unit: Unit) -> StepState:
         rec, step = unit.rec, unit.step
-        if rec.state == StepState.WAITING and rec.data.get("gate") == "pending":
+        progress = rec.progress
+        if rec.state == StepState.WAITING and progress.gate_pending:
             return self._gated(unit, [])
         if rec.state == StepState.WAITING:
             return self._act(unit, [], repoll=True)
-        if rec.data.get("phase") == "verifying":
+        if progress.phase == Phase.VERIFYING:
             return self._verify(unit, [], rec.output)
         events: list[NewEvent] = []
         tctx = self.exe.template_ctx(unit.target)
@@ -82,41 +99,47 @@ class StepRunner:
             held, evidence = self.exe.prober.evaluate(step.precondition, tctx, lambda: self.exe.probe_ctx(unit), "precondition")
             events += [unit.event("probe", ev) for ev in evidence]
             if not held:
-                return self._finish(unit, events, StepState.BLOCKED, f"precondition did not hold: {evidence[-1]['detail']}")
+                return self.finish(unit, events, StepState.BLOCKED, f"precondition did not hold: {evidence[-1]['detail']}")
         if step.check:
             held, evidence = self.exe.prober.evaluate(step.check, tctx, lambda: self.exe.probe_ctx(unit), "check")
             events += [unit.event("probe", ev) for ev in evidence]
             if held:
-                return self._finish(unit, events, StepState.SATISFIED, "check held: " + "; ".join(e["check"] for e in evidence))
+                return self.finish(unit, events, StepState.SATISFIED, "check held: " + "; ".join(e["check"] for e in evidence))
         return self._gated(unit, events)
 
     # ------------------------------------------------------------------ agent approval gate
 
     def _gated(self, unit: Unit, events: list[NewEvent]) -> StepState:
-        """Before acting, a step the agent policy gates waits for a human approval (once per step)."""
-        gate = self.exe.gate_for(unit.step.id)
+        """Before acting, a step the agent policy gates waits for a human approval (once per step).
+
+        The gate is an ``approval`` action like any other: it runs through ``runbook_execute_action``."""
+        config = self.exe.gate_for(unit.step.id)
         rec = unit.rec
-        if gate is None or rec.data.get("gate") == "approved":
+        gate = rec.progress.gate
+        if config is None or (gate is not None and gate.status == GateStatus.APPROVED):
             return self._act(unit, events)
+        if gate is None:
+            gate = rec.progress.gate = Gate()
         approval = self.exe.host.step_types.get("approval")
         ctx = self.exe.make_ctx(unit, rec.attempts, None)
-        ctx.state = rec.data.setdefault("gate_state", {})
+        ctx.state = gate.state
         try:
-            result = approval.execute(approval.Config.model_validate(gate), ctx)
+            result = self.exe.host.execute_action(approval, approval.Config.model_validate(config), ctx)
         finally:
             self.exe.forget_ctx(ctx)
         if isinstance(result, Wait):
-            first = rec.data.get("gate") != "pending"
-            rec.data["gate"] = "pending"
-            rec.state, rec.reason, rec.data["wait_kind"] = StepState.WAITING, result.reason, "approval"
+            first = rec.state != StepState.WAITING
+            unit.move(StepEvent.WAIT)
+            rec.reason, rec.progress.waiting = result.reason, WaitKind.APPROVAL
             rec.not_before = result.not_before  # an approval that expires soon is looked at again then
             if first:
                 events.append(unit.event("step.waiting", {"kind": "approval", "reason": result.reason, "gate": "agent policy"}))
             self.exe.save(unit, events)
             return StepState.WAITING
-        rec.data["gate"] = "approved"
-        rec.data.pop("wait_kind", None)
-        rec.state = StepState.PENDING
+        gate.status = GateStatus.APPROVED
+        rec.progress.waiting = None
+        if rec.state == StepState.WAITING:
+            unit.move(StepEvent.RELEASE)
         events.append(unit.event("step.gate_approved", {"detail": result.detail}))
         return self._act(unit, events)
 
@@ -128,7 +151,8 @@ class StepRunner:
         while True:
             if not repoll:
                 rec.attempts += 1
-                rec.state, rec.reason, rec.finished_at = StepState.RUNNING, "", None
+                unit.move(StepEvent.BEGIN)
+                rec.reason, rec.finished_at = "", None
                 rec.started_at = rec.started_at or time.time()
                 events.append(unit.event("step.started", {"executor": self.exe.lease.holder.label(), "type": step.action.type},
                                          attempt=rec.attempts))  # fmt: skip
@@ -152,18 +176,20 @@ class StepRunner:
                 break
             if rec.attempts < step.retry.attempts:
                 delay = min(step.retry.delay * step.retry.backoff ** (rec.attempts - 1), step.retry.max_delay)
-                rec.state, rec.reason = StepState.PENDING, f"attempt {rec.attempts} failed: {why}; retrying in {delay:g}s"
+                self._release_waiting(unit)
+                unit.move(StepEvent.RELEASE)
+                rec.reason = f"attempt {rec.attempts} failed: {why}; retrying in {delay:g}s"
                 self.exe.save(unit, [unit.event("step.attempt_failed", {**evidence, "retry_in": delay}, attempt=rec.attempts)])
                 if self.exe.sleep(delay):
                     return StepState.PENDING  # a pause or interrupt arrived: the next attempt runs on resume
                 repoll = False
                 continue
             rec.output = output
-            return self._finish(unit, [], StepState.FAILED, why, evidence=evidence)
+            return self.finish(unit, [], StepState.FAILED, why, evidence=evidence)
         if step.verify is not None:
             return self._verify(unit, [unit.event("step.action_done", evidence, attempt=rec.attempts)], output)
         rec.output = output
-        return self._finish(unit, [], StepState.SUCCEEDED, why, evidence=evidence)
+        return self.finish(unit, [], StepState.SUCCEEDED, why, evidence=evidence)
 
     def _invoke(self, unit: Unit, ctx: Context) -> tuple[ActionResult | Wait | None, str | None]:
         step = unit.step
@@ -186,28 +212,38 @@ class StepRunner:
     def _wait(self, unit: Unit, wait: Wait, ctx: Context, *, first: bool) -> StepState | None:
         """Persist the wait; return None to poll again in this process, or WAITING to stop here."""
         rec = unit.rec
-        changed = first or rec.reason != wait.reason or rec.data.get("state") != ctx.state or rec.not_before != wait.not_before
-        rec.state, rec.reason, rec.not_before = StepState.WAITING, self.exe.redactor.text(wait.reason), wait.not_before
-        rec.data["wait_kind"], rec.data["state"] = wait.kind, ctx.state
+        kind = WaitKind(wait.kind) if wait.kind in WaitKind.__members__.values() else WaitKind.TIME
+        changed = first or rec.reason != wait.reason or rec.progress.local != ctx.state or rec.not_before != wait.not_before
+        unit.move(StepEvent.WAIT)
+        rec.reason, rec.not_before = self.exe.redactor.text(wait.reason), wait.not_before
+        rec.progress.waiting, rec.progress.local = kind, ctx.state
         if changed:
-            data = {"kind": wait.kind, "reason": rec.reason, "not_before": wait.not_before, "deadline": wait.deadline}
+            data = {"kind": str(kind), "reason": rec.reason, "not_before": wait.not_before, "deadline": wait.deadline}
             self.exe.save(unit, [unit.event("step.waiting", data, attempt=rec.attempts)] if first else [])
-        if wait.kind == "paused":
+        if kind == WaitKind.PAUSED:
+            self._release_waiting(unit)
+            unit.move(StepEvent.RELEASE)
             return StepState.PENDING  # a sub-runbook stopped at a boundary: this run pauses too
         if self.exe.can_wait_in_process(wait):
             if not self.exe.sleep_until(wait.not_before):
                 return None  # poll again
-            if self.exe.stop or self.exe.flags.pause_requested:
-                return StepState.PENDING  # a pause or a signal cut the wait short: the run stops at this boundary
+            if self.exe.stop or self.exe.journal.flags.pause_requested:
+                return StepState.PENDING  # a pause or a signal cut the wait short (the step stays waiting): the run stops here
         return StepState.WAITING
+
+    @staticmethod
+    def _release_waiting(unit: Unit) -> None:
+        unit.rec.progress.waiting = None
 
     # ------------------------------------------------------------------ verification
 
     def _verify(self, unit: Unit, events: list[NewEvent], output: Any) -> StepState:
         rec, verify = unit.rec, unit.step.verify
         assert verify is not None
-        rec.state, rec.output = StepState.RUNNING, output
-        rec.data["phase"] = "verifying"
+        if rec.state != StepState.RUNNING:
+            unit.move(StepEvent.BEGIN)  # recovery left it pending: it re-enters verification
+        rec.output = output
+        rec.progress.phase = Phase.VERIFYING
         self.exe.save(unit, events)
         tctx = self.exe.template_ctx(unit.target)
         deadline = time.monotonic() + verify.within
@@ -216,24 +252,23 @@ class StepRunner:
             polls += 1
             held, evidence = self.exe.prober.evaluate(verify.checks, tctx, lambda: self.exe.probe_ctx(unit), "verify")
             if held:
-                rec.data.pop("phase", None)
                 probes = [unit.event("probe", {**ev, "poll": polls}) for ev in evidence]
-                return self._finish(unit, probes, StepState.SUCCEEDED, f"verified after {polls} poll{'s' if polls > 1 else ''}")
+                return self.finish(unit, probes, StepState.SUCCEEDED, f"verified after {polls} poll{'s' if polls > 1 else ''}")
             if time.monotonic() + verify.every > deadline:
-                rec.data.pop("phase", None)
                 probes = [unit.event("probe", {**ev, "poll": polls}) for ev in evidence]
                 why = f"verify did not hold within {verify.within:g}s ({polls} polls): {evidence[-1]['detail']}"
-                return self._finish(unit, probes, StepState.FAILED, why)
+                return self.finish(unit, probes, StepState.FAILED, why)
             self.exe.sleep(verify.every, stoppable=False)
 
     # ------------------------------------------------------------------ outcome
 
-    def _finish(self, unit: Unit, events: list[NewEvent], state: StepState, reason: str,
-                *, evidence: dict[str, Any] | None = None) -> StepState:  # fmt: skip
+    def finish(self, unit: Unit, events: list[NewEvent], state: StepState, reason: str,
+               *, evidence: dict[str, Any] | None = None) -> StepState:  # fmt: skip
         """Record the unit's outcome; ``evidence`` (what the action's result showed) goes with it."""
         rec = unit.rec
-        rec.state, rec.reason, rec.finished_at, rec.not_before = state, reason, time.time(), None
-        rec.data.pop("phase", None)
+        unit.move(_OUTCOME_EVENT[state])
+        rec.reason, rec.finished_at, rec.not_before = reason, time.time(), None
+        rec.progress.phase = rec.progress.waiting = None
         data: dict[str, Any] = {"state": str(state), "reason": reason}
         if state in (StepState.SUCCEEDED, StepState.FAILED):
             data["attempts"] = rec.attempts
@@ -241,7 +276,7 @@ class StepRunner:
             data["evidence"] = evidence
         events = [*events, unit.event("step.finished", data, attempt=rec.attempts or None)]
         if unit.target is None and state in (StepState.SUCCEEDED, StepState.SATISFIED, StepState.SKIPPED):
-            self.exe.defer(unit, events)  # committed with the next step's start (or the run's next write)
+            self.exe.journal.defer(rec, events)  # committed with the next step's start (or the run's next write)
         else:
             self.exe.save(unit, events)
         return state

@@ -137,8 +137,9 @@ class Store(ABC):
     @abstractmethod
     def request(self, run_id: str, kind: str, *, actor: str, reason: str, data: dict[str, Any] | None = None) -> Event:
         """Record an outside request: ``pause`` / ``cancel`` set their flags; ``approve`` / ``deny``
-        record a decision for a step (``data`` names it). ``approve``, ``deny``, ``cancel`` and ``wake`` wake a
-        waiting run (``wake_at = now``) so a worker acts on them."""
+        record a decision for a step (``data`` names it), ``decide`` a decision on an unknown step and ``retry`` a
+        retry of a failed run. ``approve``, ``deny``, ``cancel``, ``wake``, ``decide`` and ``retry`` wake a waiting run
+        (``wake_at = now``) so a worker acts on them."""
 
     # ------------------------------------------------------------------ workers
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.store.progress import StepProgress
+
 __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
@@ -24,6 +26,7 @@ __all__ = [
     "RunRecord",
     "RunState",
     "StepPatch",
+    "StepProgress",
     "StepRecord",
     "StepState",
 ]
@@ -62,6 +65,7 @@ class StepState(enum.StrEnum):
     ROLLED_BACK = "rolled_back"
     UNKNOWN = "unknown"
     INTERRUPTED = "interrupted"
+    NOT_STARTED = "not_started"  # a fan-out target held back because too many other targets failed
 
 
 DONE_STEP_STATES = frozenset({StepState.SKIPPED, StepState.SATISFIED, StepState.SUCCEEDED, StepState.ROLLED_BACK})
@@ -138,15 +142,17 @@ class StepRecord:
     started_at: float | None = None
     finished_at: float | None = None
     not_before: float | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    progress: StepProgress = field(default_factory=StepProgress)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> StepRecord:
-        """A record from a store row (columns by name; JSON columns already decoded; other keys ignored)."""
+        """A record from a store row (columns by name; JSON columns already decoded; other keys ignored).
+
+        The ``data`` column holds the step's :class:`StepProgress` (in today's form or a format-2 journal's)."""
         return cls(run_id=row["run_id"], step_id=row["step_id"], idx=int(row["idx"]), state=StepState(row["state"]),
                    attempts=int(row.get("attempts") or 0), output=row.get("output"), reason=row.get("reason") or "",
                    started_at=row.get("started_at"), finished_at=row.get("finished_at"), not_before=row.get("not_before"),
-                   data=dict(row.get("data") or {}))  # fmt: skip
+                   progress=StepProgress.from_json(row.get("data")))  # fmt: skip
 
 
 class Event(BaseModel):
@@ -189,12 +195,13 @@ class StepPatch:
     finished_at: float | None = None
     not_before: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    """The step's :class:`StepProgress` in its stored JSON form (the row's ``data`` column)."""
 
     @classmethod
     def of(cls, rec: StepRecord) -> StepPatch:
         """A patch writing ``rec`` as it is now."""
         return cls(rec.step_id, rec.idx, rec.state, rec.attempts, rec.output, rec.reason, rec.started_at,
-                   rec.finished_at, rec.not_before, rec.data)  # fmt: skip
+                   rec.finished_at, rec.not_before, rec.progress.to_json())  # fmt: skip
 
 
 @dataclass

@@ -1,0 +1,206 @@
+"""``runbook status | runs | events | logs``: reading runs (nothing is changed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from runner.cli.app import AppState, json_option, pass_state, settle_startup
+from runner.cli.run_cmds import control_engine, max_steps_option, render_view
+
+if TYPE_CHECKING:
+    from runner.store.records import Event
+
+__all__ = ["COMMANDS", "event_json"]
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from runner.cli.run_cmds import _duration as check
+
+    return check(_ctx, _param, value)
+
+
+@click.command("status")
+@click.argument("run_id")
+@click.option("--budget", callback=_duration, metavar="DURATION", help="Spell next.command with this budget (nothing runs).")
+@max_steps_option
+@json_option
+@pass_state
+def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None) -> int:
+    """Show a run: state, every step (with the tail of its output), and what to do next."""
+    engine = control_engine(state, budget, max_steps)
+    view = engine.status(engine.resolve_id(run_id))
+    render_view(state, view, engine.notices, steps=True)
+    return 0
+
+
+@click.command("runs")
+@click.option("--runbook", metavar="NAME", help="Only runs of this runbook.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled", "interrupted"]),
+    help="Only runs in this state (repeatable).",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--before", metavar="RUN_ID", help="Page: runs older than this one.")
+@json_option
+@pass_state
+def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limit: int, before: str | None) -> int:
+    """List runs, newest first."""
+    from runner.store.records import RunState
+    from runner.views import RunList, run_summary
+
+    if before is not None:
+        before = control_engine(state).resolve_id(before)  # an unknown id is an error, not a listing from the newest run
+    runs = state.store.list_runs(runbook=runbook, states=[RunState(s) for s in states], limit=limit, before=before)
+    rows = [run_summary(r) for r in runs]
+    if state.json:
+        from runner.cli.output import emit_json
+
+        emit_json(RunList(runs=rows, next_before=rows[-1].run_id if len(rows) == limit else None).model_dump(mode="json"))
+        return 0
+    from rich.table import Table
+
+    from runner.cli.output import console
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("RUN", "RUNBOOK", "STATE", "CREATED", "REASON"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.run_id, r.runbook, r.state, r.created_at, r.reason)
+    console().print(table if rows else "no runs")
+    return 0
+
+
+def event_json(ev: Any) -> dict[str, Any]:
+    """The JSON shape of one event."""
+    from runner.views import event_view
+
+    return event_view(ev).model_dump(mode="json")
+
+
+def event_line(ev: Event) -> str:
+    """One human line for an event: number, time, type, step (and target), who, what it says."""
+    from runner.views import iso
+
+    data = ev.data
+    step = f" [bold]{ev.step_id}[/]" if ev.step_id else ""
+    if data.get("target"):
+        step += f"@{data['target']}"
+    who = f" by {ev.actor}" if ev.actor else ""
+    kind = f" {data['kind']}" if ev.type == "probe" and data.get("kind") else ""
+    holds = f" holds={data['holds']}" if ev.type == "probe" and "holds" in data else ""
+    detail = data.get("reason") or data.get("detail") or data.get("message") or ""
+    return f"[dim]{ev.seq:>4} {iso(ev.ts)}[/] {ev.type}{kind}{step}{who}{holds} {detail}"
+
+
+@click.command("events")
+@click.argument("run_id")
+@click.option("--after", default=0, type=click.IntRange(min=0), help="Only events after this sequence number.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events (JSON lines with --json) until the run stops.")
+@json_option
+@pass_state
+def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
+    """Show a run's journal of events."""
+    import json
+    import sys
+    import time
+
+    from runner.store.records import RunState
+
+    engine = control_engine(state)
+    rid = engine.resolve_id(run_id)
+    engine.status(rid)  # who may not read the run may not read its events
+    settled = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED}
+
+    def show(batch: list[Any]) -> None:
+        from runner.cli.output import console
+
+        for ev in batch:
+            if state.json:
+                sys.stdout.write(json.dumps(event_json(ev), default=str) + "\n")
+            else:
+                console().print(event_line(ev), highlight=False)
+        sys.stdout.flush()
+
+    batch = state.store.events(rid, after=after, limit=100000)
+    if not follow:
+        if state.json:
+            from runner.cli.output import emit_json
+
+            emit_json({"run_id": rid, "events": [event_json(e) for e in batch]})
+        else:
+            show(batch)
+        return 0
+    settle_startup()  # following may last hours
+    show(batch)
+    last = batch[-1].seq if batch else after
+    while True:
+        batch = state.store.events(rid, after=last)
+        show(batch)
+        last = batch[-1].seq if batch else last
+        if not batch and state.store.get_run(rid).state in settled:
+            return 0
+        time.sleep(0.25)
+
+
+@click.command("logs")
+@click.argument("run_id")
+@click.argument("step", required=False)
+@click.option("--target", metavar="HOST", help="Only this fan-out target.")
+@click.option("--stream", type=click.Choice(["stdout", "stderr", "log"]), help="Only this stream (log: ctx.log messages).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing output as steps finish, until the run stops.")
+@json_option
+@pass_state
+def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None, stream: str | None, follow: bool) -> int:
+    """Print the output steps captured (stdout, stderr, ctx.log messages), complete up to the capture cap."""
+    import json
+    import sys
+    import time
+
+    from runner.logs import collect
+    from runner.store.records import RunState
+
+    engine = control_engine(state)
+    rid = engine.resolve_id(run_id)
+    engine.status(rid)  # who may not read the run may not read its output
+    settled = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED}
+    seen: set[tuple[str, str | None, str, int]] = set()
+    lines_json: list[dict[str, Any]] = []
+
+    def emit(done_only: bool) -> None:
+        from runner.cli.output import console
+
+        for line in collect(state.store, rid, step=step, target=target, stream=stream, finished_only=done_only):
+            key = (line.step, line.target, line.stream, line.n)
+            if key in seen:
+                continue
+            seen.add(key)
+            if state.json and follow:
+                sys.stdout.write(json.dumps(line.as_json()) + "\n")
+            elif state.json:
+                lines_json.append(line.as_json())
+            else:
+                console().print(line.human(), highlight=False, markup=False)
+        sys.stdout.flush()
+
+    if not follow:
+        emit(False)
+        if state.json:
+            from runner.cli.output import emit_json
+
+            emit_json({"run_id": rid, "lines": lines_json})
+        return 0
+    settle_startup()
+    while True:
+        emit(True)
+        if state.store.get_run(rid).state in settled:
+            emit(False)
+            return 0
+        time.sleep(0.25)
+
+
+COMMANDS = (status_cmd, runs_cmd, events_cmd, logs_cmd)

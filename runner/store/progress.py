@@ -1,0 +1,202 @@
+"""A step's durable progress, as typed records.
+
+Besides its outcome columns (state, attempts, output, reason, times), a step row keeps
+where the step is *inside* its life: verifying after its action, waiting (for what),
+held at an agent-policy approval gate, what recovery decided for it, the step type's own
+state between polls, the sub-runbook run it started, and each fan-out target's record.
+The engine reads and writes these fields only; they are stored as one JSON value (the
+row's ``data`` column) by every store.
+
+Journals written before these records existed (format 2) kept the same facts under
+loose keys (``phase``, ``gate``, ``gate_state``, ``wait_kind``, ``state``, ``recovery``,
+``targets[].data``): :meth:`StepProgress.from_json` reads both forms, so a run journaled
+by an older release resumes after the upgrade.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ChildLink",
+    "Gate",
+    "GateStatus",
+    "Phase",
+    "Recovery",
+    "RollbackProgress",
+    "RunOptions",
+    "StepProgress",
+    "TargetRecord",
+    "WaitKind",
+]
+
+
+class Phase(enum.StrEnum):
+    """Where a running step is after its action started."""
+
+    VERIFYING = "verifying"  # the action succeeded; ``verify`` is being polled
+
+
+class WaitKind(enum.StrEnum):
+    """What a ``waiting`` step (or target) waits for."""
+
+    TIME = "wait"  # a time or a polled condition (``wait`` steps, a sub-runbook's wait)
+    APPROVAL = "approval"  # people's decisions (an approval step, an agent-policy gate, a sub-runbook's approval)
+    DECISION = "decision"  # a decision on an unknown step (in a sub-runbook)
+    PAUSED = "paused"  # a sub-runbook stopped at a boundary (pause, budget): the parent pauses too
+
+
+class Recovery(enum.StrEnum):
+    """What resuming does with a step whose action was cut short (crash or second signal)."""
+
+    VERIFY = "verify"  # the action had finished: poll ``verify`` again
+    CHECK = "check"  # re-enter through the step's ``check``
+    RERUN = "rerun"  # ``idempotent: true``: run it again
+    UNKNOWN = "unknown"  # neither: someone must decide (``runbook decide``)
+
+
+class GateStatus(enum.StrEnum):
+    """An agent-policy approval gate in front of a step's action."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Gate(_Record):
+    """The agent-policy approval gate of a step: its status and the approval step type's state for it."""
+
+    status: GateStatus = GateStatus.PENDING
+    state: dict[str, Any] = Field(default_factory=dict, description="the approval step type's own state for this gate")
+
+
+class ChildLink(_Record):
+    """The sub-runbook run a ``runbook:`` step started, and the step attempt that last drove it."""
+
+    run_id: str
+    attempt: int = 0
+
+
+class RollbackProgress(_Record):
+    """The rollback of a completed step (``on_failure: rollback`` or ``cancel --rollback``): which of its units'
+    rollback actions finished (``""`` is the step itself, else target names), so none is run twice on resume."""
+
+    done: list[str] = Field(default_factory=list)
+
+
+class StepProgress(_Record):
+    """Where a step (or one fan-out target) is inside its life. Empty for a step that has not begun."""
+
+    phase: Phase | None = None
+    waiting: WaitKind | None = None
+    gate: Gate | None = None
+    recovery: Recovery | None = None
+    child: ChildLink | None = None
+    rollback: RollbackProgress | None = None
+    local: dict[str, Any] = Field(default_factory=dict, description="the step type's own state between polls (ctx.state)")
+    targets: dict[str, TargetRecord] = Field(default_factory=dict, description="fan-out targets by name, in start order")
+
+    @property
+    def gate_pending(self) -> bool:
+        """True while an agent-policy gate holds the step's action back."""
+        return self.gate is not None and self.gate.status == GateStatus.PENDING
+
+    def restart(self) -> None:
+        """Forget what a fresh attempt must not inherit (a retry): waits, gates, recovery; keep the sub-runbook link."""
+        self.phase = self.waiting = self.recovery = None
+        self.gate = None
+        self.local = {}
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored JSON form (defaults left out, so an untouched step stores ``{}``)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> StepProgress:
+        """Read the stored form, either today's or the loose keys of a format-2 journal."""
+        if not data:
+            return cls()
+        if _is_legacy(data):
+            return cls.model_validate(_from_legacy(data))
+        return cls.model_validate(data)
+
+
+class TargetRecord(_Record):
+    """One target of a fan-out step: its own outcome and progress (stored inside its step's progress)."""
+
+    state: str = "pending"
+    """A :class:`~runner.store.records.StepState` value, or ``not_started`` (held back: too many targets failed)."""
+    attempts: int = 0
+    output: Any = None
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    not_before: float | None = None
+    progress: StepProgress = Field(default_factory=StepProgress)
+
+
+StepProgress.model_rebuild()
+
+
+class RunOptions(BaseModel):
+    """What a run carries besides its params (the run row's ``options``): who it acts for and the rules it inherited.
+
+    Unknown keys are kept (``extra="allow"``), so options a newer release or a plugin stored survive a round trip.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    agent: bool = Field(default=False, description="started by an agent: the agent policy applies to every action on it")
+    gates: dict[str, dict[str, Any]] = Field(default_factory=dict, description="step id → approval config of an agent-policy gate")
+    depth: int = Field(default=0, description="sub-runbook nesting: 0 for a top-level run")
+    principal: dict[str, Any] | None = Field(default=None, description="who started it (kind, name), inherited by its child runs")
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored JSON form (defaults left out)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> RunOptions:
+        """Read the stored form."""
+        return cls.model_validate(data or {})
+
+
+_LEGACY_KEYS = frozenset({"state", "gate_state", "wait_kind"})
+
+
+def _is_legacy(data: dict[str, Any]) -> bool:
+    if _LEGACY_KEYS & data.keys() or isinstance(data.get("gate"), str):
+        return True
+    targets = data.get("targets")
+    return isinstance(targets, dict) and any(isinstance(t, dict) and "data" in t for t in targets.values())
+
+
+def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 → today: ``state`` is the step type's ``local`` state (minus the sub-runbook link, now typed),
+    ``gate``/``gate_state`` the gate, ``wait_kind`` what a waiting step waits for, targets' ``data`` their progress."""
+    local = dict(data.get("state") or {})
+    out: dict[str, Any] = {"local": local}
+    if "child_run_id" in local:
+        out["child"] = {"run_id": local.pop("child_run_id"), "attempt": int(local.pop("child_attempt", 0) or 0)}
+    if data.get("phase"):
+        out["phase"] = data["phase"]
+    if data.get("wait_kind"):
+        out["waiting"] = data["wait_kind"]
+    if data.get("recovery"):
+        out["recovery"] = data["recovery"]
+    if isinstance(data.get("gate"), str):
+        out["gate"] = {"status": data["gate"], "state": dict(data.get("gate_state") or {})}
+    targets: dict[str, Any] = {}
+    for name, t in (data.get("targets") or {}).items():
+        entry = {k: t[k] for k in ("state", "attempts", "output", "reason", "started_at", "finished_at", "not_before") if k in t}
+        entry["progress"] = _from_legacy(dict(t.get("data") or {}))
+        targets[name] = entry
+    if targets:
+        out["targets"] = targets
+    return out
