@@ -66,8 +66,16 @@ class CommandHint:
         return shlex.join(args)
 
     def person(self, verb: str, run_id: str, *extra: str) -> str:
-        """A command for a person at a terminal (no budget, no JSON)."""
-        return shlex.join(["runbook", *self.prefix, verb, run_id, *extra])
+        """A command for a person (no budget; ``--json`` when the caller reads JSON, so the answer stays machine-read)."""
+        return shlex.join(["runbook", *self.prefix, verb, run_id, *extra, *(["--json"] if self.json else [])])
+
+    def fitting(self, seconds: int) -> CommandHint:
+        """This hint with a budget of at least ``seconds`` (a caller without a budget keeps none: nothing limits it)."""
+        from runner.durations import parse_duration
+
+        if self.budget is None or parse_duration(self.budget) >= seconds:
+            return self
+        return self.with_budget(seconds)
 
     def with_budget(self, seconds: float) -> CommandHint:
         """This hint with the budget ``seconds``."""
@@ -230,7 +238,7 @@ def _decide(s: Snapshot, rec: StepRecord, hint: CommandHint, reason: str) -> Nex
 def _handoff(s: Snapshot, hint: CommandHint) -> NextAction:
     rid, fits = s.run.id, s.pause.budget_fits or 0
     estimate = f"{s.pause.estimate:g}s" if s.pause.estimate is not None else "more than the budget"
-    return NextAction(action="handoff", step=s.run.cursor, command=hint.with_budget(fits).command(hint.resume_verb, rid),
+    return NextAction(action="handoff", step=s.run.cursor, command=hint.fitting(fits).command(hint.resume_verb, rid),
                       human_command=hint.person("resume", rid), budget_fits=fits, estimate=s.pause.estimate,
                       reason=f"step '{s.run.cursor}' needs {estimate}, more than any budget this caller gave can hold: hand it to "
                              f"a caller with --budget {fits}s or more, or to a person")  # fmt: skip

@@ -20,6 +20,7 @@ import pytest
 from runner.engine.runtime import new_run_id
 from runner.errors import LeaseHeld, LeaseLost, LockHeld, RunNotFound
 from runner.store.base import Store
+from runner.store.progress import ChildLink, Gate, GateStatus, Phase, Recovery, RollbackProgress, StepProgress, TargetRecord, WaitKind
 from runner.store.records import Holder, NewEvent, NewRun, RunState, StepPatch, StepState
 
 ME = Holder(host="host-a", boot_id="boot-1", pid=100, start_time=5, kind="test")
@@ -119,24 +120,34 @@ def test_dead_or_expired_holders_are_taken_over(store: Store) -> None:
     assert "expired" in (expired.took_over or "")
 
 
+PROGRESS = StepProgress(
+    phase=Phase.VERIFYING, waiting=WaitKind.APPROVAL, gate=Gate(status=GateStatus.PENDING, state={"since_seq": 4}),
+    recovery=Recovery.CHECK, child=ChildLink(run_id="01CHILD", attempt=2), rollback=RollbackProgress(done=["", "web1"]),
+    local={"d": 1, "ü": [1.5, None]},
+    targets={"web2": TargetRecord(state="not_started", attempts=3, output={"x": 1}, reason="r", started_at=1.25,
+                                  progress=StepProgress(waiting=WaitKind.TIME, local={"polls": 2}))},
+)  # fmt: skip
+"""Typed progress using every field: what a store writes must come back equal."""
+
+
 def test_commit_is_atomic_and_ordered(store: Store) -> None:
     run, _ = store.create_run(new_run())
     lease = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
     first, flags = store.commit(
         lease, events=[NewEvent("step.started", step_id="a", attempt=1), NewEvent("step.finished", step_id="a", data={"k": [1, "ü"]})],
         run={"state": RunState.RUNNING, "cursor": "a", "options": {"agent": True}},
-        steps=[StepPatch("a", 0, StepState.SUCCEEDED, attempts=1, output={"stdout": "ok"}, reason="exit 0", data={"d": 1})],
+        steps=[StepPatch("a", 0, StepState.SUCCEEDED, attempts=1, output={"stdout": "ok"}, reason="exit 0", data=PROGRESS.to_json())],
     )  # fmt: skip
     assert first == 2 and not flags.pause_requested
     got = store.get_run(run.id)
     assert got.state == RunState.RUNNING and got.cursor == "a" and got.options == {"agent": True} and got.last_seq == 3
     step = store.get_steps(run.id)[0]
-    assert (step.state, step.attempts, step.output, step.reason, step.data) == (
+    assert (step.state, step.attempts, step.output, step.reason, step.progress) == (
         StepState.SUCCEEDED,
         1,
         {"stdout": "ok"},
         "exit 0",
-        {"d": 1},
+        PROGRESS,
     )
     assert [e.type for e in store.events(run.id, after=1)] == ["step.started", "step.finished"]
     assert store.events(run.id, after=1, types=["step.finished"])[0].data == {"k": [1, "ü"]}

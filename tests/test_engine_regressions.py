@@ -132,7 +132,6 @@ def test_approving_the_parent_reaches_the_sub_runbook_and_cancel_reaches_it_too(
 
 def test_two_engines_in_one_process_never_take_each_others_lease(project: Project) -> None:
     from runner.api import Client
-    from runner.errors import LeaseHeld
 
     project.write("slow.yaml", "name: slow\nsteps:\n  - {id: s, shell: [sleep, '2']}\n")
     with Client(paths=[str(project.runbooks)], store=f"sqlite:///{project.root}/j.db", project_dir=str(project.root)) as one:
@@ -142,11 +141,10 @@ def test_two_engines_in_one_process_never_take_each_others_lease(project: Projec
         first = threading.Thread(target=one.resume, args=(run_id,))
         first.start()
         time.sleep(0.5)
-        with (
-            Client(paths=[str(project.runbooks)], store=f"sqlite:///{project.root}/j.db", project_dir=str(project.root)) as two,
-            pytest.raises(LeaseHeld),
-        ):
-            two.resume(run_id)
+        with Client(paths=[str(project.runbooks)], store=f"sqlite:///{project.root}/j.db", project_dir=str(project.root)) as two:
+            other = two.resume(run_id)  # not taken over: the answer says who executes it, and to wait
+        assert other.state == "running" and other.next.action == "wait_elsewhere" and other.exit_code == 6, other
+        assert "is being executed by api pid" in " ".join(other.notices)
         first.join(timeout=30)
         assert one.status(run_id).state == "succeeded"
 

@@ -101,7 +101,7 @@ def test_retry_exhausted_fails_then_resume_retry_after_fix(project: Project) -> 
     assert res.code == 1
     doc = res.json()
     nxt = doc["next"]
-    assert nxt["action"] == "fix_and_retry" and nxt["human_command"].endswith(f"retry {doc['run_id']}")
+    assert nxt["action"] == "fix_and_retry" and nxt["human_command"].endswith(f"retry {doc['run_id']} --json")
     assert " status " in nxt["command"], "the driver waits for a person; it never retries blindly"
     assert [o["command"] for o in nxt["options"]] == [f"runbook resume {doc['run_id']} --retry --json"]
     assert "exit code 1, expected 0" in doc["reason"]

@@ -203,7 +203,9 @@ async def test_next_is_the_same_on_every_surface_and_moves_the_run(world: Any, m
         big = project.run("run", "big", "--budget", "3s", "--json")
         assert big.code == 3, big
         nxt = await check(big.json()["run_id"], "handoff")
-        assert nxt["budget_fits"] >= 41 and nxt["estimate"] == 40 and f"--budget {nxt['budget_fits']}s" in nxt["command"]
+        assert nxt["budget_fits"] >= 41 and nxt["estimate"] == 40 and "--budget" not in nxt["command"]  # this reader has none
+        caller = project.run("status", big.json()["run_id"], "--budget", "3s", "--json").json()["next"]
+        assert caller["action"] == "handoff" and f"--budget {nxt['budget_fits']}s" in caller["command"], caller
         assert _do(project, nxt["human_command"]).code == 0
 
         # conflict: the lock is held by another run; every surface says which, and never to act on it

@@ -161,7 +161,7 @@ def test_schema_option_keeps_the_journal_in_its_own_schema(pg_dsn: str) -> None:
     a.close()
     again = PostgresStore(pg_dsn + "?schema=runbook")  # reopening finds the schema at its version: no DDL
     assert again.get_run(run.id) == run
-    assert _sql(pg_dsn, "SELECT version FROM runbook.runbook_schema") == [(1,)]
+    assert _sql(pg_dsn, "SELECT version FROM runbook.runbook_schema") == [(2,)]
     again.close()
     b.close()
 
@@ -173,13 +173,13 @@ def test_many_processes_creating_the_schema_at_once(pg_dsn: str, spawn: Callable
         child.proc.stdin.write("go\n")
         child.proc.stdin.flush()
     assert [child.finish().strip() for child in children] == ["ok"] * 4
-    assert _sql(pg_dsn, "SELECT version FROM fresh.runbook_schema") == [(1,)]
+    assert _sql(pg_dsn, "SELECT version FROM fresh.runbook_schema") == [(2,)]
 
 
 def test_a_newer_journal_version_is_refused(pg_dsn: str) -> None:
     PostgresStore(pg_dsn).close()
-    _sql(pg_dsn, "INSERT INTO runbook_schema VALUES (2, 0)")
-    with pytest.raises(StoreError, match="journal version 2; this runbook reads up to 1"):
+    _sql(pg_dsn, "INSERT INTO runbook_schema VALUES (3, 0)")
+    with pytest.raises(StoreError, match="journal version 3; this runbook reads up to 2"):
         PostgresStore(pg_dsn)
 
 
@@ -437,3 +437,26 @@ def test_times_are_epoch_seconds_from_the_database_clock(store: Store) -> None:
     run, _ = store.create_run(new_run())
     assert before - 5 < run.created_at < time.time() + 5 and isinstance(run.created_at, float)
     assert store.events(run.id)[0].ts == run.created_at, "the run and its first event are stamped in one transaction"
+
+
+def test_a_version_1_journal_is_upgraded_to_typed_progress_in_place(pg_dsn: str) -> None:
+    from runner.store.progress import GateStatus, WaitKind
+    from runner.store.records import StepPatch, StepState
+    from tests.store_contract import ME, alive, new_run
+
+    store = PostgresStore(pg_dsn)
+    run, _ = store.create_run(new_run())
+    lease = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    store.commit(lease, steps=[StepPatch("a", 0, StepState.WAITING)])
+    store.close()
+    legacy = '{"state": {"since_seq": 3}, "gate": "pending", "gate_state": {"expires_at": 5.0}, "wait_kind": "approval"}'
+    _sql(pg_dsn, f"UPDATE steps SET data = '{legacy}'::jsonb WHERE step_id = 'a'")
+    _sql(pg_dsn, "DELETE FROM runbook_schema WHERE version = 2")
+    _sql(pg_dsn, "INSERT INTO runbook_schema VALUES (1, 0) ON CONFLICT DO NOTHING")
+    store = PostgresStore(pg_dsn)
+    assert max(v for (v,) in _sql(pg_dsn, "SELECT version FROM runbook_schema")) == 2
+    step = store.get_steps(run.id)[0]
+    assert step.progress.waiting == WaitKind.APPROVAL and step.progress.local == {"since_seq": 3}
+    assert step.progress.gate is not None and step.progress.gate.status == GateStatus.PENDING and step.progress.gate.state == {"expires_at": 5.0}
+    assert "gate_state" not in str(_sql(pg_dsn, "SELECT data FROM steps WHERE step_id = 'a'")), "rewritten in place"
+    store.close()

@@ -119,7 +119,7 @@ def test_a_version_1_journal_is_upgraded_and_keeps_numbering_its_events(tmp_path
         conn.execute("UPDATE runs SET last_seq=1")
         conn.execute("PRAGMA user_version=1")
     store = SQLiteStore(url)
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 3
     got = store.get_run(run.id)
     assert got.last_seq == 3 and got.state == RunState.QUEUED
     lease = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
@@ -129,8 +129,8 @@ def test_a_version_1_journal_is_upgraded_and_keeps_numbering_its_events(tmp_path
     assert [e.seq for e in store.events(run.id)] == [1, 2, 3, 4, 5]
     store.close()
     with sqlite3.connect(tmp_path / "j.db") as conn:
-        conn.execute("PRAGMA user_version=3")
-    with pytest.raises(StoreError, match="schema version 3"):
+        conn.execute("PRAGMA user_version=4")
+    with pytest.raises(StoreError, match="schema version 4"):
         SQLiteStore(url)
 
 

@@ -121,7 +121,7 @@ class Execution:
             begin = reconcile.prepare(self)  # bad input (params, edits) raises here, before anything is written
             with Heartbeat(self.store, self.lease, self._on_flags, self._on_lost, interval=min(1.0, self.lease.ttl / 3)):
                 if self.lease.took_over:  # under the heartbeat: stopping them may take seconds
-                    reconcile.stop_leftovers(self, begin.events)
+                    reconcile.stop_leftovers(begin, self.run.id)
                 self.journal.commit(begin.events, begin.run, begin.steps)
                 try:
                     loop.run_steps(self)

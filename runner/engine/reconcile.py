@@ -34,6 +34,8 @@ class Begin:
     events: list[NewEvent] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     changed: dict[str, StepRecord] = field(default_factory=dict)
+    leftover_steps: set[str] = field(default_factory=set)
+    """Steps whose commands a dead predecessor may have left running (found before recovery moved them on)."""
 
     @property
     def steps(self) -> list[StepRecord]:
@@ -55,6 +57,7 @@ def prepare(exe: Execution) -> Begin:
         prev = exe.lease.previous.label() if exe.lease.previous else None
         begin.events.append(NewEvent("run.recovered", data={"reason": exe.lease.took_over, "previous_executor": prev,
                                                             "previous_state": str(exe.lease.previous_state)}))  # fmt: skip
+        begin.leftover_steps = steps_that_may_have_left_commands(exe)  # before recovery moves them on
     _recover(exe, begin)
     _decisions(exe, begin)
     for rec in exe.steps.values():
@@ -141,20 +144,19 @@ def steps_that_may_have_left_commands(exe: Execution) -> set[str]:
     return steps
 
 
-def stop_leftovers(exe: Execution, events: list[NewEvent]) -> None:
+def stop_leftovers(begin: Begin, run_id: str) -> None:
     """Stop the commands the previous executor left running on this host, before any step is re-entered.
 
     Otherwise the in-flight step's check would see its work unfinished and start the action a second time
     beside the first (see runner.leftovers). The event goes right after ``run.recovered``."""
     from runner.leftovers import stop_as_event
 
-    steps = steps_that_may_have_left_commands(exe)
-    if not steps:
+    if not begin.leftover_steps:
         return
-    event = stop_as_event(exe.run.id, steps)
+    event = stop_as_event(run_id, begin.leftover_steps)
     if event is not None:
-        at = next((i + 1 for i, e in enumerate(events) if e.type == "run.recovered"), len(events))
-        events.insert(at, event)
+        at = next((i + 1 for i, e in enumerate(begin.events) if e.type == "run.recovered"), len(begin.events))
+        begin.events.insert(at, event)
 
 
 # ---------------------------------------------------------------------- decisions
