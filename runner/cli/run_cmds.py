@@ -279,14 +279,15 @@ def detached_cmd(state: AppState, run_id: str, step_id: str, actor: str | None) 
     engine = state.session.engine(holder_kind=DETACHED)
     opts = DriveOptions(actor=actor or state.settings.actor, detached_step=step_id, wait_in_process=False, detach=False)
     deadline = time.monotonic() + 10.0
-    while True:  # the caller lets go of the run right after starting this process
-        try:
-            engine.drive(run_id, opts)
-            return 0
-        except LeaseHeld:
-            if time.monotonic() > deadline:
-                return 6
-            time.sleep(0.02)
+    with _signals(engine):  # a signal finishes (first) or interrupts (second) the step, resumably, as for `run`
+        while True:  # the caller lets go of the run right after starting this process
+            try:
+                engine.drive(run_id, opts)
+                return 0
+            except LeaseHeld:
+                if time.monotonic() > deadline:
+                    return 6
+                time.sleep(0.02)
 
 
 COMMANDS = (run_cmd, resume_cmd, step_cmd, plan_cmd, detached_cmd)

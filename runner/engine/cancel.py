@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["STOPPED_BY_CANCEL", "CancelRequest", "cancel_request", "close_for_cancel", "settle"]
 
-STOPPED_BY_CANCEL = (StepState.RUNNING, StepState.WAITING)
-"""Step states a cancelled run leaves as ``failed``."""
+STOPPED_BY_CANCEL = (StepState.RUNNING, StepState.WAITING, StepState.UNKNOWN, StepState.INTERRUPTED)
+"""Step states a cancelled run leaves as ``failed`` (nothing is left open in a cancelled run)."""
 
 
 @dataclass(frozen=True)

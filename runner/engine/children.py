@@ -15,11 +15,12 @@ from runner.store.progress import ChildLink, RunOptions
 from runner.store.records import TERMINAL_STATES, RunRecord, RunState, StepState
 
 if TYPE_CHECKING:
+    from runner.catalog import Catalog
     from runner.context import Context
     from runner.engine.engine import Engine
     from runner.engine.execution import Execution
 
-__all__ = ["MAX_DEPTH", "child_run"]
+__all__ = ["MAX_DEPTH", "child_run", "refuse_static_cycle"]
 
 MAX_DEPTH = 8
 """Sub-runbook runs nest at most this deep (a top-level run is depth 0)."""
@@ -86,3 +87,45 @@ def _has_news(engine: Engine, child: RunRecord) -> bool:
     steps = engine.store.get_steps(child.id)
     point = find_point(engine, child, [s for s in steps if s.state == StepState.WAITING])
     return point is not None and bool(votes_for(engine, point))
+
+
+def refuse_static_cycle(catalog: Catalog, name: str) -> None:
+    """Refuse, before a run is created, a runbook whose sub-runbook steps (literal names) lead back to one of them.
+
+    A runbook that calls itself directly or through others would otherwise act, then nest until the depth limit.
+    (Names given by a template are checked when the child starts.)
+    """
+    from runner.errors import RunbookNotFound
+    from runner.steptypes import is_template
+
+    def callees(runbook: str) -> list[str]:
+        try:
+            spec = catalog.get(runbook).spec
+        except RunbookNotFound:
+            return []  # reported when the step runs (and by `runbook validate`)
+        out = []
+        for step in spec.steps:
+            target = step.action.config.get("name") if step.action.type == "runbook" else None
+            if isinstance(target, str) and not is_template(target):
+                out.append(target)
+        return out
+
+    path: list[str] = []
+
+    def visit(runbook: str) -> list[str] | None:
+        if runbook in path:
+            return [*path[path.index(runbook) :], runbook]
+        if len(path) > MAX_DEPTH:
+            return None
+        path.append(runbook)
+        for callee in callees(runbook):
+            found = visit(callee)
+            if found:
+                return found
+        path.pop()
+        return None
+
+    cycle = visit(name)
+    if cycle:
+        raise UsageError(f"runbook '{name}' cannot start: sub-runbook cycle {' -> '.join(cycle)}; a runbook cannot run itself, "
+                         "directly or through others", hint="`runbook validate` reports every cycle")  # fmt: skip

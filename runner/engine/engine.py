@@ -134,6 +134,10 @@ class Engine:
         it names get a human approval gate before they act. ``run_options`` are stored with the run.
         """
         rb = self.catalog.get(name)
+        if parent is None:
+            from runner.engine.children import refuse_static_cycle
+
+            refuse_static_cycle(self.catalog, name)
         validated = validate_params(name, rb.params_model, params)
         stored = validated.model_dump(mode="json")
         _refuse_unknown_secret_schemes(name, rb.spec.params, stored, self.host.secret_providers.names())

@@ -83,6 +83,8 @@ STEP_TABLE: dict[tuple[StepState, StepEvent], StepState] = {
     (S.PENDING, StepEvent.FAIL): S.FAILED,  # its config or a template cannot be rendered
     (S.RUNNING, StepEvent.FAIL): S.FAILED,
     (S.WAITING, StepEvent.FAIL): S.FAILED,  # denied, expired, a sub-runbook failed, or the run cancelled
+    (S.UNKNOWN, StepEvent.FAIL): S.FAILED,  # the run was cancelled before anyone decided
+    (S.INTERRUPTED, StepEvent.FAIL): S.FAILED,
     (S.PENDING, StepEvent.WAIT): S.WAITING,  # an agent-policy gate before the action
     (S.RUNNING, StepEvent.WAIT): S.WAITING,
     (S.WAITING, StepEvent.WAIT): S.WAITING,
