@@ -175,8 +175,8 @@ def _on_run(principal: Principal, action: Action, runbook: str, run: RunRecord |
     if denied is not None and action != Action.READ:
         return Refused(f"allow/deny in {policy.file}", f"{denied}; an agent may not {action} its runs")
     grant = "agents_may_read" if action == Action.READ else "agents_may_steer"
-    if policy.grants(runbook, grant):
-        return Allowed()
+    if policy.grants(runbook, grant) or (action == Action.READ and policy.may_approve(runbook)):
+        return Allowed()  # (who may approve a runbook's runs may read them)
     whose = f"run {run.id} was started by {run.started_by}" if run is not None else "the run is not the agent's"
     return Refused(f"{grant} in {policy.file}", f"an agent may {action} only runs it started ({whose}); {policy.file} does not set "
                    f"{grant}: true for '{runbook}'")  # fmt: skip

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LogLine", "collect"]
 
-_STREAMS = ("stdout", "stderr")
+_STREAMS = ("stdout", "stderr", "body")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class LogLine:
 
     step: str
     target: str | None
-    stream: str  # stdout | stderr | log | note
+    stream: str  # stdout | stderr | body (an http response) | log | note
     n: int
     text: str
 

@@ -154,7 +154,9 @@ def test_a_step_without_an_estimate_runs_detached_and_the_next_resume_picks_it_u
     import time
 
     log = project.root / "s.log"
-    project.write("slow.yaml", f'name: slow\nsteps:\n  - {{id: s, shell: {{script: "sleep 6; echo s >> {log}"}}}}\n  - {{id: t, shell: [echo, hi]}}\n')
+    project.write(
+        "slow.yaml", f'name: slow\nsteps:\n  - {{id: s, shell: {{script: "sleep 6; echo s >> {log}"}}}}\n  - {{id: t, shell: [echo, hi]}}\n'
+    )
     started = time.monotonic()
     res = project.run("run", "slow", "--budget", "3s", "--json")
     took = time.monotonic() - started

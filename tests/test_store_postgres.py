@@ -457,6 +457,10 @@ def test_a_version_1_journal_is_upgraded_to_typed_progress_in_place(pg_dsn: str)
     assert max(v for (v,) in _sql(pg_dsn, "SELECT version FROM runbook_schema")) == 2
     step = store.get_steps(run.id)[0]
     assert step.progress.waiting == WaitKind.APPROVAL and step.progress.local == {"since_seq": 3}
-    assert step.progress.gate is not None and step.progress.gate.status == GateStatus.PENDING and step.progress.gate.state == {"expires_at": 5.0}
+    assert (
+        step.progress.gate is not None
+        and step.progress.gate.status == GateStatus.PENDING
+        and step.progress.gate.state == {"expires_at": 5.0}
+    )
     assert "gate_state" not in str(_sql(pg_dsn, "SELECT data FROM steps WHERE step_id = 'a'")), "rewritten in place"
     store.close()

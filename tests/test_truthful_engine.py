@@ -23,7 +23,7 @@ def _wait(fn, timeout: float = 30.0):  # type: ignore[no-untyped-def]
 
 def test_status_is_bounded_and_logs_give_the_whole_output(project: Project) -> None:
     mib = "head -c 1048000 /dev/zero | tr '\\\\0' x; echo; echo last-line-{i}"
-    steps = "\n".join(f"  - {{id: s{i}, shell: {{script: \"{mib.format(i=i)}\"}}}}" for i in range(3))
+    steps = "\n".join(f'  - {{id: s{i}, shell: {{script: "{mib.format(i=i)}"}}}}' for i in range(3))
     project.write("chatty.yaml", f"name: chatty\nsteps:\n{steps}\n")
     run = project.run("run", "chatty", "--json")
     assert run.code == 0, run.err[-2000:]
@@ -43,8 +43,12 @@ def test_status_is_bounded_and_logs_give_the_whole_output(project: Project) -> N
 
 def test_recursive_runbooks_never_start(project: Project) -> None:
     marker = project.root / "marker"
-    project.write("self.yaml", f"name: self\nsteps:\n  - {{id: mark, shell: [touch, '{marker}']}}\n  - id: again\n    runbook: {{name: self}}\n")
-    project.write("ping.yaml", f"name: ping\nsteps:\n  - {{id: mark, shell: [touch, '{marker}']}}\n  - id: go\n    runbook: {{name: pong}}\n")
+    project.write(
+        "self.yaml", f"name: self\nsteps:\n  - {{id: mark, shell: [touch, '{marker}']}}\n  - id: again\n    runbook: {{name: self}}\n"
+    )
+    project.write(
+        "ping.yaml", f"name: ping\nsteps:\n  - {{id: mark, shell: [touch, '{marker}']}}\n  - id: go\n    runbook: {{name: pong}}\n"
+    )
     project.write("pong.yaml", "name: pong\nsteps:\n  - id: back\n    runbook: {name: ping}\n")
     for name, cycle in (("self", "self -> self"), ("ping", "ping -> pong -> ping")):
         res = project.run("run", name, "--json")
@@ -107,7 +111,10 @@ def test_cancel_rollback_resumes_after_kill_9_and_runs_each_rollback_once(projec
 
 
 def test_a_plain_cancel_names_the_rollbacks_it_did_not_run(project: Project) -> None:
-    project.write("undo.yaml", "name: undo\nsteps:\n  - id: a\n    shell: [echo, a]\n    rollback: {shell: [echo, undo]}\n  - id: wait\n    approval: {message: go?}\n")
+    project.write(
+        "undo.yaml",
+        "name: undo\nsteps:\n  - id: a\n    shell: [echo, a]\n    rollback: {shell: [echo, undo]}\n  - id: wait\n    approval: {message: go?}\n",
+    )
     rid = project.run("run", "undo", "--json").json()["run_id"]
     res = project.run("cancel", rid, "--json")
     assert res.code == 0
@@ -149,7 +156,9 @@ def test_renaming_a_waiting_gated_step_keeps_its_gate_and_words_only_edits_are_a
 
 
 def test_a_description_only_edit_of_a_completed_step_is_accepted(project: Project) -> None:
-    path = project.write("two.yaml", "name: two\nsteps:\n  - {id: a, description: old words, shell: [echo, a]}\n  - {id: b, shell: [echo, b]}\n")
+    path = project.write(
+        "two.yaml", "name: two\nsteps:\n  - {id: a, description: old words, shell: [echo, a]}\n  - {id: b, shell: [echo, b]}\n"
+    )
     rid = project.run("run", "two", "--max-steps", "1", "--json").json()["run_id"]
     path.write_text(path.read_text().replace("old words", "new words"))
     res = project.run("resume", rid, "--json")

@@ -150,7 +150,7 @@ def list_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)
 
 @router.get("/runs/{run_id}/logs", tags=["events"], summary="The output its steps captured, as lines (as `runbook logs --json`)")
 def get_logs(request: Request, run_id: str, step: str | None = None, target: str | None = None,
-             stream: Literal["stdout", "stderr", "log"] | None = None, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
+             stream: Literal["stdout", "stderr", "body", "log"] | None = None, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
     from runner.logs import collect
 
     state = get_state(request)

@@ -151,7 +151,11 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
 @click.argument("run_id")
 @click.argument("step", required=False)
 @click.option("--target", metavar="HOST", help="Only this fan-out target.")
-@click.option("--stream", type=click.Choice(["stdout", "stderr", "log"]), help="Only this stream (log: ctx.log messages).")
+@click.option(
+    "--stream",
+    type=click.Choice(["stdout", "stderr", "body", "log"]),
+    help="Only this stream (body: an http step's response; log: ctx.log messages).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing output as steps finish, until the run stops.")
 @json_option
 @pass_state

@@ -60,7 +60,8 @@ def _options(state: AppState, budget: str | None, max_steps: int | None, **kw: A
 
     seconds = parse_duration(budget) if budget else None
     deadline = time.monotonic() - process_age() + seconds if seconds is not None else None
-    return DriveOptions(deadline=deadline, budget=seconds, max_steps=max_steps, actor=kw.pop("actor", None) or state.settings.actor, **kw)
+    return DriveOptions(deadline=deadline, budget=seconds, startup=1.0, max_steps=max_steps,
+                        actor=kw.pop("actor", None) or state.settings.actor, **kw)  # fmt: skip
 
 
 @contextmanager

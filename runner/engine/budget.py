@@ -20,10 +20,7 @@ if TYPE_CHECKING:
     from runner.engine.execution import Execution
     from runner.model import Step
 
-__all__ = ["STARTUP", "budget_that_fits", "estimate", "stop_reason"]
-
-STARTUP = 1.0
-"""Seconds a budget that counts from process start must allow for starting up before the first step."""
+__all__ = ["budget_that_fits", "estimate", "stop_reason"]
 
 
 def estimate(exe: Execution, step: Step) -> float | None:
@@ -41,9 +38,9 @@ def estimate(exe: Execution, step: Step) -> float | None:
 def budget_that_fits(exe: Execution, step: Step) -> int | None:
     """Whole seconds of budget that fit ``step`` when this drive's budget never can (else None)."""
     need = estimate(exe, step) or 0.0
-    if exe.opts.budget is None or need + RESERVE + STARTUP <= exe.opts.budget:
+    if exe.opts.budget is None or need + RESERVE + exe.opts.startup <= exe.opts.budget:
         return None
-    return int(need + RESERVE + STARTUP + 1)
+    return int(need + RESERVE + exe.opts.startup + 1)
 
 
 def stop_reason(exe: Execution, step: Step) -> str | None:

@@ -42,6 +42,9 @@ class DriveOptions:
 
     deadline: float | None = None  # time.monotonic() by which the drive must have stopped
     budget: float | None = None  # the whole budget that deadline came from (for messages and `next`)
+    startup: float = 0.0
+    """Seconds a caller's budget spends before its first step (about 1 for a CLI process: its budget counts from
+    process start; 0 for the Python API and MCP, whose budgets count from the call)."""
     max_steps: int | None = None
     retry_failed: bool = False
     retry_step: str | None = None

@@ -102,7 +102,7 @@ def test_agent_client_applies_the_policy_and_cannot_approve_its_gate(here: Proje
         agent.approve(view.run_id)
     human = Client(actor="human")
     approved = human.approve(view.run_id, comment="ok")
-    assert approved.next.action == "await_approval" and approved.next.not_before is not None
+    assert approved.next.action == "resume" and approved.next.approvals["approved_by"] == ["human"], "approved: nobody is asked again"
     assert agent.resume(view.run_id, budget=10).state == "succeeded" and lines(log) == ["a", "b", "c"]
     agent.close()
     human.close()

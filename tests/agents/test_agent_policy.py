@@ -28,6 +28,7 @@ runbooks:
       count: {minimum: 1, maximum: 3}
   disk-cleanup:
     agents_may_approve: true
+    agents_may_steer: true     # resume a person's run of it once approved
 """
 
 
@@ -229,7 +230,7 @@ def test_policy_gate_waits_for_a_human_the_agent_cannot_approve_itself(project: 
     assert started["state"] == "waiting" and started["exit_code"] == 4, dump(started)
     assert started["next"]["action"] == "await_approval" and started["next"]["step"] == "restart"
     assert [s["state"] for s in started["steps"]] == ["succeeded", "waiting"]
-    assert got["self"].is_error and "cannot approve its step 'restart' (distinct_from_starter)" in got["self"].text, got["self"]
+    assert got["self"].is_error and "started this run and cannot approve it (distinct_from_starter)" in got["self"].text, got["self"]
     assert got["cli self"].code == 2 and "distinct_from_starter" in got["cli self"].err
     assert got["human"].code == 0, got["human"]
     assert got["done"].data["state"] == "succeeded", got["done"]

@@ -64,7 +64,8 @@ def test_partitioned_fanout_stops_at_the_failure_limit_and_resume_runs_only_the_
     for name in (h2, h3):
         assert "timed out" in targets[name]["reason"] and hosts[int(name[1:]) - 1].address in targets[name]["reason"], targets[name]
     assert "more than 1 target(s) failed" in targets[h4]["reason"]
-    assert f"resume {run_id} --retry" in view["next"]["command"]
+    assert view["next"]["action"] == "fix_and_retry" and f"retry {run_id}" in view["next"]["human_command"]
+    assert any(f"resume {run_id} --retry" in o["command"] for o in view["next"]["options"])
 
     events = project.run("events", run_id, "--json").json()["events"]
     assert target_events(events, "step.started") == [h1, h2, h3]  # h4 never started

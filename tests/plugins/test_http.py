@@ -247,7 +247,9 @@ def test_a_large_body_is_truncated_at_the_cap(project: Any, http_server: HTTPTes
     assert result.code == 0, result
     out = step(view, "s")["output"]
     assert out["truncated"] is True
-    assert out["body"] == "x" * 4096
+    assert step(view, "s")["sizes"]["body"] == 4096 and out["body"].endswith("x" * 2000), "the view shows the tail"
+    body = project.run("logs", view["run_id"], "s", "--stream", "body", "--json").json()["lines"]
+    assert [line["line"] for line in body] == ["x" * 4096], "logs give the body, complete up to the cap"
 
 
 def test_reading_a_large_body_keeps_memory_bounded(http_server: HTTPTestServer) -> None:

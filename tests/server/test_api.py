@@ -285,13 +285,18 @@ def test_failed_run_resumes_only_with_retry(api: ServerProcess) -> None:
     flag = api.project.root / "flag"
     view = start(c, "needs-flag", {"flag": str(flag)}, wait=30)
     assert view["state"] == "failed"
-    assert view["next"]["http"]["body"] == {"retry": True}
     rid = view["run_id"]
+    assert view["next"]["action"] == "fix_and_retry" and view["next"]["http"]["path"] == f"/v1/runs/{rid}/retry"
     plain = c.post(f"/v1/runs/{rid}/resume", json={})
     assert plain.status_code == 400 and "retry" in plain.json()["error"]["hint"]
     flag.write_text("x")
-    retried = c.post(f"/v1/runs/{rid}/resume", json={"retry": True, "wait": 30}).json()
-    assert retried["state"] == "succeeded" and retried["steps"][0]["attempts"] == 1
+    recorded = c.post(f"/v1/runs/{rid}/retry")  # records the retry and queues the run: a worker drives it
+    assert recorded.status_code == 200, recorded.text
+    done = api.wait_state(rid, "succeeded")
+    assert done["steps"][0]["attempts"] == 1
+    view = start(c, "needs-flag", {"flag": str(api.project.root / "missing")}, wait=30)
+    legacy = c.post(f"/v1/runs/{view['run_id']}/resume", json={"retry": True, "wait": 30}).json()  # the one-call form still works
+    assert legacy["state"] == "failed" and legacy["steps"][0]["attempts"] == 1
 
 
 # ---------------------------------------------------------------------- auth, OpenAPI, health, metrics
