@@ -155,7 +155,14 @@ def decide(principal: Principal, action: Action, *, runbook: str, run: RunRecord
         try:
             policy.check_start(runbook, params or {}, active_runs=active_runs if action == Action.START else 0)
         except PolicyDenied as exc:
-            return Refused(f"agent policy {policy.file}", exc.message)
+            rule = (
+                "allow/deny"
+                if policy.start_refusal(runbook)
+                else "max_concurrent_runs"
+                if "max_concurrent_runs" in exc.reason
+                else "params"
+            )
+            return Refused(f"{rule} in {policy.file}", exc.reason)
         return Allowed()
     return _on_run(principal, action, runbook, run, policy)
 
@@ -187,4 +194,4 @@ def enforce(outcome: Allowed | Refused) -> None:
     if isinstance(outcome, Refused):
         if outcome.scope:
             raise AuthError(outcome.message, status=403)
-        raise PolicyDenied(f"{outcome.message} (rule: {outcome.rule})")
+        raise PolicyDenied(outcome.message if outcome.rule in outcome.message else f"{outcome.message} (rule: {outcome.rule})")
