@@ -77,7 +77,7 @@ def test_an_agent_cannot_steer_or_read_a_persons_run_of_a_denied_runbook_on_the_
         for call in (lambda: client.resume(rid, retry=True), lambda: client.retry(rid), lambda: client.cancel(rid),
                      lambda: client.decide(rid, retry_step="b"), lambda: client.status(rid), lambda: client.events(rid),
                      lambda: client.logs(rid)):  # fmt: skip
-            with pytest.raises(PolicyDenied, match="agents_may_read|deny pattern"):
+            with pytest.raises(PolicyDenied, match=r"agents_may_read|deny pattern"):
                 call()
     assert _effects(log) == ["db"], "no step of the person's run ran again"
     assert project.run("status", rid, "--json").json()["state"] == "failed"
