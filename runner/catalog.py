@@ -142,6 +142,8 @@ class Catalog:
         self.runbooks, self.problems, self.files = runbooks, problems, files
         self.invalid: dict[str, list[Problem]] = {}
         """Problems of each file that failed to load, by the runbook name(s) it declares (see :meth:`get`)."""
+        self.partial: list[LoadedRunbook] = []
+        """What compiled of runbooks that have problems (never run; ``validate`` checks their templates too)."""
 
     @classmethod
     def load(cls, registry: StepTypeRegistry, paths: Sequence[Path], *, cache: bool = True) -> Catalog:
@@ -154,6 +156,7 @@ class Catalog:
         files = _files(paths, problems)
         clashes: set[str] = set()
         invalid: dict[str, list[Problem]] = {}
+        partial: list[LoadedRunbook] = []
         for file in files:
             try:
                 loaded = load_file(file, registry, search=paths, cache=cache)
@@ -161,7 +164,10 @@ class Catalog:
                 problems.extend(exc.problems)
                 for name in declared_names(file):
                     invalid.setdefault(name, []).extend(exc.problems)
-                continue
+                partial += [LoadedRunbook.of(spec, str(file), registry, located=where) for spec, where in getattr(exc, "partials", [])]
+                loaded = getattr(exc, "loaded", [])  # the runbooks of a Python file that did compile
+                if not loaded:
+                    continue
             for rb in loaded:
                 other = runbooks.get(rb.name)
                 if other is not None:
@@ -172,7 +178,7 @@ class Catalog:
         for name in clashes:
             runbooks.pop(name, None)
         catalog = cls(runbooks, problems, files)
-        catalog.invalid = invalid
+        catalog.invalid, catalog.partial = invalid, partial
         return catalog
 
     def get(self, name: str) -> LoadedRunbook:
@@ -184,7 +190,7 @@ class Catalog:
                 raise ValidationError(clash)
             if name in self.invalid:
                 raise ValidationError(self.invalid[name])
-            raise RunbookNotFound(name, self.names())
+            raise RunbookNotFound(name, [*self.names(), *self.invalid])
         return self.runbooks[name]
 
     def names(self) -> list[str]:
@@ -271,7 +277,12 @@ def _load_yaml(path: Path, registry: StepTypeRegistry, search: Sequence[str | os
     from runner.yamlsafe import load_yaml
 
     located = load_yaml(raw, file)
-    spec, compiled = compile_document(located, registry, search=search or None)
+    try:
+        spec, compiled = compile_document(located, registry, search=search or None)
+    except ValidationError as exc:
+        partial = getattr(exc, "partial", None)
+        exc.partials = [partial] if partial is not None else []  # type: ignore[attr-defined]
+        raise
     rb = LoadedRunbook.of(spec, file, registry, located=compiled)
     if cache is not None and compiled is located:  # a runbook with includes depends on other files: not cached
         cache.store(raw, rb)
@@ -279,23 +290,30 @@ def _load_yaml(path: Path, registry: StepTypeRegistry, search: Sequence[str | os
 
 
 def _load_python(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]] = ()) -> list[LoadedRunbook]:
+    from runner.compiler import compile_document
     from runner.params import build_params_model
     from runner.pyform import Runbook
 
     module = import_runbook_module(path)
     out = []
     problems: list[Problem] = []
+    partials: list[Any] = []
     for value in vars(module).values():
         if isinstance(value, Runbook):
             try:
-                spec = value.compile(registry, file=str(path), search=search or None)
+                spec, located = compile_document(value.located(str(path)), registry, search=search or None)
             except ValidationError as exc:  # every runbook of the file is checked, not only the first
                 problems += exc.problems
+                if getattr(exc, "partial", None) is not None:
+                    partials.append(exc.partial)  # type: ignore[attr-defined]
                 continue
             model = value.params_model or build_params_model(spec.name, spec.params)
-            out.append(LoadedRunbook(spec, str(path), model, registry))
+            out.append(LoadedRunbook(spec, str(path), model, registry, located))
     if problems:
-        raise ValidationError(problems)
+        error = ValidationError(problems)
+        error.loaded = out  # type: ignore[attr-defined]  # Catalog.load keeps them: their own problems get reported too
+        error.partials = partials  # type: ignore[attr-defined]
+        raise error
     return out
 
 
@@ -331,16 +349,19 @@ def import_runbook_module(path: Path) -> types.ModuleType:
         raise
     except Exception as exc:
         del sys.modules[name]
-        line = _traceback_line(exc, path)
-        raise ValidationError([Problem(f"importing the runbook failed: {type(exc).__name__}: {exc}", file=str(path), line=line)]) from None
+        line, col = _traceback_position(exc, path)
+        raise ValidationError([Problem(f"importing the runbook failed: {type(exc).__name__}: {exc}", file=str(path), line=line,
+                                       column=col)]) from None  # fmt: skip
     return module
 
 
-def _traceback_line(exc: BaseException, path: Path) -> int | None:
-    tb = exc.__traceback__
-    line = None
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+def _traceback_position(exc: BaseException, path: Path) -> tuple[int | None, int | None]:
+    """(line, column) of the last frame of ``exc``'s traceback in ``path``."""
+    import traceback
+
+    found: tuple[int | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            col = getattr(frame, "colno", None)
+            found = (frame.lineno, col + 1 if col is not None else None)
+    return found

@@ -43,6 +43,7 @@ class _Ctx:
         self.located, self.registry = located, registry
         self.problems: list[Problem] = []
         self.defaults = Defaults(located, registry)
+        self.best: dict[Path_, Step] = {}
 
     def add(self, path: Path_, message: str, *, value: bool = False) -> None:
         self.problems.append(self.located.problem(path, message, where=_where(self.located.data, path), value=value))
@@ -105,9 +106,13 @@ def compile_document(located: Located, registry: StepTypeRegistry, *,
     top = _top(ctx, data)
     ctx.defaults.load(data.get("defaults"), ctx.add)
     params = _params(ctx, data["params"]) if isinstance(data.get("params"), dict) else {}
-    steps = _steps(ctx, data.get("steps"))
+    compiled = _steps(ctx, data.get("steps"))
     if ctx.problems or top is None:
-        raise ValidationError(_ordered(ctx.problems, located.file))
+        error = ValidationError(_ordered(ctx.problems, located.file))
+        best = [s or ctx.best.get(("steps", i)) for i, s in enumerate(compiled)]
+        error.partial = (_partial(data, top, params, best), expanded)  # type: ignore[attr-defined]
+        raise error
+    steps = [s for s in compiled if s is not None]
     out: dict[str, Any] = {**top, "params": params, "steps": steps}
     try:
         spec = RunbookSpec.model_validate(out)
@@ -134,7 +139,29 @@ def _top(ctx: _Ctx, data: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _steps(ctx: _Ctx, raw: Any) -> list[Step]:
+def _partial(data: dict[str, Any], top: dict[str, Any] | None, params: dict[str, ParamSpec], compiled: list[Step | None]) -> RunbookSpec:
+    """What did compile of a runbook with problems, unvalidated, so ``validate`` can check its templates too: the
+    steps that compiled, stand-ins (no action) for the others, so that references to them resolve."""
+    raw = data.get("steps")
+    raw_steps: list[Any] = raw if isinstance(raw, list) else []
+    steps = []
+    for i, (step, raw) in enumerate(zip(compiled, raw_steps, strict=False)):
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        steps.append(step or Step.model_construct(id=ident if isinstance(ident, str) else f"#{i + 1}", action=_PLACEHOLDER))
+    declared = data.get("params")
+    for name in declared if isinstance(declared, dict) else {}:
+        params.setdefault(str(name), ParamSpec())
+    given = data.get("secrets")
+    secrets: dict[Any, Any] = given if isinstance(given, dict) else {}
+    name = data.get("name") if isinstance(data.get("name"), str) else "-"
+    fields = dict(top or {"name": name, "secrets": {str(k): str(v) for k, v in secrets.items()}})
+    fields["tags"] = tuple(fields.get("tags") or ())
+    if not isinstance(fields.get("lock"), str | None):
+        fields.pop("lock")
+    return RunbookSpec.model_construct(**{**fields, "params": params, "steps": tuple(steps)})
+
+
+def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:
     if raw is None:
         ctx.add((), "missing required key 'steps': a runbook needs at least one step")
         return []
@@ -143,7 +170,7 @@ def _steps(ctx: _Ctx, raw: Any) -> list[Step]:
         return []
     if not raw:
         ctx.add(("steps",), "a runbook needs at least one step")
-    steps: list[Step] = []
+    steps: list[Step | None] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         step = _step(ctx, ("steps", i), item)
@@ -151,11 +178,12 @@ def _steps(ctx: _Ctx, raw: Any) -> list[Step]:
         if isinstance(ident, str):
             if ident in seen:
                 first = ctx.located.problem(("steps", seen[ident], "id"), "")
-                at = f"line {first.line}" if first.file == ctx.located.problem(("steps", i, "id"), "").file else f"{first.file}:{first.line}"
+                at = (
+                    f"line {first.line}" if first.file == ctx.located.problem(("steps", i, "id"), "").file else f"{first.file}:{first.line}"
+                )
                 ctx.add(("steps", i, "id"), f"duplicate step id '{ident}' (first used at {at})")
             seen.setdefault(ident, i)
-        if step is not None:
-            steps.append(step)
+        steps.append(step)
     return steps
 
 
@@ -334,6 +362,7 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
     except PydanticValidationError as exc:
         ctx.pydantic(path, exc, fields)
         return None
+    ctx.best[path] = step  # with its problems, still what `validate` checks the templates of
     return None if failed else step
 
 
@@ -344,7 +373,9 @@ def _expect_keys(ctx: _Ctx, path: Path_, type_name: str, expect: Any) -> None:
         return
     for key in expect:
         if key in _EXPECT_KEYS and key not in allowed:
-            ctx.add((*path, "expect", key), f"expect '{key}' does not apply to a '{type_name}' step; it checks: {', '.join(sorted(allowed))}")
+            ctx.add(
+                (*path, "expect", key), f"expect '{key}' does not apply to a '{type_name}' step; it checks: {', '.join(sorted(allowed))}"
+            )
 
 
 def _verify(ctx: _Ctx, path: Path_, raw: Any) -> dict[str, Any] | None:

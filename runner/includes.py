@@ -117,7 +117,7 @@ class _Expander:
             sub, sub_links = self._defaults_of(fragment, inner)
             merged = self._overlay(merged, links, sub, sub_links)
         if own:
-            own_links = {("defaults", k): (doc, ("defaults", k)) for k in own}
+            own_links: dict[Path_, tuple[Located, Path_]] = {("defaults", k): (doc, ("defaults", k)) for k in own}
             merged = self._overlay(merged, links, own, own_links)
         return merged, links
 
@@ -207,10 +207,11 @@ class _Expander:
 
     @staticmethod
     def _site(doc: Located, at: Path_) -> str:
-        """``file:line:column`` of an include (for messages about what it brought in)."""
+        """``file:line:column`` of an include, and of the includes above it (for messages about what it brought in)."""
         line, col = doc.position(at, value=True)
-        where = doc.resolve(at)[0].file
-        return f"{where}:{line}:{col}" if line else where
+        there = doc.resolve(at)[0]
+        site = f"{there.file}:{line}:{col}" if line else there.file
+        return f"{site}, included from {there.included_from}" if there.included_from else site
 
     def _fragment_ok(self, fragment: Located) -> bool:
         if not isinstance(fragment.data, dict):
@@ -282,4 +283,3 @@ def _display(real: Path) -> str:
         return str(real.relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(real)
-

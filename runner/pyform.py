@@ -120,6 +120,7 @@ class StepHandle:
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             verify = self.fields.setdefault("verify", {"checks": []})
             if site is not None:
+                self.sites.setdefault(("verify",), site)
                 self.sites[("verify", "checks", len(verify["checks"]))] = site
             if within is not None:
                 verify["within"] = within
@@ -231,8 +232,8 @@ class Runbook:
         put((), self.site)
         for key in doc:
             put((key,), self.site)
-        for name, site in _field_sites(self.params_model).items():
-            put(("params", name), site)
+        for name, field_site in _field_sites(self.params_model).items():
+            put(("params", name), field_site)
         for i, (step, site) in enumerate(zip(self._steps, self._sites, strict=True)):
             put(("steps", i), site)
             if isinstance(step, StepHandle):

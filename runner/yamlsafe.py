@@ -135,13 +135,18 @@ class Located:
 
 def _walk(data: Any, path: Path_) -> Any:
     for key in path:
-        if isinstance(data, dict) and key in data:
-            data = data[key]
-        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
-            data = data[key]
-        else:
-            return _UNSET
+        data = _child(data, key)
+        if data is _UNSET:
+            break
     return data
+
+
+def _child(data: Any, key: str | int) -> Any:
+    if isinstance(data, dict):
+        return data.get(key, _UNSET)
+    if isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+        return data[key]
+    return _UNSET
 
 
 def _real_loc(err: Any, value: Any) -> Path_:
@@ -151,16 +156,14 @@ def _real_loc(err: Any, value: Any) -> Path_:
     walk, last = (loc[:-1], loc[-1:]) if keyed and loc else (loc, ())
     out: list[str | int] = []
     for part in walk:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
-            value = value[part]
-        elif value is _UNSET and not (isinstance(part, str) and part.startswith(("function-", "literal["))):
-            out.append(part)  # nothing to tell keys from member names by: keep what is not obviously a name
+        if value is _UNSET:  # nothing to tell keys from member names by: keep what is not obviously a name
+            if not (isinstance(part, str) and part.startswith(("function-", "literal["))):
+                out.append(part)
             continue
-        else:
-            continue
-        out.append(part)
+        child = _child(value, part)
+        if child is not _UNSET:
+            value = child
+            out.append(part)
     return (*out, *last)
 
 

@@ -106,8 +106,7 @@ def refuse_secret_to_templated_host(method: str, url: str, raw: Mapping[str, Any
         host = "?"
     what = f"the port of its URL (host '{host}')" if part == "port" else f"its host '{host}'"
     raise HTTPStepError(
-        f"{method} {shown}: the request carries a secret and {what} comes from a template; "
-        "refusing to send it (nothing was sent)",
+        f"{method} {shown}: the request carries a secret and {what} comes from a template; refusing to send it (nothing was sent)",
         hint=f"whoever starts the run could point it at their own server: pin the hosts this step may reach with "
         f"`allowed_hosts: [{host}]` in the step (or the operator with {ENV_ALLOWED_HOSTS}={host}), "
         f"or write the {'port' if part == 'port' else 'host'} literally in `url`",

@@ -74,7 +74,7 @@ class HttpStep(StepType):
         if not policy.pinned(config):
             what = {"port": "the port of 'url'", "host": "the host of 'url'"}.get(part, "the scheme, host and port of 'url'")
             fix = "the port" if part == "port" else "the host"
-            found.append(Finding(("url",), f"the request carries a secret and {what} comes from a template ({url!r}): whoever "
+            found.append(Finding(("url",), f"the request carries a secret and a template chooses {what} ({url!r}): whoever "
                                            "starts the run could send the secret to a server of their own, so every run would "
                                            f"refuse it; pin the hosts with literal `allowed_hosts: [...]`, have the operator set "
                                            f"{ENV_ALLOWED_HOSTS}, or write {fix} literally"))  # fmt: skip
