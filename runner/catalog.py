@@ -117,8 +117,9 @@ class LoadedRunbook:
         if located is None:
             return self.file
         idx = self.spec.index(step_id)
-        line, _ = located.position(("steps", idx, key) if key else ("steps", idx))
-        return f"{self.file}:{line}" if line else self.file
+        there, path = located.resolve(("steps", idx, key) if key else ("steps", idx))  # an included step: its own file
+        line, _ = there.position(path)
+        return f"{there.file}:{line}" if line else there.file
 
 
 def actions_of(step: Any) -> list[Any]:

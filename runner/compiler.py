@@ -189,7 +189,10 @@ def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:
 
 def _ordered(problems: list[Problem], root: str) -> list[Problem]:
     """Problems without repeats (a default reaching many steps is reported once), the runbook's own file first."""
-    unique = list({(p.file, p.line, p.column, p.message, p.included_from): p for p in problems}.values())
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        first.setdefault((p.file, p.line, p.column, p.message, p.included_from), p)
+    unique = list(first.values())
     return sorted(unique, key=lambda p: (p.file != root, p.file or "", p.line or 0, p.column or 0))
 
 

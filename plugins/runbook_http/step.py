@@ -34,6 +34,7 @@ class HttpStep(StepType):
     default_expect: ClassVar[dict[str, Any]] = {"status": "2xx"}
     expect_keys: ClassVar[frozenset[str] | None] = frozenset({"status", "json", "body", "header"})
     output_fields: ClassVar[frozenset[str] | None] = frozenset({"status", "headers", "truncated", "json", "body"})
+    shorthand_schema: ClassVar[dict[str, Any] | None] = {"type": "string", "description": "a URL to GET"}
     defaults_keys: ClassVar[dict[str, dict[str, Any]]] = {
         "base_url": {"type": "string", "description": "prefix of every `url` that starts with '/' (and the url of a step that gives none)"},
     }
