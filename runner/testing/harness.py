@@ -118,7 +118,11 @@ class RunbookHarness:
 
     @contextlib.contextmanager
     def _environ(self) -> Iterator[None]:
-        saved = {k: os.environ.get(k) for k in self.env}
+        """The test's variables, and no ``RUNBOOK_*`` of the outer environment (an operator's inventory, allow-list ...)."""
+        outer = [k for k in os.environ if k.startswith("RUNBOOK_") and k not in self.env]
+        saved = {k: os.environ.get(k) for k in [*self.env, *outer]}
+        for key in outer:
+            del os.environ[key]
         os.environ.update(self.env)
         try:
             yield

@@ -20,8 +20,6 @@ Nothing here runs unless a test asks for one of these fixtures: other tests of a
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,12 +71,8 @@ def runbook_sshd() -> Iterator[SSHServer]:
         if os.environ.get("CI"):
             pytest.fail("OpenSSH's server (/usr/sbin/sshd) is required in CI but is not installed")
         pytest.skip("OpenSSH's server (/usr/sbin/sshd) is not installed")
-    directory = Path(tempfile.mkdtemp(prefix="runbook-sshd-", dir="/tmp"))  # traversable by the login user
-    server = None
+    server = start_sshd()  # in a directory of its own under /tmp (the login user reads keys there), removed by stop()
     try:
-        server = start_sshd(directory)
         yield server
     finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        server.stop()

@@ -55,6 +55,7 @@ class SSHServer:
     bin: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    owned: bool = field(default=False, repr=False)  # start_sshd made the directory: stop removes it
 
     def stub(self, name: str, script: str) -> Path:
         """Put an executable ``name`` (a shell script's text, ``#!/bin/sh`` added if missing) first on sessions' PATH."""
@@ -91,12 +92,15 @@ class SSHServer:
                 proc.wait(timeout=5)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        if self.owned:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def start_sshd(directory: Path | None = None, *, timeout: float = 10.0) -> SSHServer:
     """Start sshd on a free port of 127.0.0.1 and wait until it accepts connections."""
     if not sshd_available():
         raise RuntimeError(f"OpenSSH's server ({SSHD}) and ssh-keygen are needed for runbook_sshd")
+    owned = directory is None
     directory = directory or Path(tempfile.mkdtemp(prefix="runbook-sshd-", dir="/tmp"))
     directory.chmod(0o755)  # sshd reads the keys as the login user
     user = _login_user()
@@ -109,7 +113,7 @@ def start_sshd(directory: Path | None = None, *, timeout: float = 10.0) -> SSHSe
     bin_dir = directory / "bin"
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     port = _free_port()
-    server = SSHServer("127.0.0.1", port, user, key, directory / "known_hosts", directory, bin_dir, directory / "sshd.log")
+    server = SSHServer("127.0.0.1", port, user, key, directory / "known_hosts", directory, bin_dir, directory / "sshd.log", owned=owned)
     server.known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n", encoding="utf-8")
     server.stub("sudo", _SUDO)
     config = directory / "sshd_config"
