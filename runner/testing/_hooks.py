@@ -38,6 +38,7 @@ class Actions:
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
         self._catalog: Catalog | None = None
+        self._stamp: tuple[int, ...] = ()
         self._lock = threading.Lock()
 
     def kind(self, ctx: Context) -> str:
@@ -57,14 +58,25 @@ class Actions:
         return "probe"
 
     def catalog(self) -> Catalog:
-        """The runbooks of the test (loaded once per process)."""
+        """The runbooks of the test (loaded again when a test edited one of their files)."""
         with self._lock:
-            if self._catalog is None:
+            if self._catalog is None or _stamp(self._catalog.files) != self._stamp:
                 from runner.catalog import Catalog
                 from runner.plugin import PluginHost
 
                 self._catalog = Catalog.load(PluginHost().step_types, [Path(p) for p in self.paths])
+                self._stamp = _stamp(self._catalog.files)
             return self._catalog
+
+
+def _stamp(files: list[Path]) -> tuple[int, ...]:
+    out = []
+    for f in files:
+        try:
+            out.append(f.stat().st_mtime_ns)
+        except OSError:
+            out.append(-1)
+    return tuple(out)
 
 
 def target_of(ctx: Context) -> str | None:
