@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import types
 from collections.abc import Iterable, Sequence
@@ -116,8 +117,9 @@ class LoadedRunbook:
         if located is None:
             return self.file
         idx = self.spec.index(step_id)
-        line, _ = located.position(("steps", idx, key) if key else ("steps", idx))
-        return f"{self.file}:{line}" if line else self.file
+        there, path = located.resolve(("steps", idx, key) if key else ("steps", idx))  # an included step: its own file
+        line, _ = there.position(path)
+        return f"{there.file}:{line}" if line else there.file
 
 
 def actions_of(step: Any) -> list[Any]:
@@ -139,20 +141,34 @@ class Catalog:
 
     def __init__(self, runbooks: dict[str, LoadedRunbook], problems: list[Problem], files: list[Path]) -> None:
         self.runbooks, self.problems, self.files = runbooks, problems, files
+        self.invalid: dict[str, list[Problem]] = {}
+        """Problems of each file that failed to load, by the runbook name(s) it declares (see :meth:`get`)."""
+        self.partial: list[LoadedRunbook] = []
+        """What compiled of runbooks that have problems (never run; ``validate`` checks their templates too)."""
 
     @classmethod
-    def load(cls, registry: StepTypeRegistry, paths: Sequence[Path]) -> Catalog:
-        """Load every runbook under ``paths``; problems are collected, not raised."""
+    def load(cls, registry: StepTypeRegistry, paths: Sequence[Path], *, cache: bool = True) -> Catalog:
+        """Load every runbook under ``paths``; problems are collected, not raised.
+
+        ``cache=False`` compiles every YAML file afresh (``validate``: positions of everything, defaults included).
+        """
         runbooks: dict[str, LoadedRunbook] = {}
         problems: list[Problem] = []
         files = _files(paths, problems)
         clashes: set[str] = set()
+        invalid: dict[str, list[Problem]] = {}
+        partial: list[LoadedRunbook] = []
         for file in files:
             try:
-                loaded = load_file(file, registry)
+                loaded = load_file(file, registry, search=paths, cache=cache)
             except ValidationError as exc:
                 problems.extend(exc.problems)
-                continue
+                for name in declared_names(file):
+                    invalid.setdefault(name, []).extend(exc.problems)
+                partial += [LoadedRunbook.of(spec, str(file), registry, located=where) for spec, where in getattr(exc, "partials", [])]
+                loaded = getattr(exc, "loaded", [])  # the runbooks of a Python file that did compile
+                if not loaded:
+                    continue
             for rb in loaded:
                 other = runbooks.get(rb.name)
                 if other is not None:
@@ -162,15 +178,20 @@ class Catalog:
                 runbooks[rb.name] = rb
         for name in clashes:
             runbooks.pop(name, None)
-        return cls(runbooks, problems, files)
+        catalog = cls(runbooks, problems, files)
+        catalog.invalid, catalog.partial = invalid, partial
+        return catalog
 
     def get(self, name: str) -> LoadedRunbook:
-        """The runbook called ``name``; raises if unknown or defined twice."""
+        """The runbook called ``name``; raises if unknown or defined twice, and with the file's own problems
+        when the file that declares ``name`` does not load."""
         if name not in self.runbooks:
             clash = [p for p in self.problems if f"runbook name '{name}' is also defined" in p.message]
             if clash:
                 raise ValidationError(clash)
-            raise RunbookNotFound(name, self.names())
+            if name in self.invalid:
+                raise ValidationError(self.invalid[name])
+            raise RunbookNotFound(name, [*self.names(), *self.invalid])
         return self.runbooks[name]
 
     def names(self) -> list[str]:
@@ -203,21 +224,43 @@ def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
 def _walk(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and d != "tests")
         for name in sorted(filenames):
-            if name.endswith(_SUFFIXES) and not name.startswith((".", "_")):
+            if name.endswith(_SUFFIXES) and not name.startswith((".", "_")) and not _is_test_file(name):
                 found.append(Path(dirpath) / name)
     return found
 
 
-def load_file(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:
-    """Load the runbook(s) defined in one YAML or Python file."""
+def _is_test_file(name: str) -> bool:
+    """Tests of runbooks live beside them (``test_*.py``, ``conftest.py``, ``tests/``); they are not runbooks."""
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py")
+
+
+_NAME_LINE = re.compile(rb"""^name:[ \t]*["']?([a-z0-9][a-z0-9._-]{0,127})["']?[ \t]*(?:#.*)?$""", re.M)
+_NAME_CALL = re.compile(rb"""\bRunbook\(\s*(?:name\s*=\s*)?["']([a-z0-9][a-z0-9._-]{0,127})["']""")
+
+
+def declared_names(path: Path) -> list[str]:
+    """The runbook name(s) a file declares, read from its text (for a file that does not load)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256 * 1024)
+    except OSError:
+        return []
+    pattern = _NAME_CALL if path.suffix == ".py" else _NAME_LINE
+    return list(dict.fromkeys(m.decode() for m in pattern.findall(head)))
+
+
+def load_file(path: Path, registry: StepTypeRegistry, *, search: Sequence[str | os.PathLike[str]] = (),
+              cache: bool = True) -> list[LoadedRunbook]:  # fmt: skip
+    """Load the runbook(s) defined in one YAML or Python file (``search``: where includes are looked up)."""
     if path.suffix == ".py":
-        return _load_python(path, registry)
-    return [_load_yaml(path, registry)]
+        return _load_python(path, registry, search)
+    return [_load_yaml(path, registry, search, cache)]
 
 
-def _load_yaml(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
+def _load_yaml(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]] = (),
+               use_cache: bool = True) -> LoadedRunbook:  # fmt: skip
     from runner.compile_cache import default_cache
     from runner.yamlsafe import check_size
 
@@ -227,32 +270,51 @@ def _load_yaml(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
     except OSError as exc:
         raise ValidationError([Problem(f"cannot read file: {exc.strerror}", file=file)]) from None
     check_size(raw, file)
-    cache = default_cache()
+    cache = default_cache() if use_cache else None
     cached = cache.load(raw, file, registry) if cache is not None else None
     if cached is not None:
         return cached
-    from runner.compiler import compile_runbook
+    from runner.compiler import compile_document
     from runner.yamlsafe import load_yaml
 
     located = load_yaml(raw, file)
-    spec = compile_runbook(located.data, registry, located=located, file=file)
-    rb = LoadedRunbook.of(spec, file, registry, located=located)
-    if cache is not None:
+    try:
+        spec, compiled = compile_document(located, registry, search=search or None)
+    except ValidationError as exc:
+        partial = getattr(exc, "partial", None)
+        exc.partials = [partial] if partial is not None else []  # type: ignore[attr-defined]
+        raise
+    rb = LoadedRunbook.of(spec, file, registry, located=compiled)
+    if cache is not None and compiled is located:  # a runbook with includes depends on other files: not cached
         cache.store(raw, rb)
     return rb
 
 
-def _load_python(path: Path, registry: StepTypeRegistry) -> list[LoadedRunbook]:
+def _load_python(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]] = ()) -> list[LoadedRunbook]:
+    from runner.compiler import compile_document
     from runner.params import build_params_model
     from runner.pyform import Runbook
 
     module = import_runbook_module(path)
     out = []
+    problems: list[Problem] = []
+    partials: list[Any] = []
     for value in vars(module).values():
         if isinstance(value, Runbook):
-            spec = value.compile(registry, file=str(path))
+            try:
+                spec, located = compile_document(value.located(str(path)), registry, search=search or None)
+            except ValidationError as exc:  # every runbook of the file is checked, not only the first
+                problems += exc.problems
+                if getattr(exc, "partial", None) is not None:
+                    partials.append(exc.partial)  # type: ignore[attr-defined]
+                continue
             model = value.params_model or build_params_model(spec.name, spec.params)
-            out.append(LoadedRunbook(spec, str(path), model, registry))
+            out.append(LoadedRunbook(spec, str(path), model, registry, located))
+    if problems:
+        error = ValidationError(problems)
+        error.loaded = out  # type: ignore[attr-defined]  # Catalog.load keeps them: their own problems get reported too
+        error.partials = partials  # type: ignore[attr-defined]
+        raise error
     return out
 
 
@@ -288,16 +350,19 @@ def import_runbook_module(path: Path) -> types.ModuleType:
         raise
     except Exception as exc:
         del sys.modules[name]
-        line = _traceback_line(exc, path)
-        raise ValidationError([Problem(f"importing the runbook failed: {type(exc).__name__}: {exc}", file=str(path), line=line)]) from None
+        line, col = _traceback_position(exc, path)
+        raise ValidationError([Problem(f"importing the runbook failed: {type(exc).__name__}: {exc}", file=str(path), line=line,
+                                       column=col)]) from None  # fmt: skip
     return module
 
 
-def _traceback_line(exc: BaseException, path: Path) -> int | None:
-    tb = exc.__traceback__
-    line = None
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+def _traceback_position(exc: BaseException, path: Path) -> tuple[int | None, int | None]:
+    """(line, column) of the last frame of ``exc``'s traceback in ``path``."""
+    import traceback
+
+    found: tuple[int | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            col = getattr(frame, "colno", None)
+            found = (frame.lineno, col + 1 if col is not None else None)
+    return found

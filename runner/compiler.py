@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from runner.defaults import Defaults
 from runner.errors import Problem, ValidationError
-from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, RunbookSpec, Step
+from runner.includes import expand_includes, include_roots
+from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, Expect, RunbookSpec, Step
 from runner.params import ParamSpec
 from runner.registry import StepTypeRegistry
 from runner.steptypes import remember_reusable_configs
 from runner.yamlsafe import Located
 
-__all__ = ["compile_runbook"]
+__all__ = ["compile_document", "compile_runbook"]
 
 Path_ = tuple[str | int, ...]
 _STEP_FIELDS = ("id", "description", "when", "precondition", "check", "verify", "expect", "retry", "timeout",
                 "expected", "idempotent", "rollback", "targets", "batch")  # fmt: skip
+_UNSET: Any = object()
+_PLACEHOLDER = Action(type="-", config={})  # stands in for an action with problems while the rest of its step is checked
+_EXPECT_KEYS = frozenset(f.alias or name for name, f in Expect.model_fields.items())
 
 
 class _Ctx:
@@ -35,12 +42,15 @@ class _Ctx:
     def __init__(self, located: Located, registry: StepTypeRegistry) -> None:
         self.located, self.registry = located, registry
         self.problems: list[Problem] = []
+        self.defaults = Defaults(located, registry)
+        self.best: dict[Path_, Step] = {}
 
     def add(self, path: Path_, message: str, *, value: bool = False) -> None:
         self.problems.append(self.located.problem(path, message, where=_where(self.located.data, path), value=value))
 
-    def pydantic(self, base: Path_, exc: PydanticValidationError) -> None:
-        self.problems += self.located.pydantic_problems(base, exc, where=lambda path: _where(self.located.data, path))
+    def pydantic(self, base: Path_, exc: PydanticValidationError, value: Any = _UNSET) -> None:
+        kwargs = {} if value is _UNSET else {"value": value}
+        self.problems += self.located.pydantic_problems(base, exc, where=lambda path: _where(self.located.data, path), **kwargs)
 
 
 def _where(data: Any, path: Path_) -> str | None:
@@ -67,43 +77,43 @@ class _Top(BaseModel):
     secrets: dict[str, str] = {}
     lock: str | None = None
     on_failure: Literal["stop", "rollback"] = "stop"
-    steps: list[Any]
+    defaults: Any = None  # checked by runner.defaults.Defaults
 
 
-def compile_runbook(data: Any, registry: StepTypeRegistry, *, located: Located | None = None, file: str = "<input>") -> RunbookSpec:
-    """Validate ``data`` (a runbook document) and return the compiled spec."""
-    located = located or Located(data=data, file=file)
-    ctx = _Ctx(located, registry)
+def compile_runbook(data: Any, registry: StepTypeRegistry, *, located: Located | None = None, file: str = "<input>",
+                    search: Sequence[str | os.PathLike[str]] | None = None) -> RunbookSpec:  # fmt: skip
+    """Validate ``data`` (a runbook document) and return the compiled spec.
+
+    ``search`` is the runbook search path includes are looked up in (default: the file's own directory).
+    """
+    return compile_document(located or Located(data=data, file=file), registry, search=search)[0]
+
+
+def compile_document(located: Located, registry: StepTypeRegistry, *,
+                     search: Sequence[str | os.PathLike[str]] | None = None) -> tuple[RunbookSpec, Located]:  # fmt: skip
+    """Compile the document of ``located``: the spec, and the document as compiled (includes expanded, every value
+    linked to where it was written; ``located`` itself when it has no includes). Raises :class:`ValidationError`
+    with every problem found, each located."""
+    data = located.data
     if not isinstance(data, dict):
         raise ValidationError([located.problem((), f"expected a mapping with name, description and steps, got {type(data).__name__}")])
+    roots = include_roots(search if search else ([located.file] if os.path.exists(located.file) else []))
+    expanded, problems = expand_includes(located, roots)
+    ctx = _Ctx(expanded, registry)
+    ctx.problems += problems
+    data = expanded.data
     _refuse_non_finite(ctx, data, ())
-    if ctx.problems:
-        raise ValidationError(ctx.problems)
-    try:
-        top = _Top.model_validate(data)
-    except PydanticValidationError as exc:
-        ctx.pydantic((), exc)
-        raise ValidationError(ctx.problems) from None
-    out: dict[str, Any] = top.model_dump(exclude={"steps", "params"})
-    out["version"] = str(top.version)
-    out["params"] = _params(ctx, top.params)
-    steps: list[Step] = []
-    seen: dict[str, int] = {}
-    for i, raw in enumerate(top.steps):
-        step = _step(ctx, ("steps", i), raw)
-        ident = raw.get("id") if isinstance(raw, dict) else None
-        if isinstance(ident, str):
-            if ident in seen:
-                line = located.position(("steps", seen[ident], "id"))[0]
-                ctx.add(("steps", i, "id"), f"duplicate step id '{ident}' (first used at line {line})")
-            seen.setdefault(ident, i)
-        if step is not None:
-            steps.append(step)
-    if not top.steps:
-        ctx.add(("steps",), "a runbook needs at least one step")
-    out["steps"] = steps
-    if ctx.problems:
-        raise ValidationError(sorted(ctx.problems, key=lambda p: (p.line or 0, p.column or 0)))
+    top = _top(ctx, data)
+    ctx.defaults.load(data.get("defaults"), ctx.add)
+    params = _params(ctx, data["params"]) if isinstance(data.get("params"), dict) else {}
+    compiled = _steps(ctx, data.get("steps"))
+    if ctx.problems or top is None:
+        error = ValidationError(_ordered(ctx.problems, located.file))
+        best = [s or ctx.best.get(("steps", i)) for i, s in enumerate(compiled)]
+        error.partial = (_partial(data, top, params, best), expanded)  # type: ignore[attr-defined]
+        raise error
+    steps = [s for s in compiled if s is not None]
+    out: dict[str, Any] = {**top, "params": params, "steps": steps}
     try:
         spec = RunbookSpec.model_validate(out)
     except PydanticValidationError as exc:
@@ -114,7 +124,76 @@ def compile_runbook(data: Any, registry: StepTypeRegistry, *, located: Located |
     # after a resume from the snapshot and after a cache hit.
     spec = RunbookSpec.model_validate(spec.model_dump(mode="json", by_alias=True))
     remember_reusable_configs(spec.step_actions(), registry)
-    return spec
+    return spec, expanded
+
+
+def _top(ctx: _Ctx, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The top-level fields but ``steps`` (checked on their own, so a problem here hides none of theirs)."""
+    try:
+        top = _Top.model_validate({k: v for k, v in data.items() if k != "steps"})
+    except PydanticValidationError as exc:
+        ctx.pydantic((), exc)
+        return None
+    out: dict[str, Any] = top.model_dump(exclude={"params", "defaults"})
+    out["version"] = str(top.version)
+    return out
+
+
+def _partial(data: dict[str, Any], top: dict[str, Any] | None, params: dict[str, ParamSpec], compiled: list[Step | None]) -> RunbookSpec:
+    """What did compile of a runbook with problems, unvalidated, so ``validate`` can check its templates too: the
+    steps that compiled, stand-ins (no action) for the others, so that references to them resolve."""
+    raw = data.get("steps")
+    raw_steps: list[Any] = raw if isinstance(raw, list) else []
+    steps = []
+    for i, (step, raw) in enumerate(zip(compiled, raw_steps, strict=False)):
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        steps.append(step or Step.model_construct(id=ident if isinstance(ident, str) else f"#{i + 1}", action=_PLACEHOLDER))
+    declared = data.get("params")
+    for name in declared if isinstance(declared, dict) else {}:
+        params.setdefault(str(name), ParamSpec())
+    given = data.get("secrets")
+    secrets: dict[Any, Any] = given if isinstance(given, dict) else {}
+    name = data.get("name") if isinstance(data.get("name"), str) else "-"
+    fields = dict(top or {"name": name, "secrets": {str(k): str(v) for k, v in secrets.items()}})
+    fields["tags"] = tuple(fields.get("tags") or ())
+    if not isinstance(fields.get("lock"), str | None):
+        fields.pop("lock")
+    return RunbookSpec.model_construct(**{**fields, "params": params, "steps": tuple(steps)})
+
+
+def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:
+    if raw is None:
+        ctx.add((), "missing required key 'steps': a runbook needs at least one step")
+        return []
+    if not isinstance(raw, list):
+        ctx.add(("steps",), f"expected 'steps' to be a list of steps, got {type(raw).__name__}")
+        return []
+    if not raw:
+        ctx.add(("steps",), "a runbook needs at least one step")
+    steps: list[Step | None] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        step = _step(ctx, ("steps", i), item)
+        ident = item.get("id") if isinstance(item, dict) else None
+        if isinstance(ident, str):
+            if ident in seen:
+                first = ctx.located.problem(("steps", seen[ident], "id"), "")
+                at = (
+                    f"line {first.line}" if first.file == ctx.located.problem(("steps", i, "id"), "").file else f"{first.file}:{first.line}"
+                )
+                ctx.add(("steps", i, "id"), f"duplicate step id '{ident}' (first used at {at})")
+            seen.setdefault(ident, i)
+        steps.append(step)
+    return steps
+
+
+def _ordered(problems: list[Problem], root: str) -> list[Problem]:
+    """Problems without repeats (a default reaching many steps is reported once), the runbook's own file first."""
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        first.setdefault((p.file, p.line, p.column, p.message, p.included_from), p)
+    unique = list(first.values())
+    return sorted(unique, key=lambda p: (p.file != root, p.file or "", p.line or 0, p.column or 0))
 
 
 def _refuse_non_finite(ctx: _Ctx, value: Any, path: Path_) -> None:
@@ -141,8 +220,25 @@ def _params(ctx: _Ctx, raw: dict[str, Any]) -> dict[str, ParamSpec]:
         try:
             out[name] = ParamSpec.model_validate(spec)
         except PydanticValidationError as exc:
-            ctx.pydantic(path, exc)
+            ctx.pydantic(path, exc, spec)
+            continue
+        _param_default(ctx, path, name, out[name])
     return out
+
+
+def _param_default(ctx: _Ctx, path: Path_, name: str, spec: ParamSpec) -> None:
+    """A default must be a value of the param's own type and constraints: nothing checks it at run time."""
+    if spec.secret or spec.default is None or "default" not in spec.model_fields_set:
+        return
+    from runner.params import build_params_model
+
+    spec = ParamSpec.model_validate(spec.model_dump(mode="json", exclude_unset=True))  # as runs store it (a YAML date: text)
+    try:
+        build_params_model("default", {name: spec.model_copy(update={"required": True})}).model_validate({name: spec.default}, strict=True)
+    except PydanticValidationError as exc:
+        why = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+        kind = f"one of {spec.enum}" if spec.enum else spec.type
+        ctx.add((*path, "default"), f"default {spec.default!r} of param '{name}' is not a valid {kind}: {why}", value=True)
 
 
 def _split_type(ctx: _Ctx, path: Path_, raw: dict[str, Any], fields: tuple[str, ...], probes_only: bool) -> tuple[str, Any] | None:
@@ -156,8 +252,7 @@ def _split_type(ctx: _Ctx, path: Path_, raw: dict[str, Any], fields: tuple[str, 
             found.append(key)
         elif key in ctx.registry:
             ctx.add((*path, key), f"step type '{key}' cannot be used as a check; probe types: {', '.join(names)}")
-            return None
-        else:
+        else:  # every unknown key is reported, not only the first
             kind = "check" if probes_only else "step"
             close = difflib.get_close_matches(str(key), [*fields, *names], n=1)
             guess = f"did you mean '{close[0]}'? " if close else ""
@@ -165,7 +260,6 @@ def _split_type(ctx: _Ctx, path: Path_, raw: dict[str, Any], fields: tuple[str, 
                 (*path, key),
                 f"unknown key '{key}': {guess}expected a {kind} field ({', '.join(fields)}) or a step type ({', '.join(names)})",
             )
-            return None
     if len(found) > 1:
         ctx.add(
             (*path, found[1]), f"more than one step type ({', '.join(found)}); a {('check' if probes_only else 'step')} has exactly one"
@@ -173,16 +267,16 @@ def _split_type(ctx: _Ctx, path: Path_, raw: dict[str, Any], fields: tuple[str, 
         return None
     if not found:
         return None
-    return found[0], raw[found[0]]
+    return found[0], raw[found[0]]  # even with unknown keys beside it: the type's own problems are reported too
 
 
 def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action | None:
     step_type = ctx.registry.get(type_name)
-    config = step_type.shorthand(raw_config)
+    config = ctx.defaults.apply(type_name, step_type.shorthand(raw_config), (*path, type_name))
     try:
         model = step_type.Config.model_validate(config)
     except PydanticValidationError as exc:
-        ctx.pydantic((*path, type_name), exc)
+        ctx.pydantic((*path, type_name), exc, config)
         return None
     dumped = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
     for name in step_type.check_fields:
@@ -207,14 +301,18 @@ def _check(ctx: _Ctx, path: Path_, raw: Any) -> Check | None:
             ctx.add(path, f"a check needs one probe step type ({', '.join(ctx.registry.probes())}) or 'expr'")
         return None
     if split is not None:
+        _expect_keys(ctx, path, split[0], raw.get("expect"))
         action = _action(ctx, path, *split)
         if action is None:
             return None
         rest.update(type=action.type, config=action.config)
+    elif isinstance(raw.get("expect"), dict):
+        ctx.add((*path, "expect"), "'expect' has no effect on an 'expr' check: it holds when the expression is true")
+        return None
     try:
         return Check.model_validate(rest)
     except PydanticValidationError as exc:
-        ctx.pydantic(path, exc)
+        ctx.pydantic(path, exc, rest)
         return None
 
 
@@ -241,6 +339,7 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
         ctx.add(path, f"step has no step type; expected exactly one of: {', '.join(ctx.registry.names())}")
     fields: dict[str, Any] = {k: v for k, v in raw.items() if k in _STEP_FIELDS}
     if split is not None:
+        _expect_keys(ctx, path, split[0], raw.get("expect"))
         fields["action"] = _action(ctx, path, *split)
         if "targets" in raw and ctx.registry.get(split[0]).may_wait:
             ctx.add((*path, "targets"), f"a '{split[0]}' step cannot fan out over targets (it waits for the whole run); "
@@ -254,13 +353,32 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
         fields["retry"] = {"attempts": fields["retry"]}
     if "rollback" in fields:
         fields["rollback"] = _rollback(ctx, (*path, "rollback"), fields["rollback"])
-    if len(ctx.problems) > before:
-        return None
+    failed = len(ctx.problems) > before or fields.get("action") is None
+    # the step's other fields are checked even when its type or checks had problems (those are reported already)
+    for key in ("precondition", "check", "verify", "rollback"):
+        if key in fields and fields[key] is None and raw.get(key) is not None:
+            del fields[key]
+    if fields.get("action") is None:
+        fields["action"] = _PLACEHOLDER
     try:
-        return Step.model_validate(fields)
+        step = Step.model_validate(fields)
     except PydanticValidationError as exc:
-        ctx.pydantic(path, exc)
+        ctx.pydantic(path, exc, fields)
         return None
+    ctx.best[path] = step  # with its problems, still what `validate` checks the templates of
+    return None if failed else step
+
+
+def _expect_keys(ctx: _Ctx, path: Path_, type_name: str, expect: Any) -> None:
+    """Each ``expect`` key must mean something for the step type's results (the type declares which)."""
+    allowed = ctx.registry.get(type_name).expect_keys
+    if allowed is None or not isinstance(expect, dict):
+        return
+    for key in expect:
+        if key in _EXPECT_KEYS and key not in allowed:
+            ctx.add(
+                (*path, "expect", key), f"expect '{key}' does not apply to a '{type_name}' step; it checks: {', '.join(sorted(allowed))}"
+            )
 
 
 def _verify(ctx: _Ctx, path: Path_, raw: Any) -> dict[str, Any] | None:

@@ -123,6 +123,8 @@ class Problem:
     line: int | None = None
     column: int | None = None
     where: str | None = None  # e.g. "step 'restart', field 'ssh.port'"
+    included_from: str | None = None
+    """``file:line:column`` of the ``include`` that brought ``file`` into the runbook, when it was included."""
 
     def __str__(self) -> str:
         loc = self.file or "<input>"
@@ -131,7 +133,8 @@ class Problem:
             if self.column is not None:
                 loc += f":{self.column}"
         where = f" ({self.where})" if self.where else ""
-        return f"{loc}{where}: {self.message}"
+        via = f" (included from {self.included_from})" if self.included_from else ""
+        return f"{loc}{where}: {self.message}{via}"
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape used by ``--json`` output."""
@@ -141,6 +144,7 @@ class Problem:
             "column": self.column,
             "where": self.where,
             "message": self.message,
+            "included_from": self.included_from,
         }
 
 

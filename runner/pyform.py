@@ -31,7 +31,9 @@ runbook would reference it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,8 +41,29 @@ if TYPE_CHECKING:
 
     from runner.model import RunbookSpec
     from runner.registry import StepTypeRegistry
+    from runner.yamlsafe import Located
 
 __all__ = ["Runbook", "StepHandle", "callable_ref"]
+
+Site = tuple[str, int, int]
+"""(file, line, column) of a call or decorator in a Python runbook, for located errors."""
+
+
+def _call_site(depth: int = 2) -> Site | None:
+    """Where the caller's caller stands (``depth`` frames up): the line and column of the call or decorator."""
+    import inspect
+    import linecache
+
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return None
+    info = inspect.getframeinfo(frame, context=0)
+    col = (info.positions.col_offset if info.positions is not None else None) or 0
+    text = linecache.getline(info.filename, info.lineno)
+    if col > 0 and text[col - 1 : col] == "@":
+        col -= 1  # a decorator: point at its '@'
+    return info.filename, info.lineno, col + 1
 
 
 def callable_ref(fn: Callable[..., Any]) -> str:
@@ -54,8 +77,9 @@ def callable_ref(fn: Callable[..., Any]) -> str:
 class StepHandle:
     """What :meth:`Runbook.step` returns: calling it calls the function; decorators add probes."""
 
-    def __init__(self, fn: Callable[..., Any], fields: dict[str, Any]) -> None:
-        self.fn, self.fields = fn, fields
+    def __init__(self, fn: Callable[..., Any], fields: dict[str, Any], site: Site | None = None) -> None:
+        self.fn, self.fields, self.site = fn, fields, site
+        self.sites: dict[tuple[str | int, ...], Site] = {}  # where each decorated probe was added, by its path in the step
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", "step")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -71,22 +95,33 @@ class StepHandle:
             check["description"] = doc[0]
         return check
 
+    def _add(self, key: str, fn: Callable[..., Any], site: Site | None) -> None:
+        items = self.fields.setdefault(key, [])
+        if site is not None:
+            self.sites[(key, len(items))] = site
+        items.append(self._probe(fn))
+
     def check(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Add an idempotency probe: if every check returns true, the step is already ``satisfied``."""
-        self.fields.setdefault("check", []).append(self._probe(fn))
+        self._add("check", fn, _call_site())
         return fn
 
     def precondition(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Add a precondition: if it returns false, the step is ``blocked`` and nothing is changed."""
-        self.fields.setdefault("precondition", []).append(self._probe(fn))
+        self._add("precondition", fn, _call_site())
         return fn
 
     def verify(self, fn: Callable[..., Any] | None = None, *, within: str | float | None = None,
                every: str | float | None = None) -> Any:  # fmt: skip
         """Add a verification polled after the action (``@s.verify`` or ``@s.verify(within="60s")``)."""
 
+        site = _call_site()
+
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             verify = self.fields.setdefault("verify", {"checks": []})
+            if site is not None:
+                self.sites.setdefault(("verify",), site)
+                self.sites[("verify", "checks", len(verify["checks"]))] = site
             if within is not None:
                 verify["within"] = within
             if every is not None:
@@ -99,6 +134,9 @@ class StepHandle:
     def rollback(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Set the action that undoes this step when the runbook's ``on_failure`` is ``rollback``."""
         self.fields["rollback"] = {"python": {"call": callable_ref(fn)}}
+        site = _call_site()
+        if site is not None:
+            self.sites[("rollback",)] = site
         return fn
 
 
@@ -116,14 +154,23 @@ class Runbook:
         secrets: dict[str, str] | None = None,
         lock: str | None = None,
         on_failure: str = "stop",
+        defaults: dict[str, dict[str, Any]] | None = None,
+        include: str | Sequence[str] | None = None,
     ) -> None:
+        """``defaults`` and ``include`` are the YAML form's ``defaults:`` and top-level ``include:``
+        (see :mod:`runner.defaults`, :mod:`runner.includes`)."""
         self.name, self.description, self.version = name, description, version
         self.tags, self.params_model, self.secrets = list(tags), params, dict(secrets or {})
         self.lock, self.on_failure = lock, on_failure
+        self.defaults = dict(defaults or {})
+        self.include = [include] if isinstance(include, str) else list(include or [])
+        self.site = _call_site()
         self._steps: list[dict[str, Any] | StepHandle] = []
+        self._sites: list[Site | None] = []
 
     def step(self, id: str | None = None, **fields: Any) -> Callable[[Callable[..., Any]], StepHandle]:
         """Decorate ``fn(ctx, params)`` as a ``python`` step; ``fields`` are the YAML step fields."""
+        site = _call_site()
 
         def decorate(fn: Callable[..., Any]) -> StepHandle:
             step: dict[str, Any] = {"id": id or fn.__name__}
@@ -132,8 +179,9 @@ class Runbook:
                 step["description"] = doc[0]
             step["python"] = {"call": callable_ref(fn)}
             step.update(fields)
-            handle = StepHandle(fn, step)
+            handle = StepHandle(fn, step, site)
             self._steps.append(handle)
+            self._sites.append(site)
             return handle
 
         return decorate
@@ -141,6 +189,12 @@ class Runbook:
     def add_step(self, id: str, **fields: Any) -> None:
         """Add a step of any type with the keys a YAML step uses: ``rb.add_step("x", shell=["true"])``."""
         self._steps.append({"id": id, **fields})
+        self._sites.append(_call_site())
+
+    def include_steps(self, path: str) -> None:
+        """Add the steps of a YAML file on the search path here (``- include: PATH`` in a YAML runbook's steps)."""
+        self._steps.append({"include": path})
+        self._sites.append(_call_site())
 
     def document(self) -> dict[str, Any]:
         """The runbook as the document a YAML file would hold (params as a spec mapping)."""
@@ -153,14 +207,67 @@ class Runbook:
                 doc[key] = value
         if self.on_failure != "stop":
             doc["on_failure"] = self.on_failure
+        if self.defaults:
+            doc["defaults"] = {k: dict(v) if isinstance(v, dict) else v for k, v in self.defaults.items()}
+        if self.include:
+            doc["include"] = list(self.include)
         if self.params_model is not None:
             doc["params"] = {n: s.model_dump(exclude_unset=True) for n, s in spec_from_model(self.params_model).items()}
         for step in self._steps:
             doc["steps"].append(dict(step.fields) if isinstance(step, StepHandle) else dict(step))
         return doc
 
-    def compile(self, registry: StepTypeRegistry, file: str = "<python>") -> RunbookSpec:
-        """Compile to the validated model, exactly as a YAML runbook would be."""
-        from runner.compiler import compile_runbook
+    def located(self, file: str = "<python>") -> Located:
+        """:meth:`document` with the line and column of the call or decorator that wrote each part of it."""
+        from runner.yamlsafe import Located
 
-        return compile_runbook(self.document(), registry, file=file)
+        doc = self.document()
+        located = Located(data=doc, file=file)
+        real = os.path.realpath(file)
+
+        def put(path: tuple[str | int, ...], site: Site | None) -> None:
+            if site is not None and os.path.realpath(site[0]) == real:
+                located.positions[path] = located.values[path] = (site[1], site[2])
+
+        put((), self.site)
+        for key in doc:
+            put((key,), self.site)
+        for name, field_site in _field_sites(self.params_model).items():
+            put(("params", name), field_site)
+        for i, (step, site) in enumerate(zip(self._steps, self._sites, strict=True)):
+            put(("steps", i), site)
+            if isinstance(step, StepHandle):
+                for rel, probe_site in step.sites.items():
+                    put(("steps", i, *rel), probe_site)
+        return located
+
+    def compile(self, registry: StepTypeRegistry, file: str = "<python>", *,
+                search: Sequence[str | os.PathLike[str]] | None = None) -> RunbookSpec:  # fmt: skip
+        """Compile to the validated model, exactly as a YAML runbook would be (errors name the line of the call
+        or decorator that wrote the part at fault)."""
+        from runner.compiler import compile_document
+
+        return compile_document(self.located(file), registry, search=search)[0]
+
+
+def _field_sites(model: type[BaseModel] | None) -> dict[str, Site]:
+    """Where each field of a params class is written (none when its source cannot be read)."""
+    import ast
+    import inspect
+    import textwrap
+
+    if model is None:
+        return {}
+    try:
+        file = inspect.getsourcefile(model)
+        lines, start = inspect.getsourcelines(model)
+        text = "".join(lines)
+        indent = len(text) - len(text.lstrip(" "))
+        tree = ast.parse(textwrap.dedent(text))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    out: dict[str, Site] = {}
+    for node in ast.walk(tree):
+        if file and isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out.setdefault(node.target.id, (file, start + node.lineno - 1, indent + node.col_offset + 1))
+    return out

@@ -111,6 +111,17 @@ def runbook_schema(registry: StepTypeRegistry) -> dict[str, Any]:
         },
         "oneOf": [{"required": [name]} for name, _ in step_types],
     }
+    defs["include"] = {
+        "type": "string",
+        "pattern": r"^(?!/)(?!.*(^|/)\.\.(/|$)).+\.ya?ml$",
+        "description": "a YAML file on the runbook search path (relative, no '..')",
+    }
+    defs["defaults"] = {
+        "type": "object",
+        "description": "default config per step type, merged into every use of that type (the step's values win)",
+        "additionalProperties": False,
+        "properties": {name: _defaults_schema(st, defs, model_ref(st.Config)) for name, st in step_types},
+    }
     param_types = ["string", "integer", "number", "boolean", "array", "object"]
     return {
         "$schema": DIALECT,
@@ -133,7 +144,31 @@ def runbook_schema(registry: StepTypeRegistry) -> dict[str, Any]:
             "secrets": {"type": "object", "additionalProperties": {"type": "string", "pattern": SECRET_REF.pattern}},
             "lock": {"type": "string"},
             "on_failure": {"enum": ["stop", "rollback"]},
-            "steps": {"type": "array", "minItems": 1, "items": _ref("step")},
+            "defaults": _ref("defaults"),
+            "include": {"anyOf": [_ref("include"), {"type": "array", "items": _ref("include")}]},
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "anyOf": [
+                        _ref("step"),
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["include"],
+                            "properties": {"include": _ref("include")},
+                        },
+                    ]
+                },
+            },
         },
         "$defs": defs,
     }
+
+
+def _defaults_schema(step_type: Any, defs: dict[str, Any], config_ref: dict[str, Any]) -> dict[str, Any]:
+    """A step type's config with nothing required, plus the keys only its defaults take (``base_url``)."""
+    name = str(config_ref.get("$ref", "")).rsplit("/", 1)[-1]
+    properties = dict(defs.get(name, {}).get("properties", {}))
+    properties.update(step_type.defaults_keys)
+    return {"type": "object", "additionalProperties": False, "properties": properties}

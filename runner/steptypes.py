@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, T
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from runner.context import Context
     from runner.model import Action
     from runner.registry import StepTypeRegistry
 
 __all__ = [
-    "APPROVAL_POLL", "ActionResult", "Approvable", "ApprovalRequest", "Argv", "StepConfig", "StepType", "Tally", "Templated",
-    "Vote", "Wait", "has_template", "is_template", "remember_reusable_configs", "reusable_config",
+    "APPROVAL_POLL", "ActionResult", "Approvable", "ApprovalRequest", "Argv", "Finding", "StaticFacts", "StepConfig", "StepType",
+    "Tally", "Templated", "Vote", "Wait", "has_template", "is_template", "remember_reusable_configs", "reusable_config",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -136,6 +136,29 @@ class ActionResult:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A problem :meth:`StepType.lint` found: ``path`` inside the config (``("url",)``) and what is wrong."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+class StaticFacts:
+    """What :meth:`StepType.lint` may ask about a runbook without running it."""
+
+    def __init__(self, reads_secret: Callable[[str], bool], env: Mapping[str, str]) -> None:
+        self._reads_secret, self.env = reads_secret, env
+
+    def carries_secret(self, value: object) -> bool:
+        """True if a template anywhere in ``value`` reads a secret (``secrets.X`` or a secret param)."""
+        if isinstance(value, dict):
+            return any(self.carries_secret(v) for v in value.values())
+        if isinstance(value, list | tuple):
+            return any(self.carries_secret(v) for v in value)
+        return is_template(value) and self._reads_secret(str(value))
+
+
 APPROVAL_POLL = 30.0
 """Seconds after which a waiting approval is looked at again when nothing else is due."""
 
@@ -238,6 +261,26 @@ class StepType:
     """True if ``execute`` never changes its config, nested lists and dicts included. The engine then validates
     a config without templates once, when the runbook is loaded, and gives every action (every run, every
     fan-out target, in any thread) a shallow copy of that one model instead of validating it again."""
+    expect_keys: ClassVar[frozenset[str] | None] = None
+    """The ``expect`` keys that mean something for this type's results (``{"exit_code", "stdout", "stderr"}``);
+    any other is a validation error naming the key. ``None``: any key (a type whose results vary)."""
+    output_fields: ClassVar[frozenset[str] | None] = None
+    """Top-level fields of the output this type stores (what ``steps.ID.output.FIELD`` may name); ``None``: not known."""
+    defaults_keys: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Keys a runbook's ``defaults:`` may give for this type besides its config fields, with their JSON Schema
+    (e.g. http's ``base_url``); :meth:`resolve_defaults` turns them into config."""
+
+    def resolve_defaults(self, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        """``config`` (a step's config with this type's ``defaults:`` already merged in) after the type's own
+        :attr:`defaults_keys` are applied. The default returns ``config`` unchanged."""
+        return config
+
+    def lint(self, config: dict[str, Any], facts: StaticFacts) -> list[Finding]:
+        """Problems ``runbook validate`` can find in an (unrendered) ``config`` without running anything.
+
+        The default finds none. ``facts`` says what is known statically (which templates read secrets).
+        """
+        return []
 
     def shorthand(self, value: Any) -> Any:
         """Turn a non-mapping value (e.g. ``shell: [argv]``) into the mapping ``Config`` takes."""

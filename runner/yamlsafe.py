@@ -23,6 +23,7 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 Path_ = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_UNSET: Any = object()
 
 
 @functools.cache
@@ -63,9 +64,26 @@ class Located:
     file: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    links: dict[Path_, tuple[Located, Path_]] = field(default_factory=dict)
+    """Subtrees of ``data`` written elsewhere (an included file, the runbook's ``defaults:``): path → (where, path there)."""
+    included_from: str | None = None
+    """``file:line:column`` of the ``include`` that brought this document into a runbook."""
+
+    def resolve(self, path: Path_) -> tuple[Located, Path_]:
+        """The document ``path`` was written in, and its path there (following :attr:`links`, longest prefix first)."""
+        if self.links:
+            for n in range(len(path), -1, -1):
+                link = self.links.get(tuple(path[:n]))
+                if link is not None:
+                    target, there = link
+                    return target.resolve((*there, *path[n:]))
+        return self, tuple(path)
 
     def position(self, path: Path_, *, value: bool = False) -> tuple[int | None, int | None]:
         """Position of ``path`` (its key, or with ``value`` its value), or of its nearest ancestor's."""
+        located, path = self.resolve(path)
+        if located is not self:
+            return located.position(path, value=value)
         if value and tuple(path) in self.values:
             return self.values[tuple(path)]
         for n in range(len(path), -1, -1):
@@ -74,16 +92,21 @@ class Located:
                 return pos
         return None, None
 
-    def pydantic_problems(self, base: Path_, exc: Any, *, where: Callable[[Path_], str | None] | None = None) -> list[Problem]:
+    def pydantic_problems(self, base: Path_, exc: Any, *, where: Callable[[Path_], str | None] | None = None,
+                          value: Any = _UNSET) -> list[Problem]:  # fmt: skip
         """Located problems for pydantic's ``exc`` about the value at ``base`` of this document.
 
         Unknown and missing keys point at the key, other errors at the value; the message says what was
         expected and, for a wrong value, what was given. ``where(path)`` labels each problem (default: the
-        dotted path).
+        dotted path). ``value`` is what was validated (default: the document's value at ``base``): the names
+        pydantic puts in an error's location for the members of a union are told from real keys with it, and the
+        errors of one value against a union's members become one problem.
         """
-        out = []
+        if value is _UNSET:
+            value = _walk(self.data, base)
+        grouped: dict[tuple[Path_, bool], list[str]] = {}
         for err in exc.errors(include_url=False):
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+            loc = _real_loc(err, value)
             msg, at_value = err["msg"], True
             if err["type"] == "extra_forbidden":
                 msg, at_value = f"unknown key '{loc[-1]}'", False
@@ -94,15 +117,64 @@ class Located:
             elif "input" in err and err["type"] not in ("model_type", "dict_type"):
                 shown = repr(err["input"])
                 msg += f" (got {shown if len(shown) < 60 else shown[:57] + '...'})"
-            path = (*base, *loc)
+            messages = grouped.setdefault(((*base, *loc), at_value), [])
+            if msg not in messages:
+                messages.append(msg)
+        out = []
+        for (path, at_value), messages in grouped.items():
             label = where(path) if where is not None else (".".join(str(p) for p in path) or None)
-            out.append(self.problem(path, msg, where=label, value=at_value))
+            out.append(self.problem(path, _one_of(messages), where=label, value=at_value))
         return out
 
     def problem(self, path: Path_, message: str, where: str | None = None, *, value: bool = False) -> Problem:
         """A :class:`Problem` located at ``path`` (at its value when ``value`` is true)."""
-        line, col = self.position(path, value=value)
-        return Problem(message=message, file=self.file, line=line, column=col, where=where)
+        located, there = self.resolve(path)
+        line, col = located.position(there, value=value)
+        return Problem(message=message, file=located.file, line=line, column=col, where=where, included_from=located.included_from)
+
+
+def _walk(data: Any, path: Path_) -> Any:
+    for key in path:
+        data = _child(data, key)
+        if data is _UNSET:
+            break
+    return data
+
+
+def _child(data: Any, key: str | int) -> Any:
+    if isinstance(data, dict):
+        return data.get(key, _UNSET)
+    if isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+        return data[key]
+    return _UNSET
+
+
+def _real_loc(err: Any, value: Any) -> Path_:
+    """An error's location without the names pydantic adds for union members and validators."""
+    loc = err["loc"]
+    keyed = err["type"] in ("extra_forbidden", "missing")
+    walk, last = (loc[:-1], loc[-1:]) if keyed and loc else (loc, ())
+    out: list[str | int] = []
+    for part in walk:
+        if value is _UNSET:  # nothing to tell keys from member names by: keep what is not obviously a name
+            if not (isinstance(part, str) and part.startswith(("function-", "literal["))):
+                out.append(part)
+            continue
+        child = _child(value, part)
+        if child is not _UNSET:
+            value = child
+            out.append(part)
+    return (*out, *last)
+
+
+_GENERIC = "expected a value of the declared type or a '{{ ... }}' template"
+
+
+def _one_of(messages: list[str]) -> str:
+    """One message for the errors of one value: the alternatives a union accepts, the template one last."""
+    if len(messages) > 1 and _GENERIC in messages:
+        messages = [m for m in messages if m != _GENERIC]
+    return "; or ".join(messages)
 
 
 class _Refused(Exception):

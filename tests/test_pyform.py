@@ -139,8 +139,8 @@ def test_errors_in_python_runbooks_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "syntax.py").write_text("def f(:\n")
     catalog = Catalog.load(PluginHost().step_types, [tmp_path])
     text = "\n".join(str(p) for p in catalog.problems)
-    assert "bad_py.py (step 'a', field 'shel'): unknown key 'shel'" in text
-    assert "boom.py:2: importing the runbook failed: RuntimeError: kaboom" in text
+    assert "bad_py.py:3:1 (step 'a', field 'shel'): unknown key 'shel'" in text  # the line of the call
+    assert "boom.py:2:1: importing the runbook failed: RuntimeError: kaboom" in text
     assert "syntax.py:1:7: Python syntax error" in text
     with pytest.raises(ValidationError):
         raise ValidationError(catalog.problems)

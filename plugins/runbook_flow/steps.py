@@ -75,6 +75,8 @@ class WaitStep(StepType):
     Config = WaitConfig
     description = "Wait for a duration, until a time, or until checks hold (polled); the run waits without a process"
     may_wait = True
+    expect_keys: ClassVar[frozenset[str] | None] = frozenset({"output", "json"})
+    output_fields: ClassVar[frozenset[str] | None] = frozenset({"waited_until", "polls"})
     unrendered: ClassVar[frozenset[str]] = frozenset({"checks"})
     check_fields: ClassVar[frozenset[str]] = frozenset({"checks"})
 
@@ -141,6 +143,8 @@ class ApprovalStep(StepType):
     Config = ApprovalConfig
     description = "Wait for N approvals (`runbook approve RUN --by NAME`); a denial or expiry fails the step"
     may_wait = True
+    expect_keys: ClassVar[frozenset[str] | None] = frozenset({"output", "json"})
+    output_fields: ClassVar[frozenset[str] | None] = frozenset({"approved_by", "message", "expired"})
 
     def summary(self, config: dict[str, Any]) -> str:
         """The message and how many approvers."""
@@ -253,6 +257,8 @@ class SubRunbookStep(StepType):
     Config = SubRunbookConfig
     description = "Run another runbook as a step, with its own journal linked to this run"
     may_wait = True
+    expect_keys: ClassVar[frozenset[str] | None] = frozenset({"output", "json"})
+    output_fields: ClassVar[frozenset[str] | None] = frozenset({"run_id", "steps"})
 
     def summary(self, config: dict[str, Any]) -> str:
         """``runbook NAME``."""

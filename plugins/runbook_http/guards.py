@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_ALLOWED_HOSTS", "HostPolicy", "carries_secret", "display_url", "parse_retry_after", "refuse_secret_in_url",
-    "refuse_secret_to_templated_host", "templated_origin",
+    "refuse_secret_to_templated_host", "templated_origin", "templated_origin_part",
 ]  # fmt: skip
 
 ENV_ALLOWED_HOSTS = "RUNBOOK_HTTP_ALLOWED_HOSTS"
@@ -59,16 +59,27 @@ def templated_origin(url: str) -> bool:
     ``scheme://authority`` and the ``/``, ``?`` or ``#`` that ends it: Jinja copies that text verbatim. A
     backslash does not end the authority here (``https://lb\\{{ x }}`` can render to ``...\\@evil/``).
     """
+    return templated_origin_part(url) is not None
+
+
+def templated_origin_part(url: str) -> str | None:
+    """Which part of ``url``'s origin a template chooses (``"port"``, ``"host"`` or ``"scheme, host and port"``),
+    or None when the origin is written literally (see :func:`templated_origin`)."""
     found = [i for i in (url.find(marker) for marker in _TEMPLATE_MARKERS) if i >= 0]
     if not found:
-        return False
+        return None
     literal = url[: min(found)]
     scheme_end = literal.find("://")
     if scheme_end <= 0:
-        return True
+        return "scheme, host and port"
     authority = literal[scheme_end + 3 :]
     end = next((i for i, ch in enumerate(authority) if ch in "/?#"), -1)
-    return end <= 0  # no end before the template, or an empty host
+    if end > 0:
+        return None  # the authority ends before the template, and a host is written
+    host_port = authority.rpartition("@")[2]
+    if host_port and ":" in host_port.rpartition("]")[2]:
+        return "port"  # `https://lb.internal:{{ params.port }}`: the host is written, the port is not
+    return "host"
 
 
 def carries_secret(redactor: Redactor, texts: Iterable[str]) -> bool:
@@ -85,19 +96,20 @@ def refuse_secret_to_templated_host(method: str, url: str, raw: Mapping[str, Any
     the caller has already found a secret in the request.
     """
     raw_url = raw.get("url") if raw is not None else None
-    if not isinstance(raw_url, str) or not templated_origin(raw_url) or policy.pinned(raw):
+    part = templated_origin_part(raw_url) if isinstance(raw_url, str) else None
+    if part is None or policy.pinned(raw):
         return
     shown = display_url(url, redactor)
     try:
         host = redactor.text(urlsplit(url).hostname or "?")
     except ValueError:
         host = "?"
+    what = f"the port of its URL (host '{host}')" if part == "port" else f"its host '{host}'"
     raise HTTPStepError(
-        f"{method} {shown}: the request carries a secret and its host '{host}' comes from a template; "
-        "refusing to send it (nothing was sent)",
+        f"{method} {shown}: the request carries a secret and {what} comes from a template; refusing to send it (nothing was sent)",
         hint=f"whoever starts the run could point it at their own server: pin the hosts this step may reach with "
         f"`allowed_hosts: [{host}]` in the step (or the operator with {ENV_ALLOWED_HOSTS}={host}), "
-        "or write the host literally in `url`",
+        f"or write the {'port' if part == 'port' else 'host'} literally in `url`",
     )
 
 

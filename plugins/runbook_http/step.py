@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from runbook_http.config import HttpConfig
 from runbook_http.guards import display_url
 from runner.errors import HTTPStepError
-from runner.steptypes import ActionResult, StepType
+from runner.steptypes import ActionResult, Finding, StaticFacts, StepType
 
 if TYPE_CHECKING:
     from runbook_http.transport import Request, Response
@@ -32,10 +32,54 @@ class HttpStep(StepType):
     description = "Make an HTTP request (httpx; timeouts always, response size cap, optional host allow-list, no env proxies)"
     probe = True
     default_expect: ClassVar[dict[str, Any]] = {"status": "2xx"}
+    expect_keys: ClassVar[frozenset[str] | None] = frozenset({"status", "json", "body", "header"})
+    output_fields: ClassVar[frozenset[str] | None] = frozenset({"status", "headers", "truncated", "json", "body"})
+    shorthand_schema: ClassVar[dict[str, Any] | None] = {"type": "string", "description": "a URL to GET"}
+    defaults_keys: ClassVar[dict[str, dict[str, Any]]] = {
+        "base_url": {"type": "string", "description": "prefix of every `url` that starts with '/' (and the url of a step that gives none)"},
+    }
 
     def shorthand(self, value: Any) -> Any:
         """``http: URL`` → ``{url: URL}`` (a GET)."""
         return {"url": value} if isinstance(value, str) else value
+
+    def resolve_defaults(self, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        """``base_url`` from ``defaults:``: a ``url`` starting with ``/`` is appended to it; no ``url`` means it."""
+        base = defaults.get("base_url")
+        if not isinstance(base, str):
+            return config
+        url = config.get("url")
+        if url is None:
+            return {**config, "url": base}
+        if isinstance(url, str) and url.startswith("/"):
+            return {**config, "url": base.rstrip("/") + url}
+        return config
+
+    def lint(self, config: dict[str, Any], facts: StaticFacts) -> list[Finding]:
+        """A secret in the URL or query, or sent where a template picks the host or port without an allow-list:
+        every run would refuse to send such a request, so ``validate`` says so first (and which part is at fault)."""
+        from runbook_http.guards import ENV_ALLOWED_HOSTS, HostPolicy, templated_origin_part
+
+        found: list[Finding] = []
+        url = config.get("url")
+        for key in ("url", "query"):
+            if facts.carries_secret(config.get(key)):
+                found.append(Finding((key,), f"'{key}' reads a secret: URLs end up in server and proxy logs, so every run "
+                                             "would refuse to send it; pass the secret in a header (auth: {bearer: ...})"))  # fmt: skip
+        sent = {k: config.get(k) for k in ("headers", "auth", "json", "form", "body")}
+        part = templated_origin_part(url) if isinstance(url, str) else None
+        if part is None or not facts.carries_secret(sent) or found:
+            return found
+        hosts = config.get("allowed_hosts")
+        policy = HostPolicy(hosts if isinstance(hosts, list) else None, env=facts.env.get(ENV_ALLOWED_HOSTS, ""))
+        if not policy.pinned(config):
+            what = {"port": "the port of 'url'", "host": "the host of 'url'"}.get(part, "the scheme, host and port of 'url'")
+            fix = "the port" if part == "port" else "the host"
+            found.append(Finding(("url",), f"the request carries a secret and a template chooses {what} ({url!r}): whoever "
+                                           "starts the run could send the secret to a server of their own, so every run would "
+                                           f"refuse it; pin the hosts with literal `allowed_hosts: [...]`, have the operator set "
+                                           f"{ENV_ALLOWED_HOSTS}, or write {fix} literally"))  # fmt: skip
+        return found
 
     def summary(self, config: dict[str, Any]) -> str:
         """``GET https://host/path``."""

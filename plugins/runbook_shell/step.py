@@ -276,6 +276,8 @@ class ShellStep(StepType):
     description = "Run a local command (argv list, no shell) or a `sh -e` script with params as environment variables"
     probe = True
     default_expect: ClassVar[dict[str, Any]] = {"exit_code": 0}
+    expect_keys: ClassVar[frozenset[str] | None] = frozenset({"exit_code", "stdout", "stderr"})
+    output_fields: ClassVar[frozenset[str] | None] = frozenset({"exit_code", "stdout", "stderr", "truncated"})
     unrendered: ClassVar[frozenset[str]] = frozenset({"script"})
     shorthand_schema: ClassVar[dict[str, Any] | None] = {
         "anyOf": [

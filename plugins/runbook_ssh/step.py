@@ -69,6 +69,8 @@ class SSHStep(StepType):
     description = "Run a command (argv list, each argument quoted) on a host over SSH; host keys checked against known_hosts"
     probe = True
     default_expect: ClassVar[dict[str, Any]] = {"exit_code": 0}
+    expect_keys: ClassVar[frozenset[str] | None] = frozenset({"exit_code", "stdout", "stderr"})
+    output_fields: ClassVar[frozenset[str] | None] = frozenset({"exit_code", "stdout", "stderr", "truncated"})
 
     def summary(self, config: dict[str, Any]) -> str:
         """``user@host: sudo cmd args``."""

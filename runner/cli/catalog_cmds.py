@@ -144,66 +144,29 @@ def show_cmd(state: AppState, name: str) -> int:
     return 0
 
 
-def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
-    """(loaded runbooks, problems) for ``paths`` (or the search path), template syntax included."""
+def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], list[Any], list[Path]]:
+    """(loaded runbooks, problems, files checked) for ``paths`` (or the search path): everything compiling finds and
+    everything :mod:`runner.analysis` finds statically, across runbooks."""
+    from runner.analysis import check_catalog
     from runner.catalog import Catalog, search_path
-    from runner.steptypes import is_template
-    from runner.templating import Renderer
 
     if paths:
-        catalog = Catalog.load(state.host.step_types, [Path(p) for p in paths])
+        catalog = Catalog.load(state.host.step_types, [Path(p) for p in paths], cache=False)
         for p in paths:
             if not Path(p).exists():
                 from runner.errors import Problem
 
                 catalog.problems.append(Problem("no such file or directory", file=p))
     else:
-        catalog = Catalog.load(state.host.step_types, search_path(state.settings.paths, state.host.runbook_sources.directories()))
-    renderer = Renderer(dict(state.host.template_filters.items()))
-    problems = list(catalog.problems)
-    for rb in catalog:
-        params, steps = set(rb.spec.params), {s.id for s in rb.spec.steps}
-        for path, text in _strings(rb.spec.model_dump(mode="json", by_alias=True)):
-            if _is_condition(path) and not is_template(text):
-                text = "{{ " + text + " }}"  # a condition is an expression even without braces
-            if is_template(text):
-                msg = renderer.check_syntax(text)
-                found = [msg] if msg is not None else renderer.unknown_references(text, params=params, steps=steps)
-                problems += [_template_problem(rb, path, m) for m in found]
-    return list(catalog), problems
+        catalog = Catalog.load(state.host.step_types, search_path(state.settings.paths, state.host.runbook_sources.directories()),
+                               cache=False)  # fmt: skip
+    problems = [*catalog.problems, *check_catalog(catalog, state.host)]
+    problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
+    return list(catalog), problems, catalog.files
 
 
-def _is_condition(path: tuple[Any, ...]) -> bool:
-    """A step's ``when``, or the ``expr`` of one of its checks (``check``, ``precondition``, ``verify``)."""
-    if len(path) < 3 or path[0] != "steps":
-        return False
-    if len(path) == 3:
-        return bool(path[2] == "when")
-    return bool(path[-1] == "expr" and path[2] in ("check", "precondition", "verify") and isinstance(path[-2], int))
-
-
-def _template_problem(rb: LoadedRunbook, path: tuple[Any, ...], msg: str) -> Any:
-    from runner.errors import Problem
-
-    where = None
-    line = None
-    if len(path) >= 2 and path[0] == "steps":
-        step = rb.spec.steps[path[1]]
-        where = f"step '{step.id}', field '{'.'.join(str(p) for p in path[2:] if p not in ('action', 'config'))}'"
-        located = rb.positions()
-        if located is not None:
-            line = located.position(("steps", path[1]))[0]
-    return Problem(msg, file=rb.file, line=line, where=where)
-
-
-def _strings(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
-    if isinstance(value, str):
-        return [(path, value)]
-    if isinstance(value, dict):
-        return [item for k, v in value.items() for item in _strings(v, (*path, k))]
-    if isinstance(value, list):
-        return [item for i, v in enumerate(value) for item in _strings(v, (*path, i))]
-    return []
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @click.command("validate")
@@ -212,11 +175,14 @@ def _strings(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ..
 @pass_state
 def validate_cmd(state: AppState, paths: tuple[str, ...]) -> int:
     """Check runbook files (default: the search path) and report every problem; exit 2 if any."""
-    runbooks, problems = validate_files(state, paths)
+    runbooks, problems, checked = validate_files(state, paths)
+    bad_files = sorted({p.file for p in problems if p.file})
+    files = len({*(str(f) for f in checked), *bad_files})  # included files with problems count as files checked
     if state.json:
         from runner.cli.output import emit_json
 
-        emit_json({"valid": not problems, "runbooks": [{"name": rb.name, "file": rb.file} for rb in runbooks],
+        emit_json({"valid": not problems, "files": files, "files_with_problems": bad_files,
+                   "runbooks": [{"name": rb.name, "file": rb.file} for rb in runbooks],
                    "problems": [p.as_dict() for p in problems]})  # fmt: skip
     else:
         import sys
@@ -225,8 +191,12 @@ def validate_cmd(state: AppState, paths: tuple[str, ...]) -> int:
             sys.stderr.write(f"error: {problem}\n")
         from runner.cli.output import console
 
-        verdict = "[green]ok[/]" if not problems else f"[red]{len(problems)} problem{'s' if len(problems) != 1 else ''}[/]"
-        console().print(f"{len(runbooks)} runbook{'s' if len(runbooks) != 1 else ''} valid, {verdict}")
+        if problems:
+            valid = sum(1 for rb in runbooks if rb.file not in bad_files)
+            console().print(f"{_plural(files, 'file')}, {valid} runbook{'' if valid == 1 else 's'} valid: "
+                            f"[red]{_plural(len(problems), 'problem')}[/] in {_plural(len(bad_files), 'file')}")  # fmt: skip
+        else:
+            console().print(f"{_plural(len(runbooks), 'runbook')} in {_plural(files, 'file')}: [green]ok[/]")
     return 2 if problems else 0
 
 
