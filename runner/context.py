@@ -46,6 +46,9 @@ class Services(Protocol):
     def journal(self, ctx: Context, kind: str, data: dict[str, Any]) -> None:
         """Append an informational event for the current step."""
 
+    def output(self, ctx: Context, stream: str, line: str) -> None:
+        """A line the current step's command just wrote (``stdout``/``stderr``), for live views; not its result."""
+
     def last_seq(self) -> int:
         """Sequence number of the run's latest event (approvals after it count)."""
 
@@ -95,6 +98,8 @@ class Context:
         self.cancel_reason = ""
         self.raw_config: dict[str, Any] | None = None
         """The action's config as the runbook wrote it, before templates were rendered (set by the engine)."""
+        self.kind = "action"
+        """What this context runs: ``action``, ``rollback``, or a probe (``check``, ``precondition``, ``verify``, ``wait``)."""
         self._cancel_exc: type[CancelRequested | Interrupted] = CancelRequested
 
     # ------------------------------------------------------------------ time and cancellation
@@ -144,8 +149,19 @@ class Context:
     # ------------------------------------------------------------------ journal
 
     def log(self, message: str, **data: Any) -> None:
-        """Record a (redacted) log line in the run's journal."""
+        """Record a (redacted) log line in the run's journal (``runbook logs`` shows it; so does the live view)."""
         self.services.journal(self, "log", {"message": self.redactor.text(str(message)), **self.redactor.value(data)})
+
+    @property
+    def streaming(self) -> bool:
+        """True if live views want the lines this context's command writes (actions and rollbacks, not probes)."""
+        return self.kind in ("action", "rollback") and hasattr(self.services, "output")
+
+    def output(self, stream: str, line: str) -> None:
+        """Tell live views a line the step's command wrote (step types that capture output call this as it comes)."""
+        emit = getattr(self.services, "output", None)  # services written before live output had no such method
+        if emit is not None:
+            emit(self, stream, line)
 
     # ------------------------------------------------------------------ other step types
 

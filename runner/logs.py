@@ -2,8 +2,8 @@
 
 Sources, all from the journal (already redacted): each step's (and fan-out target's) captured ``stdout`` and
 ``stderr`` — complete up to the step type's capture cap (``max_output``; a note says when it was capped) — and
-the messages a Python step wrote with ``ctx.log``. Run views show only the tail of each stream
-(:mod:`runner.views`); this is the other half.
+the messages a Python step wrote with ``ctx.log``; for a step still running, the chunks of its output journaled so
+far (``step.output``). Run views show only the tail of each stream (:mod:`runner.views`); this is the other half.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def collect(store: Store, run_id: str, *, step: str | None = None, target: str |
             finished_only: bool = False) -> list[LogLine]:  # fmt: skip
     """Every captured line of the run (or of one step / target / stream), in step order, then target order.
 
-    ``finished_only`` leaves out steps still in flight (their output is recorded when they finish).
+    A step still running shows what it wrote so far (its journaled ``step.output`` chunks), numbered like its final
+    output, so a follower prints each line once. ``finished_only`` leaves running steps out.
     """
     steps = store.get_steps(run_id)
     if step is not None and step not in {s.step_id for s in steps}:
@@ -67,19 +68,32 @@ def collect(store: Store, run_id: str, *, step: str | None = None, target: str |
 
         raise UsageError(f"run {run_id} has no step '{step}'; steps: {', '.join(s.step_id for s in steps)}")
     logs: dict[tuple[str, str | None], list[str]] = {}
-    if stream in (None, "log"):
-        for ev in store.events(run_id, types=("step.log",), limit=1_000_000):
-            logs.setdefault((ev.step_id or "", ev.data.get("target")), []).append(str(ev.data.get("message", "")))
+    preview: dict[tuple[str, str | None, str], list[str]] = {}
+    for ev in store.events(run_id, types=("step.log", "step.output"), limit=1_000_000):
+        where = (ev.step_id or "", ev.data.get("target"))
+        if ev.type == "step.log":
+            logs.setdefault(where, []).append(str(ev.data.get("message", "")))
+        else:
+            preview.setdefault((*where, str(ev.data.get("stream"))), []).extend(str(x) for x in ev.data.get("lines") or [])
     out: list[LogLine] = []
     for rec in steps:
         if step is not None and rec.step_id != step:
             continue
-        if finished_only and (rec.state in IN_FLIGHT_STEP_STATES or rec.state == StepState.PENDING):
+        running = rec.state in IN_FLIGHT_STEP_STATES or rec.state == StepState.PENDING
+        if running and finished_only:
             continue
-        units: list[tuple[str | None, Any]] = [(name, t.output) for name, t in rec.progress.targets.items()] or [(None, rec.output)]
-        for name, output in units:
+        units: list[tuple[str | None, Any, bool]] = [
+            (n, t.output, t.state in ("running", "pending")) for n, t in rec.progress.targets.items()
+        ]
+        for name, output, live in units or [(None, rec.output, running)]:
             if target is not None and name != target:
                 continue
-            out += _lines(rec.step_id, name, output, stream)
-            out += [LogLine(rec.step_id, name, "log", i, m) for i, m in enumerate(logs.get((rec.step_id, name), []), 1)]
+            if live:
+                for s in _STREAMS:
+                    if stream in (None, s):
+                        out += [LogLine(rec.step_id, name, s, i, line) for i, line in enumerate(preview.get((rec.step_id, name, s), []), 1)]
+            else:
+                out += _lines(rec.step_id, name, output, stream)
+            if stream in (None, "log"):
+                out += [LogLine(rec.step_id, name, "log", i, m) for i, m in enumerate(logs.get((rec.step_id, name), []), 1)]
     return out

@@ -217,6 +217,60 @@ def _terminate_group(proc: _Child, grace: float) -> None:
     timer.start()
 
 
+def _wait(proc: _Child, timeout: float | None, follower: Follower | None) -> int:
+    """Wait for ``proc`` (``subprocess.TimeoutExpired`` after ``timeout``), passing what it writes to ``follower``."""
+    if follower is None:
+        return proc.wait(timeout=timeout)
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if end is None else max(0.0, end - time.monotonic())
+        try:
+            return proc.wait(timeout=FOLLOW_EVERY if left is None else min(FOLLOW_EVERY, left))
+        except subprocess.TimeoutExpired:
+            follower.poll()
+            if end is not None and time.monotonic() >= end:
+                raise
+
+
+FOLLOW_EVERY = 0.2
+"""Seconds between reads of a running command's output for live views."""
+
+
+class Follower:
+    """Reads what a running command has written to its capture files and emits each complete line (``ctx.output``).
+
+    Up to ``limit`` bytes per stream, like the capture; the result of the step still comes from the files at the end.
+    """
+
+    def __init__(self, fds: dict[str, int], ctx: Context, limit: int) -> None:
+        self.fds, self.ctx, self.limit = fds, ctx, limit
+        self.pos = dict.fromkeys(fds, 0)
+        self.partial = dict.fromkeys(fds, b"")
+
+    def poll(self) -> None:
+        """Emit the complete lines written since the last poll."""
+        for stream, fd in self.fds.items():
+            while self.pos[stream] < self.limit:
+                try:
+                    data = os.pread(fd, min(65536, self.limit - self.pos[stream]), self.pos[stream])
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.pos[stream] += len(data)
+                *lines, self.partial[stream] = (self.partial[stream] + data).split(b"\n")
+                for line in lines:
+                    self.ctx.output(stream, line.decode("utf-8", "replace"))
+
+    def finish(self) -> None:
+        """Emit what is left, the last line too when it has no newline."""
+        self.poll()
+        for stream, rest in self.partial.items():
+            if rest:
+                self.ctx.output(stream, rest.decode("utf-8", "replace"))
+        self.partial = dict.fromkeys(self.fds, b"")
+
+
 def run_process(
     argv: list[str],
     *,
@@ -245,9 +299,10 @@ def run_process(
         except NotADirectoryError:
             raise StepFailed(f"working directory {cwd!r} is not a directory") from None
         unregister = ctx.on_cancel(lambda: _terminate_group(proc, kill_grace)) if ctx is not None else None
+        follower = Follower({"stdout": out, "stderr": err}, ctx, max_output) if ctx is not None and ctx.streaming else None
         try:
             try:
-                code = proc.wait(timeout=timeout)
+                code = _wait(proc, timeout, follower)
             except subprocess.TimeoutExpired:
                 _kill_group(proc, kill_grace)
                 limit = ctx.timeout if ctx is not None and ctx.timeout else timeout
@@ -257,6 +312,8 @@ def run_process(
                 unregister()
             if proc.poll() is None:  # interrupted by an exception while waiting: never leave it behind
                 _kill_group(proc, kill_grace)
+        if follower is not None:
+            follower.finish()
         if ctx is not None:
             ctx.raise_if_cancelled()
         stdout, t1 = _read(out, max_output, ctx)

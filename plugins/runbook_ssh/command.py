@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["ENV_NAME", "Capture", "PidFilter", "build_command", "kill_command"]
 
@@ -65,10 +65,11 @@ def kill_command(pid: int, *, sudo: bool = False, grace: float = 2.0) -> str:
 
 
 class Capture:
-    """Keeps the first ``cap`` bytes of a stream and notes whether more arrived."""
+    """Keeps the first ``cap`` bytes of a stream and notes whether more arrived; ``on_line`` hears each line as it comes."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, on_line: Callable[[str], None] | None = None) -> None:
         self.cap, self.data, self.truncated = cap, bytearray(), False
+        self.on_line, self._sent = on_line, 0
 
     def feed(self, chunk: bytes) -> None:
         """Add ``chunk``, dropping whatever goes past the cap."""
@@ -77,6 +78,21 @@ class Capture:
             self.truncated = True
         if room > 0:
             self.data += chunk[:room]
+            if self.on_line is not None:
+                self._lines(final=False)
+
+    def close(self) -> None:
+        """End of stream: a last line without a newline is heard too."""
+        if self.on_line is not None:
+            self._lines(final=True)
+
+    def _lines(self, *, final: bool) -> None:
+        assert self.on_line is not None
+        end = len(self.data) if final else self.data.rfind(b"\n", self._sent) + 1
+        if end > self._sent:
+            for line in bytes(self.data[self._sent : end]).decode("utf-8", "replace").splitlines():
+                self.on_line(line)
+            self._sent = end
 
     def text(self) -> str:
         """The kept bytes as text (invalid UTF-8 replaced)."""

@@ -52,8 +52,9 @@ def run_remote(conn: Connection, line: str, *, stdin: str | None, timeout: float
     label = conn.endpoint.label
     chan = conn.open_session(connect_timeout)
     ctx.raise_if_cancelled()
-    err_cap = Capture(max_output)
-    job = _Job(chan, Capture(max_output), PidFilter(err_cap), deadline)
+    live = ctx.streaming
+    err_cap = Capture(max_output, (lambda line: ctx.output("stderr", line)) if live else None)
+    job = _Job(chan, Capture(max_output, (lambda line: ctx.output("stdout", line)) if live else None), PidFilter(err_cap), deadline)
     unregister = ctx.on_cancel(chan.close)
     try:
         with map_paramiko_errors(label):
@@ -65,6 +66,8 @@ def run_remote(conn: Connection, line: str, *, stdin: str | None, timeout: float
             ctx.raise_if_cancelled()
             raise CommandTimeout(what, ctx.timeout if ctx.timeout is not None else timeout or 0.0)
         job.err.flush()
+        job.out.close()
+        err_cap.close()
         code = chan.exit_status if chan.exit_status_ready() else -1
     finally:
         unregister()

@@ -27,6 +27,7 @@ class AppState:
     def __init__(self, host: PluginHost, *, paths: tuple[str, ...], store: str | None, inventory: str | None,
                  known_hosts: str | None, debug: bool, json_output: bool) -> None:  # fmt: skip
         self.host, self.debug, self.json = host, debug, json_output
+        self.quiet = False
         self._paths = list(paths)
         self._options: dict[str, str | None] = {"store_url": store, "inventory": inventory, "known_hosts": known_hosts}
 

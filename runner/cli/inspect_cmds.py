@@ -94,6 +94,8 @@ def event_line(ev: Event) -> str:
     kind = f" {data['kind']}" if ev.type == "probe" and data.get("kind") else ""
     holds = f" holds={data['holds']}" if ev.type == "probe" and "holds" in data else ""
     detail = data.get("reason") or data.get("detail") or data.get("message") or ""
+    if ev.type == "step.output":
+        detail = f"{data.get('stream')}: {len(data.get('lines') or [])} line(s) so far"
     return f"[dim]{ev.seq:>4} {iso(ev.ts)}[/] {ev.type}{kind}{step}{who}{holds} {detail}"
 
 
@@ -199,8 +201,8 @@ def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None,
             emit_json({"run_id": rid, "lines": lines_json})
         return 0
     settle_startup()
-    while True:
-        emit(True)
+    while True:  # what running steps wrote so far (their journaled chunks), then the rest as each finishes
+        emit(False)
         if state.store.get_run(rid).state in settled:
             emit(False)
             return 0

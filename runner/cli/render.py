@@ -58,6 +58,14 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self._stop_spinner()
 
+    def output(self, step_id: str, target: str | None, stream: str, line: str) -> None:
+        """Engine output observer: a line a running step wrote, printed as it comes (``step stream| line``)."""
+        from rich.text import Text
+
+        where = step_id if target is None else f"{step_id}@{target}"
+        label = Text(f"{where} {stream}| ", style="dim" if stream == "stdout" else "yellow")
+        self.console.print(label + Text(line), highlight=False, soft_wrap=True)
+
     def _stop_spinner(self) -> None:
         if self._status is not None:
             self._status.stop()
@@ -90,6 +98,13 @@ class Progress:
         elif kind == "step.attempt_failed" and sid:
             self.console.print(f"  [yellow]attempt {event.attempt} of {sid} failed[/] [dim]{event.data.get('detail', '')}; "
                                f"retrying in {event.data.get('retry_in')}s[/]")  # fmt: skip
+        elif kind == "step.log" and sid:
+            from rich.text import Text
+
+            where = sid if not event.data.get("target") else f"{sid}@{event.data['target']}"
+            self.console.print(Text(f"{where} log| ", style="cyan") + Text(str(event.data.get("message", ""))), highlight=False)
+        elif kind == "run.handed_over" and sid:
+            self.console.print(f"[dim]{sid}: {event.data.get('reason', '')}[/]", highlight=False)
         elif kind == "run.recovered":
             self.console.print(f"[yellow]recovered:[/] {event.data.get('reason')}")
         elif kind == "step.recovered" and sid:

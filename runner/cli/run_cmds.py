@@ -39,6 +39,17 @@ budget_option = click.option("--budget", callback=_duration, metavar="DURATION",
 max_steps_option = click.option("--max-steps", type=click.IntRange(min=1), metavar="N", help="Stop (paused, exit 3) after N steps.")
 
 
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    state = ctx.find_object(AppState)
+    if state is not None:
+        state.quiet = value
+    return value
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_set_quiet,
+                            help="Do not show the lines steps print while they run (they stay in `runbook logs`).")  # fmt: skip
+
+
 def control_engine(state: AppState, budget: str | None = None, max_steps: int | None = None) -> Engine:
     """The command's engine, its ``next`` commands spelled with the global options, ``--json`` and the budget."""
     from runner.cursor import CommandHint
@@ -106,6 +117,8 @@ def _drive(state: AppState, engine: Engine, fn: Any) -> int:
     else:
         with Progress(console()) as progress, _signals(engine):
             engine.observers.append(progress)
+            if not state.quiet:
+                engine.output_observers.append(progress.output)
             view = fn()
     return render_view(state, view, engine.notices)
 
@@ -183,6 +196,7 @@ def _with(options: list[Any]) -> Callable[[F], F]:
 @click.option("--as", "actor", metavar="NAME", help="Who starts the run (default: RUNBOOK_ACTOR or user@host).")
 @click.option("--as-agent", is_flag=True, help="Start the run as an agent: the agent policy (--policy / RUNBOOK_AGENT_POLICY) applies.")
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), help="Agent policy file (default: RUNBOOK_AGENT_POLICY).")
+@quiet_option
 @json_option
 @pass_state
 def run_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str | None, budget: str | None,
@@ -209,6 +223,7 @@ def run_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str
 @click.option("--as", "actor", metavar="NAME", help="Who resumes (recorded in the journal).")
 @click.option("--as-agent", is_flag=True, help="Resume as an agent: the agent policy (--policy / RUNBOOK_AGENT_POLICY) applies.")
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), help="Agent policy file (default: RUNBOOK_AGENT_POLICY).")
+@quiet_option
 @json_option
 @pass_state
 def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None, retry_failed: bool, retry_step: str | None,
@@ -229,6 +244,7 @@ def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
 @click.command("step")
 @click.argument("run_id")
 @click.option("--force", is_flag=True, help="Take the run over from another executor whose lease has not expired.")
+@quiet_option
 @json_option
 @pass_state
 def step_cmd(state: AppState, run_id: str, force: bool) -> int:

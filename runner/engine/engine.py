@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.catalog import Catalog, LoadedRunbook
+    from runner.engine.output import OutputObserver
     from runner.plugin import PluginHost
     from runner.policy import Policy
     from runner.settings import Settings
@@ -64,6 +65,8 @@ class Engine:
         """Who acts when a call names nobody."""
         self.observers: list[Callable[[Event, RunRecord], None]] = []
         """In-process observers of committed events (the CLI's live view); plugins use ``runbook_on_event``."""
+        self.output_observers: list[OutputObserver] = []
+        """In-process observers of the lines running steps write (the CLI's live output), already redacted."""
 
     # ------------------------------------------------------------------ looking up and authority
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.context import Context
 from runner.engine.journal import Journal
+from runner.engine.output import LiveOutput
 from runner.engine.probes import Prober
 from runner.engine.runtime import Heartbeat, ParamValues, Resources
 from runner.engine.services import StepServices
@@ -74,6 +75,7 @@ class Execution:
         self.param_values = ParamValues(run.params, self.spec.params, resolver)
         self.prober = Prober(self.host, engine.renderer, rb.file, self.redactor)
         self.journal = Journal(self.store, lease, run, self.redactor, self.host, opts.actor, engine.observers)
+        self.output = LiveOutput(self.journal, self.redactor, engine.output_observers)
         self.services = StepServices(self)
         self.steps: dict[str, StepRecord] = {s.step_id: s for s in self.store.get_steps(run.id)}
         self.outputs: dict[str, Any] = {}
@@ -191,6 +193,12 @@ class Execution:
         """The action of ``ctx`` is over."""
         with self._lock:
             self._live.pop(ctx, None)
+        self.output.done(ctx.step_id, ctx.target.get("name") if ctx.target else None)
+
+    def live_output(self, ctx: Context, stream: str, line: str) -> None:
+        """A line the command of ``ctx``'s step wrote while it runs (see runner.engine.output)."""
+        target = ctx.target.get("name") if ctx.target else None
+        self.output.line(ctx.step_id, target, ctx.attempt, stream, line)
 
     def unit_of(self, ctx: Context) -> Unit | None:
         """The unit a live context acts for."""

@@ -63,6 +63,9 @@ class _PlanServices:
     def journal(self, ctx: Context, kind: str, data: dict[str, Any]) -> None:
         return None
 
+    def output(self, ctx: Context, stream: str, line: str) -> None:
+        return None  # a plan shows probes' results, not their live output
+
     def last_seq(self) -> int:
         return 0
 

@@ -82,6 +82,7 @@ class Prober:
         config: dict[str, Any] = action.config
         model = self.render_config(step_type, config, tctx, ctx.step_id, field, action.validated)
         ctx.raw_config = config
+        ctx.kind = "rollback" if field == "rollback" else "action"
         result: ActionResult | Wait = self.host.execute_action(step_type, model, ctx)
         return result
 
@@ -100,6 +101,7 @@ class Prober:
                 try:
                     model = self.render_config(step_type, check.config, tctx, ctx.step_id, f"{kind}[{i}].{check.type}")
                     ctx.raw_config = check.config
+                    ctx.kind = kind
                     if not check.description:  # name the probe as it ran (rendered), not as written
                         label = f"{check.type}: {self.redactor.text(step_type.summary(model.model_dump(mode='json', by_alias=True)))}"
                     result = self.host.execute_action(step_type, model, ctx)

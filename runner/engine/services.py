@@ -73,6 +73,10 @@ class StepServices:
             payload["target"] = ctx.target.get("name")
         self.exe.journal.commit([NewEvent(f"step.{kind}", step_id=ctx.step_id, attempt=ctx.attempt, data=payload)])
 
+    def output(self, ctx: Context, stream: str, line: str) -> None:
+        """A line the step's command wrote: to live views now, and journaled in chunks while a long step runs."""
+        self.exe.live_output(ctx, stream, line)
+
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:
         """A run-scoped resource (closed when this drive ends)."""
         return self.exe.resources.get(key, factory)
