@@ -26,6 +26,7 @@ attributes and, where there is one, say what to do next.
     │   ├── LockHeld                   the runbook's lock key is held by another run
     │   └── InvalidState               the run is not in a state that allows the request
     ├── StoreError                     the journal store failed
+    ├── NotifyError                    a notification could not be delivered to a channel (retryable or not)
     └── StepFailed                     an action or probe could not be carried out
         ├── CommandTimeout (TimeoutError)
         ├── SSHError
@@ -59,6 +60,7 @@ __all__ = [
     "LeaseLost",
     "LockHeld",
     "MissingExtra",
+    "NotifyError",
     "ParamsError",
     "PauseRequested",
     "PluginError",
@@ -306,6 +308,18 @@ class InvalidState(ConflictError):
 
 class StoreError(RunbookError):
     """The journal store failed or holds data this version cannot read."""
+
+
+class NotifyError(RunbookError):
+    """A notifier could not deliver a message; ``retryable`` says whether trying again later may succeed.
+
+    Not retryable: the receiver refused the message for good (a 4xx other than 408/429, a rejected recipient);
+    sending it again would fail the same way until the configuration changes.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, hint: str | None = None) -> None:
+        self.retryable = retryable
+        super().__init__(message, hint=hint)
 
 
 class StepFailed(RunbookError):

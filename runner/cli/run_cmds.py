@@ -97,12 +97,20 @@ def _drive(state: AppState, engine: Engine, fn: Any) -> int:
         with _signals(engine):
             view: RunView = fn()
         emit_json(view_json(view, engine))
-        return view.exit_code
-    with Progress(console()) as progress, _signals(engine):
-        engine.observers.append(progress)
-        view = fn()
-    print_run(console(), view, notices=engine.notices)
+    else:
+        with Progress(console()) as progress, _signals(engine):
+            engine.observers.append(progress)
+            view = fn()
+        print_run(console(), view, notices=engine.notices)
+    _notify_after(state, view.run_id)
     return view.exit_code
+
+
+def _notify_after(state: AppState, run_id: str) -> None:
+    """Notifications: send this run's now, bounded by ``delivery.cli_wait`` (runner/notify/after.py)."""
+    from runner.notify.after import send_after
+
+    send_after(state, [run_id])
 
 
 def _params(state: AppState, name: str, pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:
@@ -284,7 +292,9 @@ def cancel_cmd(state: AppState, run_id: str, reason: str, actor: str | None) -> 
     """Cancel a run; a step in flight has its process stopped."""
     engine = _engine(state)
     view = engine.cancel(engine.resolve_id(run_id), actor=actor or state.settings.actor, reason=reason)
-    return _control(state, view, "cancel requested")
+    code = _control(state, view, "cancel requested")
+    _notify_after(state, view.run_id)
+    return code
 
 
 def _decide(state: AppState, run_id: str, by: str | None, comment: str, step: str | None, approve: bool) -> int:
