@@ -81,7 +81,7 @@ class _Handler:
     def __init__(self, server: SMTPTestServer) -> None:
         self.server = server
 
-    async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:  # aiosmtpd calls it by this name
         parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else session.auth_data
         with self.server.lock:

@@ -115,9 +115,9 @@ def test_email_refusals(smtp_server: SMTPTestServer, tmp_path: Path) -> None:
     with pytest.raises(NotifyError, match="refused the login") as bad_login:
         EmailNotifier().send(MESSAGE, _mail(smtp_server, password="wrong-password"), delivery_id=DELIVERY, timeout=10)
     assert not bad_login.value.retryable and "wrong-password" not in str(bad_login.value)
-    with pytest.raises(NotifyError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):  # the system CAs do not know it
+    with pytest.raises(NotifyError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):  # the system CAs do not know it
         EmailNotifier().send(MESSAGE, _mail(smtp_server, ca_file=None), delivery_id=DELIVERY, timeout=10)
-    with pytest.raises(NotifyError, match="cannot deliver to 127.0.0.1:9") as down:
+    with pytest.raises(NotifyError, match=r"cannot deliver to 127\.0\.0\.1:9") as down:
         EmailNotifier().send(MESSAGE, _mail(smtp_server, port=9), delivery_id=DELIVERY, timeout=5)
     assert down.value.retryable and smtp_server.messages() == []
 
