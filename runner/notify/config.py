@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from runner.durations import Duration
-from runner.errors import ConfigError, Problem, ValidationError
+from runner.errors import ConfigError, Problem, SecretError, ValidationError
 from runner.notify.files import CONFIG_ENV, config_files
 
 if TYPE_CHECKING:
     from runner.notify.channel import Notifier
     from runner.registry import NotifierRegistry, SecretProviderRegistry
-    from runner.secrets import Redactor
+    from runner.secrets import Redactor, SecretResolver
     from runner.settings import Settings
     from runner.yamlsafe import Located
 
@@ -65,7 +65,7 @@ class Rule(_Model):
     channels: list[str] = Field(min_length=1, description="names of channels under notify.channels")
     runbooks: list[str] = Field(default_factory=lambda: ["*"], description="globs over the runbook's name")
     routes: list[str] | None = Field(default=None, description="globs over the alert route; unset: any run, routed or not")
-    labels: dict[str, str] = Field(default_factory=dict, description="alert label: glob (all must match)")
+    labels: dict[str, str] = Field(default_factory=dict, description="alert label: glob (each label must be there and match)")
 
     def matches(self, kind: str, runbook: str | None, route: str | None, labels: Mapping[str, str]) -> bool:
         """True if a notification of ``kind`` about ``runbook`` (started by ``route`` with alert ``labels``) matches."""
@@ -73,9 +73,9 @@ class Rule(_Model):
             return False
         if not any(fnmatch.fnmatchcase(runbook or "", g) for g in self.runbooks):  # no runbook ("" ) matches only "*"
             return False
-        if self.routes is not None and not any(fnmatch.fnmatchcase(route or "", g) for g in self.routes):
-            return False
-        return all(fnmatch.fnmatchcase(labels.get(k, ""), g) for k, g in self.labels.items())
+        if self.routes is not None and (route is None or not any(fnmatch.fnmatchcase(route, g) for g in self.routes)):
+            return False  # a run no route started never matches a rule that names routes
+        return all(k in labels and fnmatch.fnmatchcase(labels[k], g) for k, g in self.labels.items())
 
 
 class Delivery(_Model):
@@ -230,7 +230,7 @@ def resolve_channels(config: NotifyConfig, file: str, located: Located | None, n
     where = located or Located(data=None, file=file)
     redactor = redactor if redactor is not None else Redactor()
     resolver = SecretResolver(providers, redactor)
-    channels: dict[str, Channel] = {}
+    validated: dict[str, tuple[Notifier, BaseModel]] = {}
     problems: list[Problem] = []
     for name, spec in config.channels.items():
         path = ("notify", "channels", name)
@@ -240,23 +240,28 @@ def resolve_channels(config: NotifyConfig, file: str, located: Located | None, n
             continue
         notifier = notifiers.get(type_)
         try:
-            model = notifier.Config.model_validate({k: v for k, v in spec.items() if k != "type"})
+            validated[name] = notifier, notifier.Config.model_validate({k: v for k, v in spec.items() if k != "type"})
         except PydanticValidationError as exc:
             problems += where.pydantic_problems(path, exc)
-            continue
-        channels[name] = Channel(name, notifier, _resolve_secrets(model, notifier.secret_fields, resolver, f"notify.channels.{name}"))
+    if problems:  # every problem of the file first; secrets are resolved only for a valid configuration
+        raise ValidationError(problems)
+    channels: dict[str, Channel] = {}
+    for name, (notifier, model) in validated.items():
+        data = model.model_dump()
+        for field in sorted(notifier.secret_fields):
+            try:
+                data[field] = _resolve(data.get(field), resolver, field)
+            except SecretError as exc:
+                at = ("notify", "channels", name, field)
+                problems.append(where.problem(at, str(exc), where=".".join(at), value=True))
+        channels[name] = Channel(name, notifier, type(model).model_validate(data))
     if problems:
         raise ValidationError(problems)
     return NotifySettings(config, file, channels, redactor, frozenset(resolver.env_names))
 
 
-def _resolve_secrets(model: BaseModel, fields: frozenset[str], resolver: Any, where: str) -> BaseModel:
-    """A copy of ``model`` whose secret ``fields`` hold the values behind their references."""
-    data = model.model_dump()
-    for name in fields:
-        value = data.get(name)
-        if isinstance(value, str):
-            data[name] = resolver.resolve(value, name=f"{where}.{name}")
-        elif isinstance(value, list):
-            data[name] = [resolver.resolve(v, name=f"{where}.{name}") for v in value]
-    return type(model).model_validate(data)
+def _resolve(value: Any, resolver: SecretResolver, field: str) -> Any:
+    """The value behind a secret reference (or each of a list of them); None stays None."""
+    if isinstance(value, list):
+        return [resolver.resolve(v, name=field) for v in value]
+    return resolver.resolve(value, name=field) if isinstance(value, str) else value
