@@ -195,7 +195,10 @@ def test_rules_choose_by_event_runbook_and_label(project: Project, http_server: 
     assert [r.json()["kind"] for r in http_server.requests_to("/a")] == ["failed"], "ok does not match bo*"
     assert http_server.requests_to("/b") == [], "no alert labels and no route: the label and route rules do not match"
     rows = project.run("notify", "list", "--json").json()["notifications"]
-    assert [(r["kind"], r["state"], r["last_error"]) for r in rows] == [("succeeded", "skipped", "no rule matches"), ("failed", "delivered", "")]
+    assert [(r["kind"], r["state"], r["last_error"]) for r in rows] == [
+        ("succeeded", "skipped", "no rule matches"),
+        ("failed", "delivered", ""),
+    ]
 
 
 def test_notify_test_reports_each_channel(project: Project, http_server: HTTPTestServer) -> None:
