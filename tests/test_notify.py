@@ -253,7 +253,7 @@ def test_configuration_problems_are_located_and_never_fail_a_run(project: Projec
             chat: {{type: slack, url: env:NOT_SET_ANYWHERE}}
         """, hook=http_server.url("/hook"))  # fmt: skip
     res = project.run("notify", "test")
-    assert res.code == 2 and f"{path}:3:18: no notifier 'webhok'; known: email, slack, webhook" in res.err, res
+    assert res.code == 2 and f"{path}:3:18 (notify.channels.hook.type): no notifier 'webhok'; known: email, slack, webhook" in res.err, res
     assert "(notify.channels.mail.colour): unknown key 'colour'" in res.err and "(notify.channels.mail.to)" in res.err, res
     assert "NOT_SET_ANYWHERE" not in res.err, "secrets are resolved only once the whole file is valid"
     configure(project, """

@@ -196,8 +196,9 @@ def parse_notify(section: Any, located: Located | None, file: str, base: tuple[s
     except PydanticValidationError as exc:
         raise ValidationError(where.pydantic_problems(base, exc)) from None
     problems = [
-        where.problem((*base, "rules", i, "channels"), f"rule {i + 1} names channel '{name}', which is not under notify.channels", value=True)
-        for i, rule in enumerate(config.rules) for name in rule.channels if name not in config.channels
+        where.problem((*base, "rules", i, "channels", k), f"rule {i + 1} names channel '{name}', which is not under notify.channels",
+                      _dotted((*base, "rules", i, "channels", k)), value=True)
+        for i, rule in enumerate(config.rules) for k, name in enumerate(rule.channels) if name not in config.channels
     ]  # fmt: skip
     if problems:
         raise ValidationError(problems)
@@ -236,7 +237,8 @@ def resolve_channels(config: NotifyConfig, file: str, located: Located | None, n
         path = ("notify", "channels", name)
         type_ = spec["type"]
         if type_ not in notifiers:
-            problems.append(where.problem((*path, "type"), f"no notifier '{type_}'; known: {', '.join(notifiers.names())}", value=True))
+            at = (*path, "type")
+            problems.append(where.problem(at, f"no notifier '{type_}'; known: {', '.join(notifiers.names())}", _dotted(at), value=True))
             continue
         notifier = notifiers.get(type_)
         try:
@@ -253,7 +255,7 @@ def resolve_channels(config: NotifyConfig, file: str, located: Located | None, n
                 data[field] = _resolve(data.get(field), resolver, field)
             except SecretError as exc:
                 at = ("notify", "channels", name, field)
-                problems.append(where.problem(at, str(exc), where=".".join(at), value=True))
+                problems.append(where.problem(at, str(exc), _dotted(at), value=True))
         channels[name] = Channel(name, notifier, type(model).model_validate(data))
     if problems:
         raise ValidationError(problems)
@@ -265,3 +267,7 @@ def _resolve(value: Any, resolver: SecretResolver, field: str) -> Any:
     if isinstance(value, list):
         return [resolver.resolve(v, name=field) for v in value]
     return resolver.resolve(value, name=field) if isinstance(value, str) else value
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in path)
