@@ -29,6 +29,10 @@ def send_after(state: AppState, run_ids: list[str]) -> None:
         _send(state, run_ids)
     except RunbookError as exc:
         stderr_line(f"notifications were not sent: {exc}")
+    except KeyboardInterrupt:
+        stderr_line("notifications: interrupted; what was not sent is left for the next deliverer")
+    except Exception as exc:  # a notifier's or the store's unexpected failure must not change the command's outcome
+        stderr_line(f"notifications were not sent: internal error: {type(exc).__name__}: {exc}")
 
 
 def _send(state: AppState, run_ids: list[str]) -> None:
