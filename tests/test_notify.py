@@ -16,7 +16,7 @@ from harness.httpserver import HTTPTestServer, Recorded, Reply
 from harness.smtpserver import SMTPTestServer
 from runbook_alerts.generic import GenericAuth, GenericSource
 
-from tests.conftest import Project
+from tests.conftest import Project, kill
 from tests.test_plugin_manager import install_plugin
 
 HOOK_SECRET, DRAIN_TOKEN = "hook-hmac-secret-42", "drain-token-do-not-leak-7"
@@ -173,6 +173,41 @@ def test_what_the_cli_could_not_deliver_is_delivered_once_by_the_next_deliverer(
     out = project.run("notify", "deliver", "--json").json()["delivered"]
     assert [(d["kind"], d["state"], d["channels"]["hook"]["attempts"]) for d in out] == [("failed", "delivered", 2)]
     assert project.run("notify", "deliver", "--wait", "1s").code == 0 and len(http_server.requests_to("/hook")) == 2
+
+
+def test_an_unknown_step_and_a_cancel_notify_with_their_commands(project: Project, http_server: HTTPTestServer) -> None:
+    import time
+
+    http_server.route("/hook", Reply(200))
+    configure(project, """
+        notify:
+          channels: {{hook: {{type: webhook, url: "{hook}"}}}}
+          rules: [{{events: [unknown, cancelled], channels: [hook]}}]
+        """, hook=http_server.url("/hook"))  # fmt: skip
+    marker = project.root / "started"
+    project.write("deploy.yaml", f"""
+        name: deploy
+        steps:
+          - id: push
+            shell: [sh, -c, 'touch {marker}; sleep 60']
+        """)  # fmt: skip
+    proc = project.popen("run", "deploy", "--json")
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the step did not start"
+        time.sleep(0.05)
+    kill(proc)  # kill -9 in the step's action: whether it took effect is unknown
+    rid = project.run("runs", "--json").json()["runs"][0]["run_id"]
+    resumed = project.run("resume", rid, "--json")
+    assert resumed.code == 4 and resumed.json()["next"]["action"] == "decide", resumed
+    (unknown,) = [r.json() for r in http_server.requests_to("/hook")]
+    assert unknown["kind"] == "unknown" and unknown["step"] == "push" and "needs a decision" in unknown["reason"]
+    assert unknown["commands"]["retry_step"] == f"runbook resume {rid} --retry-step push"
+    assert unknown["commands"]["skip_step"] == f"runbook resume {rid} --skip-step push"
+    assert project.run("cancel", rid, "--reason", "rolled out by hand").code == 0
+    cancelled = http_server.requests_to("/hook")[-1].json()
+    assert len(http_server.requests_to("/hook")) == 2 and cancelled["kind"] == "cancelled"
+    assert cancelled["reason"] == "rolled out by hand" and cancelled["commands"] == {"status": f"runbook status {rid}"}
 
 
 def test_rules_choose_by_event_runbook_and_label(project: Project, http_server: HTTPTestServer) -> None:

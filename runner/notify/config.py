@@ -45,6 +45,8 @@ __all__ = [
     "config_files",
     "find_notify_section",
     "load_notify",
+    "parse_notify",
+    "resolve_channels",
 ]
 
 PROJECT_CONFIG_KEYS = ("notify",)

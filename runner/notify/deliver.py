@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from runner.notify.channel import Message
     from runner.notify.config import NotifySettings
-    from runner.notify.outbox import NotificationRecord
+    from runner.notify.outbox import NotificationRecord, NotificationState
     from runner.store.base import Store
     from runner.store.records import RunRecord
 
@@ -103,14 +103,14 @@ class _Claim:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def save(self, *, state: str = "pending", attempts: int | None = None, next_at: float | None = None, last_error: str = "",
-             hold: bool = True) -> bool:  # fmt: skip
+    def save(self, *, state: NotificationState = "pending", attempts: int | None = None, next_at: float | None = None,
+             last_error: str = "", hold: bool = True) -> bool:  # fmt: skip
         """Write the progress (and renew the lease, or with ``hold=False`` release it); False if the claim was lost."""
         with self._lock:
             if self.lost:
                 return False
             ok = self.store.update_notification(
-                self.rec.key, self.rec.claim, channels=dict(self.channels), state=state,  # type: ignore[arg-type]
+                self.rec.key, self.rec.claim, channels=dict(self.channels), state=state,
                 attempts=self.rec.attempts if attempts is None else attempts, next_at=next_at, last_error=last_error,
                 ttl=self.ttl if hold else None,
             )  # fmt: skip
@@ -224,6 +224,7 @@ class Deliverer:
                     + (f" (last: {last})" if last else "")})  # fmt: skip
             pending = []
         errors = "; ".join(f"{n}: {s.detail}" for n, s in claim.channels.items() if s.state != "sent" and s.detail)
+        state: NotificationState
         if not pending:
             state = "delivered" if all(s.state == "sent" for s in claim.channels.values()) else "failed"
             ok = claim.save(state=state, attempts=rec.attempts + int(tried), last_error=errors, hold=False)
