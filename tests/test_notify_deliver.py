@@ -133,18 +133,19 @@ def test_a_final_refusal_and_an_expiry_fail_a_notification(store: Store, http_se
 
 
 def test_a_slow_receiver_keeps_its_claim_and_no_one_else_sends(store: Store, http_server: HTTPTestServer) -> None:
-    http_server.route("/slow", Reply(200, delay=2.5))
+    http_server.route("/slow", Reply(200, delay=6))
     notify = settings({"slow": http_server.url("/slow")}, [{"events": ["failed"], "channels": ["slow"]}])
     failed_run(store)
-    first = Deliverer(store, notify, holder="d1", ttl=0.6)  # the lease is renewed every 0.2 s while the send runs
-    other = Deliverer(store, notify, holder="d2", ttl=0.6)
+    first = Deliverer(store, notify, holder="d1", ttl=2)  # renewed every 0.7 s while the 6 s send runs
+    other = Deliverer(store, notify, holder="d2", ttl=2)
+    (claimed,) = store.claim_notifications("d1", 2)
     reports: list[Any] = []
-    t = threading.Thread(target=lambda: reports.extend(first.deliver_due()))
+    t = threading.Thread(target=lambda: reports.append(first.process(claimed)))
     t.start()
     stolen = []
     while t.is_alive():
         stolen += other.deliver_due()
-        time.sleep(0.05)
+        time.sleep(0.1)
     t.join()
     assert stolen == [] and [r.state for r in reports] == ["delivered"]
     assert len(http_server.requests_to("/slow")) == 1
