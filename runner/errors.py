@@ -27,6 +27,7 @@ attributes and, where there is one, say what to do next.
     │   └── InvalidState               the run is not in a state that allows the request
     ├── StoreError                     the journal store failed
     ├── InvalidTransition              a state change the run/step tables do not allow (a bug, never written)
+    ├── NotifyError                    a notification could not be delivered to a channel (retryable or not)
     └── StepFailed                     an action or probe could not be carried out
         ├── CommandTimeout (TimeoutError)
         ├── SSHError
@@ -61,6 +62,7 @@ __all__ = [
     "LeaseLost",
     "LockHeld",
     "MissingExtra",
+    "NotifyError",
     "ParamsError",
     "PauseRequested",
     "PluginError",
@@ -320,6 +322,18 @@ class InvalidTransition(RunbookError):
     def __init__(self, what: str, state: str, event: str) -> None:
         self.what, self.state, self.event = what, state, event
         super().__init__(f"internal error: a {what} in state '{state}' cannot take the event '{event}'")
+
+
+class NotifyError(RunbookError):
+    """A notifier could not deliver a message; ``retryable`` says whether trying again later may succeed.
+
+    Not retryable: the receiver refused the message for good (a 4xx other than 408/429, a rejected recipient);
+    sending it again would fail the same way until the configuration changes.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, hint: str | None = None) -> None:
+        self.retryable = retryable
+        super().__init__(message, hint=hint)
 
 
 class StepFailed(RunbookError):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from runner.registry import (
         AlertSourceRegistry,
+        NotifierRegistry,
         RunbookSourceRegistry,
         SecretProviderRegistry,
         StepTypeRegistry,
@@ -85,6 +86,21 @@ def runbook_register_alert_sources(registry: AlertSourceRegistry) -> None:
         its payload into alerts.
 
     Every implementation is called.
+    """
+
+
+@hookspec
+def runbook_register_notifiers(registry: NotifierRegistry) -> None:
+    """Contribute notifiers: the channel types of the ``notify:`` configuration (``webhook``, ``slack``, ``email``).
+
+    :param registry: ``registry.add(notifier)`` where ``notifier`` is a :class:`runner.notify.channel.Notifier`:
+        its ``name`` is the ``type`` a channel names, its ``Config`` pydantic model (``extra="forbid"``) validates
+        the channel's other keys, ``secret_fields`` names the keys holding secret references, and
+        ``send(message, config, delivery_id=..., timeout=...)`` delivers one message or raises
+        :class:`runner.errors.NotifyError`.
+
+    Every implementation is called, the first time a process needs the notifiers (``runbook serve``,
+    ``runbook worker``, ``runbook notify``, or the CLI sending after a run when notifications are configured).
     """
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from runner.registry import (
         AlertSourceRegistry,
+        NotifierRegistry,
         RunbookSourceRegistry,
         SecretProviderRegistry,
         StepTypeRegistry,
@@ -266,6 +267,13 @@ class PluginHost:
         return self._fill(AlertSourceRegistry(), "runbook_register_alert_sources")  # type: ignore[no-any-return]
 
     @cached_property
+    def notifiers(self) -> NotifierRegistry:
+        """Notifiers (channel types) by name."""
+        from runner.registry import NotifierRegistry
+
+        return self._fill(NotifierRegistry(), "runbook_register_notifiers")  # type: ignore[no-any-return]
+
+    @cached_property
     def template_filters(self) -> TemplateFilterRegistry:
         """Extra Jinja2 filters by name."""
         from runner.registry import TemplateFilterRegistry
@@ -318,6 +326,7 @@ class PluginHost:
             ("stores", self.stores),
             ("secret_providers", self.secret_providers),
             ("alert_sources", self.alert_sources),
+            ("notifiers", self.notifiers),
             ("template_filters", self.template_filters),
             ("runbook_sources", self.runbook_sources),
         ):

@@ -17,11 +17,13 @@ from runner.errors import PluginError
 
 if TYPE_CHECKING:
     from runner.alerts import AlertSource
+    from runner.notify.channel import Notifier
     from runner.steptypes import StepType
     from runner.store.base import Store
 
 __all__ = [
     "AlertSourceRegistry",
+    "NotifierRegistry",
     "Registry",
     "RunbookSourceRegistry",
     "SecretProviderRegistry",
@@ -218,6 +220,26 @@ class AlertSourceRegistry(Registry["AlertSource"]):
         if not isinstance(name, str) or not callable(getattr(source, "normalize", None)):
             raise PluginError(f"plugin '{self._current}' registered {source!r}, which is not an AlertSource")
         self._add(name, source)
+
+
+class NotifierRegistry(Registry["Notifier"]):
+    """Notifiers (channel types) by the ``type`` a channel of the ``notify:`` configuration names."""
+
+    kind = "notifier"
+
+    def add(self, notifier: Notifier) -> None:
+        """Register a :class:`~runner.notify.channel.Notifier` under its ``name``."""
+        from pydantic import BaseModel
+
+        name = getattr(notifier, "name", None)
+        config = getattr(notifier, "Config", None)
+        if not isinstance(name, str) or not callable(getattr(notifier, "send", None)):
+            raise PluginError(f"plugin '{self._current}' registered {notifier!r}, which is not a Notifier (name, Config, send)")
+        if not (isinstance(config, type) and issubclass(config, BaseModel)) or config.model_config.get("extra") != "forbid":
+            raise PluginError(f"notifier '{name}' from plugin '{self._current}': Config must be a pydantic model with extra='forbid'")
+        if not isinstance(getattr(notifier, "secret_fields", None), frozenset):
+            raise PluginError(f"notifier '{name}' from plugin '{self._current}': secret_fields must be a frozenset of field names")
+        self._add(name, notifier)
 
 
 class TemplateFilterRegistry(Registry["Callable[..., Any]"]):

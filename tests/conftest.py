@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["harness.sshd", "harness.httpserver", "harness.postgres"]
+pytest_plugins = ["harness.sshd", "harness.httpserver", "harness.postgres", "harness.smtpserver"]
 
 IN_CI = bool(os.environ.get("CI"))
 

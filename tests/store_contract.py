@@ -270,4 +270,142 @@ def test_listing_counting_and_queue_depth(store: Store) -> None:
     assert [r.id for r in store.list_runs(parent=runs[1].id)] == [child.id]
 
 
+# ---------------------------------------------------------------------- notifications (the outbox, runner/notify/outbox.py)
+
+
+def _leased_run(store: Store, **kw: Any) -> Any:
+    run, _ = store.create_run(new_run(**kw))
+    return store.acquire(run.id, ME, 30, force=False, is_alive=alive)
+
+
+def test_an_event_that_notifies_is_journaled_with_its_outbox_row(store: Store) -> None:
+    lease = _leased_run(store)
+    approval = NewEvent("step.waiting", "a", data={"kind": "approval", "reason": "waiting for 1 approval(s): drain?", "not_before": 1.0})
+    first, _ = store.commit(lease, events=[NewEvent("step.started", "a"), approval, NewEvent("step.waiting", "b", data={"kind": "wait"})])
+    (row,) = store.list_notifications(run_id=lease.run_id)
+    assert (row.key, row.kind, row.seq, row.step_id, row.runbook, row.state, row.attempts, row.channels) == (
+        f"{lease.run_id}:{first + 1}",
+        "waiting_approval",
+        first + 1,
+        "a",
+        "rb",
+        "pending",
+        0,
+        {},
+    )
+    assert row.data == {"kind": "approval", "reason": "waiting for 1 approval(s): drain?", "event": "step.waiting"}
+    assert row.next_at <= time.time() and row.holder is None
+    unknown = NewEvent("run.waiting", "b", data={"kind": "decision", "reason": "step 'b' needs a decision"})
+    store.commit(
+        lease, events=[unknown, NewEvent("run.failed", "b", data={"reason": "boom"}, actor="tester")], run={"state": RunState.FAILED}
+    )
+    rows = store.list_notifications(run_id=lease.run_id)
+    assert sorted(r.kind for r in rows) == ["failed", "unknown", "waiting_approval"]
+    failed = next(r for r in rows if r.kind == "failed")
+    assert failed.data == {"reason": "boom", "event": "run.failed", "actor": "tester"} and failed.step_id == "b"
+    lease2 = _leased_run(store)
+    store.commit(lease2, events=[NewEvent("run.succeeded", data={"steps": 2})], run={"state": RunState.SUCCEEDED})
+    assert [(r.kind, r.data) for r in store.list_notifications(run_id=lease2.run_id)] == [
+        ("succeeded", {"steps": 2, "event": "run.succeeded"})]  # fmt: skip
+
+
+def test_an_outbox_row_is_written_only_with_its_event(store: Store) -> None:
+    """Same transaction: a fenced-off commit writes neither the event nor its notification."""
+    lease = _leased_run(store)
+    store.acquire(lease.run_id, OTHER, 30, force=True, is_alive=alive)
+    with pytest.raises(LeaseLost):
+        store.commit(lease, events=[NewEvent("run.failed", data={"reason": "late"})], run={"state": RunState.FAILED})
+    assert store.list_notifications(run_id=lease.run_id) == [] and [e.type for e in store.events(lease.run_id)] == ["run.created"]
+
+
+def test_a_sub_runbook_run_notifies_through_its_parent_only(store: Store) -> None:
+    parent = _leased_run(store)
+    child = _leased_run(store, parent_run_id=parent.run_id, parent_step_id="a")
+    store.commit(child, events=[NewEvent("run.failed", data={"reason": "child broke"})], run={"state": RunState.FAILED})
+    store.commit(parent, events=[NewEvent("run.failed", "a", data={"reason": "sub-runbook failed"})], run={"state": RunState.FAILED})
+    assert store.list_notifications(run_id=child.run_id) == []
+    assert [r.kind for r in store.list_notifications()] == ["failed"] and store.list_notifications()[0].run_id == parent.run_id
+
+
+def test_alert_decisions_that_notify_get_outbox_rows_once(store: Store) -> None:
+    from runner.alerts import NewDecision
+
+    run, _ = store.create_run(new_run())
+    labels = {"labels": {"alertname": "DiskFull", "team": "db"}}
+    decisions = [NewDecision("d9", 0, "generic", "over_budget", route="disk", dedupe_key="k", reason="budget 1", alert=labels),
+                 NewDecision("d9", 1, "generic", "started", route="disk", run_id=run.id),
+                 NewDecision("d9", 2, "generic", "breaker_open", route="disk", run_id=run.id, reason="3 failed runs"),
+                 NewDecision("d9", 3, "generic", "cooled_down", route="disk", reason="cooldown")]  # fmt: skip
+    stored = store.record_decisions(decisions)
+    store.record_decisions(decisions)  # a retried delivery adds nothing
+    rows = sorted(store.list_notifications(), key=lambda r: r.key)
+    assert [(r.key, r.kind, r.run_id) for r in rows] == sorted(
+        [(f"decision:{stored[0].id}", "storm_refused", None), (f"decision:{stored[2].id}", "breaker_open", run.id),
+         (f"decision:{stored[3].id}", "storm_refused", None)])  # fmt: skip
+    over = next(r for r in rows if r.key == f"decision:{stored[0].id}")
+    assert over.data["route"] == "disk" and over.data["labels"] == {"alertname": "DiskFull", "team": "db"}
+    assert over.data["decision"] == "over_budget" and over.data["reason"] == "budget 1"
+
+
+def test_notification_claims_are_leased_fenced_and_released(store: Store) -> None:
+    from runner.notify.outbox import ChannelStatus
+
+    lease = _leased_run(store)
+    store.commit(lease, events=[NewEvent("run.failed", data={"reason": "x"})], run={"state": RunState.FAILED})
+    (rec,) = store.claim_notifications("d1", 30, limit=10)
+    assert rec.claim == 1 and rec.holder == "d1" and rec.lease_expires_at is not None
+    assert store.claim_notifications("d2", 30) == [], "a claimed notification is nobody else's"
+    sent = {"hook": ChannelStatus(state="sent", attempts=1, detail="HTTP 200", at=1.0), "mail": ChannelStatus(attempts=1, detail="421")}
+    assert store.update_notification(rec.key, 1, channels=sent, state="pending", attempts=0, ttl=30)
+    assert not store.update_notification(rec.key, 0, channels={}, state="delivered", attempts=0), "a stale claim writes nothing"
+    assert store.update_notification(
+        rec.key, 1, channels=sent, state="pending", attempts=1, next_at=time.time() + 3600, last_error="mail: 421"
+    )
+    assert store.claim_notifications("d2", 30) == [], "not due yet"
+    (row,) = store.list_notifications(states=["pending"])
+    assert row.holder is None and row.lease_expires_at is None and row.attempts == 1 and row.last_error == "mail: 421"
+    assert row.channels == sent
+    assert store.update_notification(rec.key, 1, channels=sent, state="pending", attempts=1, next_at=time.time() - 1)
+    (again,) = store.claim_notifications("d2", 30, run_ids=[lease.run_id])
+    assert again.claim == 2 and again.channels == sent
+    assert not store.update_notification(rec.key, 1, channels={}, state="delivered", attempts=2), "d1 was fenced off"
+    done = {**sent, "mail": ChannelStatus(state="sent", attempts=2, detail="250")}
+    assert store.update_notification(rec.key, 2, channels=done, state="delivered", attempts=2)
+    (final,) = store.list_notifications(run_id=lease.run_id)
+    assert final.state == "delivered" and final.finished_at is not None and final.holder is None and final.channels == done
+    assert store.claim_notifications("d3", 30) == [] and store.list_notifications(states=["pending"]) == []
+
+
+def test_an_expired_notification_claim_is_taken_over(store: Store) -> None:
+    lease = _leased_run(store)
+    store.commit(lease, events=[NewEvent("run.cancelled", data={"reason": "stop"})], run={"state": RunState.CANCELLED})
+    assert [r.claim for r in store.claim_notifications("dead", 0.2)] == [1]
+    time.sleep(0.4)
+    assert [r.claim for r in store.claim_notifications("alive", 30)] == [2]
+    assert store.claim_notifications("third", 30, run_ids=["01NOPE"]) == []
+
+
+def test_concurrent_notification_claimers_never_share_one(store: Store) -> None:
+    for _ in range(24):
+        lease = _leased_run(store)
+        store.commit(lease, events=[NewEvent("run.failed", data={"reason": "x"})], run={"state": RunState.FAILED})
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def deliverer(n: int) -> None:
+        while claimed := store.claim_notifications(f"d{n}", 30, limit=2):
+            with lock:
+                got.extend(r.key for r in claimed)
+
+    threads = [threading.Thread(target=deliverer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(got) == 24 and len(set(got)) == 24
+    page1 = store.list_notifications(limit=10)
+    page2 = store.list_notifications(limit=30, before=page1[-1].created_at)
+    assert [r.key for r in page1 + page2] == [r.key for r in store.list_notifications(limit=30)], "newest first, paged by created_at"
+
+
 __all__ = [name for name in dir() if name.startswith("test_")] + ["new_run"]

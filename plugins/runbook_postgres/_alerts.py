@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from runbook_postgres._conn import Conn, Cursor
+from runbook_postgres._notify import add_decision_notification
 from runbook_postgres._values import NOW, jsonb, text
 from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
 from runner.store.base import Store
@@ -60,6 +61,7 @@ class AlertDeliveries(Store):
                 )  # fmt: skip
                 row = cur.execute("SELECT * FROM alert_decisions WHERE delivery_id = %s AND idx = %s", (d.delivery_id, d.idx)).fetchone()
                 out.append(DecisionRecord.model_validate(row))
+                add_decision_notification(cur, out[-1])  # notifications: with their decision
         return out
 
     def list_decisions(

@@ -21,6 +21,7 @@ from psycopg.rows import DictRow
 
 from runbook_postgres._alerts import AlertDeliveries
 from runbook_postgres._conn import Conn, Cursor, Pool, parse_url
+from runbook_postgres._notify import NotificationOutbox, add_run_notifications, ensure_outbox
 from runbook_postgres._schema import ensure_schema
 from runbook_postgres._values import NOW, jsonb, text
 from runner.errors import LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
@@ -79,7 +80,7 @@ _CLAIMABLE = (
 )
 
 
-class PostgresStore(AlertDeliveries):
+class PostgresStore(NotificationOutbox, AlertDeliveries):
     """Store in a PostgreSQL database (one schema); safe for many processes on many hosts."""
 
     def __init__(self, url: str) -> None:
@@ -89,6 +90,7 @@ class PostgresStore(AlertDeliveries):
         try:
             with self._pool.errors("opening the journal"), self._pool.connection() as conn:
                 ensure_schema(conn, parsed.schema, f"PostgreSQL store {parsed.safe}")
+                ensure_outbox(conn, parsed.schema)
         except BaseException:
             self._pool.close()
             raise
@@ -307,6 +309,7 @@ class PostgresStore(AlertDeliveries):
                 cur.executemany(_UPSERT_STEP, [self._step_values(lease.run_id, p) for p in steps])
             first = row["last_seq"] - len(events) + 1
             self._insert_events(cur, lease.run_id, events, first, row["updated_at"])
+            add_run_notifications(cur, lease.run_id, first, events, row["updated_at"])  # notifications: with their event
             state = (run or {}).get("state")
             if state is not None and RunState(state) not in ACTIVE_STATES:
                 cur.execute("DELETE FROM locks WHERE run_id = %s", (lease.run_id,))

@@ -110,6 +110,7 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
         raise MissingExtra("runbook serve", "server", exc.name or "fastapi") from None
     from runbook_server.app import create_app
     from runbook_server.config import load_config, parse_listen
+    from runbook_server.notifying import start_notifications
     from runbook_server.state import build_state, install_log_redaction
     from runbook_server.worker import WorkerPool
 
@@ -118,6 +119,7 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     _prime(state)
     srv = build_state(state.host, state.settings, state.store, state.catalog, config, address)
     srv.pool = WorkerPool(srv.make_engine, config.workers if workers is None else workers)
+    notifier = start_notifications(state, "serve", config=config, redactor=srv.redactor, engines=srv.pool.engines)
     app = create_app(srv)
     sock = _bind(*address)
     server = _uvicorn_server(app, log_level, lambda _sig: _stop(srv))
@@ -132,6 +134,8 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     finally:
         _stop(srv, quiet=True)
         _drain(srv.pool)
+        if notifier is not None:
+            notifier.stop()
         sock.close()
         state.store.close()
     return 0
@@ -162,6 +166,7 @@ def _drain(pool: WorkerPool) -> None:
 @pass_state
 def worker_cmd(state: AppState, workers: int, poll: float, log_level: str) -> int:
     """Execute queued and due runs from the store (no HTTP); run one per host against a shared store."""
+    from runbook_server.notifying import start_notifications
     from runbook_server.worker import WorkerPool
     from runner.engine import Engine
 
@@ -178,9 +183,12 @@ def worker_cmd(state: AppState, workers: int, poll: float, log_level: str) -> in
         pool.stop()
 
     click.echo(f"runbook worker: {workers} worker(s) on store {state.store.url}", err=True)
+    notifier = start_notifications(state, "worker", engines=pool.engines)
     with _on_signals(on_signal):
         pool.start()
         _drain(pool)
+    if notifier is not None:
+        notifier.stop()
     state.store.close()
     return 0
 

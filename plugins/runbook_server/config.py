@@ -118,6 +118,8 @@ class ServerConfig(_Model):
     agent_policy: str | None = Field(
         default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)"
     )
+    notify: dict[str, Any] | None = Field(default=None, description="notifications: channels, rules, delivery (docs/notifications.md); "
+                                          "checked by runner.notify.config when the server starts")  # fmt: skip
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 

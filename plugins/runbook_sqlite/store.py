@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from runbook_sqlite._outbox import Outbox
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
+from runner.notify.outbox import run_notifications
 from runner.store.base import IsAlive, Store
 from runner.store.records import (
     ACTIVE_STATES,
@@ -42,6 +44,7 @@ from runner.store.records import (
 
 if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook run` never needs them
     from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
+    from runner.notify.outbox import ChannelStatus, NotificationRecord, NotificationState
 
 __all__ = ["SQLiteStore"]
 
@@ -222,6 +225,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._outbox = Outbox(_dumps)
         self._init_schema()
 
     # ------------------------------------------------------------------ connections
@@ -528,6 +532,8 @@ class SQLiteStore(Store):
             first = row[3] + 1
             if events:
                 c.executemany(_INSERT_EVENT, [_event_row(lease.run_id, first + i, now, ev) for i, ev in enumerate(events)])
+                if outbox := run_notifications(lease.run_id, first, events):  # notifications: with their event
+                    self._outbox.add_for_run(c, outbox, now)
             state = (run or {}).get("state")
             if state is not None and RunState(state) not in ACTIVE_STATES:
                 c.execute("DELETE FROM locks WHERE run_id=?", (lease.run_id,))
@@ -647,6 +653,7 @@ class SQLiteStore(Store):
                 )  # fmt: skip
                 row = c.execute("SELECT * FROM alert_decisions WHERE delivery_id=? AND idx=?", (d.delivery_id, d.idx)).fetchone()
                 out.append(self._decision(row))
+                self._outbox.add_for_decision(c, out[-1], now)  # notifications: with their decision
         return out
 
     def list_decisions(
@@ -691,3 +698,25 @@ class SQLiteStore(Store):
         from runner.alerts import RouteRun
 
         return [RouteRun.model_validate(dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ notifications (runbook_sqlite/_outbox.py)
+
+    def claim_notifications(self, holder: str, ttl: float, *, limit: int = 10, run_ids: Sequence[str] = ()) -> list[NotificationRecord]:
+        """See :meth:`Store.claim_notifications`."""
+        with self._tx() as c:
+            return self._outbox.claim(c, holder, ttl, limit, run_ids, time.time())
+
+    def update_notification(
+        self, key: str, claim: int, *, channels: dict[str, ChannelStatus], state: NotificationState, attempts: int,
+        next_at: float | None = None, last_error: str = "", ttl: float | None = None,
+    ) -> bool:  # fmt: skip
+        """See :meth:`Store.update_notification`."""
+        with self._tx() as c:
+            return self._outbox.update(c, key, claim, channels=channels, state=state, attempts=attempts, next_at=next_at,
+                                       last_error=last_error, ttl=ttl, now=time.time())  # fmt: skip
+
+    def list_notifications(
+        self, *, run_id: str | None = None, states: Sequence[str] = (), limit: int = 50, before: float | None = None,
+    ) -> list[NotificationRecord]:  # fmt: skip
+        """See :meth:`Store.list_notifications`."""
+        return self._outbox.list(self._conn(), run_id, states, limit, before)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from runner.cli.app import AppState, json_option, pass_state
-from runner.cli.run_cmds import control_engine, render_view
+from runner.cli.run_cmds import control_engine, notify_after, render_view
 
 __all__ = ["COMMANDS"]
 
@@ -68,6 +68,7 @@ def cancel_cmd(state: AppState, run_id: str, reason: str, rollback: bool, actor:
     engine = control_engine(state)
     view = engine.cancel(engine.resolve_id(run_id), actor=who, reason=reason, rollback=rollback)
     render_view(state, view, engine.notices, what="cancel requested" + (" with rollback" if rollback else ""))
+    notify_after(state, view.run_id)
     return 0
 
 

@@ -120,7 +120,9 @@ def _drive(state: AppState, engine: Engine, fn: Any) -> int:
             if not state.quiet:
                 engine.output_observers.append(progress.output)
             view = fn()
-    return render_view(state, view, engine.notices)
+    code = render_view(state, view, engine.notices)
+    notify_after(state, view.run_id)
+    return code
 
 
 def render_view(state: AppState, view: RunView, notices: list[str], *, steps: bool = False, what: str | None = None) -> int:
@@ -137,6 +139,13 @@ def render_view(state: AppState, view: RunView, notices: list[str], *, steps: bo
         console().print(what)
     print_run(console(), view, notices=list(dict.fromkeys([*view.notices, *notices])), steps=steps)
     return view.exit_code
+
+
+def notify_after(state: AppState, run_id: str) -> None:
+    """Notifications: send this run's now, bounded by ``delivery.cli_wait`` (runner/notify/after.py)."""
+    from runner.notify.after import send_after
+
+    send_after(state, [run_id])
 
 
 def _params(state: AppState, name: str, pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:

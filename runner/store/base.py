@@ -26,10 +26,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runner.errors import StoreError
 from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepRecord
 
 if TYPE_CHECKING:
     from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
+    from runner.notify.outbox import ChannelStatus, NotificationRecord, NotificationState
 
 __all__ = ["IsAlive", "Store"]
 
@@ -130,6 +132,9 @@ class Store(ABC):
         outside :data:`ACTIVE_STATES` releases its lock key. Raises LeaseLost if fenced off.
         Returns the sequence number given to the first of ``events`` (they are numbered consecutively)
         and the current outside requests. (No event objects are built: on the hot path nobody needs them.)
+
+        In the same transaction, an event that notifies (:func:`runner.notify.outbox.run_notifications`) of a run
+        without a parent adds its row to the notifications outbox (see "notifications" below).
         """
 
     # ------------------------------------------------------------------ requests from outside the lease
@@ -168,7 +173,10 @@ class Store(ABC):
 
     @abstractmethod
     def record_decisions(self, decisions: Sequence[NewDecision]) -> list[DecisionRecord]:
-        """Insert decisions; one whose ``(delivery_id, idx)`` exists is left as it was. Returns the stored rows."""
+        """Insert decisions; one whose ``(delivery_id, idx)`` exists is left as it was. Returns the stored rows.
+
+        A decision that notifies (:func:`runner.notify.outbox.decision_notification`) adds its outbox row in the
+        same transaction."""
 
     @abstractmethod
     def list_decisions(
@@ -185,3 +193,37 @@ class Store(ABC):
         ``since``: started at or after this time; ``dedupe_key``: only that key; ``active_only``: only runs in
         :data:`~runner.store.records.ACTIVE_STATES`.
         """
+
+    # ------------------------------------------------------------------ notifications (the outbox)
+    # Rows are written by ``commit`` and ``record_decisions`` in the event's own transaction; deliverers
+    # (runner/notify/deliver.py) claim them with a lease and record each channel's outcome. Records live in
+    # :mod:`runner.notify.outbox`. Not abstract, so a third-party store written before them still loads: it
+    # keeps no notifications, and these say so.
+
+    def claim_notifications(
+        self, holder: str, ttl: float, *, limit: int = 10, run_ids: Sequence[str] = (),
+    ) -> list[NotificationRecord]:  # fmt: skip
+        """Lease up to ``limit`` due notifications to ``holder`` for ``ttl`` seconds, oldest ``next_at`` first.
+
+        Due: ``pending``, ``next_at`` reached, and no live lease (a dead deliverer's claim is taken when it expires).
+        ``run_ids``: only these runs' notifications. Each claim increments the row's ``claim`` (its fencing token).
+        Concurrent claimers never get the same row.
+        """
+        raise StoreError(f"store {self.url} does not keep notifications", hint="use the sqlite or postgresql store")
+
+    def update_notification(
+        self, key: str, claim: int, *, channels: dict[str, ChannelStatus], state: NotificationState, attempts: int,
+        next_at: float | None = None, last_error: str = "", ttl: float | None = None,
+    ) -> bool:  # fmt: skip
+        """Record a claimed notification's progress if ``claim`` is still its current claim; False if it is not.
+
+        ``ttl``: keep holding it (the lease is renewed to now + ``ttl``); None: release it. ``next_at``: when a
+        ``pending`` row is due again. A state other than ``pending`` is final (``finished_at`` is set).
+        """
+        raise StoreError(f"store {self.url} does not keep notifications", hint="use the sqlite or postgresql store")
+
+    def list_notifications(
+        self, *, run_id: str | None = None, states: Sequence[str] = (), limit: int = 50, before: float | None = None,
+    ) -> list[NotificationRecord]:  # fmt: skip
+        """Notifications, newest first (by ``created_at``); ``before``: the ``created_at`` of the last one of the previous page."""
+        raise StoreError(f"store {self.url} does not keep notifications", hint="use the sqlite or postgresql store")

@@ -34,6 +34,9 @@ def serve_once(project: Project, config: str, *args: str, env: dict[str, str] | 
         ("allowed_hosts: ['http://runbook.internal']\n", "server.yaml:1:16 (allowed_hosts): 'http://runbook.internal' is not a host name"),
         ("allowed_origins: [console.example]\n", "is not an origin like https://ops.example.com"),
         ("limits: {max_waiters: 0}\n", "(limits.max_waiters)"),
+        ("notify:\n  channels: {x: {type: nope}}\n", "server.yaml:2:24 (notify.channels.x.type): no notifier 'nope'; known: email,"),
+        ("notify:\n  channels: {x: {type: slack, url: env:RB_TEST_UNSET_HOOK}}\n", "(notify.channels.x.url): secret reference"),
+        ("notify:\n  rules: [{events: [failed], channels: [pager]}]\n", "server.yaml:2:41 (notify.rules.0.channels.0): rule 1 names"),
     ],
     ids=[
         "unknown-key",
@@ -48,6 +51,9 @@ def serve_once(project: Project, config: str, *args: str, env: dict[str, str] | 
         "host-with-scheme",
         "origin-without-scheme",
         "no-waiters",
+        "notify-unknown-notifier",
+        "notify-unset-secret",
+        "notify-unknown-channel",
     ],
 )
 def test_invalid_configuration_is_refused_with_its_location(project: Project, config: str, needle: str) -> None:
