@@ -8,7 +8,7 @@ session's principal under its (live) agent policy.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runner.authority import LivePolicy, Principal
 
@@ -45,6 +45,13 @@ class Session:
         self._host = host
         self._store: Store | None = None
         self._catalog: Catalog | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, host: PluginHost, store: Store, catalog: Catalog, **kw: Any) -> Session:
+        """A session over pieces a long-running process already opened (the server: one store, one catalog)."""
+        session = cls(settings, host=host, **kw)
+        session._store, session._catalog = store, catalog
+        return session
 
     @property
     def host(self) -> PluginHost:

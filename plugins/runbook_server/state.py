@@ -129,10 +129,13 @@ class ServerState:
         engine.observers.append(self.watch.notify)
 
     def make_engine(self, kind: str) -> Engine:
-        """A new engine over the shared store and catalog (one per worker thread)."""
-        from runner.engine import Engine
+        """A new engine over the shared store and catalog (one per worker thread), acting as a worker."""
+        from runner.authority import Principal
+        from runner.session import Session
 
-        engine = Engine(self.host, self.store, self.catalog, self.settings, holder_kind=kind)
+        session = Session.of(self.settings, self.host, self.store, self.catalog, principal=Principal("worker", f"{kind}@{self.listen[0]}"),
+                             policy=self.live_policy, holder_kind=kind)  # fmt: skip
+        engine = session.engine()
         engine.observers.append(self.metrics.observe)
         self._equip(engine)
         return engine
@@ -146,7 +149,8 @@ class ServerState:
 def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Catalog, config: ServerConfig,
                 listen: tuple[str, int]) -> ServerState:  # fmt: skip
     """Check ``config`` against the plugins and the catalog and build the server's shared state."""
-    from runner.engine import CommandHint, Engine
+    from runner.engine import CommandHint
+    from runner.session import Session
 
     redactor = Redactor()
     resolver = SecretResolver(host.secret_providers, redactor)
@@ -160,14 +164,13 @@ def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Cat
     from runner.authority import LivePolicy
     from runner.policy import ENV_VAR
 
-    engine = Engine(host, store, catalog, settings, holder_kind="api")
     chosen = config.agent_policy or os.environ.get(ENV_VAR) or None
     policy = LivePolicy(chosen) if chosen else None
     if policy is not None:
         policy.current()  # a missing or broken policy file stops the server at start, not at the first agent request
-    engine.hint, engine.policy = CommandHint(), policy
-    agent_engine = Engine(host, store, catalog, settings, holder_kind="api")  # the same store; runs checked by the policy
-    agent_engine.hint, agent_engine.policy = CommandHint(), policy
+    session = Session.of(settings, host, store, catalog, policy=policy, holder_kind="api")
+    engine = session.engine(CommandHint())
+    agent_engine = session.engine(CommandHint())  # the same store and policy; each request names its principal
     _forget_environment(resolver)
     return ServerState(host, settings, store, catalog, config, listen, tokens, sources, Router(config.routes, config.file),
                        redactor, engine, agent_engine, policy)  # fmt: skip

@@ -115,7 +115,14 @@ class StepProgress(_Record):
 
     def to_json(self) -> dict[str, Any]:
         """The stored JSON form (defaults left out, so an untouched step stores ``{}``)."""
+        if self.is_empty():
+            return {}  # the common case, on every step's commit: no serializer call
         return self.model_dump(mode="json", exclude_defaults=True)
+
+    def is_empty(self) -> bool:
+        """True when nothing is recorded (a step that has not begun, or a plain step that ran straight through)."""
+        return (self.phase is None and self.waiting is None and self.gate is None and self.recovery is None and self.child is None
+                and self.rollback is None and not self.local and not self.targets)  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> StepProgress:
