@@ -111,7 +111,9 @@ def _decision(request: Request, run_id: str, approve: bool) -> Handler:
         body = _model(Decide, comment=form.get("comment", ""), step=form.get("step") or None)
         view = (approve_run if approve else deny_run)(request, run_id, body, viewer.principal)  # type: ignore[arg-type]
         verb = "Approved" if approve else "Denied"
-        return f"{verb} as {viewer.name}; the run is {view.state}."
+        return f"{verb} as {viewer.name}" + (
+            "; the server's workers continue the run." if view.state == "waiting" else f"; the run is {view.state}."
+        )
 
     return _on_run(request, run_id, do)
 
@@ -233,9 +235,9 @@ async def login(request: Request) -> Response:
         if pending is None:  # expired (or cookies were off): a fresh form that can be submitted
             cookie, pending = sessions.new(None)
         ctx = {**context(request, None), "csrf": pending.csrf, "next": local_path(form.get("next")), "error": message}
-        response = renderer_of(request).html("login.html", ctx, status=status_for(exc))
-        set_cookie(state, request, response, cookie)
-        return response
+        refused = renderer_of(request).html("login.html", ctx, status=status_for(exc))
+        set_cookie(state, request, refused, cookie)
+        return refused
     if pending is not None:
         sessions.drop(pending)
     cookie, _session = sessions.new(principal)

@@ -89,7 +89,7 @@ def fields_for(schema: dict[str, Any], values: dict[str, str] | None = None) -> 
                       max_length=prop.get("maxLength"))  # fmt: skip
         f.value = values.get(name, "") if values is not None else _shown(prop.get("default"), kind)
         if kind == "select":
-            choices = prop["enum"] if "enum" in prop else [True, False]
+            choices = prop.get("enum", [True, False])
             f.options = [(_shown(c, "text"), _shown(c, "text")) for c in choices]
             if not f.required:
                 f.options.insert(0, ("", "(default)" if "default" in prop else "(none)"))
@@ -112,7 +112,7 @@ def _convert(prop: dict[str, Any], text: str) -> Any:
     """The typed value of one submitted field (ValueError with a message a person understands)."""
     kind = _kind(prop)
     if kind == "select":
-        for choice in prop["enum"] if "enum" in prop else [True, False]:
+        for choice in prop.get("enum", [True, False]):
             if _shown(choice, "text") == text:
                 return choice
         raise ValueError("choose one of the listed values")

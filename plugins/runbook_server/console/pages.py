@@ -13,10 +13,10 @@ from runbook_server.app import get_state
 from runbook_server.console.common import context, local_path, renderer_of, respond
 from runbook_server.console.forms import fields_for
 from runbook_server.console.listing import RunFilter, find_runs
-from runbook_server.console.outputs import step_panels, tail
+from runbook_server.console.outputs import step_panels
 from runbook_server.console.render import STATIC
 from runbook_server.console.runpage import run_context
-from runbook_server.console.session import identify, set_cookie, sessions_of
+from runbook_server.console.session import identify, sessions_of, set_cookie
 from runner.alerts import DECISIONS
 from runner.errors import AuthError, PolicyDenied, UsageError
 from runner.store.records import RunState
