@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from starlette.testclient import TestClient
-
     from runbook_server.state import ServerState
+    from starlette.testclient import TestClient
 
 __all__ = ["BASE", "ConsoleApp", "console_app", "csrf_of"]
 
@@ -90,6 +89,7 @@ def console_app(root: Path, runbooks: dict[str, str], config: str, env: dict[str
     from runbook_server.app import create_app
     from runbook_server.config import load_config
     from runbook_server.state import build_state
+
     from runner.catalog import Catalog, search_path
     from runner.plugin import PluginHost
     from runner.settings import Settings

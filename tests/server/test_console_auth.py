@@ -135,6 +135,16 @@ def test_cross_site_posts_are_refused_even_with_the_token(console: ConsoleApp, h
     assert console.events(run_id, "request.approve") == []
 
 
+def test_origins_trusted_for_the_api_cannot_post_console_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = CONFIG + 'allowed_origins: ["https://dash.example"]\n'
+    with console_app(tmp_path, RUNBOOKS, config, ENV, monkeypatch) as app:
+        run_id = app.start("gated")
+        c = app.client(TOKENS["oncall"])
+        r = app.post(c, f"/runs/{run_id}/approve", headers={"origin": "https://dash.example"})
+        assert r.status_code == 403 and "form posts from pages of origin &#39;https://dash.example&#39; are refused" in r.text
+        assert app.events(run_id, "request.approve") == []
+
+
 def test_same_origin_form_posts_are_served(console: ConsoleApp) -> None:
     run_id = console.start("gated")
     c = console.client(TOKENS["oncall"])

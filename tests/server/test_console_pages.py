@@ -219,6 +219,7 @@ def test_the_runs_list_filters_by_state_runbook_actor_and_time_and_pages(console
 
 def test_run_ids_sort_like_their_creation_time() -> None:
     from runbook_server.console.listing import ulid_floor
+
     from runner.engine.runtime import new_run_id
 
     before = time.time()

@@ -169,7 +169,7 @@ def check_form(request: Request, session: Session | None, form: dict[str, str], 
         return
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
-        raise AuthError(f"cross-site form posts are refused (Sec-Fetch-Site: {site[:40]})", status=403)
+        raise AuthError(f"form posts not made by this console's own pages are refused (Sec-Fetch-Site: {site[:40]})", status=403)
     origin = request.headers.get("origin")
     if origin is not None and origin.strip().lower().rstrip("/") != own_origin(request):
         raise AuthError(f"form posts from pages of origin '{origin[:100]}' are refused", status=403)
