@@ -120,9 +120,11 @@ def approvals(server: ServerProcess, run_id: str) -> list[tuple[str, str]]:
 
 
 def log_in(page: Any, server: ServerProcess, path: str, who: str) -> None:
+    """Log in with the keyboard only: the token field has the focus, Enter submits."""
     page.goto(server.url + path)
-    page.get_by_label("API token").fill(TOKENS[who])
-    page.get_by_role("button", name="Log in").click()
+    assert page.evaluate("document.activeElement.id") == "token" and page.get_by_label("API token").count() == 1
+    page.keyboard.type(TOKENS[who])
+    page.keyboard.press("Enter")
     page.wait_for_url(server.url + path)
     assert page.get_by_test_id("identity").inner_text() == who
 
@@ -153,9 +155,14 @@ def test_an_on_call_person_approves_an_alert_run_and_watches_it_live(
         assert "Drain web1 and restart it?" in page.get_by_test_id("approval").inner_text()
         shot(page, artifacts, "01-waiting-for-approval")
 
-        # Approve as the logged-in person.
+        # Approve as the logged-in person, with the keyboard: the first Tab reaches the skip link, the button
+        # follows the comment.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
         page.get_by_label("Comment").fill("web1 is out of the pool already")
-        page.get_by_role("button", name="Approve as oncall").click()
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Approve as oncall"
+        page.keyboard.press("Enter")
         page.wait_for_url(server.url + f"/runs/{run_id}")
         assert "Approved as oncall" in page.locator(".flash.ok").inner_text()
         assert approvals(server, run_id) == [("request.approve", "oncall")]

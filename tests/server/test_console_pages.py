@@ -326,3 +326,31 @@ def test_form_conversion_errors_are_per_field() -> None:
               "required": ["n", "o", "e"]}  # fmt: skip
     params, errors = params_from_form(schema, {"param.n": "1.5", "param.o": "[1]", "param.e": "b", "param.s": ""})
     assert params == {} and set(errors) == {"n", "o", "e"} and "whole number" in errors["n"] and "JSON object" in errors["o"]
+
+
+def _luminance(hex_color: str) -> float:
+    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_text_colours_have_at_least_aa_contrast() -> None:
+    from runbook_server.console.render import HERE
+
+    css = (HERE / "static" / "console.css").read_text()
+    var = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [("fg", "bg"), ("muted", "bg"), ("muted", "panel"), ("link", "bg"), ("fg", "panel")]
+    pairs += [(f"{kind}-fg", f"{kind}-bg") for kind in ("ok", "bad", "wait", "run", "idle")]
+    for fg, bg in pairs:
+        assert contrast(var[fg], var[bg]) >= 7.0, f"{fg} on {bg}"
+    buttons = re.findall(r"button(?:\.(?:danger|approve))? \{[^}]*background: (#[0-9a-f]{6})", css)
+    assert len(buttons) == 3 and "color: #fff" in css
+    for button in buttons:
+        assert contrast("#ffffff", button) >= 4.5, f"white on {button}"
+    assert contrast("#f5f7fa", "#16202c") >= 7.0, "header text"

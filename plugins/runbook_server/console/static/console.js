@@ -126,6 +126,9 @@
       return;
     }
     addRow(ev);
+    if (ev.type === "step.finished" && ev.step_id && ev.data) {
+      say("Step " + ev.step_id + (ev.data.target ? " on " + ev.data.target : "") + ": " + (ev.data.state || "finished") + ".");
+    }
     schedule();
   };
   source.addEventListener("end", function (message) {
