@@ -44,6 +44,15 @@ RUNBOOKS = {
           - id: show
             shell: [sh, -c, 'echo "count=$1 mode=$2"', sh, "{{ params.count }}", "{{ params.mode }}"]
     """,
+    "fanout.yaml": """
+        name: fanout
+        steps:
+          - id: each
+            targets: [alpha, beta]
+            check:
+              - shell: [test, -f, "/nonexistent/{{ target.name }}"]
+            shell: [sh, -c, 'echo "hello from $1"; if [ "$1" = beta ]; then echo "beta broke" >&2; exit 5; fi', sh, "{{ target.name }}"]
+    """,
     "longout.yaml": """
         name: longout
         steps:

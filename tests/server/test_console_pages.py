@@ -129,6 +129,21 @@ def test_the_run_page_shows_the_tail_and_the_step_page_the_whole_output(console:
     assert c.get("/runs/01NOPENOPENOPENOPENOPENOPE").status_code == 404
 
 
+def test_fan_out_output_and_probes_are_shown_per_target(console: ConsoleApp) -> None:
+    run_id = console.start("fanout")
+    c = console.client(TOKENS["viewer"])
+    page = c.get(f"/runs/{run_id}").text
+    assert '<li id="step-each" data-state="failed"' in page
+    step = page.split('id="step-each"')[1].split("</li>")[0]
+    alpha, beta = step.split("<h4>alpha")[1].split("<h4>beta")
+    assert "succeeded" in alpha and "hello from alpha" in alpha and "beta" not in alpha
+    assert "failed" in beta and "exit code 5" in beta and "beta broke" in beta and "hello from beta" in beta
+    probes = re.findall(r"<td>(alpha|beta)</td></tr>", step)
+    assert sorted(probes) == ["alpha", "beta"], "each target's check is shown with its target"
+    whole = c.get(f"/runs/{run_id}/steps/each").text
+    assert "hello from alpha" in whole and "beta broke" in whole
+
+
 def test_everything_shown_is_escaped_and_pages_carry_a_strict_csp(console: ConsoleApp) -> None:
     c = console.client(TOKENS["oncall"])
     r = start_form(console, c, "typed", {"mode": "fast", "token": "env:T", "note": "<script>alert(2)</script>"})
