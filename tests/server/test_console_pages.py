@@ -84,6 +84,7 @@ def test_a_refused_start_says_why_per_field_and_keeps_the_values(console: Consol
     assert "&#39;many&#39; is not a whole number" in r.text and 'value="many"' in r.text and 'aria-invalid="true"' in r.text
     r = start_form(console, c, "typed", {"count": "3", "mode": "fast", "token": "hunter2-plain-value"})
     assert r.status_code == 422 and "never the value itself" in r.text
+    assert "hunter2-plain-value" not in r.text, "a secret typed instead of its reference is not shown back"
     r = start_form(console, c, "typed", {"count": "30", "mode": "fast", "token": "env:T", "note": "a;b"})
     assert r.status_code == 422 and "count" in r.text and "note" in r.text
     assert console.state.store.list_runs() == [], "nothing was started"

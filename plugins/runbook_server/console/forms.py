@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.params import SECRET_REF
+
 __all__ = ["FormField", "fields_for", "params_from_form"]
 
 _TYPES = ("string", "integer", "number", "boolean", "array", "object")
@@ -88,6 +90,8 @@ def fields_for(schema: dict[str, Any], values: dict[str, str] | None = None) -> 
                       minimum=prop.get("minimum"), maximum=prop.get("maximum"), min_length=prop.get("minLength"),
                       max_length=prop.get("maxLength"))  # fmt: skip
         f.value = values.get(name, "") if values is not None else _shown(prop.get("default"), kind)
+        if kind == "secret" and not SECRET_REF.fullmatch(f.value):
+            f.value = ""  # never show back what may be the secret itself, typed where its reference belongs
         if kind == "select":
             choices = prop.get("enum", [True, False])
             f.options = [(_shown(c, "text"), _shown(c, "text")) for c in choices]

@@ -75,6 +75,9 @@
     timer = null;
     fetch(liveUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) {
+        if (response.redirected && response.url.indexOf("/login") !== -1) {
+          throw new Error("your session ended; log in again");
+        }
         if (!response.ok) {
           throw new Error("HTTP " + response.status);
         }
