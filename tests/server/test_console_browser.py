@@ -122,7 +122,8 @@ def approvals(server: ServerProcess, run_id: str) -> list[tuple[str, str]]:
 def log_in(page: Any, server: ServerProcess, path: str, who: str) -> None:
     """Log in with the keyboard only: the token field has the focus, Enter submits."""
     page.goto(server.url + path)
-    assert page.evaluate("document.activeElement.id") == "token" and page.get_by_label("API token").count() == 1
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")  # autofocus
+    assert page.get_by_label("API token").count() == 1
     page.keyboard.type(TOKENS[who])
     page.keyboard.press("Enter")
     page.wait_for_url(server.url + path)
@@ -223,7 +224,7 @@ def test_an_on_call_person_approves_an_alert_run_and_watches_it_live(
                   <input name="comment" value="approved by a cross-site page"></form>
                 <script>document.getElementById('f').submit()</script>"""))  # fmt: skip
             with page.expect_response(lambda r: r.url.endswith(f"/runs/{second}/approve")) as answer:
-                page.goto(attacker.url("/attack"))
+                page.goto(attacker.url("/attack"), wait_until="commit")  # its script navigates away at once
             assert answer.value.status == 403 and why in answer.value.text()
             page.wait_for_load_state()
             shot(page, artifacts, f"0{5 + n}-cross-site-post-refused")
