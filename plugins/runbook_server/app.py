@@ -137,9 +137,16 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(api_alerts.make_router(state))
     _ops(app)
     config = state.config
-    app.add_middleware(LimitsMiddleware, max_body_bytes=config.limits.max_body_bytes, max_json_depth=config.limits.max_json_depth)
+    console = None
+    if config.console.enabled:  # the web console at / (docs/console.md): its forms are form-encoded and same-origin
+        from runbook_server.console import is_console_path, mount
+
+        mount(app, state)
+        console = is_console_path
+    app.add_middleware(LimitsMiddleware, max_body_bytes=config.limits.max_body_bytes, max_json_depth=config.limits.max_json_depth,
+                       form_paths=console)  # fmt: skip
     app.add_middleware(BrowserGuard, listen_host=state.listen[0], allowed_hosts=config.allowed_hosts,  # outermost: first check
-                       allowed_origins=config.allowed_origins)  # fmt: skip
+                       allowed_origins=config.allowed_origins, same_origin_paths=console)  # fmt: skip
     return app
 
 

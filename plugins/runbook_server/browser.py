@@ -10,12 +10,14 @@ tokens, so the request itself is the only thing to check:
   ``allowed_origins`` (default: none), whatever its method (403).
 
 API clients (curl, SDKs, Alertmanager, agents) send no ``Origin`` and the address they connect to as
-``Host``, so they are unaffected.
+``Host``, so they are unaffected. The web console's own pages post their forms to the console's paths
+(``same_origin_paths``): there, a request whose ``Origin`` is this server's own origin (the request's scheme
+and its ``Host``, already checked) is served too; the API under ``/v1`` still needs ``allowed_origins``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from runbook_server.config import is_loopback
 from runbook_server.limits import ASGIApp, Receive, Scope, Send, send_error
@@ -36,8 +38,10 @@ def host_name(value: str) -> str:
 class BrowserGuard:
     """Refuses requests for other host names (400) and from browser origins not configured (403)."""
 
-    def __init__(self, app: ASGIApp, *, listen_host: str, allowed_hosts: Collection[str], allowed_origins: Collection[str]) -> None:
+    def __init__(self, app: ASGIApp, *, listen_host: str, allowed_hosts: Collection[str], allowed_origins: Collection[str],
+                 same_origin_paths: Callable[[str], bool] | None = None) -> None:  # fmt: skip
         self.app = app
+        self.same_origin_paths = same_origin_paths
         self.any_host = "*" in allowed_hosts
         self.hosts = {h for h in allowed_hosts if not h.startswith("*")} | {host_name(listen_host)}
         self.suffixes = tuple(h[1:] for h in allowed_hosts if h.startswith("*."))
@@ -52,6 +56,12 @@ class BrowserGuard:
         host = host_name(raw)
         return is_loopback(host) or host in self.hosts or (bool(self.suffixes) and host.endswith(self.suffixes))
 
+    def _own(self, scope: Scope, origin: str, host: str) -> bool:
+        """True for a console path requested by a page of this server itself (its own scheme and ``Host``)."""
+        if self.same_origin_paths is None or not self.same_origin_paths(str(scope.get("path", ""))):
+            return False
+        return origin.strip().lower().rstrip("/") == f"{scope.get('scheme', 'http')}://{host.strip().lower()}"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -65,7 +75,7 @@ class BrowserGuard:
                                   "in the server config")  # fmt: skip
             return
         origin = headers.get("origin")
-        if origin is not None and origin.strip().lower().rstrip("/") not in self.origins:
+        if origin is not None and origin.strip().lower().rstrip("/") not in self.origins and not self._own(scope, origin, host or ""):
             await send_error(send, 403, "ForbiddenOrigin", f"requests from browser pages of origin '{origin[:100]}' are refused",
                              hint="add the origin to allowed_origins in the server config if that page may use this API")  # fmt: skip
             return

@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from runner.durations import Duration
 from runner.errors import ConfigError, Problem, ValidationError
 
-__all__ = ["SCOPES", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
+__all__ = ["SCOPES", "ConsoleSpec", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
 
 SCOPES = ("read", "run", "approve", "admin", "agent")
 Scope = Literal["read", "run", "approve", "admin", "agent"]
@@ -101,6 +101,16 @@ class Limits(_Model):
     max_streams: int = Field(default=64, ge=1, le=10000, description="open event streams at once; more get 429")
 
 
+class ConsoleSpec(_Model):
+    """``console:``: the web console served at ``/`` (see docs/console.md)."""
+
+    enabled: bool = Field(default=True, description="serve the console (false: only the API and webhooks)")
+    session_ttl: Duration = Field(default=12 * 3600.0, description="a console login ends this long after it began")
+    idle_timeout: Duration = Field(default=2 * 3600.0, description="a console login unused this long ends")
+    secure_cookie: Literal["auto", "always"] = Field(default="auto", description="auto: the session cookie is Secure on "
+                                                     "HTTPS requests; always: also on HTTP (behind a TLS-terminating proxy)")  # fmt: skip
+
+
 class ServerConfig(_Model):
     """The whole server configuration file."""
 
@@ -120,6 +130,7 @@ class ServerConfig(_Model):
     )
     notify: dict[str, Any] | None = Field(default=None, description="notifications: channels, rules, delivery (docs/notifications.md); "
                                           "checked by runner.notify.config when the server starts")  # fmt: skip
+    console: ConsoleSpec = Field(default_factory=ConsoleSpec)
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 

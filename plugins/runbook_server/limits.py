@@ -6,6 +6,7 @@ parameters such as ``; charset=utf-8``) and JSON sanity (400: invalid, or nested
 never sees more than ``max_body_bytes``, and the parsed document is left in ``request.state.json_body`` for
 the alert intake. Requiring JSON also means a browser cannot send these requests cross-site without a CORS
 preflight (an HTML form can only send ``text/plain``, ``multipart/form-data`` or form-encoded bodies).
+The web console's paths (``form_paths``) also take form-encoded bodies (its forms carry a CSRF token instead).
 """
 
 from __future__ import annotations
@@ -57,8 +58,14 @@ async def send_error(send: Send, status: int, kind: str, message: str, hint: str
 class LimitsMiddleware:
     """Enforces ``max_body_bytes``, the JSON media type and ``max_json_depth`` for requests with a body."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int, form_paths: Callable[[str], bool] | None = None) -> None:
         self.app, self.max_body, self.max_depth = app, max_body_bytes, max_json_depth
+        self.form_paths = form_paths
+
+    def _form(self, scope: Scope, content_type: str | None) -> bool:
+        """A form-encoded body sent to a console path (size-checked, not JSON)."""
+        media = (content_type or "").partition(";")[0].strip().lower()
+        return media == "application/x-www-form-urlencoded" and self.form_paths is not None and self.form_paths(str(scope.get("path", "")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -72,7 +79,7 @@ class LimitsMiddleware:
         body = await self._read(receive, send)
         if body is None:
             return
-        if body:
+        if body and not self._form(scope, headers.get("content-type")):
             if not is_json_media_type(headers.get("content-type")):
                 got = headers.get("content-type") or "none"
                 await send_error(send, 415, "UnsupportedMediaType", f"request bodies must be JSON (Content-Type: application/json); got {got}",
