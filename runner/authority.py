@@ -9,8 +9,8 @@ surface asked::
 
 Rules (``docs/security.md``, "Principals and authority"):
 
-- A token's scopes bound what it may do at all: ``read`` reads; ``run`` starts, resumes, pauses and cancels;
-  ``approve`` approves, denies and records decisions and retries; ``admin`` everything. Principals without a
+- A token's scopes bound what it may do at all: ``read`` reads; ``run`` starts, resumes, retries, pauses and cancels;
+  ``approve`` approves, denies and records decisions on steps; ``admin`` everything. Principals without a
   token (a person at the CLI, the Python API) are not limited by scopes.
 - An agent acts under the agent policy, read again whenever its file changes: it may start only what the policy
   allows (runbooks, param values, concurrency); it may act on runs it started, and on others' runs only where the
@@ -52,7 +52,7 @@ class Action(enum.StrEnum):
 
 _SCOPE = {
     Action.START: "run", Action.CHILD_START: "run", Action.RESUME: "run", Action.PAUSE: "run", Action.CANCEL: "run",
-    Action.RETRY: "approve", Action.DECIDE: "approve", Action.APPROVE: "approve", Action.READ: "read",
+    Action.RETRY: "run", Action.DECIDE: "approve", Action.APPROVE: "approve", Action.READ: "read",
 }  # fmt: skip
 _STEER = frozenset({Action.RESUME, Action.RETRY, Action.DECIDE, Action.PAUSE, Action.CANCEL})
 

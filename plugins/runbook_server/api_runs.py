@@ -300,7 +300,7 @@ def decide_run(request: Request, run_id: str, body: DecideStep, principal: Princ
 
 @router.post("/runs/{run_id}/retry", response_model=ApiRunView, tags=["control"],
              summary="Record a retry of a failed run whose cause was fixed, and queue it for a worker")  # fmt: skip
-def retry_run(request: Request, run_id: str, principal: Principal = APPROVE) -> ApiRunView:
+def retry_run(request: Request, run_id: str, principal: Principal = RUN) -> ApiRunView:
     def do(s: ServerState, rid: str) -> RunView:
         actor = _actor(s, principal, None)
         s.agent_engine.retry(rid, actor=actor, principal=principal.acting())

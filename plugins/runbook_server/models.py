@@ -199,9 +199,7 @@ def http_next(view: RunView) -> ApiRunView:
     http: HttpHint | None = None
     options: list[HttpHint] = []
     if nxt.action == "fix_and_retry":
-        http = HttpHint(
-            method="POST", path=f"{base}/retry", body={}, meaning="the cause is fixed: record a retry (approve scope); a worker retries"
-        )
+        http = HttpHint(method="POST", path=f"{base}/retry", body={}, meaning="the cause is fixed: record a retry; a worker retries")
     elif nxt.action in ("resume", "handoff") and str(view.state) not in ("queued", "running"):
         http = HttpHint(method="POST", path=f"{base}/resume", body={}, meaning="queue the run for a worker again")
     elif nxt.action in ("wait", "await_approval", "resume", "wait_elsewhere"):
