@@ -7,6 +7,7 @@ Every public method takes the acting :class:`~runner.authority.Principal` (defau
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -251,18 +252,19 @@ class Engine:
             run = self.store.get_run(run_id)
             if run.state in TERMINAL_STATES:
                 return self.view(run_id)
-            exe = self._execute(run, options)
-            if exe.detached is None:
+            detached = self._execute(run, options)  # the drive's records are freed before the view is built
+            if detached is None:
                 break
-            if not await_detached(self, run_id, options.deadline, exe.detached):
+            if not await_detached(self, run_id, options.deadline, detached):
                 return self.view(run_id)
-            if exe.detached.poll() is not None and exe.detached.returncode != 0 and not _was_taken(self, run_id, exe):
+            if detached.poll() is not None and detached.returncode != 0 and not _was_taken(self, run_id):
                 options.detach = False  # it could not run: do the step here rather than start it again
             if not _continue_after_detached(self, run_id):
                 break
         return self.view(run_id)
 
-    def _execute(self, run: RunRecord, options: DriveOptions) -> Execution:
+    def _execute(self, run: RunRecord, options: DriveOptions) -> subprocess.Popen[bytes] | None:
+        """Drive the run once; returns the detached executor it handed a step to, if it did."""
         rb = self.runbook_for(run)
         try:
             lease = self.store.acquire(run.id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive,
@@ -276,7 +278,7 @@ class Engine:
         finally:
             self._active.remove(exe)
             self.notices.extend(n for n in options.notices if n not in self.notices)
-        return exe
+        return exe.detached
 
     def interrupt(self) -> None:
         """Forward a SIGINT/SIGTERM to every execution in this process."""
@@ -316,7 +318,7 @@ class Engine:
         return requests.retry(self, run_id, actor=actor, principal=principal)
 
 
-def _was_taken(engine: Engine, run_id: str, exe: Execution) -> bool:
+def _was_taken(engine: Engine, run_id: str) -> bool:
     """Whether the detached executor ``exe`` started ever drove the run (its start is in the journal)."""
     events = engine.store.events(run_id, after=max(0, engine.store.get_run(run_id).last_seq - 50), types=("run.resumed",))
     return any((e.data.get("executor") or "").startswith("detached") for e in events)
