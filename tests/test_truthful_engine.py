@@ -173,7 +173,7 @@ def test_sigterm_is_handled_by_the_detached_executor_not_lost(project: Project) 
     project.write("slow.yaml", "name: slow\nsteps:\n  - {id: s, shell: [sleep, '20']}\n")
     res = project.run("run", "slow", "--budget", "3s", "--json")
     assert res.code == 3 and res.json()["state"] == "running", res
-    executor = res.json()["executor"]
+    executor = _wait(lambda: project.run("status", res.json()["run_id"], "--json").json()["executor"])  # once it took the lease
     assert executor.startswith("detached pid ")
     pid = int(executor.split()[2])
     import os

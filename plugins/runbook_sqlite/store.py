@@ -311,7 +311,7 @@ class SQLiteStore(Store):
         # Positional (rows of _STEP_COLUMNS) and without a dict per row: a run's steps are read whole, at
         # every start and for every view, so this runs once per step of the runbook each time.
         run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data = row
-        progress = StepProgress.model_construct() if data == "{}" else StepProgress.from_json(json.loads(data))
+        progress = StepProgress() if data == "{}" else StepProgress.from_json(json.loads(data))
         return StepRecord(run_id, step_id, idx, StepState(state), attempts, None if output is None else json.loads(output),
                           reason, started_at, finished_at, not_before, progress)  # fmt: skip
 

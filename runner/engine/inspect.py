@@ -37,7 +37,9 @@ def snapshot(engine: Engine, run: RunRecord, steps: list[StepRecord] | None = No
     steps = store.get_steps(run.id) if steps is None else steps
     snap = Snapshot(run=run, steps=steps)
     if run.state == RunState.RUNNING:
-        snap.holding = HELD_DETACHED if held_by_detached(run) else HELD_GONE if holder_gone(run) else HELD_ALIVE
+        snap.holding = (
+            HELD_DETACHED if held_by_detached(run) or _handing_over(engine, run) else HELD_GONE if holder_gone(run) else HELD_ALIVE
+        )
     if run.state in _DECIDABLE:
         snap.decisions_recorded = bool(pending(store, run.id))
     if run.state == RunState.WAITING:
@@ -49,6 +51,14 @@ def snapshot(engine: Engine, run: RunRecord, steps: list[StepRecord] | None = No
             fits = data.get("budget_fits")
             snap.pause = PauseCause(str(data.get("cause") or ""), int(fits) if fits else None, data.get("estimate"))
     return snap
+
+
+def _handing_over(engine: Engine, run: RunRecord) -> bool:
+    """True between a hand-over to a detached executor and its taking the lease (its last event is the hand-over)."""
+    if run.holder is not None:
+        return False
+    last = engine.store.events(run.id, after=max(0, run.last_seq - 1))
+    return bool(last) and last[-1].type == "run.handed_over"
 
 
 def _waiting_facts(engine: Engine, snap: Snapshot) -> None:

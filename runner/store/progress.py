@@ -16,22 +16,16 @@ by an older release resumes after the upgrade.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 __all__ = [
-    "ChildLink",
-    "Gate",
-    "GateStatus",
-    "Phase",
-    "Recovery",
-    "RollbackProgress",
-    "RunOptions",
-    "StepProgress",
-    "TargetRecord",
+    "ChildLink", "Gate", "GateStatus", "Phase", "Recovery", "RollbackProgress", "RunOptions", "StepProgress", "TargetRecord",
     "WaitKind",
-]
+]  # fmt: skip
+
+# Plain dataclasses with an explicit, checked JSON form: these records are read and written on every step's commit
+# and built for every step of every run read, so they cost nothing at import and little per instance.
 
 
 class Phase(enum.StrEnum):
@@ -65,32 +59,70 @@ class GateStatus(enum.StrEnum):
     APPROVED = "approved"
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"step progress: {where} must be an object, got {type(value).__name__}")
+    return value
 
 
-class Gate(_Record):
+@dataclass
+class Gate:
     """The agent-policy approval gate of a step: its status and the approval step type's state for it."""
 
     status: GateStatus = GateStatus.PENDING
-    state: dict[str, Any] = Field(default_factory=dict, description="the approval step type's own state for this gate")
+    state: dict[str, Any] = field(default_factory=dict)
+    """The approval step type's own state for this gate."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"status": str(self.status), **({"state": self.state} if self.state else {})}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Gate:
+        """Read the stored form."""
+        data = _dict(data, "gate")
+        return cls(GateStatus(data.get("status", "pending")), dict(_dict(data.get("state"), "gate.state")))
 
 
-class ChildLink(_Record):
+@dataclass
+class ChildLink:
     """The sub-runbook run a ``runbook:`` step started, and the step attempt that last drove it."""
 
     run_id: str
     attempt: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"run_id": self.run_id, **({"attempt": self.attempt} if self.attempt else {})}
 
-class RollbackProgress(_Record):
+    @classmethod
+    def from_json(cls, data: Any) -> ChildLink:
+        """Read the stored form."""
+        data = _dict(data, "child")
+        return cls(str(data["run_id"]), int(data.get("attempt", 0) or 0))
+
+
+@dataclass
+class RollbackProgress:
     """The rollback of a completed step (``on_failure: rollback`` or ``cancel --rollback``): which of its units'
     rollback actions finished (``""`` is the step itself, else target names), so none is run twice on resume."""
 
-    done: list[str] = Field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"done": list(self.done)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RollbackProgress:
+        """Read the stored form."""
+        return cls([str(x) for x in _dict(data, "rollback").get("done") or []])
 
 
-class StepProgress(_Record):
+@dataclass
+class StepProgress:
     """Where a step (or one fan-out target) is inside its life. Empty for a step that has not begun."""
 
     phase: Phase | None = None
@@ -99,8 +131,10 @@ class StepProgress(_Record):
     recovery: Recovery | None = None
     child: ChildLink | None = None
     rollback: RollbackProgress | None = None
-    local: dict[str, Any] = Field(default_factory=dict, description="the step type's own state between polls (ctx.state)")
-    targets: dict[str, TargetRecord] = Field(default_factory=dict, description="fan-out targets by name, in start order")
+    local: dict[str, Any] = field(default_factory=dict)
+    """The step type's own state between polls (``ctx.state``)."""
+    targets: dict[str, TargetRecord] = field(default_factory=dict)
+    """Fan-out targets by name, in start order."""
 
     @property
     def gate_pending(self) -> bool:
@@ -113,28 +147,57 @@ class StepProgress(_Record):
         self.gate = None
         self.local = {}
 
-    def to_json(self) -> dict[str, Any]:
-        """The stored JSON form (defaults left out, so an untouched step stores ``{}``)."""
-        if self.is_empty():
-            return {}  # the common case, on every step's commit: no serializer call
-        return self.model_dump(mode="json", exclude_defaults=True)
-
     def is_empty(self) -> bool:
         """True when nothing is recorded (a step that has not begun, or a plain step that ran straight through)."""
         return (self.phase is None and self.waiting is None and self.gate is None and self.recovery is None and self.child is None
                 and self.rollback is None and not self.local and not self.targets)  # fmt: skip
 
+    def to_json(self) -> dict[str, Any]:
+        """The stored JSON form (what is unset left out, so an untouched step stores ``{}``)."""
+        if self.is_empty():
+            return {}  # the common case, on every step's commit
+        out: dict[str, Any] = {}
+        for key in ("phase", "waiting", "recovery"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = str(value)
+        for key in ("gate", "child", "rollback"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_json()
+        if self.local:
+            out["local"] = self.local
+        if self.targets:
+            out["targets"] = {name: t.to_json() for name, t in self.targets.items()}
+        return out
+
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> StepProgress:
-        """Read the stored form, either today's or the loose keys of a format-2 journal."""
+        """Read the stored form, either today's or the loose keys of a format-2 journal (``ValueError`` if invalid)."""
         if not data:
             return cls()
         if _is_legacy(data):
-            return cls.model_validate(_from_legacy(data))
-        return cls.model_validate(data)
+            data = _from_legacy(data)
+        unknown = set(data) - _PROGRESS_KEYS
+        if unknown:
+            raise ValueError(f"step progress: unknown field(s) {', '.join(sorted(unknown))}")
+        return cls(
+            phase=Phase(data["phase"]) if data.get("phase") else None,
+            waiting=WaitKind(data["waiting"]) if data.get("waiting") else None,
+            gate=Gate.from_json(data["gate"]) if data.get("gate") is not None else None,
+            recovery=Recovery(data["recovery"]) if data.get("recovery") else None,
+            child=ChildLink.from_json(data["child"]) if data.get("child") is not None else None,
+            rollback=RollbackProgress.from_json(data["rollback"]) if data.get("rollback") is not None else None,
+            local=dict(_dict(data.get("local"), "local")),
+            targets={str(n): TargetRecord.from_json(t) for n, t in _dict(data.get("targets"), "targets").items()},
+        )
 
 
-class TargetRecord(_Record):
+_PROGRESS_KEYS = frozenset({"phase", "waiting", "gate", "recovery", "child", "rollback", "local", "targets"})
+
+
+@dataclass
+class TargetRecord:
     """One target of a fan-out step: its own outcome and progress (stored inside its step's progress)."""
 
     state: str = "pending"
@@ -145,33 +208,65 @@ class TargetRecord(_Record):
     started_at: float | None = None
     finished_at: float | None = None
     not_before: float | None = None
-    progress: StepProgress = Field(default_factory=StepProgress)
-
-
-StepProgress.model_rebuild()
-
-
-class RunOptions(BaseModel):
-    """What a run carries besides its params (the run row's ``options``): who it acts for and the rules it inherited.
-
-    Unknown keys are kept (``extra="allow"``), so options a newer release or a plugin stored survive a round trip.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    agent: bool = Field(default=False, description="started by an agent: the agent policy applies to every action on it")
-    gates: dict[str, dict[str, Any]] = Field(default_factory=dict, description="step id → approval config of an agent-policy gate")
-    depth: int = Field(default=0, description="sub-runbook nesting: 0 for a top-level run")
-    principal: dict[str, Any] | None = Field(default=None, description="who started it (kind, name), inherited by its child runs")
+    progress: StepProgress = field(default_factory=StepProgress)
 
     def to_json(self) -> dict[str, Any]:
-        """The stored JSON form (defaults left out)."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        """The stored form."""
+        out: dict[str, Any] = {"state": self.state}
+        for key in ("attempts", "output", "reason", "started_at", "finished_at", "not_before"):
+            value = getattr(self, key)
+            if value not in (None, "", 0):
+                out[key] = value
+        if not self.progress.is_empty():
+            out["progress"] = self.progress.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> TargetRecord:
+        """Read the stored form."""
+        data = _dict(data, "target")
+        return cls(state=str(data.get("state", "pending")), attempts=int(data.get("attempts") or 0), output=data.get("output"),
+                   reason=str(data.get("reason") or ""), started_at=data.get("started_at"), finished_at=data.get("finished_at"),
+                   not_before=data.get("not_before"), progress=StepProgress.from_json(data.get("progress")))  # fmt: skip
+
+
+@dataclass
+class RunOptions:
+    """What a run carries besides its params (the run row's ``options``): who it acts for and the rules it inherited.
+
+    Keys this release does not know are kept (``extra``), so options a newer release or a plugin stored survive.
+    """
+
+    agent: bool = False
+    """Started by an agent: the agent policy applies to every action on it."""
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Step id → approval config of an agent-policy gate."""
+    depth: int = 0
+    """Sub-runbook nesting: 0 for a top-level run."""
+    principal: dict[str, Any] | None = None
+    """Who started it (kind, name), inherited by its child runs."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (defaults left out)."""
+        out: dict[str, Any] = dict(self.extra)
+        if self.agent:
+            out["agent"] = True
+        if self.gates:
+            out["gates"] = self.gates
+        if self.depth:
+            out["depth"] = self.depth
+        if self.principal is not None:
+            out["principal"] = self.principal
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> RunOptions:
         """Read the stored form."""
-        return cls.model_validate(data or {})
+        data = dict(data or {})
+        known = {k: data.pop(k) for k in ("agent", "gates", "depth", "principal") if k in data}
+        return cls(agent=bool(known.get("agent", False)), gates=dict(_dict(known.get("gates"), "gates")),
+                   depth=int(known.get("depth") or 0), principal=known.get("principal"), extra=data)  # fmt: skip
 
 
 _LEGACY_KEYS = frozenset({"state", "gate_state", "wait_kind"})
