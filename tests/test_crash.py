@@ -13,6 +13,7 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,8 @@ def drive_with_kills(project: Project, name: str, rng: random.Random, kills: int
             break
         args = ["run", name, "--json"] if run_id is None else ["resume", run_id, "--json"]
         proc = project.popen(*args)
+        if run_id is None:  # on a loaded machine start-up alone can outlast the random delay: kill a run, not a start-up
+            _until(lambda p=proc: p.poll() is not None or project.run("runs", "--runbook", name, "--json").json()["runs"])
         time.sleep(rng.uniform(0.2, 1.2))
         finished = proc.poll() is not None
         if finished:
@@ -67,6 +70,12 @@ def drive_with_kills(project: Project, name: str, rng: random.Random, kills: int
         assert res.code in (4,), res
         _decide_unknown(project, run_id)
     return run_id, done
+
+
+def _until(condition: Any, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.05)
 
 
 def _decide_unknown(project: Project, run_id: str) -> None:
