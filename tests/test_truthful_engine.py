@@ -182,3 +182,18 @@ def test_sigterm_is_handled_by_the_detached_executor_not_lost(project: Project) 
     time.sleep(0.5)  # (two signals sent at once are one signal)
     os.kill(pid, signal.SIGTERM)  # the second: stop the step now, resumably
     _wait(lambda: project.run("status", res.json()["run_id"], "--json").json()["state"] == "interrupted")
+
+
+def test_a_waiting_approval_wakes_workers_at_its_expiry(project: Project) -> None:
+    """A worker looks at a waiting approval again when it expires, so on_expiry applies without anyone resuming."""
+    from runbook_sqlite.store import SQLiteStore
+
+    project.write("ask.yaml", "name: ask\nsteps:\n  - id: gate\n    approval: {message: ok?, expires: 2h}\n")
+    rid = project.run("run", "ask", "--json").json()["run_id"]
+    store = SQLiteStore(f"sqlite:///{project.journal}")
+    try:
+        run = store.get_run(rid)
+        local = store.get_steps(rid)[0].progress.local
+        assert run.wake_at is not None and abs(run.wake_at - local["expires_at"]) < 0.001, (run.wake_at, local)
+    finally:
+        store.close()

@@ -144,12 +144,20 @@ def _end(exe: Execution, event: RunEvent, reason: str, journal_event: NewEvent, 
 
 def _set_waiting(exe: Execution, step: Step, rec: StepRecord) -> None:
     kind = rec.progress.waiting or WaitKind.TIME
-    wake = rec.not_before
-    if kind == WaitKind.APPROVAL:  # looked at again at expiry (or at the step's own poll time), and when decided
-        wake = rec.not_before
+    wake = _expiry(exe, rec) if kind == WaitKind.APPROVAL else rec.not_before  # an approval: looked at again at expiry
     _end(exe, RunEvent.WAIT, f"step '{step.id}': {rec.reason}",
          NewEvent("run.waiting", step_id=step.id, data={"reason": rec.reason, "kind": str(kind), "not_before": rec.not_before}),
          cursor=step.id, wake_at=wake)  # fmt: skip
+
+
+def _expiry(exe: Execution, rec: StepRecord) -> float | None:
+    """When the approval request ``rec`` waits on expires (a worker applies ``on_expiry`` then); decisions wake it sooner."""
+    from runner.steptypes import Approvable
+
+    approval = exe.host.step_types.get("approval")
+    state = rec.progress.gate.state if rec.progress.gate_pending and rec.progress.gate is not None else rec.progress.local
+    request = approval.request_of(state) if isinstance(approval, Approvable) else None
+    return request.expires_at if request is not None else rec.not_before
 
 
 def _wait_for_decision(exe: Execution, step: Step, rec: StepRecord) -> None:
