@@ -53,6 +53,12 @@ RUNBOOKS = {
               - shell: [test, -f, "/nonexistent/{{ target.name }}"]
             shell: [sh, -c, 'echo "hello from $1"; if [ "$1" = beta ]; then echo "beta broke" >&2; exit 5; fi', sh, "{{ target.name }}"]
     """,
+    "ticking.yaml": """
+        name: ticking
+        steps:
+          - id: tick
+            shell: [sh, -c, 'for i in 1 2 3 4 5 6; do echo "tick-$i"; sleep 0.5; done']
+    """,
     "longout.yaml": """
         name: longout
         steps:

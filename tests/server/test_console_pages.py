@@ -370,3 +370,24 @@ def test_text_colours_have_at_least_aa_contrast() -> None:
     for button in buttons:
         assert contrast("#ffffff", button) >= 4.5, f"white on {button}"
     assert contrast("#f5f7fa", "#16202c") >= 7.0, "header text"
+
+
+def test_a_running_steps_output_so_far_is_on_its_run_page(console: ConsoleApp) -> None:
+    """While a long step runs, its run page shows the lines it wrote so far (journaled chunks), then its result."""
+    import threading
+    import time
+
+    run_id = console.start("ticking", execute=False)
+    driver = threading.Thread(target=console.drive, args=(run_id,))
+    driver.start()
+    c = console.client(TOKENS["alice"])
+    seen = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "tick-2" not in seen:
+        page = c.get(f"/runs/{run_id}").text
+        if "running" in page:
+            seen = page
+        time.sleep(0.2)
+    driver.join(30)
+    assert "tick-2" in seen and "tick-6" not in seen, "the page showed the output while the step ran"
+    assert "tick-6" in c.get(f"/runs/{run_id}").text

@@ -7,6 +7,7 @@ last lines of each stream; the step page shows them whole (as captured, up to th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,11 +104,19 @@ def block_of(target: str | None, output: Any, *, state: str | None = None, reaso
     return block
 
 
-def _outputs(rec: StepRecord) -> list[OutputBlock]:
+def _outputs(rec: StepRecord, live: dict[tuple[str | None, str], list[str]]) -> list[OutputBlock]:
+    """The step's (or each target's) output: its recorded result, or while it runs what it wrote so far."""
     targets = rec.progress.targets
     if targets:
-        return [block_of(name, t.output, state=t.state, reason=t.reason) for name, t in targets.items()]
-    return [block_of(None, rec.output)]
+        return [block_of(name, t.output if t.state != "running" else _so_far(live, name), state=t.state, reason=t.reason)
+                for name, t in targets.items()]  # fmt: skip
+    return [block_of(None, rec.output if str(rec.state) != "running" else _so_far(live, None))]
+
+
+def _so_far(live: dict[tuple[str | None, str], list[str]], target: str | None) -> dict[str, str] | None:
+    """A running step's journaled output chunks (``step.output``), shaped like a result."""
+    streams = {stream: "\n".join(lines) for (t, stream), lines in live.items() if t == target and lines}
+    return streams or None
 
 
 def _probe(ev: Event) -> Probe:
@@ -118,15 +127,20 @@ def _probe(ev: Event) -> Probe:
                  seen=seen)  # fmt: skip
 
 
-def step_panels(steps: list[StepRecord], probe_events: list[Event]) -> list[StepPanel]:
-    """A panel per step, in runbook order, with the step's probes in journal order."""
+def step_panels(steps: list[StepRecord], probe_events: list[Event], output_events: Sequence[Event] = ()) -> list[StepPanel]:
+    """A panel per step, in runbook order, with the step's probes in journal order (and a running step's output so far)."""
     probes: dict[str, list[Probe]] = {}
     for ev in probe_events:
         if ev.step_id:
             probes.setdefault(ev.step_id, []).append(_probe(ev))
+    live: dict[str, dict[tuple[str | None, str], list[str]]] = {}
+    for ev in output_events:
+        if ev.step_id:
+            key = (ev.data.get("target"), str(ev.data.get("stream")))
+            live.setdefault(ev.step_id, {}).setdefault(key, []).extend(str(x) for x in ev.data.get("lines") or [])
     return [
         StepPanel(id=s.step_id, state=str(s.state), attempts=s.attempts, reason=s.reason, started_at=s.started_at,
                   finished_at=s.finished_at, waiting_for=str(s.progress.waiting) if str(s.state) == "waiting" and s.progress.waiting else None,
-                  probes=probes.get(s.step_id, []), outputs=_outputs(s))
+                  probes=probes.get(s.step_id, []), outputs=_outputs(s, live.get(s.step_id, {})))
         for s in steps
     ]  # fmt: skip

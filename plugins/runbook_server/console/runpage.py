@@ -66,7 +66,9 @@ def run_context(state: ServerState, viewer: Viewer, run_id: str) -> dict[str, An
     view = engine.view(rid)
     run = store.get_run(rid)
     steps = store.get_steps(rid)
-    panels = step_panels(steps, store.events(rid, types=("probe",), limit=5000))
+    running = any(str(s.state) == "running" for s in steps)
+    panels = step_panels(steps, store.events(rid, types=("probe",), limit=5000),
+                         store.events(rid, types=("step.output",), limit=5000) if running else [])  # fmt: skip
     events = store.events(rid, after=max(0, run.last_seq - EVENTS_SHOWN), limit=EVENTS_SHOWN)
     votes = store.events(rid, types=("request.approve", "request.deny"), limit=500)
     children = store.list_runs(parent=rid, limit=50)
