@@ -315,8 +315,14 @@ class Client:
 
     # ------------------------------------------------------------------ inspection
 
-    def list_runs(self, *, runbook: str | None = None, states: Iterable[str] = (), limit: int = 20, before: str | None = None) -> RunList:
-        """Runs, newest first (``runbook runs --json``)."""
+    def list_runs(self, *, runbook: str | None = None, states: Iterable[str] = (), limit: int = 20, before: str | None = None,
+                  since: str | float | None = None, until: str | float | None = None, started_by: str | None = None) -> RunList:  # fmt: skip
+        """Runs, newest first (``runbook runs --json``).
+
+        ``since``/``until``: created at or after / before this point: epoch seconds, a duration ago (``"2h"``) or an
+        ISO 8601 time. ``started_by``: this actor exactly, or a prefix ending with ``*`` (``"alert:*"``).
+        """
+        from runner.durations import parse_time
         from runner.errors import UsageError
         from runner.store.records import RunState
 
@@ -324,8 +330,13 @@ class Client:
             wanted = [RunState(s) for s in states]
         except ValueError as exc:
             raise UsageError(f"{exc}; states: {', '.join(str(s) for s in RunState)}") from None
+        try:
+            bounds = [parse_time(t) if isinstance(t, str) else t for t in (since, until)]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         limit = max(1, min(limit, 1000))
-        runs = self.store.list_runs(runbook=runbook, states=wanted, limit=limit, before=before)
+        runs = self.store.list_runs(runbook=runbook, states=wanted, limit=limit, before=before, since=bounds[0], until=bounds[1],
+                                    started_by=started_by)  # fmt: skip
         rows = [run_summary(r) for r in runs]
         return RunList(runs=rows, next_before=rows[-1].run_id if rows and len(rows) == limit else None)
 
@@ -448,9 +459,11 @@ def deny(run_id: str, *, comment: str = "", step: str | None = None) -> RunResul
     return default_client().deny(run_id, comment=comment, step=step)
 
 
-def list_runs(*, runbook: str | None = None, states: Iterable[str] = (), limit: int = 20, before: str | None = None) -> RunList:
-    """Runs, newest first, from the default client."""
-    return default_client().list_runs(runbook=runbook, states=states, limit=limit, before=before)
+def list_runs(*, runbook: str | None = None, states: Iterable[str] = (), limit: int = 20, before: str | None = None,
+              since: str | float | None = None, until: str | float | None = None, started_by: str | None = None) -> RunList:  # fmt: skip
+    """Runs, newest first, from the default client (filters as :meth:`Client.list_runs`)."""
+    return default_client().list_runs(runbook=runbook, states=states, limit=limit, before=before, since=since, until=until,
+                                      started_by=started_by)  # fmt: skip
 
 
 def events(run_id: str, *, after: int = 0, limit: int = 1000) -> EventList:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-__all__ = ["Duration", "format_duration", "parse_duration"]
+__all__ = ["Duration", "format_duration", "parse_duration", "parse_time"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -32,6 +32,30 @@ def parse_duration(value: Any) -> float:
             raise ValueError(f"expected a non-negative duration, got {value!r}")
         return seconds
     raise ValueError(f"expected a duration such as '30s', got {type(value).__name__}")
+
+
+def parse_time(value: str, *, now: float | None = None) -> float:
+    """Epoch seconds of a point in time: a duration ago (``2h``, ``1d12h``, ``90``), or an ISO 8601 date or time
+    (``2026-12-07``, ``2026-12-07T13:00``, ``2026-12-07 13:00:00Z``, ``...+01:00``; without a zone, local time).
+
+    Raises ``ValueError`` naming the accepted forms.
+    """
+    import time
+    from datetime import datetime
+
+    text = value.strip()
+    try:
+        return (time.time() if now is None else now) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise ValueError(
+            f"expected a duration ago such as '2h' or '1d', or an ISO 8601 date or time such as '2026-12-07' or "
+            f"'2026-12-07T13:00:00Z', got {value!r}"
+        ) from None
+    return moment.timestamp()  # a naive time is local time, as `date` shows it
 
 
 def format_duration(seconds: float) -> str:

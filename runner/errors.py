@@ -13,6 +13,7 @@ attributes and, where there is one, say what to do next.
     │   ├── ParamsError                params do not fit the runbook's params model
     │   ├── RunbookNotFound (KeyError)
     │   ├── RunNotFound (KeyError)
+    │   ├── JournalNotFound            a command that reads runs found no journal (and created none)
     │   ├── RunbookChanged             completed steps were edited since the run started
     │   ├── PolicyDenied               an agent policy refused the request
     │   ├── PluginError                a plugin is broken or two plugins claim one name
@@ -58,6 +59,7 @@ __all__ = [
     "Interrupted",
     "InvalidState",
     "InvalidTransition",
+    "JournalNotFound",
     "LeaseHeld",
     "LeaseLost",
     "LockHeld",
@@ -203,6 +205,24 @@ class RunNotFound(UsageError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class JournalNotFound(UsageError):
+    """A command that reads runs found no journal where the store URL points; it created none.
+
+    ``missing_dir`` is the directory that does not exist when the URL names one (an error worth fixing: the URL
+    is probably wrong); without it the journal simply does not exist yet (nothing has run with this store).
+    """
+
+    def __init__(self, where: str, *, missing_dir: str | None = None) -> None:
+        self.where, self.missing_dir = where, missing_dir
+        if missing_dir is not None:
+            super().__init__(
+                f"no journal at {where}: the directory {missing_dir} does not exist",
+                hint="check --store / RUNBOOK_STORE (commands that read runs never create a journal)",
+            )
+        else:
+            super().__init__(f"no journal at {where} yet: nothing has run with this store", hint="`runbook run NAME` records the first run")
 
 
 class RunbookChanged(UsageError):

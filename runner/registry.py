@@ -173,14 +173,25 @@ class StoreRegistry(Registry["Callable[[str], Store]"]):
 
     kind = "store scheme"
 
-    def add(self, scheme: str, factory: Callable[[str], Store]) -> None:
-        """Register ``factory(url) -> Store`` for URLs starting with ``scheme:``."""
-        if not callable(factory):
+    def __init__(self) -> None:
+        super().__init__()
+        self._exists: dict[str, Callable[[str], bool]] = {}
+
+    def add(self, scheme: str, factory: Callable[[str], Store], *, exists: Callable[[str], bool] | None = None) -> None:
+        """Register ``factory(url) -> Store`` for URLs starting with ``scheme:``.
+
+        ``exists(url) -> bool``, for a store that keeps its journal in local files, says whether the journal is
+        there without creating anything; it raises :class:`~runner.errors.JournalNotFound` (with ``missing_dir``)
+        when the URL names a directory that does not exist. Commands that only read runs ask it first and never
+        open, and so never create, a journal that is not there. Without it a store is opened as usual.
+        """
+        if not callable(factory) or (exists is not None and not callable(exists)):
             raise PluginError(f"store '{scheme}' from plugin '{self._current}' is not callable")
         self._add(scheme, factory)
+        if exists is not None:
+            self._exists[scheme] = exists
 
-    def open(self, url: str) -> Store:
-        """Open the store for ``url`` (``sqlite:///path``, ``postgresql://...``)."""
+    def _scheme(self, url: str) -> str:
         from runner.errors import ConfigError
 
         scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
@@ -189,7 +200,18 @@ class StoreRegistry(Registry["Callable[[str], Store]"]):
         if scheme not in self:
             known = ", ".join(f"{n}://" for n in self.names()) or "none"
             raise ConfigError(f"store URL '{_safe_url(url)}' has no registered scheme; known: {known}")
-        return self.get(scheme)(url)
+        return scheme
+
+    def open(self, url: str) -> Store:
+        """Open the store for ``url`` (``sqlite:///path``, ``postgresql://...``)."""
+        return self.get(self._scheme(url))(url)
+
+    def exists(self, url: str) -> bool:
+        """Whether the journal at ``url`` exists (True for a store that cannot tell: it is opened as usual).
+
+        Raises :class:`~runner.errors.JournalNotFound` when the URL names a directory that does not exist."""
+        check = self._exists.get(self._scheme(url))
+        return True if check is None else check(url)
 
 
 def _safe_url(url: str) -> str:

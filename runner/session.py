@@ -43,6 +43,8 @@ class Session:
         self.holder_kind = holder_kind
         self.cli_options = list(cli_options or [])
         self._host = host
+        self.create_journal = True
+        """False for commands that only read or steer existing runs: no journal is created (JournalNotFound)."""
         self._store: Store | None = None
         self._catalog: Catalog | None = None
 
@@ -64,10 +66,28 @@ class Session:
 
     @property
     def store(self) -> Store:
-        """The journal store (opened, and created if new, on first use)."""
+        """The journal store, opened on first use: created if new, unless :attr:`create_journal` is False
+        (then :class:`~runner.errors.JournalNotFound` if there is none)."""
         if self._store is None:
+            if not self.create_journal:
+                self.check_journal()
             self._store = self.host.stores.open(self.settings.resolved_store_url())
         return self._store
+
+    def check_journal(self) -> None:
+        """Raise :class:`~runner.errors.JournalNotFound` unless the journal exists; creates nothing.
+
+        The default journal (``.runbook/journal.db``) that is not there yet has simply not been used; an explicit
+        store URL whose directory does not exist names that directory (the URL is probably wrong)."""
+        from runner.errors import JournalNotFound
+        from runner.registry import _safe_url
+
+        if self.settings.store_url is None:
+            default = self.settings.state_dir / "journal.db"
+            if not default.is_file():
+                raise JournalNotFound(str(default))
+        elif not self.host.stores.exists(self.settings.store_url):
+            raise JournalNotFound(_safe_url(self.settings.store_url))
 
     @property
     def catalog(self) -> Catalog:

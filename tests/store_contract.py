@@ -270,6 +270,36 @@ def test_listing_counting_and_queue_depth(store: Store) -> None:
     assert [r.id for r in store.list_runs(parent=runs[1].id)] == [child.id]
 
 
+def test_listing_by_creation_time_and_starter(store: Store) -> None:
+    """``since`` is inclusive, ``until`` exclusive, on the store's own ``created_at``; ``started_by`` is exact, or a
+    prefix when it ends with ``*`` (case-sensitive, and ``%``/``_`` are plain characters). Newest first is by id."""
+    starters = ["alice@web", "alert:am/disk", "alert:am/cpu", "ALERT:x", "bob_100%"]
+    runs = [store.create_run(new_run(started_by=who))[0] for who in starters]
+    assert len({r.created_at for r in runs}) == len(runs), "five creations, five distinct times on the store's clock"
+    runs.sort(key=lambda r: r.created_at)
+
+    def listed(**kw: Any) -> list[str]:
+        return [r.id for r in store.list_runs(**kw)]
+
+    def newest_first(*picked: Any) -> list[str]:
+        return sorted((r.id for r in picked), reverse=True)
+
+    assert listed(since=runs[2].created_at) == newest_first(*runs[2:]), "since is inclusive"
+    assert listed(until=runs[2].created_at) == newest_first(*runs[:2]), "until is exclusive"
+    assert listed(since=runs[1].created_at, until=runs[3].created_at) == newest_first(runs[1], runs[2])
+    assert listed(since=runs[-1].created_at + 3600) == []
+    by = {r.started_by: r for r in runs}
+    assert listed(started_by="alice@web") == [by["alice@web"].id]
+    assert listed(started_by="alice") == [], "exact unless it ends with *"
+    assert listed(started_by="alert:*") == newest_first(by["alert:am/disk"], by["alert:am/cpu"]), "a prefix, case-sensitive"
+    assert listed(started_by="bob_1*") == [by["bob_100%"].id]
+    assert listed(started_by="bob%*") == [] and listed(started_by="b_b*") == [], "no LIKE wildcards"
+    assert listed(started_by="*") == newest_first(*runs), "'*' alone: anyone"
+    assert listed(started_by="alert:*", since=by["alert:am/cpu"].created_at) == [by["alert:am/cpu"].id]
+    page = store.list_runs(started_by="alert:*", limit=1)
+    assert listed(started_by="alert:*", limit=1, before=page[-1].id) == newest_first(by["alert:am/disk"], by["alert:am/cpu"])[1:]
+
+
 # ---------------------------------------------------------------------- notifications (the outbox, runner/notify/outbox.py)
 
 

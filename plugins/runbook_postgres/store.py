@@ -198,12 +198,17 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     def list_runs(
         self, *, runbook: str | None = None, states: Sequence[RunState] = (), parent: str | None = None,
-        limit: int = 50, before: str | None = None,
+        limit: int = 50, before: str | None = None, since: float | None = None, until: float | None = None,
+        started_by: str | None = None,
     ) -> list[RunRecord]:  # fmt: skip
         """See :meth:`Store.list_runs`."""
         where: list[str] = ["TRUE"]
         args: list[Any] = []
-        for clause, value in (("runbook = %s", runbook), ("parent_run_id = %s", parent), ("id < %s", before)):
+        prefix = started_by[:-1] if started_by is not None and started_by.endswith("*") else None
+        for clause, value in (("runbook = %s", runbook), ("parent_run_id = %s", parent), ("id < %s", before),
+                              ("created_at >= %s", since), ("created_at < %s", until),
+                              ("started_by = %s", None if prefix is not None else started_by),
+                              ("starts_with(started_by, %s)", prefix)):  # fmt: skip
             if value is not None:
                 where.append(clause)
                 args.append(value)

@@ -115,14 +115,32 @@ def _api_key(state: ServerState, principal: Principal, key: str | None) -> str |
     return f"api:{principal.name}:{key}" if state.tokens.enabled else f"api:{key}"
 
 
+def _when(name: str, value: str | None) -> float | None:
+    """A ``since``/``until`` query parameter as epoch seconds; a malformed one is a 400 naming it."""
+    if value is None:
+        return None
+    from runner.durations import parse_time
+    from runner.errors import UsageError
+
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise UsageError(f"query parameter '{name}': {exc}") from None
+
+
 @router.get("/runs", response_model=RunList, tags=["runs"], summary="List runs, newest first")
 def list_runs(request: Request, runbook: str | None = None, state: Annotated[list[RunState] | None, Query()] = None,
-              before: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
+              before: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+              since: Annotated[str | None, Query(description="created since: a duration ago ('2h') or an ISO 8601 time")] = None,
+              until: Annotated[str | None, Query(description="created before: a duration ago ('1d') or an ISO 8601 time")] = None,
+              started_by: Annotated[str | None, Query(description="started by exactly this actor; 'alert:*' for a prefix")] = None,
+              principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
     from runner.authority import Action, decide
     from runner.views import run_summary
 
     server = get_state(request)
-    runs = server.store.list_runs(runbook=runbook, states=state or [], limit=limit, before=before)
+    runs = server.store.list_runs(runbook=runbook, states=state or [], limit=limit, before=before, since=_when("since", since),
+                                  until=_when("until", until), started_by=started_by)  # fmt: skip
     who, policy = principal.acting(), server.policy
     rows = [run_summary(r).model_dump(mode="json") for r in runs
             if decide(who, Action.READ, runbook=r.runbook, run=r, policy=policy if who.is_agent else None).ok]  # fmt: skip

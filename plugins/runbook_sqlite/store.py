@@ -209,6 +209,25 @@ def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
     return path, {k: v[-1] for k, v in parse_qs(parsed.query).items()}
 
 
+def list_filters(since: float | None, until: float | None, started_by: str | None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and arguments of ``list_runs``'s time and actor filters."""
+    where: list[str] = []
+    args: list[Any] = []
+    if since is not None:
+        where.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("created_at < ?")
+        args.append(until)
+    if started_by is not None and started_by.endswith("*"):
+        where.append("substr(started_by, 1, ?) = ?")  # a prefix, case-sensitive (LIKE is not, GLOB has its own syntax)
+        args += [len(started_by) - 1, started_by[:-1]]
+    elif started_by is not None:
+        where.append("started_by = ?")
+        args.append(started_by)
+    return where, args
+
+
 class SQLiteStore(Store):
     """Store in one SQLite file; safe for several processes and threads on one host."""
 
@@ -400,10 +419,11 @@ class SQLiteStore(Store):
 
     def list_runs(
         self, *, runbook: str | None = None, states: Sequence[RunState] = (), parent: str | None = None,
-        limit: int = 50, before: str | None = None,
+        limit: int = 50, before: str | None = None, since: float | None = None, until: float | None = None,
+        started_by: str | None = None,
     ) -> list[RunRecord]:  # fmt: skip
         """See :meth:`Store.list_runs`."""
-        where, args = [], []
+        where, args = list_filters(since, until, started_by)
         if runbook is not None:
             where.append("runbook=?")
             args.append(runbook)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from runner.settings import Settings
     from runner.store.base import Store
 
-__all__ = ["AppState", "build_cli", "json_option", "pass_state", "settle_startup"]
+__all__ = ["AppState", "build_cli", "existing_journal", "json_option", "pass_state", "settle_startup"]
 
 
 class AppState:
@@ -28,6 +30,7 @@ class AppState:
                  known_hosts: str | None, debug: bool, json_output: bool) -> None:  # fmt: skip
         self.host, self.debug, self.json = host, debug, json_output
         self.quiet = False
+        self.create_journal = True  # False: the command reads or steers existing runs (see existing_journal)
         self._paths = list(paths)
         self._options: dict[str, str | None] = {"store_url": store, "inventory": inventory, "known_hosts": known_hosts}
 
@@ -43,7 +46,9 @@ class AppState:
         """The wiring of this command: a person at the CLI unless the command says otherwise (``as_agent``)."""
         from runner.session import Session
 
-        return Session(self.settings, host=self.host, cli_options=self.cli_prefix())
+        session = Session(self.settings, host=self.host, cli_options=self.cli_prefix())
+        session.create_journal = self.create_journal
+        return session
 
     def as_agent(self, policy_file: str | None, actor: str | None = None) -> None:
         """Act as an agent under the agent policy (``--policy`` or ``RUNBOOK_AGENT_POLICY``, read again if it changes)."""
@@ -93,6 +98,20 @@ class AppState:
 
 
 pass_state = click.make_pass_decorator(AppState)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def existing_journal(fn: F) -> F:
+    """Mark a command (below ``@pass_state``) that reads or steers runs already journaled: it never creates a
+    journal; where there is none it fails with :class:`~runner.errors.JournalNotFound` (exit 2)."""
+
+    @functools.wraps(fn)
+    def wrapper(state: AppState, *args: Any, **kwargs: Any) -> Any:
+        state.create_journal = False
+        return fn(state, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def json_option(fn: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.app import AppState, existing_journal, json_option, pass_state
 from runner.cli.run_cmds import control_engine, notify_after, render_view
 
 __all__ = ["COMMANDS"]
@@ -44,6 +44,7 @@ def _who(state: AppState, actor: str | None, as_agent: bool, policy_file: str | 
 @_with(_agent_options)
 @json_option
 @pass_state
+@existing_journal
 def pause_cmd(state: AppState, run_id: str, reason: str, actor: str | None, as_agent: bool, policy_file: str | None) -> int:
     """Pause a run at its next step boundary."""
     who = _who(state, actor, as_agent, policy_file)
@@ -61,6 +62,7 @@ def pause_cmd(state: AppState, run_id: str, reason: str, actor: str | None, as_a
 @_with(_agent_options)
 @json_option
 @pass_state
+@existing_journal
 def cancel_cmd(state: AppState, run_id: str, reason: str, rollback: bool, actor: str | None, as_agent: bool,
                policy_file: str | None) -> int:  # fmt: skip
     """Cancel a run; a step in flight has its process stopped."""
@@ -95,6 +97,7 @@ def _vote(state: AppState, run_id: str, by: str | None, comment: str, step: str 
 @_with(_decision_options)
 @json_option
 @pass_state
+@existing_journal
 def approve_cmd(state: AppState, run_id: str, by: str | None, comment: str, step: str | None, as_agent: bool,
                 policy_file: str | None) -> int:  # fmt: skip
     """Approve the approval step a run is waiting on (records the decision; runs nothing)."""
@@ -106,6 +109,7 @@ def approve_cmd(state: AppState, run_id: str, by: str | None, comment: str, step
 @_with(_decision_options)
 @json_option
 @pass_state
+@existing_journal
 def deny_cmd(state: AppState, run_id: str, by: str | None, comment: str, step: str | None, as_agent: bool,
              policy_file: str | None) -> int:  # fmt: skip
     """Deny the approval step a run is waiting on (the step fails when the run is resumed)."""
@@ -120,6 +124,7 @@ def deny_cmd(state: AppState, run_id: str, by: str | None, comment: str, step: s
 @_with(_agent_options)
 @json_option
 @pass_state
+@existing_journal
 def decide_cmd(state: AppState, run_id: str, retry_step: str | None, skip_step: str | None, actor: str | None, as_agent: bool,
                policy_file: str | None) -> int:  # fmt: skip
     """Record a decision on a step whose outcome is unknown (or that failed); the run's driver applies it on resume."""
@@ -139,6 +144,7 @@ def decide_cmd(state: AppState, run_id: str, retry_step: str | None, skip_step: 
 @_with(_agent_options)
 @json_option
 @pass_state
+@existing_journal
 def retry_cmd(state: AppState, run_id: str, actor: str | None, as_agent: bool, policy_file: str | None) -> int:
     """Record that a failed run's cause is fixed: its driver retries the failed steps on resume."""
     who = _who(state, actor, as_agent, policy_file)

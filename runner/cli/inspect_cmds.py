@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state, settle_startup
+from runner.cli.app import AppState, existing_journal, json_option, pass_state, settle_startup
 from runner.cli.run_cmds import control_engine, max_steps_option, render_view
 
 if TYPE_CHECKING:
@@ -27,12 +27,32 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @max_steps_option
 @json_option
 @pass_state
+@existing_journal
 def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None) -> int:
     """Show a run: state, every step (with the tail of its output), and what to do next."""
     engine = control_engine(state, budget, max_steps)
     view = engine.status(engine.resolve_id(run_id))
     render_view(state, view, engine.notices, steps=True)
     return 0
+
+
+def _time(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    from runner.durations import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it is below it (``.runbook/journal.db``)."""
+    import os
+
+    rel = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if rel.startswith("..") else rel
 
 
 @click.command("runs")
@@ -46,16 +66,31 @@ def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
 )
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--before", metavar="RUN_ID", help="Page: runs older than this one.")
+@click.option("--since", callback=_time, metavar="DURATION|TIME", help="Only runs created since then: '2h' (ago) or an ISO date/time.")
+@click.option("--until", callback=_time, metavar="DURATION|TIME", help="Only runs created before then: '1d' (ago) or an ISO date/time.")
+@click.option("--started-by", metavar="NAME", help="Only runs started by NAME (exactly; 'alert:*' for a prefix).")
 @json_option
 @pass_state
-def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limit: int, before: str | None) -> int:
+@existing_journal
+def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limit: int, before: str | None, since: float | None,
+             until: float | None, started_by: str | None) -> int:  # fmt: skip
     """List runs, newest first."""
+    from runner.errors import JournalNotFound
     from runner.store.records import RunState
     from runner.views import RunList, run_summary
 
-    if before is not None:
-        before = control_engine(state).resolve_id(before)  # an unknown id is an error, not a listing from the newest run
-    runs = state.store.list_runs(runbook=runbook, states=[RunState(s) for s in states], limit=limit, before=before)
+    try:
+        if before is not None:
+            before = control_engine(state).resolve_id(before)  # an unknown id is an error, not a listing from the newest run
+        runs = state.store.list_runs(runbook=runbook, states=[RunState(s) for s in states], limit=limit, before=before,
+                                     since=since, until=until, started_by=started_by)  # fmt: skip
+    except JournalNotFound as exc:
+        if exc.missing_dir is not None:
+            raise  # a store URL naming a directory that does not exist is a mistake, not an empty journal
+        runs, empty = [], f"no runs yet: no journal at {_relative(exc.where)} (the first `runbook run` creates it)"
+    else:
+        filtered = runbook or states or since is not None or until is not None or started_by or before
+        empty = "no runs match" if filtered else "no runs"
     rows = [run_summary(r) for r in runs]
     if state.json:
         from runner.cli.output import emit_json
@@ -67,11 +102,11 @@ def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limi
     from runner.cli.output import console
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("RUN", "RUNBOOK", "STATE", "CREATED", "REASON"):
+    for col in ("RUN", "RUNBOOK", "STATE", "CREATED", "STARTED BY", "REASON"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r.run_id, r.runbook, r.state, r.created_at, r.reason)
-    console().print(table if rows else "no runs")
+        table.add_row(r.run_id, r.runbook, r.state, r.created_at, r.started_by, r.reason)
+    console().print(table if rows else empty)
     return 0
 
 
@@ -105,6 +140,7 @@ def event_line(ev: Event) -> str:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (JSON lines with --json) until the run stops.")
 @json_option
 @pass_state
+@existing_journal
 def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
     """Show a run's journal of events."""
     import json
@@ -161,6 +197,7 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing output as steps finish, until the run stops.")
 @json_option
 @pass_state
+@existing_journal
 def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None, stream: str | None, follow: bool) -> int:
     """Print the output steps captured (stdout, stderr, ctx.log messages), complete up to the capture cap."""
     import json

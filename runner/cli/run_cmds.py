@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state, settle_startup
+from runner.cli.app import AppState, existing_journal, json_option, pass_state, settle_startup
 
 if TYPE_CHECKING:
     from runner.engine import DriveOptions, Engine, RunView
@@ -235,6 +235,7 @@ def run_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str
 @quiet_option
 @json_option
 @pass_state
+@existing_journal
 def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None, retry_failed: bool, retry_step: str | None,
                skip_step: str | None, accept_changes: bool, force: bool, actor: str | None, as_agent: bool,
                policy_file: str | None) -> int:  # fmt: skip
@@ -256,6 +257,7 @@ def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
 @quiet_option
 @json_option
 @pass_state
+@existing_journal
 def step_cmd(state: AppState, run_id: str, force: bool) -> int:
     """Execute exactly one step of run RUN_ID, then stop."""
     engine = _engine(state, None, None)

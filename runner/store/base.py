@@ -82,9 +82,15 @@ class Store(ABC):
     @abstractmethod
     def list_runs(
         self, *, runbook: str | None = None, states: Sequence[RunState] = (), parent: str | None = None,
-        limit: int = 50, before: str | None = None,
+        limit: int = 50, before: str | None = None, since: float | None = None, until: float | None = None,
+        started_by: str | None = None,
     ) -> list[RunRecord]:  # fmt: skip
-        """Runs, newest first; ``before`` is the id of the last run of the previous page."""
+        """Runs, newest first; ``before`` is the id of the last run of the previous page.
+
+        ``since``/``until``: only runs created at or after ``since`` and before ``until`` (epoch seconds, the
+        store's clock). ``started_by``: only runs started by exactly this actor, or, when it ends with ``*``, by
+        an actor starting with the rest (``alert:*``); case-sensitive.
+        """
 
     @abstractmethod
     def count_runs(self) -> dict[tuple[str, str], int]:

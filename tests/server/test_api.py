@@ -187,6 +187,28 @@ def test_list_runs_filters_and_pages(api: ServerProcess) -> None:
     assert c.get("/v1/runs", params={"state": "bogus"}).status_code == 422
 
 
+def test_list_runs_by_time_and_starter(api: ServerProcess) -> None:
+    admin, bot = api.client(), api.client("bot-token-xyz")
+    earlier = start(admin, "hello", {"who": "before-bot"}, wait=30)
+    mine = start(bot, "hello", {"who": "bot-filter"}, wait=30)
+    theirs = start(admin, "hello", {"who": "after-bot"}, wait=30)
+
+    def listed(**params: Any) -> list[str]:
+        r = admin.get("/v1/runs", params={"limit": 1000, **params})
+        assert r.status_code == 200, r.text
+        return [run["run_id"] for run in r.json()["runs"]]
+
+    assert mine["run_id"] in listed(started_by="bot") and earlier["run_id"] not in listed(started_by="bot")
+    assert all(r["started_by"] == "bot" for r in admin.get("/v1/runs", params={"started_by": "bot"}).json()["runs"])
+    assert set(listed(started_by="b*")) >= {mine["run_id"]} and mine["run_id"] not in listed(started_by="a*")
+    since = listed(since=mine["created_at"])  # ISO with milliseconds, cut down: at or before the run's own time
+    assert mine["run_id"] in since and theirs["run_id"] in since and earlier["run_id"] not in since
+    assert mine["run_id"] not in listed(until=mine["created_at"]) and earlier["run_id"] in listed(until=mine["created_at"])
+    assert {earlier["run_id"], mine["run_id"], theirs["run_id"]} <= set(listed(since="1h"))
+    bad = admin.get("/v1/runs", params={"since": "yesterday"})
+    assert bad.status_code == 400 and "since" in bad.json()["error"]["message"], bad.text
+
+
 # ---------------------------------------------------------------------- events
 
 
