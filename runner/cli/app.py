@@ -133,7 +133,7 @@ class _Group(click.Group):
 
 def build_cli() -> click.Group:
     """The root group with the core's commands and every plugin's."""
-    from runner.cli import catalog_cmds, control_cmds, inspect_cmds, run_cmds, test_cmd
+    from runner.cli import catalog_cmds, control_cmds, init_cmd, inspect_cmds, run_cmds, test_cmd
     from runner.plugin import PluginHost
 
     host = PluginHost()
@@ -160,7 +160,14 @@ def build_cli() -> click.Group:
         ctx.obj = AppState(host, paths=paths, store=store, inventory=inventory, known_hosts=known_hosts,
                            debug=debug, json_output=json_output)  # fmt: skip
 
-    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS, *control_cmds.COMMANDS, *inspect_cmds.COMMANDS, *test_cmd.COMMANDS):
+    for command in (
+        *init_cmd.COMMANDS,
+        *catalog_cmds.COMMANDS,
+        *run_cmds.COMMANDS,
+        *control_cmds.COMMANDS,
+        *inspect_cmds.COMMANDS,
+        *test_cmd.COMMANDS,
+    ):
         cli.add_command(command)
     host.add_commands(cli)
     return cli
