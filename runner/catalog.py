@@ -251,6 +251,16 @@ def declared_names(path: Path) -> list[str]:
     return list(dict.fromkeys(m.decode() for m in pattern.findall(head)))
 
 
+def declared_runbooks(paths: Sequence[Path]) -> dict[str, str]:
+    """Name → file of every runbook the files under ``paths`` declare, read from their text without compiling them
+    (shell completion: fast, and it offers a runbook whose file has a problem too)."""
+    found: dict[str, str] = {}
+    for file in _files(paths, []):
+        for name in declared_names(file):
+            found.setdefault(name, str(file))
+    return found
+
+
 def load_file(path: Path, registry: StepTypeRegistry, *, search: Sequence[str | os.PathLike[str]] = (),
               cache: bool = True) -> list[LoadedRunbook]:  # fmt: skip
     """Load the runbook(s) defined in one YAML or Python file (``search``: where includes are looked up)."""

@@ -52,6 +52,10 @@ def _run(args: list[str]) -> int:
     from runner.cli.output import report_error
     from runner.errors import ExitCode, RunbookError
 
+    if os.environ.get("_RUNBOOK_COMPLETE"):  # a shell asks for completions (docs/cli.md#shell-completion)
+        from runner.cli.shells import register
+
+        register()
     debug = "--debug" in args or os.environ.get("RUNBOOK_DEBUG") == "1"
     as_json = "--json" in args
     try:

@@ -127,6 +127,9 @@ def json_option(fn: Any) -> Any:
 
 
 class _Group(click.Group):
+    host: PluginHost
+    """The plugins of this invocation (shell completion, which runs no group callback, reads them here)."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # keep the documented order, not alphabetical
 
@@ -170,4 +173,5 @@ def build_cli() -> click.Group:
     ):
         cli.add_command(command)
     host.add_commands(cli)
+    cli.host = host
     return cli

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.complete import complete_runbook
 
 if TYPE_CHECKING:
     from runner.catalog import LoadedRunbook
@@ -79,7 +80,7 @@ def _check_text(check: Check, state: AppState) -> str:
 
 
 @click.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_runbook)
 @json_option
 @pass_state
 def show_cmd(state: AppState, name: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from runner.cli.app import AppState, existing_journal, json_option, pass_state
+from runner.cli.complete import complete_run_id, complete_step
 from runner.cli.run_cmds import control_engine, notify_after, render_view
 
 __all__ = ["COMMANDS"]
@@ -38,7 +39,7 @@ def _who(state: AppState, actor: str | None, as_agent: bool, policy_file: str | 
 
 
 @click.command("pause")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--reason", default="", help="Why (recorded in the journal).")
 @_as_option
 @_with(_agent_options)
@@ -55,7 +56,7 @@ def pause_cmd(state: AppState, run_id: str, reason: str, actor: str | None, as_a
 
 
 @click.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--reason", default="", help="Why (recorded in the journal).")
 @click.option("--rollback", is_flag=True, help="Run the rollback actions of completed steps first, last first (journaled, resumable).")
 @_as_option
@@ -93,7 +94,7 @@ def _vote(state: AppState, run_id: str, by: str | None, comment: str, step: str 
 
 
 @click.command("approve")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @_with(_decision_options)
 @json_option
 @pass_state
@@ -105,7 +106,7 @@ def approve_cmd(state: AppState, run_id: str, by: str | None, comment: str, step
 
 
 @click.command("deny")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @_with(_decision_options)
 @json_option
 @pass_state
@@ -117,9 +118,9 @@ def deny_cmd(state: AppState, run_id: str, by: str | None, comment: str, step: s
 
 
 @click.command("decide")
-@click.argument("run_id")
-@click.option("--retry-step", metavar="STEP", help="Run the step's action again.")
-@click.option("--skip-step", metavar="STEP", help="Treat the step as done and go on.")
+@click.argument("run_id", shell_complete=complete_run_id)
+@click.option("--retry-step", metavar="STEP", shell_complete=complete_step, help="Run the step's action again.")
+@click.option("--skip-step", metavar="STEP", shell_complete=complete_step, help="Treat the step as done and go on.")
 @_as_option
 @_with(_agent_options)
 @json_option
@@ -139,7 +140,7 @@ def decide_cmd(state: AppState, run_id: str, retry_step: str | None, skip_step: 
 
 
 @click.command("retry")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @_as_option
 @_with(_agent_options)
 @json_option

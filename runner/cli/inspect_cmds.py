@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runner.cli.app import AppState, existing_journal, json_option, pass_state, settle_startup
+from runner.cli.complete import complete_run_id, complete_runbook, complete_step
 from runner.cli.run_cmds import control_engine, max_steps_option, render_view
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 @click.command("status")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--budget", callback=_duration, metavar="DURATION", help="Spell next.command with this budget (nothing runs).")
 @max_steps_option
 @json_option
@@ -56,7 +57,7 @@ def _relative(path: str) -> str:
 
 
 @click.command("runs")
-@click.option("--runbook", metavar="NAME", help="Only runs of this runbook.")
+@click.option("--runbook", metavar="NAME", shell_complete=complete_runbook, help="Only runs of this runbook.")
 @click.option(
     "--state",
     "states",
@@ -65,7 +66,7 @@ def _relative(path: str) -> str:
     help="Only runs in this state (repeatable).",
 )
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--before", metavar="RUN_ID", help="Page: runs older than this one.")
+@click.option("--before", metavar="RUN_ID", shell_complete=complete_run_id, help="Page: runs older than this one.")
 @click.option("--since", callback=_time, metavar="DURATION|TIME", help="Only runs created since then: '2h' (ago) or an ISO date/time.")
 @click.option("--until", callback=_time, metavar="DURATION|TIME", help="Only runs created before then: '1d' (ago) or an ISO date/time.")
 @click.option("--started-by", metavar="NAME", help="Only runs started by NAME (exactly; 'alert:*' for a prefix).")
@@ -135,7 +136,7 @@ def event_line(ev: Event) -> str:
 
 
 @click.command("events")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--after", default=0, type=click.IntRange(min=0), help="Only events after this sequence number.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (JSON lines with --json) until the run stops.")
 @json_option
@@ -186,8 +187,8 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
 
 
 @click.command("logs")
-@click.argument("run_id")
-@click.argument("step", required=False)
+@click.argument("run_id", shell_complete=complete_run_id)
+@click.argument("step", required=False, shell_complete=complete_step)
 @click.option("--target", metavar="HOST", help="Only this fan-out target.")
 @click.option(
     "--stream",

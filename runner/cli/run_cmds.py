@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from runner.cli.app import AppState, existing_journal, json_option, pass_state, settle_startup
+from runner.cli.complete import complete_param, complete_run_id, complete_runbook
 
 if TYPE_CHECKING:
     from runner.engine import DriveOptions, Engine, RunView
@@ -177,7 +178,15 @@ def _load_params_file(path: str) -> dict[str, Any]:
 
 
 params_options = [
-    click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="A param (repeatable), typed by the runbook."),
+    click.option(
+        "-p",
+        "--param",
+        "pairs",
+        multiple=True,
+        metavar="KEY=VALUE",
+        shell_complete=complete_param,
+        help="A param (repeatable), typed by the runbook.",
+    ),
     click.option("--params-file", type=click.Path(exists=True, dir_okay=False), help="Params from a JSON or YAML file."),
 ]
 
@@ -197,7 +206,7 @@ def _with(options: list[Any]) -> Callable[[F], F]:
 
 
 @click.command("run")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_runbook)
 @_with(params_options)
 @budget_option
 @max_steps_option
@@ -221,7 +230,7 @@ def run_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str
 
 
 @click.command("resume")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @budget_option
 @max_steps_option
 @click.option("--retry", "retry_failed", is_flag=True, help="Retry the failed or blocked steps of a failed run.")
@@ -252,7 +261,7 @@ def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
 
 
 @click.command("step")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--force", is_flag=True, help="Take the run over from another executor whose lease has not expired.")
 @quiet_option
 @json_option
@@ -268,7 +277,7 @@ def step_cmd(state: AppState, run_id: str, force: bool) -> int:
 
 
 @click.command("plan")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_runbook)
 @_with(params_options)
 @json_option
 @pass_state
