@@ -26,7 +26,7 @@ name: __NAME__
 description: Make a file hold a greeting, once, and prove it does.
 version: "1"
 params:                                 # -p key=value; typed and checked before anything runs
-  file: {type: string, default: /tmp/__NAME__-greeting.txt, description: The file to write}
+  file: {type: string, default: greeting.txt, description: The file to write (relative to where runbook runs)}
   greeting: {type: string, default: "hello, world", description: The line the file must hold}
 # lock: "__NAME__:{{ params.file }}"    # at most one active run per key
 steps:

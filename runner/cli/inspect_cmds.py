@@ -119,20 +119,33 @@ def event_json(ev: Any) -> dict[str, Any]:
 
 
 def event_line(ev: Event) -> str:
-    """One human line for an event: number, time, type, step (and target), who, what it says."""
+    """One human line for an event: number, time, type (a probe's kind), step (and fan-out target), the attempt when it
+    is not the first (or failed), who, then what it says: a probe's verdict, which check and what it saw; a
+    recovery's decision; a retry's delay. Text from the journal is escaped, never read as markup."""
+    from rich.markup import escape
+
     from runner.views import iso
 
     data = ev.data
-    step = f" [bold]{ev.step_id}[/]" if ev.step_id else ""
-    if data.get("target"):
-        step += f"@{data['target']}"
-    who = f" by {ev.actor}" if ev.actor else ""
-    kind = f" {data['kind']}" if ev.type == "probe" and data.get("kind") else ""
-    holds = f" holds={data['holds']}" if ev.type == "probe" and "holds" in data else ""
-    detail = data.get("reason") or data.get("detail") or data.get("message") or ""
+    head = ev.type + (f" {data['kind']}" if ev.type == "probe" and data.get("kind") else "")
+    if ev.step_id:
+        head += f" [bold]{escape(ev.step_id)}[/]" + (f"@{escape(str(data['target']))}" if data.get("target") else "")
+    if ev.attempt and (ev.attempt > 1 or ev.type == "step.attempt_failed"):
+        head += f" attempt {ev.attempt}"
+    if ev.actor:
+        head += f" by {escape(ev.actor)}"
+    said = [f"holds={data['holds']}"] if ev.type == "probe" and "holds" in data else []
+    if ev.type == "step.recovered" and data.get("decision"):
+        said.append(f"decision={data['decision']}")
+    detail = str(data.get("reason") or data.get("detail") or data.get("message") or "")
+    if ev.type == "probe" and data.get("check"):
+        detail = f"{data['check']}: {detail}" if detail else str(data["check"])
+    if ev.type == "step.attempt_failed" and data.get("retry_in") is not None:
+        detail += f"; retrying in {data['retry_in']}s"
     if ev.type == "step.output":
         detail = f"{data.get('stream')}: {len(data.get('lines') or [])} line(s) so far"
-    return f"[dim]{ev.seq:>4} {iso(ev.ts)}[/] {ev.type}{kind}{step}{who}{holds} {detail}"
+    said += [escape(detail)] if detail else []
+    return f"[dim]{ev.seq:>4} {iso(ev.ts)}[/] {head}" + "".join(f" {s}" for s in said)
 
 
 @click.command("events")
