@@ -57,8 +57,9 @@ def runbook_register_step_types(registry: StepTypeRegistry) -> None:
 def runbook_register_stores(registry: StoreRegistry) -> None:
     """Contribute journal stores by URL scheme with :meth:`StoreRegistry.add`.
 
-    :param registry: the store registry; ``registry.add("sqlite", factory)`` where
-        ``factory(url: str) -> runner.store.Store``.
+    :param registry: the store registry; ``registry.add("sqlite", factory, exists=None)`` where
+        ``factory(url: str) -> runner.store.Store`` and, for a store in local files, ``exists(url: str) -> bool``
+        finds whether the journal is there without creating it (commands that only read runs never create one).
 
     Every implementation is called. ``--store URL`` / ``RUNBOOK_STORE`` pick the store
     whose scheme matches the URL.

@@ -24,7 +24,7 @@ def block(name: str) -> str:
 def test_agent_tick_script_drives_the_example_to_the_end(project: Project, tmp_path: Path) -> None:
     marker = tmp_path / "backup.done"
     # The example polls every 10 s; the test polls every second so that it stays short.
-    project.write("rotate-logs.yaml", block("rotate-logs.yaml").replace("every: 10s", "every: 1s"))
+    project.write("rotate-logs.yaml", block("file: runbooks/rotate-logs.yaml").replace("every: 10s", "every: 1s"))
     script = project.root / "agent_tick.py"
     script.write_text(block("agent_tick.py").replace('BUDGET = "20s"', 'BUDGET = "5s"'))
     env = {**project.env, "RUNBOOK_ACTOR": "ops-agent", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
