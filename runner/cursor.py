@@ -38,7 +38,9 @@ from runner.views import NextAction, iso
 if TYPE_CHECKING:
     from runner.steptypes import Tally
 
-__all__ = ["HELD_ALIVE", "HELD_DETACHED", "HELD_GONE", "CommandHint", "PauseCause", "Snapshot", "conflict_next", "next_action"]
+__all__ = [
+    "HELD_ALIVE", "HELD_DETACHED", "HELD_GONE", "CommandHint", "PauseCause", "Snapshot", "conflict_next", "next_action", "reason_now",
+]  # fmt: skip
 
 _ELSEWHERE_POLL = 2.0
 _PERSON_POLL = 30.0
@@ -131,6 +133,25 @@ def next_action(s: Snapshot, hint: CommandHint) -> NextAction:
         return _decide(s, cut, hint, f"step '{cut.step_id}' was interrupted in its action; it has no check and is not "
                                      "idempotent, so whether it took effect is unknown")  # fmt: skip
     return _resume(s, hint, run.reason or f"run {run.state}")
+
+
+def reason_now(s: Snapshot) -> str:
+    """The run's reason as it is now: a waiting approval's is told from its tally (decisions recorded since the run
+    last wrote its reason), so an approved run never reads "waiting for 1 approval(s)"."""
+    tally, run = s.tally, s.run
+    if run.state != RunState.WAITING or tally is None:
+        return run.reason
+    step = next((r.step_id for r in s.steps if r.state == StepState.WAITING), run.cursor)
+    if tally.outcome == "approved":
+        return f"step '{step}': approved by {', '.join(tally.approved_by)}; resume goes on"
+    if tally.outcome == "denied":
+        return f"step '{step}': denied by {tally.denied_by}; resume records the step as failed"
+    if tally.outcome == "expired":
+        return f"step '{step}': the approval request expired (on_expiry: {tally.on_expiry}); resume applies it"
+    if tally.approved_by:
+        need = tally.needed - len(tally.approved_by)
+        return f"step '{step}': waiting for {need} more approval(s) ({', '.join(tally.approved_by)} approved)"
+    return run.reason
 
 
 def _first_open(s: Snapshot) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runner.cursor import HELD_ALIVE, HELD_DETACHED, HELD_GONE, CommandHint, PauseCause, Snapshot, next_action
+from runner.cursor import HELD_ALIVE, HELD_DETACHED, HELD_GONE, CommandHint, PauseCause, Snapshot, next_action, reason_now
 from runner.engine.holder import is_alive
 from runner.store.records import RunRecord, RunState, StepRecord, StepState
 from runner.views import RunView, build_view
@@ -80,4 +80,6 @@ def view_of(engine: Engine, run_id: str, hint: CommandHint | None = None) -> Run
     """The run's current view, with ``next`` spelled for ``hint`` (the engine's caller by default)."""
     run = engine.store.get_run(run_id)
     snap = snapshot(engine, run)
-    return build_view(run, snap.steps, next_action(snap, hint or engine.hint), notices=engine.notices)
+    view = build_view(run, snap.steps, next_action(snap, hint or engine.hint), notices=engine.notices)
+    view.reason = reason_now(snap)
+    return view

@@ -75,7 +75,7 @@ def run_steps(exe: Execution) -> None:
             kind, reason = _boundary(exe, step, rec) or ("pause", rec.reason or "paused")
             _pause(exe, step, kind, reason)
             return
-    _end(exe, RunEvent.SUCCEED, f"all {len(steps)} steps done", NewEvent("run.succeeded", data={"steps": len(steps)}),
+    _end(exe, RunEvent.SUCCEED, "the step is done" if len(steps) == 1 else f"all {len(steps)} steps done", NewEvent("run.succeeded", data={"steps": len(steps)}),
          cursor=None)  # fmt: skip
 
 
