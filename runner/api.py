@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.planner import PlanView
-from runner.views import EventList, EventView, RunbookDetail, RunbookInfo, RunbookList, RunList, RunSummary, RunView, run_summary
+from runner.listings import EventList, EventView, RunbookDetail, RunbookInfo, RunbookList, RunList, RunSummary, run_summary
+from runner.views import RunView
 
 if TYPE_CHECKING:
     from runner.authority import LivePolicy
@@ -342,7 +343,7 @@ class Client:
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> EventList:
         """A run's journal events with ``seq > after`` (``runbook events --json``)."""
-        from runner.views import event_view
+        from runner.listings import event_view
 
         engine = self.engine()
         rid = engine.resolve_id(run_id)

@@ -1,7 +1,8 @@
 """What every surface shows of runs, runbooks and events: the documented JSON shapes, built in one place.
 
 The CLI's ``--json``, the Python API (:mod:`runner.api`), the HTTP API and the MCP tools all render these
-models, so a run looks the same wherever it is read. ``next`` (:class:`NextAction`) is computed by
+models, so a run looks the same wherever it is read. (Lists of runs, events and runbooks: :mod:`runner.listings`,
+kept apart so that running a runbook does not build their models.) ``next`` (:class:`NextAction`) is computed by
 :func:`runner.cursor.next_action` from the run's typed state.
 
 Views are bounded: a step shows its outcome, exit code and the last lines of its output
@@ -15,16 +16,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from runner.errors import ExitCode
 from runner.store.records import RunRecord, RunState, StepRecord, StepState
 
-__all__ = [
-    "TAIL_BYTES", "TAIL_LINES", "EventList", "EventView", "NextAction", "RunList", "RunSummary", "RunView", "RunbookDetail",
-    "RunbookInfo", "RunbookList", "StepView", "bound_output", "build_view", "error_document", "event_view", "exit_code_for",
-    "iso", "run_summary",
-]  # fmt: skip
+__all__ = ["TAIL_BYTES", "TAIL_LINES", "NextAction", "RunView", "StepView", "bound_output", "build_view", "error_document",
+           "exit_code_for", "iso"]  # fmt: skip
 
 TAIL_LINES = 20
 TAIL_BYTES = 2048
@@ -171,90 +169,6 @@ def build_view(run: RunRecord, steps: list[StepRecord], nxt: NextAction, *, noti
         executor=run.holder.label() if run.holder and run.state == RunState.RUNNING else None,
         steps=[_step_view(s) for s in steps], next=nxt, notices=list(notices or []),
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------------- lists and events
-
-
-class RunSummary(BaseModel):
-    """One row of ``runs --json``."""
-
-    run_id: str
-    runbook: str
-    state: str
-    reason: str
-    started_by: str
-    created_at: str | None
-    updated_at: str | None
-    parent_run_id: str | None
-
-
-class RunList(BaseModel):
-    """``runs --json``: newest first; ``next_before`` pages on (None: no more)."""
-
-    runs: list[RunSummary]
-    next_before: str | None
-
-
-def run_summary(r: RunRecord) -> RunSummary:
-    """The list row of a run."""
-    return RunSummary(run_id=r.id, runbook=r.runbook, state=str(r.state), reason=r.reason, started_by=r.started_by,
-                      created_at=iso(r.created_at), updated_at=iso(r.updated_at), parent_run_id=r.parent_run_id)  # fmt: skip
-
-
-class EventView(BaseModel):
-    """One journal event (``events --json``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seq: int
-    ts: str | None
-    type: str
-    step_id: str | None
-    attempt: int | None
-    actor: str | None
-    data: dict[str, Any]
-
-
-def event_view(ev: Any) -> EventView:
-    """The view of a stored :class:`~runner.store.records.Event`."""
-    return EventView(seq=ev.seq, ts=iso(ev.ts), type=ev.type, step_id=ev.step_id, attempt=ev.attempt, actor=ev.actor, data=ev.data)
-
-
-class EventList(BaseModel):
-    """``events --json``: a run's events after a sequence number."""
-
-    run_id: str
-    events: list[EventView]
-
-
-# ---------------------------------------------------------------------- runbooks
-
-
-class RunbookInfo(BaseModel):
-    """One catalog entry (``list --json``)."""
-
-    name: str
-    description: str
-    version: Any
-    tags: list[str]
-    file: str
-    steps: int
-    params_schema: dict[str, Any]
-
-
-class RunbookList(BaseModel):
-    """``list --json``: the runbooks and the problems found loading them."""
-
-    runbooks: list[RunbookInfo]
-    problems: list[dict[str, Any]]
-
-
-class RunbookDetail(RunbookInfo):
-    """``show --json``: a catalog entry with its compiled runbook and content hash."""
-
-    runbook: dict[str, Any]
-    content_hash: str
 
 
 # ---------------------------------------------------------------------- errors

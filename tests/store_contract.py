@@ -378,7 +378,7 @@ def test_alert_decisions_that_notify_get_outbox_rows_once(store: Store) -> None:
 
 
 def test_notification_claims_are_leased_fenced_and_released(store: Store) -> None:
-    from runner.notify.outbox import ChannelStatus
+    from runner.notify.records import ChannelStatus
 
     lease = _leased_run(store)
     store.commit(lease, events=[NewEvent("run.failed", data={"reason": "x"})], run={"state": RunState.FAILED})

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from runbook_postgres._conn import Conn, Cursor
 from runbook_postgres._values import NOW, jsonb, text
-from runner.notify.outbox import NotificationRecord, decision_notification, run_notifications
+from runner.notify.outbox import decision_notification, run_notifications
 from runner.store.base import Store
 
 if TYPE_CHECKING:
     from runner.alerts import DecisionRecord
-    from runner.notify.outbox import ChannelStatus, NotificationState
+    from runner.notify.outbox import NotificationState
+    from runner.notify.records import ChannelStatus, NotificationRecord
     from runner.store.records import NewEvent
 
 __all__ = ["NotificationOutbox", "add_decision_notification", "add_run_notifications", "ensure_outbox"]
@@ -97,6 +98,8 @@ class NotificationOutbox(Store):
                 f" (SELECT key FROM notifications WHERE {where} ORDER BY next_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
                 (holder, float(ttl), *args, limit),
             ).fetchall()
+        from runner.notify.records import NotificationRecord
+
         return sorted((NotificationRecord.model_validate(r) for r in rows), key=lambda r: r.next_at)
 
     def update_notification(
@@ -132,4 +135,6 @@ class NotificationOutbox(Store):
         with self._read() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
                                 " ORDER BY created_at DESC, key DESC LIMIT %s", (*args, limit)).fetchall()  # fmt: skip
+        from runner.notify.records import NotificationRecord
+
         return [NotificationRecord.model_validate(r) for r in rows]

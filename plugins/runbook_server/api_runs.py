@@ -136,7 +136,7 @@ def list_runs(request: Request, runbook: str | None = None, state: Annotated[lis
               started_by: Annotated[str | None, Query(description="started by exactly this actor; 'alert:*' for a prefix")] = None,
               principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
     from runner.authority import Action, decide
-    from runner.views import run_summary
+    from runner.listings import run_summary
 
     server = get_state(request)
     runs = server.store.list_runs(runbook=runbook, states=state or [], limit=limit, before=before, since=_when("since", since),
@@ -157,7 +157,7 @@ def get_run(request: Request, run_id: str, principal: Principal = READ) -> ApiRu
 @router.get("/runs/{run_id}/events", response_model=EventList, tags=["events"], summary="Journal events after a seq")
 def list_events(request: Request, run_id: str, after: Annotated[int, Query(ge=0)] = 0,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000, principal: Principal = READ) -> dict[str, Any]:  # fmt: skip
-    from runner.views import event_view
+    from runner.listings import event_view
 
     state = get_state(request)
     engine = state.agent_engine if principal.is_agent else state.api_engine
@@ -221,7 +221,7 @@ async def _sse(state: ServerState, rid: str, last: int, stop_states: frozenset[R
 
 
 def _frame(ev: Event) -> str:
-    from runner.views import event_view
+    from runner.listings import event_view
 
     return f"id: {ev.seq}\ndata: {json.dumps(event_view(ev).model_dump(mode='json'), default=str)}\n\n"
 

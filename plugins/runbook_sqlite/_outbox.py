@@ -13,11 +13,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runner.notify.outbox import NotificationRecord, decision_notification
+from runner.notify.outbox import decision_notification
 
 if TYPE_CHECKING:
     from runner.alerts import DecisionRecord
-    from runner.notify.outbox import ChannelStatus, NewNotification
+    from runner.notify.outbox import NewNotification
+    from runner.notify.records import ChannelStatus, NotificationRecord
 
 __all__ = ["Outbox"]
 
@@ -43,6 +44,8 @@ _JSON = ("channels", "data")
 
 
 def _record(row: sqlite3.Row) -> NotificationRecord:
+    from runner.notify.records import NotificationRecord
+
     data = dict(row)
     for key in _JSON:
         data[key] = json.loads(data[key])

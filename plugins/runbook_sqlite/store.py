@@ -44,7 +44,8 @@ from runner.store.records import (
 
 if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook run` never needs them
     from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
-    from runner.notify.outbox import ChannelStatus, NotificationRecord, NotificationState
+    from runner.notify.outbox import NotificationState
+    from runner.notify.records import ChannelStatus, NotificationRecord
 
 __all__ = ["SQLiteStore"]
 

@@ -77,8 +77,8 @@ def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limi
              until: float | None, started_by: str | None) -> int:  # fmt: skip
     """List runs, newest first."""
     from runner.errors import JournalNotFound
+    from runner.listings import RunList, run_summary
     from runner.store.records import RunState
-    from runner.views import RunList, run_summary
 
     try:
         if before is not None:
@@ -113,7 +113,7 @@ def runs_cmd(state: AppState, runbook: str | None, states: tuple[str, ...], limi
 
 def event_json(ev: Any) -> dict[str, Any]:
     """The JSON shape of one event."""
-    from runner.views import event_view
+    from runner.listings import event_view
 
     return event_view(ev).model_dump(mode="json")
 

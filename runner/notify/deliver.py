@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import NotifyError, RunNotFound, StoreError
-from runner.notify.outbox import ChannelStatus
+from runner.notify.records import ChannelStatus
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from runner.notify.channel import Message
     from runner.notify.config import NotifySettings
-    from runner.notify.outbox import NotificationRecord, NotificationState
+    from runner.notify.outbox import NotificationState
+    from runner.notify.records import NotificationRecord
     from runner.store.base import Store
     from runner.store.records import RunRecord
 

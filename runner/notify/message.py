@@ -14,7 +14,7 @@ from runner.notify.channel import KIND_TITLES, Message
 
 if TYPE_CHECKING:
     from runner.notify.config import NotifyConfig
-    from runner.notify.outbox import NotificationRecord
+    from runner.notify.records import NotificationRecord
     from runner.secrets import Redactor
     from runner.store.records import RunRecord
 

@@ -33,8 +33,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 if TYPE_CHECKING:
     from runner.alerts import DecisionRecord
     from runner.store.records import NewEvent
@@ -42,9 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_KINDS",
     "NOTIFY_EVENT_TYPES",
-    "ChannelStatus",
     "NewNotification",
-    "NotificationRecord",
     "NotificationState",
     "decision_notification",
     "event_kind",
@@ -116,36 +112,5 @@ def decision_notification(d: DecisionRecord) -> NewNotification | None:
     return NewNotification(f"decision:{d.id}", kind, d.run_id, None, None, data)
 
 
-class ChannelStatus(BaseModel):
-    """What happened with one channel of a notification."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    state: Literal["pending", "sent", "failed"] = "pending"
-    attempts: int = 0
-    detail: str = Field(default="", description="the receiver's answer (sent) or the last error")
-    at: float | None = Field(default=None, description="when it was sent or last tried")
-
-
-class NotificationRecord(BaseModel):
-    """An outbox row as stored (``runbook notify list --json`` shows these)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    key: str
-    kind: str
-    run_id: str | None = None
-    seq: int | None = None
-    step_id: str | None = None
-    runbook: str | None = None
-    created_at: float
-    state: NotificationState = "pending"
-    next_at: float
-    attempts: int = 0
-    claim: int = Field(default=0, description="fencing token: incremented by every claim")
-    holder: str | None = None
-    lease_expires_at: float | None = None
-    channels: dict[str, ChannelStatus] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
-    last_error: str = ""
-    finished_at: float | None = None
+# The stored records (``ChannelStatus``, ``NotificationRecord``) are in :mod:`runner.notify.records`: pydantic models,
+# built only where notifications are read, not by every store commit that imports this module.

@@ -31,7 +31,8 @@ from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, 
 
 if TYPE_CHECKING:
     from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
-    from runner.notify.outbox import ChannelStatus, NotificationRecord, NotificationState
+    from runner.notify.outbox import NotificationState
+    from runner.notify.records import ChannelStatus, NotificationRecord
 
 __all__ = ["IsAlive", "Store"]
 
