@@ -13,10 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from runbook_server.cron import MACROS, CronError, Slots, parse_cron, zone
-
-ALL_MIN, ALL_HOUR = tuple(range(60)), tuple(range(24))
 
 
 @pytest.mark.parametrize(
@@ -33,8 +30,18 @@ ALL_MIN, ALL_HOUR = tuple(range(60)), tuple(range(24))
         ("0 0 * * */2", "weekdays", frozenset({0, 2, 4, 6})),
         ("0 0 L,1 * *", None, None),
     ],
-    ids=["step", "start-step", "list-range", "range-step", "month-names", "day-names", "seven-is-sunday", "zero-and-seven",
-         "dow-step", "unsupported-L"],  # fmt: skip
+    ids=[
+        "step",
+        "start-step",
+        "list-range",
+        "range-step",
+        "month-names",
+        "day-names",
+        "seven-is-sunday",
+        "zero-and-seven",
+        "dow-step",
+        "unsupported-L",
+    ],
 )
 def test_fields(expr: str, field: str | None, expected: object) -> None:
     if field is None:
@@ -168,9 +175,13 @@ def test_slots_match_a_scan_of_real_instants(expr: str, tz: str, day: datetime, 
 
 def test_a_local_time_that_does_not_exist_is_no_slot_and_a_repeated_one_is_one_slot() -> None:
     paris = Slots(parse_cron("30 2 * * *"), ZoneInfo("Europe/Paris"))
-    spring = [s.astimezone(paris.tz).isoformat() for s in paris.between(datetime(2026, 3, 27, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC))]
+    spring = [
+        s.astimezone(paris.tz).isoformat() for s in paris.between(datetime(2026, 3, 27, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC))
+    ]
     assert spring == ["2026-03-27T02:30:00+01:00", "2026-03-28T02:30:00+01:00", "2026-03-30T02:30:00+02:00"]  # no 29 March
-    autumn = [s.astimezone(paris.tz).isoformat() for s in paris.between(datetime(2026, 10, 24, tzinfo=UTC), datetime(2026, 10, 27, tzinfo=UTC))]
+    autumn = [
+        s.astimezone(paris.tz).isoformat() for s in paris.between(datetime(2026, 10, 24, tzinfo=UTC), datetime(2026, 10, 27, tzinfo=UTC))
+    ]
     assert autumn == ["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]  # once, the first
     every20 = Slots(parse_cron("*/20 * * * *"), ZoneInfo("Europe/Paris"))
     back = [s.isoformat() for s in every20.between(datetime(2026, 10, 24, 23, 30, tzinfo=UTC), datetime(2026, 10, 25, 2, 0, tzinfo=UTC))]
@@ -187,5 +198,5 @@ def test_next_after_from_inside_the_repeated_hour() -> None:
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "../../etc/passwd", ""])
 def test_unknown_time_zones(name: str) -> None:
-    with pytest.raises(CronError, match="unknown time zone .*expected an IANA name such as UTC or Europe/Paris"):
+    with pytest.raises(CronError, match=r"unknown time zone .*expected an IANA name such as UTC or Europe/Paris"):
         zone(name)

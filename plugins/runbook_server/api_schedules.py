@@ -1,0 +1,80 @@
+"""``/v1/schedules``: the configured schedules, their next slots and their newest decisions and runs."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import Field
+
+from runbook_server.app import get_state, scope
+from runbook_server.models import DecisionList
+from runbook_server.schedules import SOURCE, ScheduleList, ScheduleStatus, at, describe
+from runner.alerts import DecisionRecord, NewDecision
+
+if TYPE_CHECKING:
+    from runbook_server.auth import Principal
+    from runbook_server.scheduler import Scheduler
+    from runbook_server.state import ServerState
+
+__all__ = ["ScheduleDetail", "router"]
+
+router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+_READ = scope("read")
+_ADMIN = scope("admin")
+
+
+class ScheduleDetail(ScheduleStatus):
+    """``GET /v1/schedules/{name}``: the schedule, its next slots and its newest decisions."""
+
+    upcoming: list[str] = Field(description="the next slots (at most `upcoming` of them), in the schedule's time zone")
+    decisions: list[DecisionRecord] = Field(description="the newest decisions for its slots, newest first")
+
+
+def _scheduler(state: ServerState) -> Scheduler | None:
+    return state.scheduler
+
+
+@router.get("", response_model=ScheduleList, summary="Schedules with their next slot and last run")
+def list_schedules(request: Request, _principal: Principal = _READ) -> ScheduleList:
+    """Every schedule in the server config (enabled or not)."""
+    state = get_state(request)
+    scheduler = _scheduler(state)
+    if scheduler is None:
+        return ScheduleList(schedules=[], now=at(time.time()).isoformat())
+    return describe(scheduler.all, state.store, scheduler.clock.now())
+
+
+@router.get("/{name}", response_model=ScheduleDetail, summary="One schedule: next slots and newest decisions")
+def get_schedule(request: Request, name: str, upcoming: Annotated[int, Query(ge=0, le=100)] = 5,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 20, _principal: Principal = _READ) -> ScheduleDetail:  # fmt: skip
+    """The schedule ``name``, its next ``upcoming`` slots and its newest ``limit`` decisions."""
+    state = get_state(request)
+    scheduler = _scheduler(state)
+    found = next((cs for cs in scheduler.all if cs.name == name), None) if scheduler is not None else None
+    if found is None or scheduler is None:
+        raise _unknown(state, name)
+    now = scheduler.clock.now()
+    status = describe([found], state.store, now).schedules[0]
+    slots = list(found.slots.between(at(now), at(now + 366 * 86400 * 15), limit=upcoming)) if found.spec.enabled else []
+    decisions = state.store.list_decisions(route=found.route, source=SOURCE, limit=limit)
+    return ScheduleDetail(**status.model_dump(), upcoming=[found.local(s) for s in slots], decisions=decisions)
+
+
+@router.post("/{name}/reset", response_model=DecisionList, summary="Close a schedule's circuit breaker (admin)")
+def reset_breaker(request: Request, name: str, principal: Principal = _ADMIN) -> dict[str, object]:
+    """Record a ``breaker_reset`` decision for the schedule: failures before it no longer count."""
+    state = get_state(request)
+    scheduler = _scheduler(state)
+    if scheduler is None or not any(cs.name == name for cs in scheduler.all):
+        raise _unknown(state, name)
+    route = f"{SOURCE}:{name}"
+    rows = state.store.record_decisions([NewDecision(f"api:reset:{route}:{time.time_ns()}", 0, "api", "breaker_reset", route=route,
+                                                     reason=f"reset by {principal.name}")])  # fmt: skip
+    return {"decisions": rows, "next_before": None}
+
+
+def _unknown(state: ServerState, name: str) -> HTTPException:
+    names = [cs.name for cs in state.scheduler.all] if state.scheduler is not None else []
+    return HTTPException(404, f"no schedule named '{name}' (schedules: {', '.join(names) or 'none configured'})")
