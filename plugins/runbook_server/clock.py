@@ -4,9 +4,9 @@
 the process read the time from that file: ``{"start": EPOCH, "at": REAL_EPOCH, "speed": FACTOR}`` means
 "at real time ``at`` it was ``start``, and it runs ``speed`` times as fast" (before ``at`` it stays at
 ``start``: a test can start its servers with the clock stopped, then set it going). The file is read again
-whenever it changes, so a test can stop, move or speed up time for all its processes at once.
-``RUNBOOK_TEST_CLOCK_SKEW=SECONDS`` adds a fixed offset, as a host whose clock is off would have. Only the
-schedules' slots and fire times follow this clock; leases, budgets and the journal keep real time.
+whenever it changes (replace it atomically), so a test can stop, move or speed up time for each process —
+one file per process — or for all of them at once. Only the schedules' slots and fire times follow this
+clock; leases, budgets and the journal keep real time.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from typing import Protocol
 
 from runner.errors import ConfigError
 
-__all__ = ["TEST_CLOCK_ENV", "TEST_CLOCK_SKEW_ENV", "Clock", "FileClock", "SystemClock", "clock_from_env"]
+__all__ = ["TEST_CLOCK_ENV", "Clock", "FileClock", "SystemClock", "clock_from_env"]
 
 TEST_CLOCK_ENV = "RUNBOOK_TEST_CLOCK"
 """TEST-ONLY: a JSON file ``{"start", "at", "speed"}`` the schedulers take the time from."""
-TEST_CLOCK_SKEW_ENV = "RUNBOOK_TEST_CLOCK_SKEW"
-"""TEST-ONLY: seconds added to this process's scheduler clock (a host whose clock is off)."""
 
 _LONGEST_SLEEP = 60.0  # re-read the clock at least this often (the wall clock may have been set meanwhile)
 _TEST_POLL = 0.02
@@ -64,9 +62,9 @@ class _Reading:
 class FileClock:
     """TEST-ONLY: the time a file says (see the module docstring)."""
 
-    def __init__(self, path: str, skew: float = 0.0) -> None:
-        self.path, self.skew = Path(path), skew
-        self._stamp: tuple[int, int] | None = None
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int] | None = None
         self._reading = _Reading(0.0, 0.0, 0.0)
         self._lock = threading.Lock()
         self._read()
@@ -75,7 +73,7 @@ class FileClock:
         with self._lock:
             try:
                 st = self.path.stat()
-                stamp = (st.st_mtime_ns, st.st_size)
+                stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
                 if stamp != self._stamp:
                     doc = json.loads(self.path.read_text(encoding="utf-8"))
                     self._reading = _Reading(float(doc["start"]), float(doc.get("at", time.time())), float(doc.get("speed", 1.0)))
@@ -88,9 +86,9 @@ class FileClock:
             return self._reading
 
     def now(self) -> float:
-        """``start + (real - at) * speed + skew`` (``start + skew`` before ``at``)."""
+        """``start + (real - at) * speed`` (``start`` before ``at``)."""
         r = self._read()
-        return r.start + max(0.0, time.time() - r.at) * r.speed + self.skew
+        return r.start + max(0.0, time.time() - r.at) * r.speed
 
     def sleep_until(self, when: float, stop: threading.Event) -> None:
         """Poll the file briefly (the test may move time at any moment)."""
@@ -102,10 +100,4 @@ def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
     """The test clock when ``RUNBOOK_TEST_CLOCK`` is set, else the system clock."""
     env = os.environ if environ is None else environ
     path = env.get(TEST_CLOCK_ENV)
-    if not path:
-        return SystemClock()
-    try:
-        skew = float(env.get(TEST_CLOCK_SKEW_ENV) or 0)
-    except ValueError:
-        raise ConfigError(f"{TEST_CLOCK_SKEW_ENV}: expected a number of seconds, got {env.get(TEST_CLOCK_SKEW_ENV)!r}") from None
-    return FileClock(path, skew)
+    return FileClock(path) if path else SystemClock()
