@@ -32,7 +32,7 @@ from runbook_server.runs import gate_config, start_queued
 from runbook_server.schedules import SOURCE, at, from_utc_iso, utc_iso
 from runner.alerts import NewDecision
 from runner.authority import Principal
-from runner.errors import LockHeld, UsageError
+from runner.errors import LockHeld, RunbookError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,9 +90,8 @@ class Scheduler:
             try:
                 wake = self.tick(now)
             except Exception as exc:  # the store is unreachable, or a bug: keep the loop alive, say why
-                log.warning(
-                    "scheduler: %s: %s; trying again in %.0fs", type(exc).__name__, exc, _RETRY, exc_info=not isinstance(exc, UsageError)
-                )
+                unexpected = not isinstance(exc, RunbookError)
+                log.warning("scheduler: %s: %s; trying again in %.0fs", type(exc).__name__, exc, _RETRY, exc_info=unexpected)
                 wake = self.clock.now() + _RETRY
             self.clock.sleep_until(wake, stop)
 
@@ -227,8 +226,9 @@ class Scheduler:
         del self._unrecorded[decision.delivery_id]
         self._decided[decision.delivery_id] = from_utc_iso(decision.fingerprint or "").timestamp()
         if row.decision != decision.decision or row.run_id != decision.run_id:
-            log.info("schedule %s, slot %s: already decided elsewhere: %s", decision.route, decision.fingerprint, row.decision)
-        elif self.on_decision is not None:
+            log.info("schedule %s, slot %s: already decided by another scheduler: %s", decision.route, decision.fingerprint, row.decision)
+            return
+        if self.on_decision is not None:
             self.on_decision(row)
         log.info("schedule %s, slot %s: %s (%s)", decision.route, decision.fingerprint, row.decision, row.reason)
 

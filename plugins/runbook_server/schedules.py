@@ -12,6 +12,7 @@ The scheduler loop is in :mod:`runbook_server.scheduler`; this module is what it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from runbook_server.cron import Slots, parse_cron, zone
-from runner.errors import ParamsError, Problem, TemplateError, ValidationError
+from runner.errors import ParamsError, Problem, RunNotFound, TemplateError, ValidationError
 
 if TYPE_CHECKING:
     from runbook_server.config import BreakerSpec, BudgetSpec, ScheduleSpec, ServerConfig
@@ -227,7 +228,7 @@ def describe(schedules: list[CompiledSchedule], store: Store, now: float) -> Sch
         runs = store.route_runs(cs.route, limit=1)
         if runs:
             row.last_run_id, row.last_run_state = runs[0].run_id, runs[0].state
-            trigger = store.get_run(runs[0].run_id).trigger or {}
-            row.last_run_slot = trigger.get("slot")
+            with contextlib.suppress(RunNotFound):  # pruned meanwhile
+                row.last_run_slot = (store.get_run(runs[0].run_id).trigger or {}).get("slot")
         out.append(row)
     return ScheduleList(schedules=out, now=at(now).isoformat(timespec="seconds"))

@@ -29,6 +29,8 @@ CONFIG = """
 tokens:
   - {name: admin, token: env:T_ADMIN, scopes: [admin]}
   - {name: reader, token: env:T_READ, scopes: [read]}
+  - {name: bot, token: env:T_AGENT, scopes: [agent]}
+agent_policy: POLICY
 schedules:
   - name: tick
     runbook: tick
@@ -42,7 +44,7 @@ schedules:
     params: {slot: "{{ schedule.slot }}", out: "OUT"}
     enabled: false
 """
-ENV = {"T_ADMIN": TOKEN, "T_READ": "reader-token-xyz"}
+ENV = {"T_ADMIN": TOKEN, "T_READ": "reader-token-xyz", "T_AGENT": "agent-token-xyz"}
 START = datetime(2026, 5, 4, 8, 0, 50, tzinfo=UTC).timestamp()  # 08:00 is past its grace (30 s): nothing is due
 
 
@@ -59,7 +61,9 @@ def scheduled(project: Project, serve: Any) -> ServerProcess:
     out = project.root / "ticks.log"
     project.write("tick.yaml", TICK)
     env = {**ENV, **clock(project.root / "clock.json", speed=60, at=time.time() + 10**6)}  # stopped until the test says
-    return serve(CONFIG.replace("OUT", str(out)), env=env, token=TOKEN)  # type: ignore[no-any-return]
+    policy = project.root / "agent-policy.yaml"
+    policy.write_text("allow: [report-*]\n", encoding="utf-8")  # agents may not start tick: they do not see its schedules
+    return serve(CONFIG.replace("OUT", str(out)).replace("POLICY", str(policy)), env=env, token=TOKEN)  # type: ignore[no-any-return]
 
 
 def test_schedules_api_lists_fires_and_resets(scheduled: ServerProcess, project: Project) -> None:
@@ -83,6 +87,10 @@ def test_schedules_api_lists_fires_and_resets(scheduled: ServerProcess, project:
     assert len(detail["upcoming"]) == 2 and detail["upcoming"][0] == detail["next_slot"] and len(detail["decisions"]) == 1
     missing = admin.get("/v1/schedules/nope")
     assert missing.status_code == 404 and "no schedule named 'nope' (schedules: tick, yearly)" in missing.json()["error"]["message"]
+    agent = scheduled.client("agent-token-xyz")
+    assert agent.get("/v1/schedules").json()["schedules"] == []
+    hidden = agent.get("/v1/schedules/tick")
+    assert hidden.status_code == 404 and hidden.json()["error"]["message"] == "no schedule named 'tick' (schedules: none)"
 
     reader = scheduled.client("reader-token-xyz")
     assert reader.get("/v1/schedules").status_code == 200
@@ -116,7 +124,7 @@ def test_a_server_without_schedules_lists_none(project: Project, serve: Any) -> 
 def test_runbook_schedules_lists_config_and_journal(project: Project) -> None:
     project.write("tick.yaml", TICK)
     config = project.root / "server.yaml"
-    config.write_text(CONFIG.replace("OUT", str(project.root / "t.log")), encoding="utf-8")
+    config.write_text(CONFIG.replace("OUT", str(project.root / "t.log")).replace("agent_policy: POLICY\n", ""), encoding="utf-8")
     env = clock(project.root / "clock.json", speed=0)  # stopped at 08:00:50
     table = project.run("schedules", "--config", str(config), env=env)
     assert table.code == 0, table
@@ -159,7 +167,7 @@ def test_runbook_worker_with_config_fires_schedules(project: Project) -> None:
     out = project.root / "ticks.log"
     project.write("tick.yaml", TICK)
     config = project.root / "server.yaml"
-    config.write_text(CONFIG.replace("OUT", str(out)), encoding="utf-8")
+    config.write_text(CONFIG.replace("OUT", str(out)).replace("agent_policy: POLICY\n", ""), encoding="utf-8")
     env = clock(project.root / "clock.json", speed=60, at=time.time() + 10**6)  # stopped until the worker is up
     worker = project.popen("worker", "--workers", "1", "--poll", "0.1", "--config", str(config), env=env)
     try:
