@@ -67,7 +67,7 @@ class Scheduler:
         self.on_decision, self.on_started = on_decision, on_started
         self._decided: dict[str, float] = {}  # slot key → slot time: slots known to have a decision
         self._unrecorded: dict[str, NewDecision] = {}  # runs started whose decision could not be recorded yet
-        self._last_tick: float | None = None
+        self._planned: float | None = None  # when the previous tick said the next one is due (None: no tick yet)
         self._thread: threading.Thread | None = None
         self._crash = os.environ.get(CRASH_ENV) == "after_start"
 
@@ -101,16 +101,16 @@ class Scheduler:
         """Fire every slot due at ``now`` (and handle missed ones); returns when the next one is due."""
         for slot_key in list(self._unrecorded):
             self._record(self._unrecorded[slot_key])
-        gap = None if self._last_tick is None else now - self._last_tick
+        late = None if self._planned is None else now - self._planned  # > grace: the thread stalled (a suspended VM)
         for cs in self.schedules:
-            if gap is None or gap > cs.spec.grace:
+            if late is None or late > cs.spec.grace:
                 self._misfire(cs, now)
             for slot in self._on_time(cs, now):
                 self._fire(cs, slot)
-        self._last_tick = now
         horizon = now - max((cs.spec.jitter + cs.spec.grace for cs in self.schedules), default=0.0)
         self._decided = {k: t for k, t in self._decided.items() if t >= horizon}  # older ones are past their grace anyway
-        return self.next_wake(now)
+        self._planned = self.next_wake(now)
+        return self._planned
 
     def next_wake(self, now: float) -> float:
         """The earliest fire time after ``now`` of any schedule (at most a minute ahead; sooner while a decision waits)."""
