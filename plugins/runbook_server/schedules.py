@@ -211,8 +211,8 @@ class ScheduleList(BaseModel):
     now: str = Field(description="the scheduler's clock")
 
 
-def describe(schedules: list[CompiledSchedule], store: Store, now: float) -> ScheduleList:
-    """Every schedule with its next slot and what its newest decision and run were."""
+def describe(schedules: list[CompiledSchedule], store: Store | None, now: float) -> ScheduleList:
+    """Every schedule with its next slot and what its newest decision and run were (None: no journal yet)."""
     out = []
     for cs in schedules:
         slot = cs.next_slot(now) if cs.spec.enabled else None
@@ -220,6 +220,9 @@ def describe(schedules: list[CompiledSchedule], store: Store, now: float) -> Sch
                              jitter=cs.spec.jitter, misfire=cs.spec.misfire, overlap=cs.spec.overlap,
                              next_slot=cs.local(slot) if slot else None,
                              next_fire_at=at(cs.fire_at(slot)).astimezone(cs.slots.tz).isoformat(timespec="seconds") if slot else None)  # fmt: skip
+        out.append(row)
+        if store is None:
+            continue
         decisions = store.list_decisions(route=cs.route, source=SOURCE, limit=1)
         if decisions:
             d = decisions[0]
@@ -230,5 +233,4 @@ def describe(schedules: list[CompiledSchedule], store: Store, now: float) -> Sch
             row.last_run_id, row.last_run_state = runs[0].run_id, runs[0].state
             with contextlib.suppress(RunNotFound):  # pruned meanwhile
                 row.last_run_slot = (store.get_run(runs[0].run_id).trigger or {}).get("slot")
-        out.append(row)
     return ScheduleList(schedules=out, now=at(now).isoformat(timespec="seconds"))

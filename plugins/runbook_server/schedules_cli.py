@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.app import AppState, existing_journal, json_option, pass_state
 
 __all__ = ["schedules_cmd"]
 
@@ -14,12 +14,14 @@ __all__ = ["schedules_cmd"]
               help="The server configuration (the file `runbook serve --config` reads).")  # fmt: skip
 @json_option
 @pass_state
+@existing_journal
 def schedules_cmd(state: AppState, config_file: str | None) -> int:
-    """List the schedules of a server config: next slot (and fire time), last decision and last run from the store."""
+    """List the schedules of a server config: next slot (and fire time), last decision and last run from the journal
+    (it creates none: without one, nothing has fired yet)."""
     from runbook_server.clock import clock_from_env
     from runbook_server.config import load_config
     from runbook_server.schedules import check_schedules, describe
-    from runner.errors import UsageError
+    from runner.errors import JournalNotFound, UsageError
     from runner.templating import Renderer
 
     if config_file is None:
@@ -29,7 +31,13 @@ def schedules_cmd(state: AppState, config_file: str | None) -> int:
     clock = clock_from_env()
     now = clock.now()
     compiled = check_schedules(config, state.catalog, Renderer(dict(state.host.template_filters.items())), now)
-    listing = describe(compiled, state.store, now)
+    try:
+        store = state.store
+    except JournalNotFound as exc:  # never creates one; without one, nothing has fired yet
+        if exc.missing_dir is not None:
+            raise  # a store URL naming a directory that does not exist is a mistake, not an empty journal
+        store = None
+    listing = describe(compiled, store, now)
     if state.json:
         from runner.cli.output import emit_json
 

@@ -136,6 +136,9 @@ def test_runbook_schedules_lists_config_and_journal(project: Project) -> None:
     assert doc["now"] == "2026-05-04T08:00:50+00:00"
     assert [(s["name"], s["next_slot"], s["last_run_id"]) for s in doc["schedules"]] == [("tick", "2026-05-04T08:01:00+00:00", None),
                                                                                          ("yearly", None, None)]  # fmt: skip
+    assert not project.journal.exists()  # a read command: it creates no journal
+    wrong = project.run("--store", f"sqlite:///{project.root / 'nowhere' / 'j.db'}", "schedules", "--config", str(config), env=env)
+    assert wrong.code == 2 and "nowhere" in wrong.err, wrong
 
 
 @pytest.mark.parametrize(
