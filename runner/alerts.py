@@ -45,9 +45,10 @@ __all__ = [
 
 DECISIONS = (
     "started", "deduped", "cooled_down", "over_budget", "breaker_open", "no_route", "invalid_params", "locked",
-    "resolved", "resolved_cancelled", "resolved_ignored", "truncated", "ignored", "breaker_reset", "conflict",
+    "resolved", "resolved_cancelled", "resolved_ignored", "truncated", "ignored", "breaker_reset", "conflict", "missed",
 )  # fmt: skip
-"""What intake decided for one alert (or group, for ``truncated``); see ``docs/server.md``."""
+"""What intake decided for one alert (or group, for ``truncated``), or a scheduler for one slot (``missed``: no scheduler
+ran in time); see ``docs/server.md``."""
 
 
 class Alert(BaseModel):

@@ -1,4 +1,5 @@
-"""Built-in plugin: ``runbook serve`` (HTTP API, alert webhooks, worker pool), ``runbook worker``, ``runbook alerts``.
+"""Built-in plugin: ``runbook serve`` (HTTP API, alert webhooks, schedules, worker pool), ``runbook worker``, ``runbook alerts``,
+``runbook schedules``.
 
 This module stays cheap to import (``runbook --help`` loads it): FastAPI and uvicorn are imported only
 when ``serve`` runs. See ``docs/server.md``.
@@ -18,7 +19,7 @@ __all__ = ["runbook_add_commands"]
 
 @hookimpl
 def runbook_add_commands(cli: click.Group) -> None:
-    """Add ``serve``, ``worker`` and ``alerts``."""
+    """Add ``serve``, ``worker``, ``alerts`` and ``schedules``."""
     from runbook_server.cli import COMMANDS
 
     for command in COMMANDS:

@@ -126,7 +126,7 @@ def _handlers(app: FastAPI) -> None:
 
 def create_app(state: ServerState) -> FastAPI:
     """The application serving ``state``."""
-    from runbook_server import api_alerts, api_runs
+    from runbook_server import api_alerts, api_runs, api_schedules
 
     app = FastAPI(title="runbook", version=__version__, description="Executable runbooks over HTTP: start, watch and steer "
                   "durable runs; alert webhooks start routed runbooks. See docs/server.md.",
@@ -135,6 +135,7 @@ def create_app(state: ServerState) -> FastAPI:
     _handlers(app)
     app.include_router(api_runs.router)
     app.include_router(api_alerts.make_router(state))
+    app.include_router(api_schedules.router)
     _ops(app)
     config = state.config
     console = None

@@ -1,4 +1,4 @@
-"""``runbook serve``, ``runbook worker`` and ``runbook alerts``: the server's command line.
+"""``runbook serve``, ``runbook worker``, ``runbook alerts`` and ``runbook schedules``: the server's command line.
 
 FastAPI and uvicorn (the ``server`` extra) are imported only inside ``serve``.
 """
@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runbook_server.schedules_cli import schedules_cmd
 from runner.cli.app import AppState, json_option, pass_state, settle_startup
 
 if TYPE_CHECKING:
     import socket
 
+    from runbook_server.scheduler import Scheduler
     from runbook_server.state import ServerState
     from runbook_server.worker import WorkerPool
 
@@ -120,6 +122,7 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     srv = build_state(state.host, state.settings, state.store, state.catalog, config, address)
     srv.pool = WorkerPool(srv.make_engine, config.workers if workers is None else workers)
     notifier = start_notifications(state, "serve", config=config, redactor=srv.redactor, engines=srv.pool.engines)
+    srv.scheduler = _scheduler(srv)
     app = create_app(srv)
     sock = _bind(*address)
     server = _uvicorn_server(app, log_level, lambda _sig: _stop(srv))
@@ -129,16 +132,28 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     click.echo(f"runbook serve: listening on http://{host}:{bound[1]} with {srv.pool.size} worker(s); store {state.store.url}", err=True)
     srv.pool.start()
+    if srv.scheduler is not None:
+        srv.scheduler.start(srv.shutdown)
     try:
         server.run(sockets=[sock])
     finally:
         _stop(srv, quiet=True)
         _drain(srv.pool)
+        if srv.scheduler is not None:
+            srv.scheduler.join(10)
         if notifier is not None:
             notifier.stop()
         sock.close()
         state.store.close()
     return 0
+
+
+def _scheduler(srv: ServerState) -> Scheduler | None:
+    """The server's scheduler (None without ``schedules:``): decisions counted in metrics, started runs wake the workers."""
+    from runbook_server.scheduler import build_scheduler
+
+    return build_scheduler(srv.config, srv.make_engine("scheduler"), on_decision=lambda d: srv.metrics.decision(d.route, d.decision),
+                           on_started=srv.wake_workers)  # fmt: skip
 
 
 def _stop(srv: ServerState, *, quiet: bool = False) -> None:
@@ -162,10 +177,14 @@ def _drain(pool: WorkerPool) -> None:
 @click.command("worker")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Worker threads.")
 @click.option("--poll", type=click.FloatRange(0.05, 60), default=0.5, show_default=True, help="Seconds between claims when idle.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Server configuration whose `schedules:` this worker also fires (its other keys are not used).")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @pass_state
-def worker_cmd(state: AppState, workers: int, poll: float, log_level: str) -> int:
+def worker_cmd(state: AppState, workers: int, poll: float, config_file: str | None, log_level: str) -> int:
     """Execute queued and due runs from the store (no HTTP); run one per host against a shared store."""
+    import threading
+
     from runbook_server.notifying import start_notifications
     from runbook_server.worker import WorkerPool
     from runner.engine import Engine
@@ -173,6 +192,8 @@ def worker_cmd(state: AppState, workers: int, poll: float, log_level: str) -> in
     _logging(log_level)
     _prime(state)
     pool = WorkerPool(lambda kind: Engine(state.host, state.store, state.catalog, state.settings, holder_kind=kind), workers, poll=poll)
+    scheduler = _worker_scheduler(state, config_file, pool)
+    stopped = threading.Event()
     signals = 0
 
     def on_signal(_signum: int) -> None:
@@ -180,17 +201,36 @@ def worker_cmd(state: AppState, workers: int, poll: float, log_level: str) -> in
         signals += 1
         msg = "finishing current steps, then stopping (send again to stop them now)" if signals == 1 else "stopping current steps now"
         click.echo(f"runbook worker: {msg}", err=True)
+        stopped.set()
         pool.stop()
 
-    click.echo(f"runbook worker: {workers} worker(s) on store {state.store.url}", err=True)
+    fires = f"; firing {len(scheduler.schedules)} schedule(s)" if scheduler is not None else ""
+    click.echo(f"runbook worker: {workers} worker(s) on store {state.store.url}{fires}", err=True)
     notifier = start_notifications(state, "worker", engines=pool.engines)
     with _on_signals(on_signal):
         pool.start()
+        if scheduler is not None:
+            scheduler.start(stopped)
         _drain(pool)
+    stopped.set()
+    if scheduler is not None:
+        scheduler.join(10)
     if notifier is not None:
         notifier.stop()
     state.store.close()
     return 0
+
+
+def _worker_scheduler(state: AppState, config_file: str | None, pool: WorkerPool) -> Scheduler | None:
+    """``runbook worker --config FILE``: a scheduler for the file's schedules (None without the option or schedules)."""
+    if config_file is None:
+        return None
+    from runbook_server.config import load_config
+    from runbook_server.scheduler import build_scheduler
+    from runner.engine import Engine
+
+    engine = Engine(state.host, state.store, state.catalog, state.settings, holder_kind="scheduler")
+    return build_scheduler(load_config(config_file), engine, on_started=pool.wake)
 
 
 # ---------------------------------------------------------------------- alerts
@@ -257,4 +297,4 @@ def reset_cmd(state: AppState, route: str, by: str | None) -> int:
     return 0
 
 
-COMMANDS = (serve_cmd, worker_cmd, alerts_group)
+COMMANDS = (serve_cmd, worker_cmd, alerts_group, schedules_cmd)

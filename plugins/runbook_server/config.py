@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from runner.durations import Duration
 from runner.errors import ConfigError, Problem, ValidationError
 
-__all__ = ["SCOPES", "ConsoleSpec", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
+__all__ = ["SCOPES", "ConsoleSpec", "RouteSpec", "ScheduleSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
 
 SCOPES = ("read", "run", "approve", "admin", "agent")
 Scope = Literal["read", "run", "approve", "admin", "agent"]
@@ -85,6 +85,41 @@ class RouteSpec(_Model):
         return value
 
 
+class ScheduleSpec(_Model):
+    """One schedule: start ``runbook`` with ``params`` at every slot of ``cron`` in ``timezone`` (docs/server.md, "Schedules")."""
+
+    name: str = Field(pattern=_NAME)
+    runbook: str
+    cron: str = Field(description="5 fields (minute hour day-of-month month day-of-week) or a macro such as @hourly")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron expression's times are in")
+    params: dict[str, Any] = Field(default_factory=dict, description="templates over `schedule` (name, slot, slot_utc, timestamp)")
+    jitter: Duration = Field(default=0.0, description="each slot fires up to this much later (the same delay on every server)")
+    misfire: Literal["skip", "run_once"] = Field(default="skip", description="slots missed while no scheduler ran: skip them, or "
+                                                 "run the latest of them once (within catch_up)")  # fmt: skip
+    catch_up: Duration = Field(default=3600.0, description="run_once: the latest missed slot is run if it is at most this old")
+    grace: Duration = Field(default=60.0, ge=1.0, description="a slot fired up to this long after its time is on time, not missed")
+    overlap: Literal["skip", "allow"] = Field(default="skip", description="skip: no new run while the schedule's last run is active")
+    budget: BudgetSpec | None = None
+    breaker: BreakerSpec | None = None
+    approval: Literal["required", "none"] = "none"
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from runbook_server.cron import parse_cron
+
+        return parse_cron(value).expr
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from runbook_server.cron import zone
+
+        zone(value)
+        return value
+
+
 class SourceSpec(_Model):
     """``sources.<name>``: the source's auth settings (validated by the source's own model)."""
 
@@ -120,6 +155,7 @@ class ServerConfig(_Model):
     tokens_file: str | None = Field(default=None, description="YAML file with a list of tokens (same shape as `tokens`)")
     sources: dict[str, SourceSpec] | None = Field(default=None, description="enabled alert sources (default: all, without auth)")
     routes: list[RouteSpec] = Field(default_factory=list)
+    schedules: list[ScheduleSpec] = Field(default_factory=list, description="runbooks started on a cron schedule")
     limits: Limits = Field(default_factory=Limits)
     allowed_hosts: list[str] = Field(default_factory=list, description="Host header names served besides loopback and the "
                                      "listen address ('*.example.com': its subdomains; '*': any, behind a proxy that checks it)")  # fmt: skip

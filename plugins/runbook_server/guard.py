@@ -5,19 +5,44 @@ In order: an active run for the same dedupe key → ``deduped``; a run for the k
 ``breaker.failures`` failed runs within ``breaker.within`` (counted after the route's last successful run
 and last reset) → the run starts with an approval gate on every step (``breaker_open``); ``approval: required``
 gates every run the same way. Every outcome is recorded as a decision by the caller.
+
+Alert routes and schedules (``schedule:<name>``) are judged alike: anything with a ``name`` and a ``spec``
+carrying ``cooldown``, ``budget``, ``breaker`` and ``approval`` (:class:`Guarded`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from runbook_server.routing import CompiledRoute
+    from runbook_server.config import BreakerSpec, BudgetSpec
     from runner.store.base import Store
 
-__all__ = ["Verdict", "judge"]
+__all__ = ["GuardSpec", "Guarded", "Verdict", "judge"]
+
+
+class GuardSpec(Protocol):
+    """The storm-guard settings of a route or schedule."""
+
+    @property
+    def cooldown(self) -> float: ...
+    @property
+    def budget(self) -> BudgetSpec | None: ...
+    @property
+    def breaker(self) -> BreakerSpec | None: ...
+    @property
+    def approval(self) -> str: ...
+
+
+class Guarded(Protocol):
+    """What the guard judges: a route (``CompiledRoute``) or a schedule; its runs are recorded under ``name``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> GuardSpec: ...
 
 
 @dataclass
@@ -30,7 +55,7 @@ class Verdict:
     gated: bool = False
 
 
-def judge(store: Store, route: CompiledRoute, key: str, now: float | None = None) -> Verdict:
+def judge(store: Store, route: Guarded, key: str, now: float | None = None) -> Verdict:
     """Decide whether ``route`` may start a run for dedupe key ``key`` now."""
     now = time.time() if now is None else now
     spec = route.spec
@@ -62,7 +87,7 @@ def judge(store: Store, route: CompiledRoute, key: str, now: float | None = None
     return Verdict("started")
 
 
-def _failures(store: Store, route: CompiledRoute, recent: list, now: float) -> int:  # type: ignore[type-arg]
+def _failures(store: Store, route: Guarded, recent: list, now: float) -> int:  # type: ignore[type-arg]
     """Failed runs of the route inside the breaker window, after its last success and last reset."""
     assert route.spec.breaker is not None
     since = now - route.spec.breaker.within

@@ -12,6 +12,7 @@ from runner.engine.holder import is_alive
 from runner.store.records import NewEvent, RunState
 
 if TYPE_CHECKING:
+    from runner.authority import Principal
     from runner.engine import Engine, RunView
 
 __all__ = ["drive_request", "gate_config", "park", "requeue", "start_queued"]
@@ -25,14 +26,15 @@ def gate_config(reason: str) -> dict[str, Any]:
 
 
 def start_queued(engine: Engine, name: str, params: dict[str, Any], *, started_by: str, idempotency_key: str | None,
-                 trigger: dict[str, Any] | None, gates: dict[str, dict[str, Any]] | None = None) -> RunView:  # fmt: skip
+                 trigger: dict[str, Any] | None, gates: dict[str, dict[str, Any]] | None = None,
+                 principal: Principal | None = None) -> RunView:  # fmt: skip
     """Create a queued run for the workers (or return the run of a repeated ``idempotency_key``).
 
     With ``gates`` (step id → approval config) the run carries durable approval gates: each named step waits
-    for a human approval before it acts.
+    for a human approval before it acts. ``principal``: who starts it (default: the engine's).
     """
     return engine.start(name, params, started_by=started_by, idempotency_key=idempotency_key, trigger=trigger, execute=False,
-                        run_options={"gates": gates} if gates else None)  # fmt: skip
+                        run_options={"gates": gates} if gates else None, principal=principal)  # fmt: skip
 
 
 def _settle(engine: Engine, run_id: str, event: str, cols: dict[str, Any], *, actor: str, reason: str) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from runbook_server.config import ServerConfig
+    from runbook_server.scheduler import Scheduler
     from runbook_server.worker import WorkerPool
     from runner.alerts import AlertSource
     from runner.authority import LivePolicy
@@ -103,6 +104,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     watch: RunWatch = field(default_factory=RunWatch)
     pool: WorkerPool | None = None
+    scheduler: Scheduler | None = None
+    """Fires the config's ``schedules`` (None without any)."""
     shutdown: threading.Event = field(default_factory=threading.Event)
     control_lock: threading.Lock = field(default_factory=threading.Lock)
     route_locks: dict[str, threading.Lock] = field(default_factory=dict)
