@@ -50,6 +50,10 @@ def test_recursive_runbooks_never_start(project: Project) -> None:
         "ping.yaml", f"name: ping\nsteps:\n  - {{id: mark, shell: [touch, '{marker}']}}\n  - id: go\n    runbook: {{name: pong}}\n"
     )
     project.write("pong.yaml", "name: pong\nsteps:\n  - id: back\n    runbook: {name: ping}\n")
+    checked = project.run("validate", "--json")
+    assert checked.code == 2, checked
+    text = str(checked.json())
+    assert "sub-runbook cycle: self → self" in text and "sub-runbook cycle: ping → pong → ping" in text, text
     for name, cycle in (("self", "self -> self"), ("ping", "ping -> pong -> ping")):
         res = project.run("run", name, "--json")
         assert res.code == 2, res
