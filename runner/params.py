@@ -23,7 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from runner.errors import ParamsError
 
-__all__ = ["ParamSpec", "Params", "Regex", "Secret", "build_params_model", "parse_cli_params", "spec_from_model"]
+__all__ = ["ParamSpec", "Params", "Regex", "Secret", "SecretAllow", "build_params_model", "parse_cli_params", "spec_from_model"]
 
 ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
 _PY_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
@@ -58,6 +58,23 @@ Secret = Annotated[
 """Type of a secret param in a Python :class:`Params` class."""
 
 
+class SecretAllow:
+    """The references callers may choose for a Python secret param: ``Annotated[Secret, SecretAllow("env:DB_*")]``.
+
+    The same list as ``allow:`` in YAML (see :mod:`runner.secretrefs`); exported as ``x-allow`` in the schema.
+    """
+
+    def __init__(self, *patterns: str) -> None:
+        from runner.secretrefs import check_allow_pattern
+
+        self.patterns = [check_allow_pattern(p) for p in patterns]
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        schema = handler(core_schema)
+        schema["x-allow"] = list(self.patterns)
+        return schema
+
+
 class Params(BaseModel):
     """Base class of a Python runbook's typed params. Unknown params are errors."""
 
@@ -81,11 +98,27 @@ class ParamSpec(BaseModel):
     max_length: int | None = None
     items: ParamType | None = None
     secret: bool = False
+    allow: list[str] | None = Field(
+        default=None,
+        description="secret params: the references callers may choose ('env:DB_*', 'file:/etc/app/secrets/*'); "
+        "without it, only the default (or the operator's RUNBOOK_SECRET_ALLOW)",
+    )
 
     @model_validator(mode="after")
     def _secret_default_is_a_reference(self) -> ParamSpec:
         if self.secret and self.default is not None:
             _secret_ref(self.default if isinstance(self.default, str) else repr(self.default))
+        return self
+
+    @model_validator(mode="after")
+    def _allow_is_for_secrets(self) -> ParamSpec:
+        from runner.secretrefs import check_allow_pattern
+
+        if self.allow is not None:
+            if not self.secret:
+                raise ValueError("'allow' lists the references a secret param may take: it needs 'secret: true'")
+            for pattern in self.allow:
+                check_allow_pattern(pattern)
         return self
 
     @model_validator(mode="after")
@@ -105,7 +138,7 @@ class ParamSpec(BaseModel):
 
 def _annotation(spec: ParamSpec) -> Any:
     if spec.secret:
-        return Secret
+        return Annotated[Secret, SecretAllow(*spec.allow)] if spec.allow is not None else Secret
     if spec.enum:
         return Literal[tuple(spec.enum)]
     base = _PY_TYPES[spec.type]
@@ -149,6 +182,8 @@ def spec_from_model(model: type[BaseModel]) -> dict[str, ParamSpec]:
         data: dict[str, Any] = {}
         if prop.get("x-secret"):
             data["secret"] = True
+            if isinstance(prop.get("x-allow"), list):
+                data["allow"] = prop["x-allow"]
         elif "enum" in prop or "const" in prop:
             data["enum"] = prop.get("enum", [prop.get("const")])
             kinds = {type(v) for v in data["enum"]}

@@ -6,21 +6,32 @@ to the run's :class:`Redactor`, which replaces it (by literal match, regex
 metacharacters included, and in the forms quoting gives it: JSON-escaped,
 ``repr()``, URL-encoded, shell-quoted) in every output, event, error and log
 line before anything is stored or printed.
+
+Whatever a template derives from a secret is a secret too: while a template renders, the resolver records which
+secrets it read, and :mod:`runner.derived` renders it again with stand-ins to find (and add to the redactor)
+the spans of the result that came from them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from runner.errors import SecretError
 from runner.registry import SecretProviderRegistry
 
-__all__ = ["MASK", "Redactor", "SecretResolver", "SecretsView"]
+__all__ = ["MASK", "Redactor", "SecretResolver", "SecretsUnavailable", "SecretsView", "resolve_at_start"]
 
 MASK = "***"
 _MIN_LEN = 3  # shorter values would shred ordinary text; secrets that short are refused
+
+READS: ContextVar[list[tuple[SecretResolver, str]] | None] = ContextVar("runbook_secret_reads", default=None)
+"""While set (by :func:`runner.derived.render_tracked`), every secret value resolved is appended to it."""
+STANDINS: ContextVar[Callable[[str], str] | None] = ContextVar("runbook_secret_standins", default=None)
+"""While set, the resolver answers with ``STANDINS(value)`` instead of the value (a second, shadow rendering)."""
 
 
 class Redactor:
@@ -28,6 +39,7 @@ class Redactor:
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: list[str] = []
+        self._lock = threading.Lock()
         for v in values:
             self.add(v)
 
@@ -41,10 +53,11 @@ class Redactor:
             repr(value)[1:-1], quote(value, safe=""), quote_plus(value),  # Python messages, URLs and form bodies
             value.replace("'", "'\"'\"'"),  # inside a shell single-quoted word (shlex.quote, remote command lines)
         }  # fmt: skip
-        for form in forms:
-            if len(form) >= _MIN_LEN and form not in self._values:
-                self._values.append(form)
-        self._values.sort(key=len, reverse=True)  # longest first: a value containing another is fully masked
+        with self._lock:
+            new = [f for f in forms if len(f) >= _MIN_LEN and f not in self._values]
+            if new:
+                # a new list, swapped in whole: another thread masking meanwhile keeps a consistent (older) list
+                self._values = sorted([*self._values, *new], key=len, reverse=True)  # longest first
 
     def __bool__(self) -> bool:
         return bool(self._values)
@@ -84,16 +97,32 @@ class SecretResolver:
         """Environment variables read through ``env:`` references (a server removes its own from what steps inherit)."""
 
     def resolve(self, ref: str, *, name: str = "secret") -> str:
-        """The value behind ``ref``; raises :class:`SecretError` naming the reference, never the value."""
-        if ref in self._cache:
-            return self._cache[ref]
+        """The value behind ``ref``; raises :class:`SecretError` naming the reference, never the value.
+
+        During a shadow rendering (:data:`STANDINS` set) the answer is the value's stand-in.
+        """
+        value = self._cache.get(ref)
+        if value is None:
+            value = self._resolve(ref, name)
+        reads = READS.get()
+        if reads is not None:
+            reads.append((self, value))
+        standin = STANDINS.get()
+        return standin(value) if standin is not None else value
+
+    def _resolve(self, ref: str, name: str) -> str:
         scheme, sep, rest = ref.partition(":")
         if not sep or scheme not in self.providers:
             # Not echoed: a string without a known scheme is likely a secret value given by mistake.
             known = ", ".join(f"{s}:" for s in self.providers.names())
             raise SecretError(f"{name}: the reference does not start with a known scheme ({known}); "
                               "secrets are given by reference, never by value")  # fmt: skip
-        value = self.providers.get(scheme)(rest)
+        try:
+            value = self.providers.get(scheme)(rest)
+        except SecretError:
+            raise
+        except Exception as exc:  # a provider's bug or an unexpected error: still a clear secret error, never an internal one
+            raise SecretError(f"{name}: provider '{scheme}' failed for '{ref}': {type(exc).__name__}") from None
         if scheme == "env":
             self.env_names.add(rest)
         if not isinstance(value, str):
@@ -132,3 +161,40 @@ class SecretsView(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<secrets {', '.join(self._refs)}>"
+
+
+class SecretsUnavailable(SecretError):
+    """A run's secrets could not all be resolved when it started: the run fails with this reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        self.reason = "cannot resolve the run's secrets: " + "; ".join(problems)
+        super().__init__(self.reason, hint="fix the reference or what it names, then start a new run")
+
+    def run_columns(self, state: Any) -> dict[str, Any]:
+        """The run row of a run in ``state`` that failed for this reason at start (``failed`` frees its lock)."""
+        import time
+
+        from runner.store.transitions import RunEvent, run_after
+
+        return {"state": run_after(run_after(state, RunEvent.DRIVE), RunEvent.FAIL), "reason": self.reason, "finished_at": time.time()}
+
+
+def resolve_at_start(secrets: Mapping[str, str], params: Mapping[str, Any], specs: Mapping[str, Any],
+                     values: Mapping[str, Any]) -> None:  # fmt: skip
+    """Resolve every declared secret (``secrets``) and every secret param with a value, so each is masked from
+    the first step on; raise :class:`SecretsUnavailable` listing every one that cannot be resolved."""
+    problems = []
+    for name in secrets:
+        try:
+            secrets[name]
+        except SecretError as exc:
+            problems.append(str(exc))
+    for name, spec in specs.items():
+        if spec.secret and values.get(name) is not None:
+            try:
+                params[name]
+            except SecretError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise SecretsUnavailable(problems)

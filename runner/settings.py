@@ -54,11 +54,22 @@ class Settings:
     actor: str = field(default_factory=default_actor)
     project_dir: Path = field(default_factory=find_project_dir)
     extra: dict[str, Any] = field(default_factory=dict)
+    secret_allow: list[str] | None = None
+    """The operator's default allow-list for secret params that declare no ``allow:`` (``RUNBOOK_SECRET_ALLOW``)."""
 
     def __post_init__(self) -> None:
         self.store_url = self.store_url or os.environ.get("RUNBOOK_STORE") or None
         self.inventory = self.inventory or os.environ.get("RUNBOOK_INVENTORY") or None
         self.known_hosts = self.known_hosts or os.environ.get("RUNBOOK_KNOWN_HOSTS") or None
+        if self.secret_allow is None:
+            from runner.secretrefs import ENV_SECRET_ALLOW, parse_allow_env
+
+            try:
+                self.secret_allow = parse_allow_env(os.environ.get(ENV_SECRET_ALLOW))
+            except ValueError as exc:
+                from runner.errors import ConfigError
+
+                raise ConfigError(f"{ENV_SECRET_ALLOW}: {exc}") from None
 
     @property
     def state_dir(self) -> Path:

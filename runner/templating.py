@@ -131,8 +131,11 @@ class Renderer:
         from jinja2 import Undefined
         from jinja2.exceptions import SecurityError
 
+        from runner.derived import render_tracked
+
         try:
-            value = self._compile(text)(context)
+            fn = self._compile(text)
+            value = render_tracked(lambda: fn(context))  # what it derives from a secret is masked like the secret
             if isinstance(value, Undefined):
                 str(value)  # StrictUndefined raises UndefinedError naming what is missing
             return value

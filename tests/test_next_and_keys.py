@@ -30,7 +30,7 @@ NOTE = """
     params:
       note: string
       count: {type: integer, default: 1}
-      token: {secret: true}
+      token: {secret: true, allow: ["env:TOKEN_*"]}
     steps:
       - {id: s1, shell: [echo, "{{ params.note }}"]}
 """
@@ -38,6 +38,7 @@ NOTE = """
 
 def test_a_reused_key_with_other_params_is_refused_naming_the_params_but_no_values(project: Project) -> None:
     project.write("note.yaml", NOTE)
+    project.env.update(TOKEN_ONE="token-one-value", TOKEN_TWO="token-two-value")  # resolved when a run starts
     first = project.run("run", "note", "-p", "note=x", "-p", "token=env:TOKEN_ONE", "--idempotency-key", "k1", "--json")
     assert first.code == 0, first
     run_id = first.json()["run_id"]
@@ -58,7 +59,8 @@ def test_a_reused_key_with_other_params_is_refused_naming_the_params_but_no_valu
 def test_a_reused_key_for_another_runbook_is_refused_naming_both(project: Project) -> None:
     project.write("note.yaml", NOTE)
     project.write("edit.yaml", "name: edit\nsteps:\n  - {id: a, shell: [echo, a]}\n")
-    first = project.run("run", "note", "-p", "note=x", "-p", "token=env:T", "--idempotency-key", "k1", "--json")
+    project.env.update(TOKEN_ONE="token-one-value")
+    first = project.run("run", "note", "-p", "note=x", "-p", "token=env:TOKEN_ONE", "--idempotency-key", "k1", "--json")
     assert first.code == 0, first
     other = project.run("run", "edit", "--idempotency-key", "k1", "--json")
     assert other.code == 2, other

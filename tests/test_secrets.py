@@ -88,7 +88,8 @@ def make_case(mode: str, secret: str, tmp_path: Path) -> Case:
 
 def runbooks(case: Case, echo_url: str) -> dict[str, str]:
     """Three runbooks, each ending in a different way of leaking the secret."""
-    params = "params:\n  token: {type: string, secret: true, description: API token}\n" if case.mode.startswith("param") else ""
+    allow = json.dumps([case.args[1].partition("=")[2]]) if case.args else "[]"
+    params = f"params:\n  token: {{type: string, secret: true, description: API token, allow: {allow}}}\n" if case.args else ""
     head = f"{params}{case.declared}"
     e = "{{ " + case.expr + " }}"
     main = f"""name: main
@@ -234,8 +235,7 @@ def test_secrets_shorter_than_three_characters_are_refused(project: Any, value: 
     )
     result = project.run("run", "s", "--json", env={"RB_SHORT": value})
     assert result.code == 1, result
-    step = result.json()["steps"][0]
-    assert "shorter than 3 characters; refusing to use it" in step["reason"]
+    assert "shorter than 3 characters; refusing to use it" in result.json()["reason"], "the run fails at start, naming why"
 
 
 def test_redactor_masks_every_form_longest_first() -> None:

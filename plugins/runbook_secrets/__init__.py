@@ -1,17 +1,25 @@
 """Built-in secret providers: ``env:NAME`` and ``file:PATH``.
 
-``file:`` reads the whole file and strips one trailing newline (as written by
-``echo`` or most secret managers' file mounts).
+``file:`` reads a regular file of at most :data:`MAX_FILE_BYTES` holding UTF-8 text and strips one trailing
+newline (as written by ``echo`` or most secret managers' file mounts). Anything else is refused with a clear
+error before more than the cap is read: a directory, a FIFO or a device (opened non-blocking, so a FIFO with no
+writer never blocks), a file over the cap, binary content. Which references a caller may choose is decided
+before the run is created (:mod:`runner.secretrefs`); this provider only reads safely what it is given.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from runner.errors import SecretError
 from runner.plugin import hookimpl
 from runner.registry import SecretProviderRegistry
+
+__all__ = ["MAX_FILE_BYTES", "from_env", "from_file"]
+
+MAX_FILE_BYTES = 1024 * 1024
 
 
 def from_env(name: str) -> str:
@@ -23,13 +31,53 @@ def from_env(name: str) -> str:
 
 
 def from_file(path: str) -> str:
-    """Content of file ``path`` without one trailing newline."""
-    p = Path(path).expanduser()
+    """Content of the regular file ``path`` (UTF-8, at most :data:`MAX_FILE_BYTES`) without one trailing newline."""
+    where = f"secret reference 'file:{path}'"
+    data = _read_regular(str(Path(path).expanduser()), where)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SecretError(f"secret reference 'file:{path}': cannot read the file ({exc.strerror})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SecretError(f"{where}: the file is not UTF-8 text (byte {exc.start}); binary secrets are refused: "
+                          "store them base64-encoded") from None  # fmt: skip
+    if "\0" in text:
+        raise SecretError(f"{where}: the file holds a NUL byte; binary secrets are refused: store them base64-encoded")
     return text[:-1] if text.endswith("\n") else text
+
+
+def _read_regular(path: str, where: str) -> bytes:
+    """At most :data:`MAX_FILE_BYTES` of a regular file, read from the descriptor that was checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise SecretError(f"{where}: cannot open the file ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SecretError(f"{where}: not a regular file ({_kind(info.st_mode)}); a secret file must be a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise SecretError(f"{where}: the file has {info.st_size} bytes, more than the {MAX_FILE_BYTES}-byte limit for a secret")
+        chunks, total = [], 0
+        while total <= MAX_FILE_BYTES:  # the file may grow after fstat: the cap holds while reading
+            chunk = os.read(fd, min(65536, MAX_FILE_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > MAX_FILE_BYTES:
+            raise SecretError(f"{where}: the file holds more than the {MAX_FILE_BYTES}-byte limit for a secret")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise SecretError(f"{where}: cannot read the file ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 @hookimpl

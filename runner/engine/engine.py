@@ -18,8 +18,9 @@ from runner.engine.execution import DriveOptions, Execution
 from runner.engine.holder import current_holder, is_alive
 from runner.engine.inspect import view_of
 from runner.engine.runtime import new_run_id
-from runner.errors import LeaseHeld, LockHeld, ParamsError, RunNotFound, UsageError, ValidationError
+from runner.errors import LeaseHeld, LockHeld, RunNotFound, UsageError, ValidationError
 from runner.params import validate_params
+from runner.secretrefs import check_secret_refs
 from runner.store.progress import RunOptions
 from runner.store.records import ACTIVE_STATES, TERMINAL_STATES, NewRun, RunRecord, RunState
 
@@ -144,7 +145,7 @@ class Engine:
             refuse_static_cycle(self.catalog, name)
         validated = validate_params(name, rb.params_model, params)
         stored = validated.model_dump(mode="json")
-        _refuse_unknown_secret_schemes(name, rb.spec.params, stored, self.host.secret_providers.names())
+        check_secret_refs(name, rb.spec.params, stored, self.host.secret_providers.names(), self.settings.secret_allow or ())
         actor = started_by or self.settings.actor
         who = principal or (Principal.agent(actor) if agent else self.principal)
         if who.is_agent:
@@ -347,11 +348,3 @@ def _refuse_another_request(key: str, run: RunRecord, runbook: str, params: dict
         differs = f"started with other values for param(s) {', '.join(names)}"
     raise UsageError(f"idempotency key '{key}' belongs to run {run.id} {differs}",
                      hint=f"repeat the original request to get run {run.id}, or use another key to start a new run")  # fmt: skip
-
-
-def _refuse_unknown_secret_schemes(runbook: str, specs: dict[str, Any], values: dict[str, Any], schemes: list[str]) -> None:
-    """Refuse, before anything is stored, a secret param whose scheme no provider knows: it is likely the value itself."""
-    bad = [k for k, spec in specs.items() if spec.secret and isinstance(values.get(k), str) and values[k].partition(":")[0] not in schemes]
-    if bad:
-        known = ", ".join(f"{s}:" for s in schemes)
-        raise ParamsError(runbook, [f"{k}: expected a reference with a known scheme ({known}), never the value itself" for k in bad])

@@ -22,7 +22,7 @@ from runner.engine.runtime import Heartbeat, ParamValues, Resources
 from runner.engine.services import StepServices
 from runner.engine.steprunner import Unit
 from runner.errors import CancelRequested, Interrupted, LeaseLost, RunControl, StoreError
-from runner.secrets import Redactor, SecretResolver, SecretsView
+from runner.secrets import Redactor, SecretResolver, SecretsUnavailable, SecretsView
 from runner.store.records import Flags, NewEvent, RunRecord, StepRecord
 
 if TYPE_CHECKING:
@@ -134,6 +134,8 @@ class Execution:
                     raise
                 except Exception as exc:  # a bug or an unexpected error: the run fails, clearly, never stays "running"
                     loop.finish_broken(self, exc)
+        except SecretsUnavailable as exc:  # a secret cannot be resolved at start: the run fails, its lock is freed
+            self.journal.commit([NewEvent("run.failed", data={"reason": exc.reason})], exc.run_columns(self.run.state))
         except CancelRequested as exc:
             loop.finish_cancelled(self, exc.reason)
         except Interrupted as exc:

@@ -6,7 +6,6 @@ Everything here is computed before the drive's first write (:func:`prepare` retu
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,8 +13,9 @@ from runner.engine.decisions import apply_decision, apply_retry, check_decision,
 from runner.engine.edits import reconcile_edits
 from runner.engine.fanout import target_record, target_unit
 from runner.engine.steprunner import Unit
-from runner.errors import SecretError, UsageError
+from runner.errors import UsageError
 from runner.params import validate_params
+from runner.secrets import resolve_at_start
 from runner.store.progress import Phase, Recovery
 from runner.store.records import DONE_STEP_STATES, IN_FLIGHT_STEP_STATES, NewEvent, RunState, StepRecord, StepState
 from runner.store.transitions import RunEvent, StepEvent, run_after
@@ -76,16 +76,9 @@ def _resolve_secrets(exe: Execution) -> None:
     """Resolve every declared secret and secret param now, so each is masked from the first step on.
 
     (Lazily, a step that prints the environment before the first template uses a secret would show it.)
+    One that cannot be resolved fails the run (:class:`~runner.secrets.SecretsUnavailable`).
     """
-    # Best effort: a secret that cannot be resolved has no value to leak; a step that uses it fails with
-    # the clear error when its template is rendered.
-    for name in exe.spec.secrets:
-        with contextlib.suppress(SecretError):
-            exe.secrets_view[name]
-    for name, spec in exe.spec.params.items():
-        if spec.secret and exe.run.params.get(name) is not None:
-            with contextlib.suppress(SecretError):
-                exe.param_values[name]
+    resolve_at_start(exe.secrets_view, exe.param_values, exe.spec.params, exe.run.params)
 
 
 # ---------------------------------------------------------------------- recovery

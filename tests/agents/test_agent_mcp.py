@@ -117,7 +117,7 @@ def test_results_have_the_cli_json_shapes(project: Project, mcp_server: MCPServe
     got: dict[str, Any] = {}
 
     async def scenario() -> None:
-        async with mcp_server.connect() as agent:
+        async with mcp_server.connect(env={"TOKEN": "a-token-value"}) as agent:
             started = await agent.call("run_restart-service", {"host": "web1", "service": "nginx"})
             rid = started.data["run_id"]
             got["started"] = started
