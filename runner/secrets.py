@@ -23,7 +23,7 @@ from typing import Any
 from runner.errors import SecretError
 from runner.registry import SecretProviderRegistry
 
-__all__ = ["MASK", "Redactor", "SecretResolver", "SecretsUnavailable", "SecretsView", "resolve_at_start"]
+__all__ = ["MASK", "Redactor", "SecretResolver", "SecretsUnavailable", "SecretsView", "refuse_secret_in_argv", "resolve_at_start"]
 
 MASK = "***"
 _MIN_LEN = 3  # shorter values would shred ordinary text; secrets that short are refused
@@ -198,3 +198,13 @@ def resolve_at_start(secrets: Mapping[str, str], params: Mapping[str, Any], spec
                 problems.append(str(exc))
     if problems:
         raise SecretsUnavailable(problems)
+
+
+def refuse_secret_in_argv(argv: Iterable[Any], redactor: Redactor, what: str) -> None:
+    """Raise :class:`~runner.errors.StepFailed` if an argument of a command line holds a secret (or what a
+    template derived from one): every user of the host reads command lines (``ps``, ``/proc/*/cmdline``)."""
+    from runner.errors import StepFailed
+
+    if redactor and any(redactor.text(str(a)) != str(a) for a in argv):
+        raise StepFailed(f"{what}: the command line carries a secret; refusing to run it (command lines are visible to "
+                         "every user of the host in `ps`)", hint="pass the secret in `env:` (or `stdin:`) and use $NAME")  # fmt: skip

@@ -183,7 +183,7 @@ def test_a_secret_printed_before_its_first_use_is_masked(project: Project) -> No
         secrets: {tok: env:RB_TOKEN}
         steps:
           - {id: leak, shell: {script: 'printf "%0510d" 0; echo " token is $RB_TOKEN"'}}
-          - {id: use, shell: [echo, "{{ secrets.tok }}"]}
+          - {id: use, shell: {script: 'echo "$T"', env: {T: "{{ secrets.tok }}"}}}
     """,
     )
     secret = "s3cr3t-value-XYZ-123456"

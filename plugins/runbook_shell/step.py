@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from runner.errors import CommandTimeout, StepFailed
 from runner.leftovers import RUN_ENV, STEP_ENV
+from runner.secrets import refuse_secret_in_argv
 from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
@@ -364,6 +365,7 @@ class ShellStep(StepType):
         """Run the command and report exit code and output."""
         env = self._env(config, ctx)
         argv = config.command if config.command is not None else ["sh", "-ec", config.script or ""]
+        refuse_secret_in_argv(argv, ctx.redactor, f"step '{ctx.step_id}'")
         result = run_process(
             argv, env=env, cwd=config.cwd, stdin=config.stdin, timeout=ctx.remaining(), max_output=config.max_output,
             kill_grace=config.kill_grace, ctx=ctx,

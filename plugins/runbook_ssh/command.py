@@ -7,6 +7,12 @@ reports the shell's PID on stderr (stripped again from the captured output): ssh
 makes that shell a process-group leader, so a timeout or a cancellation can stop
 the command and its children rather than leave them running after the channel
 closes. The command is not exec'ed, so shell built-ins (``command -v``) work too.
+
+Environment values never appear on the line (the remote ``ps`` shows a shell's ``-c`` argument, and sudo's
+argv, to every user of the host): the line reads them from the first lines of its standard input
+(:func:`env_stdin`, octal-escaped, one per line) with the shell's ``read`` and ``printf`` built-ins, exports
+them, and leaves the rest of standard input to the command. Under ``sudo`` the reading happens in the shell
+that sudo starts, so the values pass through sudo on a pipe, not in its argv.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["ENV_NAME", "Capture", "PidFilter", "build_command", "kill_command"]
+__all__ = ["ENV_NAME", "Capture", "PidFilter", "build_command", "env_stdin", "kill_command"]
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MARK = b"\x1erunbook-pid:"
@@ -25,29 +31,41 @@ _SCAN_LIMIT = 4096  # the marker is printed first; give up looking for it after 
 
 def build_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
                   sudo: bool = False, report_pid: bool = True) -> str:  # fmt: skip
-    """The remote shell line for ``argv``; every argument, env value and the directory are quoted.
+    """The remote shell line for ``argv``; every argument and the directory are quoted.
 
-    ``sudo`` runs ``sudo -n -- argv`` (never prompts); environment variables then pass through
-    ``env VAR=value`` after sudo, because sudo resets the environment it is given.
+    ``env`` contributes only its *names*: the line reads the values from standard input, which must start with
+    :func:`env_stdin` of the same mapping. ``sudo`` runs ``sudo -n -- argv`` (never prompts); with ``env``,
+    ``sudo -n -- sh -c '<read and export>; exec "$@"' sh argv``, because sudo resets the environment it is given.
     """
     if not argv:
         raise ValueError("command needs at least the program to run")
-    env = dict(env or {})
-    bad = [k for k in env if not ENV_NAME.match(k)]
+    names = list(env or {})
+    bad = [k for k in names if not ENV_NAME.match(k)]
     if bad:
         raise ValueError(f"invalid environment variable name(s): {', '.join(map(repr, bad))}")
-    assignments = [f"{k}={shlex.quote(str(v))}" for k, v in env.items()]
-    words = [shlex.quote(str(a)) for a in argv]
-    # sudo resets the environment, so variables travel after it through `env`.
-    with_env = ["env", *assignments] if assignments else []
-    command = ["sudo", "-n", "--", *with_env, *words] if sudo else [*assignments, *words]
+    words = " ".join(shlex.quote(str(a)) for a in argv)
+    reading = "".join(f"IFS= read -r __rb && __rb=$(printf '%bx' \"$__rb\") && {k}=${{__rb%x}} && export {k} && " for k in names)
+    if reading:
+        reading += "unset __rb && "
+    if sudo and reading:  # sudoers must let the user run sh (before: env; either can run anything)
+        inner = shlex.quote(reading + 'exec "$@"')
+        command = f"sudo -n -- sh -c {inner} sh {words}"
+    elif sudo:
+        command = f"sudo -n -- {words}"
+    else:
+        command = f"{reading}{words}"
     parts = []
     if report_pid:
         parts.append("printf '\\036runbook-pid:%s\\036\\n' \"$$\" >&2;")
     if cwd is not None:
         parts.append(f"cd -- {shlex.quote(cwd)} &&")
-    parts.append(" ".join(command))
+    parts.append(command)
     return " ".join(parts)
+
+
+def env_stdin(env: Mapping[str, str] | None) -> str:
+    """What the line of :func:`build_command` reads first from standard input: each value, octal-escaped, one a line."""
+    return "".join("".join(f"\\0{b:03o}" for b in str(v).encode()) + "\n" for v in (env or {}).values())
 
 
 def kill_command(pid: int, *, sudo: bool = False, grace: float = 2.0) -> str:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from runbook_ssh.command import ENV_NAME, build_command
+from runbook_ssh.command import ENV_NAME, build_command, env_stdin
 from runner.durations import Duration
+from runner.secrets import refuse_secret_in_argv
 from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
@@ -87,10 +88,12 @@ class SSHStep(StepType):
         from runbook_ssh.remote import run_remote
 
         ep = resolve_endpoint(config, ctx)
+        refuse_secret_in_argv([*config.command, config.cwd or ""], ctx.redactor, f"step '{ctx.step_id}'")
         line = build_command(config.command, env=config.env, cwd=config.cwd, sudo=bool(config.sudo))
+        stdin = env_stdin(config.env) + (config.stdin or "")  # env values travel on stdin, never on the command line
         conn: Connection = ctx.services.resource(ep.pool_key, lambda: Connection(ep))
         what = f"step '{ctx.step_id}': {ep.user}@{ep.label}: {shlex.join(config.command)}"
-        result = run_remote(conn, line, stdin=config.stdin, timeout=ctx.remaining(), connect_timeout=float(config.connect_timeout),
+        result = run_remote(conn, line, stdin=stdin, timeout=ctx.remaining(), connect_timeout=float(config.connect_timeout),
                             max_output=int(config.max_output), ctx=ctx, what=what, sudo=bool(config.sudo))  # fmt: skip
         detail = f"exit {result.exit_code} on {ep.label}" if result.exit_code >= 0 else f"no exit status from {ep.label} (killed?)"
         return ActionResult(exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, truncated=result.truncated,

@@ -27,7 +27,7 @@ from harness.servers import SSHServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from runbook_ssh.command import Capture, PidFilter, build_command, kill_command
+from runbook_ssh.command import Capture, PidFilter, build_command, env_stdin, kill_command
 from runbook_ssh.step import SSHConfig, SSHStep
 
 from runner.context import Context
@@ -139,11 +139,22 @@ def test_sudo_env_and_cwd_forms() -> None:
     line = build_command(["systemctl", "restart", "a b"], sudo=True, report_pid=False)
     assert shlex.split(line) == ["sudo", "-n", "--", "systemctl", "restart", "a b"]
     line = build_command(["run"], sudo=True, env={"A": "x y"}, report_pid=False)
-    assert shlex.split(line) == ["sudo", "-n", "--", "env", "A=x y", "run"]
+    assert shlex.split(line)[:4] == ["sudo", "-n", "--", "sh"] and "x y" not in line, "values are read from stdin"
     line = build_command(["ls"], env={"A": "$(x)"}, cwd="/srv/my app", report_pid=False)
-    assert line == "cd -- '/srv/my app' && A='$(x)' ls"
+    assert line.startswith("cd -- '/srv/my app' && IFS= read -r __rb") and line.endswith("export A && unset __rb && ls")
+    assert "$(x)" not in line
     with pytest.raises(ValueError, match="invalid environment variable"):
         build_command(["ls"], env={"A;rm": "x"})
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_env_values_travel_on_stdin_and_arrive_exactly(shell: str) -> None:
+    """Any value (quotes, newlines, a trailing newline, unicode, $(...)) arrives exactly; the rest of stdin follows."""
+    env = {"A": "p&ss w'o\"rd\nline2 \u00e9 $(id) `x` \\n end\n\n", "B": "second"}
+    line = build_command(["sh", "-c", 'printf "[%s]" "$A" "$B"; cat'], env=env, report_pid=False)
+    assert all(v not in line for v in env.values())
+    out = subprocess.run([shell, "-c", line], input=(env_stdin(env) + "the stdin\n").encode(), capture_output=True, check=True)
+    assert out.stdout.decode() == f"[{env['A']}][second]the stdin\n"
 
 
 def test_pid_marker_is_reported_and_stripped() -> None:
@@ -449,10 +460,10 @@ def test_command_timeout_in_process(sshd: SSHServer) -> None:
 
 @pytest.fixture
 def sudo_rule(sshd: SSHServer) -> Iterator[None]:
-    """Let the test user run ``id`` and ``env`` as root without a password (removed afterwards)."""
+    """Let the test user run ``id`` and ``sh`` (``env:`` values are read by sh) as root without a password (removed afterwards)."""
     require(shutil.which("sudo") is not None, "sudo")
     rule = Path("/etc/sudoers.d/runbook-test-" + uuid.uuid4().hex[:8])
-    rule.write_text(f"{sshd.user} ALL=(root) NOPASSWD: /usr/bin/id, /usr/bin/env, /usr/bin/kill\n", encoding="utf-8")
+    rule.write_text(f"{sshd.user} ALL=(root) NOPASSWD: /usr/bin/id, /usr/bin/sh, /bin/sh, /usr/bin/kill\n", encoding="utf-8")
     rule.chmod(0o440)
     try:
         yield
