@@ -71,8 +71,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_server(app: Any, level: str, on_signal: Callable[[int], None]) -> Any:
+def _uvicorn_server(app: Any, level: str, on_signal: Callable[[int], None], limits: Any) -> Any:
     import uvicorn
+
+    from runbook_server.connguard import guarded_protocol, raise_open_files_limit
 
     class Server(uvicorn.Server):
         """uvicorn's server; SIGINT/SIGTERM also stop the worker pool, and are not re-raised at exit."""
@@ -86,7 +88,9 @@ def _uvicorn_server(app: Any, level: str, on_signal: Callable[[int], None]) -> A
             with _on_signals(handle):
                 yield
 
-    config = uvicorn.Config(app, log_level=level.lower(), access_log=level.lower() == "debug", lifespan="off",
+    raise_open_files_limit(limits.max_connections + 1024)  # room for the connections, the journal and the steps
+    http = guarded_protocol(float(limits.header_timeout), float(limits.body_timeout), limits.max_connections)
+    config = uvicorn.Config(app, log_level=level.lower(), access_log=level.lower() == "debug", lifespan="off", http=http,
                             timeout_graceful_shutdown=10, server_header=False, proxy_headers=False)  # fmt: skip
     return Server(config)
 
@@ -125,7 +129,7 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     srv.scheduler = _scheduler(srv)
     app = create_app(srv)
     sock = _bind(*address)
-    server = _uvicorn_server(app, log_level, lambda _sig: _stop(srv))
+    server = _uvicorn_server(app, log_level, lambda _sig: _stop(srv), config.limits)
     _logging(log_level)
     install_log_redaction(srv.redactor)
     bound = sock.getsockname()

@@ -134,6 +134,10 @@ class Limits(_Model):
     max_wait: Duration = Field(default=300.0, description="upper bound of `wait` in POST /v1/runs and /resume")
     max_waiters: int = Field(default=32, ge=1, le=10000, description="requests waiting at once (`wait`); more get 429")
     max_streams: int = Field(default=64, ge=1, le=10000, description="open event streams at once; more get 429")
+    header_timeout: Duration = Field(default=10.0, description="a request's headers must arrive within this after it begins; "
+                                     "else the connection is closed")  # fmt: skip
+    body_timeout: Duration = Field(default=30.0, description="a request's body must arrive within this after its headers")
+    max_connections: int = Field(default=4096, ge=16, le=100000, description="open connections at once; more are closed at once")
 
 
 class ConsoleSpec(_Model):

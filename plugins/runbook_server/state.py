@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -180,12 +179,16 @@ def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Cat
 
 
 def _forget_environment(resolver: SecretResolver) -> None:
-    """Remove the variables the configuration's ``env:`` references read, so no step's process inherits them.
+    """Remove the variables the configuration's ``env:`` references read, so no step's process inherits them
+    nor reads them in ``/proc/<server pid>/environ`` (:mod:`runbook_server.scrub`).
 
     The values stay known to the redactor (every run of the server masks them); they are needed only once.
     """
-    for name in sorted(resolver.env_names):
-        os.environ.pop(name, None)
+    from runbook_server.scrub import forget_environment
+
+    left = forget_environment(resolver.env_names)
+    if left:
+        logging.getLogger("runbook.server").warning("could not scrub %s from this process's original environment", ", ".join(left))
 
 
 def _sources(host: PluginHost, config: ServerConfig, resolver: SecretResolver) -> dict[str, EnabledSource]:
