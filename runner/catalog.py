@@ -205,10 +205,10 @@ class Catalog:
 def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
-        if path.is_file():
-            out.append(path)
-        elif path.is_dir():
+        if path.is_dir():
             out.extend(_walk(path))
+        elif path.exists():  # a file, or a FIFO or device that loading refuses by name
+            out.append(path)
         elif path != Path("runbooks"):  # the default directory may simply not exist yet
             problems.append(Problem("runbook path does not exist", file=str(path)))
     seen: set[Path] = set()
@@ -242,11 +242,9 @@ _NAME_CALL = re.compile(rb"""\bRunbook\(\s*(?:name\s*=\s*)?["']([a-z0-9][a-z0-9.
 
 def declared_names(path: Path) -> list[str]:
     """The runbook name(s) a file declares, read from its text (for a file that does not load)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(256 * 1024)
-    except OSError:
-        return []
+    from runner.safeio import read_head
+
+    head = read_head(path, 256 * 1024)  # never blocks on a FIFO, never reads a device
     pattern = _NAME_CALL if path.suffix == ".py" else _NAME_LINE
     return list(dict.fromkeys(m.decode() for m in pattern.findall(head)))
 
@@ -272,14 +270,13 @@ def load_file(path: Path, registry: StepTypeRegistry, *, search: Sequence[str | 
 def _load_yaml(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]] = (),
                use_cache: bool = True) -> LoadedRunbook:  # fmt: skip
     from runner.compile_cache import default_cache
+    from runner.safeio import decode_input, read_input
     from runner.yamlsafe import check_size
 
     file = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValidationError([Problem(f"cannot read file: {exc.strerror}", file=file)]) from None
+    raw = read_input(path, what="runbook file")  # a regular file, read up to the cap (a symlink to /dev/zero is refused)
     check_size(raw, file)
+    decode_input(raw, file, what="runbook file")  # a binary or foreign file is named, never quoted
     cache = default_cache() if use_cache else None
     cached = cache.load(raw, file, registry) if cache is not None else None
     if cached is not None:
@@ -338,6 +335,9 @@ def import_runbook_module(path: Path) -> types.ModuleType:
         raise ValidationError(
             [Problem(f"another Python runbook file is named {path.name} ({existing.__file__}); rename one", file=str(path))]
         )
+    from runner.safeio import read_input
+
+    read_input(path, what="Python runbook file")  # a regular file within the cap, before the importer reads it
     if PY_MODULE_PREFIX not in sys.modules:
         parent = types.ModuleType(PY_MODULE_PREFIX)
         parent.__path__ = []

@@ -97,12 +97,10 @@ def load_inventory(path: str | None) -> Inventory:
     if not path:
         return Inventory()
     from runner.inventory_formats import parse_inventory
+    from runner.safeio import read_input_text
 
     file = Path(path).expanduser()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read inventory {file}: {exc.strerror}") from None
+    text = read_input_text(file, what="inventory", refuse=ConfigError)
     return parse_inventory(text, str(file))
 
 

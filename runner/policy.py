@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import re
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -176,10 +175,9 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy | None:
     if chosen is None:
         return None
     source = "--policy" if path is not None else ENV_VAR
-    try:
-        text = Path(chosen).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the agent policy file {chosen} (from {source}): {exc.strerror or exc}") from None
+    from runner.safeio import read_input_text
+
+    text = read_input_text(chosen, what=f"the agent policy file (from {source})", refuse=ConfigError)
     return parse_policy(text, chosen)
 
 

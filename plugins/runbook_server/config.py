@@ -233,11 +233,10 @@ def load_config(path: str | Path | None) -> ServerConfig:
 
     if path is None:
         return ServerConfig()
+    from runner.safeio import read_input
+
     file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the server config {file}: {exc.strerror}") from None
+    raw = read_input(file, what="the server config", refuse=ConfigError)
     located = load_yaml(raw, file)
     if not isinstance(located.data, dict):
         raise ValidationError([Problem("expected a mapping (listen, tokens, sources, routes, ...)", file=file, line=1)])
@@ -257,10 +256,9 @@ def load_tokens_file(path: str, relative_to: str) -> list[TokenSpec]:
     p = Path(path)
     if not p.is_absolute() and relative_to not in ("<defaults>", ""):
         p = Path(relative_to).parent / p
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the tokens file {p}: {exc.strerror}") from None
+    from runner.safeio import read_input
+
+    raw = read_input(p, what="the tokens file", refuse=ConfigError)
     located = load_yaml(raw, str(p))
     if not isinstance(located.data, list):
         raise ValidationError([Problem("expected a list of tokens ({name, sha256 | token, scopes})", file=str(p), line=1)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -162,9 +161,10 @@ def _load_params_file(path: str) -> dict[str, Any]:
     import json
 
     from runner.errors import Problem, ValidationError
+    from runner.safeio import read_input_text
     from runner.yamlsafe import load_yaml
 
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_input_text(path, what="params file")
     if path.endswith(".json"):
         try:
             data = json.loads(text)
