@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import sqlite3
@@ -277,7 +278,8 @@ class SQLiteStore(Store):
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a full disk or a damaged file can fail the rollback too: the first error counts
+                conn.execute("ROLLBACK")
             raise
         else:
             try:
@@ -741,3 +743,30 @@ class SQLiteStore(Store):
     ) -> list[NotificationRecord]:  # fmt: skip
         """See :meth:`Store.list_notifications`."""
         return self._outbox.list(self._conn(), run_id, states, limit, before)
+
+
+def _journal_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Translate a SQLite error in ``method`` into a :class:`StoreError` naming the journal file and what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(getattr(self, "path", "?"), exc)) from exc
+
+    return wrapper
+
+
+def _explain(path: str, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "full" in text:
+        return f"journal {path}: {text}: free space on its disk, then resume the run (its state is as last recorded)"
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return f"journal {path}: {text}: the file is damaged; restore it from a backup or move it aside to start a new journal"
+    return f"journal {path}: {text}"
+
+
+for _name, _attr in list(vars(SQLiteStore).items()):  # the store's whole surface: no raw sqlite3 error escapes it
+    if inspect.isfunction(_attr) and (_name == "__init__" or not _name.startswith("_")):
+        setattr(SQLiteStore, _name, _journal_errors(_attr))
