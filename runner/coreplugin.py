@@ -21,6 +21,21 @@ def runbook_execute_action(step_type: StepType, config: Any, ctx: Context) -> Ac
 
 @hookimpl
 def runbook_register_template_filters(registry: TemplateFilterRegistry) -> None:
-    """Filters every runbook may use: ``to_json``, ``from_json``."""
+    """Filters every runbook may use: ``to_json``, ``from_json``, ``b64encode``, ``b64decode``."""
     registry.add("to_json", lambda value: json.dumps(value, sort_keys=True, default=str))
     registry.add("from_json", json.loads)
+    registry.add("b64encode", _b64encode)
+    registry.add("b64decode", _b64decode)
+
+
+def _b64encode(value: Any) -> str:
+    import base64
+
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return base64.b64encode(data).decode("ascii")
+
+
+def _b64decode(value: Any) -> str:
+    import base64
+
+    return base64.b64decode(str(value), validate=True).decode("utf-8")

@@ -168,9 +168,10 @@ class ServerConfig(_Model):
     agent_policy: str | None = Field(
         default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)"
     )
-    notify: dict[str, Any] | None = Field(default=None, description="notifications: channels, rules, delivery (docs/notifications.md); "
-                                          "checked by runner.notify.config when the server starts")  # fmt: skip
-    console: ConsoleSpec = Field(default_factory=ConsoleSpec)
+    secret_allow: list[str] | None = Field(
+        default=None, description="references callers may choose for secret params that declare no `allow:` "
+        "(default: RUNBOOK_SECRET_ALLOW, else only each param's default)",
+    )  # fmt: skip
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 
@@ -181,6 +182,13 @@ class ServerConfig(_Model):
             if host != "*" and not re.fullmatch(r"(\*\.)?[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+", host):
                 raise ValueError(f"{host!r} is not a host name or address (no scheme, port or path)")
         return [h.lower().strip("[]").rstrip(".") for h in value]
+
+    @field_validator("secret_allow")
+    @classmethod
+    def _secret_allow(cls, value: list[str] | None) -> list[str] | None:
+        from runner.secretrefs import check_allow_pattern
+
+        return None if value is None else [check_allow_pattern(p) for p in value]
 
     @field_validator("allowed_origins")
     @classmethod

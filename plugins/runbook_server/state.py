@@ -166,6 +166,8 @@ def build_state(host: PluginHost, settings: Settings, store: Store, catalog: Cat
     from runner.authority import LivePolicy
     from runner.policy import ENV_VAR
 
+    if config.secret_allow is not None:  # the operator's default allow-list for every engine of this process
+        settings.secret_allow = list(config.secret_allow)
     chosen = config.agent_policy or os.environ.get(ENV_VAR) or None
     policy = LivePolicy(chosen) if chosen else None
     if policy is not None:
