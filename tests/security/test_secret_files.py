@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from runbook_secrets import MAX_FILE_BYTES, from_file
+
 from runner.errors import SecretError
 from tests.conftest import Project
 from tests.security.conftest import TOKEN

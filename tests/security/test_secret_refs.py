@@ -83,9 +83,7 @@ def test_bad_allow_entries_are_refused(pattern: str, message: str) -> None:
 
 def test_allow_needs_secret_and_is_validated_at_load_time(project: Project) -> None:
     project.write("a.yaml", "name: a\nparams:\n  n: {type: string, allow: ['env:X']}\nsteps:\n  - {id: s, shell: ['true']}\n")
-    project.write(
-        "b.yaml", "name: b\nparams:\n  pw:\n    secret: true\n    allow: ['file:etc/x']\nsteps:\n  - {id: s, shell: ['true']}\n"
-    )
+    project.write("b.yaml", "name: b\nparams:\n  pw:\n    secret: true\n    allow: ['file:etc/x']\nsteps:\n  - {id: s, shell: ['true']}\n")
     result = project.run("validate", "--json")
     assert result.code == 2, result
     problems = {Path(p["file"]).name: p for p in result.json()["problems"]}
@@ -179,7 +177,7 @@ def test_the_python_api_refuses_too(project: Project, tmp_path: Path) -> None:
 
 def test_http_refuses_before_a_run_is_created(project: Project, serve: Any, tmp_path: Path) -> None:
     project.write("db.yaml", ALLOWED.replace("{dir}", str(tmp_path)))
-    server = serve(f"tokens:\n  - {{name: ops, token: env:SEC_TOKEN, scopes: [admin]}}\n", env={"SEC_TOKEN": TOKEN}, token=TOKEN)
+    server = serve("tokens:\n  - {name: ops, token: env:SEC_TOKEN, scopes: [admin]}\n", env={"SEC_TOKEN": TOKEN}, token=TOKEN)
     client = server.client()
     response = client.post("/v1/runs", json={"runbook": "db", "params": {"pw": "file:/etc/shadow"}})
     assert 400 <= response.status_code < 500, response.text

@@ -17,7 +17,7 @@ import httpx
 from tests.conftest import Project
 
 HALF_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-HALF_BODY = b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"runbook\""
+HALF_BODY = b'POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"runbook"'
 
 
 def open_slow(port: int, count: int, payload: bytes) -> list[socket.socket]:
