@@ -177,7 +177,7 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy | None:
     source = "--policy" if path is not None else ENV_VAR
     from runner.safeio import read_input_text
 
-    text = read_input_text(chosen, what=f"the agent policy file (from {source})", refuse=ConfigError)
+    text = read_input_text(chosen, what="the agent policy file", refuse=ConfigError, label=f"{chosen} (from {source})")
     return parse_policy(text, chosen)
 
 

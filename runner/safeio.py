@@ -35,26 +35,27 @@ def input_limit() -> int:
 
 
 def read_input(path: str | os.PathLike[str], *, what: str = "file", refuse: Refuse | None = None,
-               max_bytes: int | None = None) -> bytes:  # fmt: skip
+               max_bytes: int | None = None, label: str | None = None) -> bytes:  # fmt: skip
     """At most the size cap of the regular file ``path``; anything else raises ``refuse(message)``.
 
     ``refuse`` builds the error (default: a :class:`~runner.errors.ValidationError` naming the file); the message
-    names ``what`` and the file, never its content.
+    names ``what`` and the file (as ``label`` if given), never its content.
     """
     file = os.fspath(path)
     fail = refuse or _problem(file)
+    shown = label or file
     limit = input_limit() if max_bytes is None else max_bytes
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise fail(f"cannot read {what} {file}: {exc.strerror}") from None
+        raise fail(f"cannot read {what} {shown}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
-            raise fail(f"{what} {file} is {kind}, not a regular file")
+            raise fail(f"{what} {shown} is {kind}, not a regular file")
         if info.st_size > limit:
-            raise fail(f"{what} {file} is {info.st_size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)")
+            raise fail(f"{what} {shown} is {info.st_size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)")
         chunks, total = [], 0
         while total <= limit:  # bounded even if the file grows while it is read
             chunk = os.read(fd, min(1 << 16, limit + 1 - total))
@@ -63,10 +64,10 @@ def read_input(path: str | os.PathLike[str], *, what: str = "file", refuse: Refu
             chunks.append(chunk)
             total += len(chunk)
         if total > limit:
-            raise fail(f"{what} {file} is over the limit of {limit} bytes (RUNBOOK_MAX_FILE_BYTES)")
+            raise fail(f"{what} {shown} is over the limit of {limit} bytes (RUNBOOK_MAX_FILE_BYTES)")
         return b"".join(chunks)
     except OSError as exc:
-        raise fail(f"cannot read {what} {file}: {exc.strerror}") from None
+        raise fail(f"cannot read {what} {shown}: {exc.strerror}") from None
     finally:
         os.close(fd)
 
@@ -83,10 +84,12 @@ def decode_input(data: bytes, file: str, *, what: str = "file", refuse: Refuse |
     return text
 
 
-def read_input_text(path: str | os.PathLike[str], *, what: str = "file", refuse: Refuse | None = None) -> str:
+def read_input_text(path: str | os.PathLike[str], *, what: str = "file", refuse: Refuse | None = None,
+                    label: str | None = None) -> str:  # fmt: skip
     """:func:`read_input` then :func:`decode_input`."""
     file = os.fspath(path)
-    return decode_input(read_input(file, what=what, refuse=refuse), file, what=what, refuse=refuse)
+    data = read_input(file, what=what, refuse=refuse, label=label)
+    return decode_input(data, label or file, what=what, refuse=refuse)
 
 
 def read_head(path: str | os.PathLike[str], limit: int) -> bytes:
