@@ -5,7 +5,7 @@ of it: ``tojson`` (which escapes ``& < > '``), ``urlencode`` (which keeps ``/``)
 case changes, ``replace``, concatenation... So a template that read a secret while rendering is rendered again,
 a few times, with random *stand-ins* for the secrets it read (same length; every character replaced by a
 different letter or digit, so no escape sequence of the real character survives in the stand-in's rendering).
-The spans of the real result that differ from every stand-in rendering are what the secrets contributed; each
+The spans of the real result that differ from a stand-in rendering are what the secrets contributed; each
 (of at least three characters) is added to the redactor of the run that resolved the secret, so it is masked in
 every output, event, reason, journal row and log line from then on, and it counts as "carries a secret" for the
 HTTP step's templated-host guard.
@@ -17,10 +17,10 @@ what a step's own program derives from a secret (a script that reverses it) is o
 
 from __future__ import annotations
 
-import secrets as _random
+import bisect
+import random
 import string
 from collections.abc import Callable, Iterator
-from difflib import SequenceMatcher
 from typing import Any
 
 from runner.secrets import _MIN_LEN, READS, STANDINS
@@ -30,6 +30,7 @@ __all__ = ["render_tracked", "standin"]
 SHADOWS = 3  # stand-in renderings; a span is masked if any of them differs there
 _GAP = 3  # differing spans closer than this are one span (a stand-in character may coincide by chance)
 _SAME = 4  # matching blocks shorter than this inside the differing middle are coincidences
+_RNG = random.Random()  # stand-ins need to differ, not to be unguessable: they never leave the process
 
 
 def standin(value: str) -> str:
@@ -49,7 +50,7 @@ def standin(value: str) -> str:
             pool = string.digits
         else:
             pool = string.ascii_letters
-        out.append(_random.choice(pool.replace(ch, "")))
+        out.append(_RNG.choice(pool.replace(ch, "")))
     return "".join(out)
 
 
@@ -82,7 +83,7 @@ def _derived_pieces(render: Callable[[], Any], value: Any) -> set[str]:
     leaves = list(_leaves(value))
     for _ in range(SHADOWS):
         table: dict[str, str] = {}
-        token = STANDINS.set(lambda real, table=table: table.setdefault(real, standin(real)))  # type: ignore[misc]
+        token = STANDINS.set(lambda real, table=table: table.get(real) or table.setdefault(real, standin(real)))  # type: ignore[misc]
         try:
             shadow = render()
         except Exception:
@@ -139,23 +140,56 @@ def _differing(real: str, shadow: str) -> list[tuple[int, int]]:
     """Spans of ``real`` that ``shadow`` does not share (common prefix and suffix cut first: cheap and exact)."""
     if real == shadow:
         return []
-    head = 0
-    limit = min(len(real), len(shadow))
-    while head < limit and real[head] == shadow[head]:
-        head += 1
-    tail = 0
-    while tail < limit - head and real[-1 - tail] == shadow[-1 - tail]:
-        tail += 1
+    head = _common(real, shadow)
+    tail = _common(real[head:][::-1], shadow[head:][::-1])
     mid_real, mid_shadow = real[head : len(real) - tail], shadow[head : len(shadow) - tail]
-    # Only a block of _SAME characters or more counts as shared text: a shorter match is a coincidence of
-    # the alignment (a stand-in letter that occurs elsewhere), not a part the secret did not make.
-    out, at = [], 0
-    for block in SequenceMatcher(None, mid_real, mid_shadow, autojunk=False).get_matching_blocks():
-        if block.size >= _SAME or block.size == 0:
-            if block.a > at:
-                out.append((head + at, head + block.a))
-            at = max(at, block.a + block.size)
-    return out
+    return [(head + a, head + b) for a, b in _resync(mid_real, mid_shadow)]
+
+
+def _resync(real: str, shadow: str) -> list[tuple[int, int]]:
+    """Spans of ``real`` not shared with ``shadow``, walking both and re-aligning on the nearest common run.
+
+    Only a run of :data:`_SAME` characters counts as shared text: a shorter match is a coincidence (a stand-in
+    letter that occurs elsewhere), not a part the secret did not make. Linear in practice: each mismatch looks
+    for the next common run through an index of the shadow's runs, so a long template costs what its length does.
+    """
+    index: dict[str, list[int]] = {}
+    for k in range(len(shadow) - _SAME + 1):
+        index.setdefault(shadow[k : k + _SAME], []).append(k)
+    spans, i, j, aligned = [], 0, 0, False
+    while i < len(real):
+        if j < len(shadow) and real[i] == shadow[j] and (aligned or real[i : i + _SAME] == shadow[j : j + _SAME]):
+            step = _common(real[i:], shadow[j:])  # the whole shared run at once
+            i, j, aligned = i + step, j + step, True
+            continue
+        aligned = False
+        start, found = i, None
+        while i + _SAME <= len(real) and found is None:
+            at = index.get(real[i : i + _SAME])
+            if at:
+                n = bisect.bisect_left(at, j)  # the nearest run of the shadow at or after where it stands
+                found = at[n] if n < len(at) else None
+            if found is None:
+                i += 1
+        if found is None:
+            spans.append((start, len(real)))
+            break
+        if i > start:
+            spans.append((start, i))
+        i, j, aligned = i + _SAME, found + _SAME, True
+    return spans
+
+
+def _common(a: str, b: str) -> int:
+    """Length of the common prefix of ``a`` and ``b`` (bisection over slice comparisons: C speed, not a loop)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -100,6 +100,7 @@ class ParamSpec(BaseModel):
     secret: bool = False
     allow: list[str] | None = Field(
         default=None,
+        exclude_if=lambda v: v is None,  # absent from stored specs and hashes unless given: older runs' hashes stay valid
         description="secret params: the references callers may choose ('env:DB_*', 'file:/etc/app/secrets/*'); "
         "without it, only the default (or the operator's RUNBOOK_SECRET_ALLOW)",
     )
