@@ -168,6 +168,9 @@ class ServerConfig(_Model):
     agent_policy: str | None = Field(
         default=None, description="agent policy file for `agent`-scoped tokens (default: RUNBOOK_AGENT_POLICY)"
     )
+    notify: dict[str, Any] | None = Field(default=None, description="notifications: channels, rules, delivery (docs/notifications.md); "
+                                          "checked by runner.notify.config when the server starts")  # fmt: skip
+    console: ConsoleSpec = Field(default_factory=ConsoleSpec)
     secret_allow: list[str] | None = Field(
         default=None, description="references callers may choose for secret params that declare no `allow:` "
         "(default: RUNBOOK_SECRET_ALLOW, else only each param's default)",
