@@ -25,7 +25,7 @@ SLACK_PATH = "/services/T0001/B0001/slack-secret-path"
 GATE = """
 name: drain
 params:
-  token: {type: string, secret: true}
+  token: {type: string, secret: true, allow: ["env:DRAIN_*"]}
 steps:
   - id: ask
     approval: {message: "drain web1 with token {{ params.token }}?"}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine.expect import evaluate
 from runner.engine.probes import evidence_of
-from runner.errors import RunControl, StepFailed, UsageError
+from runner.errors import RunControl, StepFailed, StoreError, UsageError
 from runner.steptypes import ActionResult, Wait
 from runner.store.progress import Gate, GateStatus, Phase, WaitKind
 from runner.store.records import NewEvent, StepRecord, StepState
@@ -196,7 +196,7 @@ class StepRunner:
         try:
             tctx = self.exe.template_ctx(unit.target)
             return self.exe.prober.invoke(step.action, tctx, ctx, step.action.type), None
-        except RunControl:
+        except (RunControl, StoreError):  # a journal that cannot be written (full disk) is the run's, not the step's
             raise
         except (StepFailed, UsageError) as exc:
             return None, self.exe.redactor.text(str(exc))

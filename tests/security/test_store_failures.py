@@ -30,10 +30,10 @@ BIG = """
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1.5 MiB tmpfs, unmounted at teardown."""
+    """An 8 MiB tmpfs, unmounted at teardown."""
     mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True, check=False)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, check=False)
     require(done.returncode == 0, f"a small tmpfs (mount as root): {done.stderr.decode(errors='replace').strip()}")
     try:
         yield mount

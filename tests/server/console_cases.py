@@ -36,7 +36,7 @@ RUNBOOKS = {
         params:
           count: {type: integer, default: 2, minimum: 1, maximum: 10, description: "how many <i>times</i>"}
           mode: {type: string, enum: [fast, slow]}
-          token: {type: string, secret: true, description: "API credential"}
+          token: {type: string, secret: true, description: "API credential", allow: ["env:DEPLOY_*", "env:T"]}
           tags: {type: array, items: string, required: false}
           dry: {type: boolean, default: false}
           note: {type: string, default: "", pattern: '^[^;]*$'}
