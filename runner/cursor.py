@@ -148,10 +148,7 @@ def reason_now(s: Snapshot) -> str:
         return f"step '{step}': denied by {tally.denied_by}; resume records the step as failed"
     if tally.outcome == "expired":
         return f"step '{step}': the approval request expired (on_expiry: {tally.on_expiry}); resume applies it"
-    if tally.approved_by:
-        need = tally.needed - len(tally.approved_by)
-        return f"step '{step}': waiting for {need} more approval(s) ({', '.join(tally.approved_by)} approved)"
-    return run.reason
+    return f"step '{step}': {tally.text}" if tally.text else run.reason
 
 
 def _first_open(s: Snapshot) -> str | None:

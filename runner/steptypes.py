@@ -214,6 +214,8 @@ class Tally:
     comment: str = ""
     expires_at: float | None = None
     on_expiry: str = "deny"
+    text: str = ""
+    """Where the request stands, in the step type's own words (a waiting run's reason)."""
 
     @property
     def settled(self) -> bool:

@@ -131,7 +131,7 @@ def test_run_ids_newest_first_and_by_what_the_command_acts_on(runs: Runs, shell:
     assert values(root, shell, "runbook logs ") == [runs.waiting, runs.done]
     assert values(root, shell, "runbook approve ") == [runs.waiting], "only a waiting run can be approved"
     assert values(root, shell, "runbook resume ") == [runs.waiting], "a succeeded run has nothing to resume"
-    assert values(root, shell, f"runbook events {runs.done[:8].lower()}") == [runs.done], "prefixes are case-insensitive"
+    assert values(root, shell, f"runbook events {runs.done[:12].lower()}") == [runs.done], "prefixes are case-insensitive"
     assert values(root, shell, f"runbook logs {runs.done} ") == ["first", "second"], "then the run's steps"
     assert values(root, shell, f"runbook decide {runs.waiting} --skip-step ") == ["ask"]
 

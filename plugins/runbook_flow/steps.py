@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -221,7 +222,8 @@ class ApprovalStep(StepType):
             return Tally("approved", tuple(approved), **common)  # type: ignore[arg-type]
         if expires_at is not None and now >= expires_at:
             return Tally("expired", tuple(approved), **common)  # type: ignore[arg-type]
-        return Tally("pending", tuple(approved), **common)  # type: ignore[arg-type]
+        pending = Tally("pending", tuple(approved), **common)  # type: ignore[arg-type]
+        return replace(pending, text=_waiting_reason(config, pending))
 
 
 def _eligible(config: ApprovalConfig, actor: str, started_by: str) -> bool:
