@@ -158,6 +158,7 @@ class ApprovalStep(StepType):
         if "requested_at" not in state:
             state["requested_at"] = now
             state["since_seq"] = ctx.services.last_seq()
+            state["message"] = config.message  # as rendered now: views tell where the request stands in its words
             if config.expires is not None:
                 state["expires_at"] = now + config.expires
         votes = [Vote(d["actor"], d["decision"] == "approve", d.get("comment", ""), d["ts"]) for d in ctx.services.approvals(ctx)]
@@ -174,7 +175,9 @@ class ApprovalStep(StepType):
                                     detail="request expired; on_expiry: approve")  # fmt: skip
             raise StepFailed(f"approval request expired after {format_duration(config.expires or 0)} with {len(tally.approved_by)} of "
                              f"{config.approvers} approval(s) (on_expiry: deny)")  # fmt: skip
-        return Wait(reason=_waiting_reason(config, tally), kind="approval", not_before=_look_again(tally, now), deadline=tally.expires_at)
+        return Wait(
+            reason=_waiting_reason(config, tally, state), kind="approval", not_before=_look_again(tally, now), deadline=tally.expires_at
+        )
 
     # ------------------------------------------------------------------ the rules (runner.steptypes.Approvable)
 
@@ -223,17 +226,18 @@ class ApprovalStep(StepType):
         if expires_at is not None and now >= expires_at:
             return Tally("expired", tuple(approved), **common)  # type: ignore[arg-type]
         pending = Tally("pending", tuple(approved), **common)  # type: ignore[arg-type]
-        return replace(pending, text=_waiting_reason(config, pending))
+        return replace(pending, text=_waiting_reason(config, pending, state))
 
 
 def _eligible(config: ApprovalConfig, actor: str, started_by: str) -> bool:
     return not (config.distinct_from_starter and actor == started_by) and not (config.allowed and actor not in config.allowed)
 
 
-def _waiting_reason(config: ApprovalConfig, tally: Tally) -> str:
+def _waiting_reason(config: ApprovalConfig, tally: Tally, state: dict[str, Any]) -> str:
+    """``waiting for N approval(s) (k of M so far: ...): MESSAGE`` (the message as rendered when the request was made)."""
     need = config.approvers - len(tally.approved_by)
     progress = f" ({len(tally.approved_by)} of {config.approvers} so far: {', '.join(tally.approved_by)})" if tally.approved_by else ""
-    return f"waiting for {need} approval(s){progress}: {config.message}"
+    return f"waiting for {need} approval(s){progress}: {state.get('message') or config.message}"
 
 
 def _look_again(tally: Tally, now: float) -> float | None:
