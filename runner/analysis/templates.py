@@ -2,7 +2,8 @@
 
 A step's templates see ``params``, ``secrets``, ``run`` (``id``, ``runbook``, ``started_by``, ``trigger``),
 ``alert``, ``steps.ID.output`` and ``steps.ID.state`` of the steps *before* it, and ``target`` (``name``,
-``address``, ``port``, ``user``, ``key``, ``known_hosts``, ``vars``) in a step with ``targets``. A name outside
+``address``, ``port``, ``user``, ``key``, ``known_hosts``, ``vars``) in a step with ``targets``, ``item`` (any value)
+in a step with ``for_each``. A name outside
 that fails the run at that step (``'dict object' has no attribute 'c'``) after the steps before it changed
 things; here it is found before anything runs.
 """
@@ -16,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.templating import Renderer
 
-__all__ = ["RUN_FIELDS", "STEP_FIELDS", "TARGET_FIELDS", "Scope", "StepInfo", "check_template", "reads_secret"]
+__all__ = ["RUN_FIELDS", "STEP_FIELDS", "TARGET_FIELDS", "Scope", "StepInfo", "check_template", "names_read", "reads_secret"]
 
 RUN_FIELDS = frozenset({"id", "runbook", "started_by", "trigger"})
 TARGET_FIELDS = frozenset({"name", "address", "port", "user", "key", "known_hosts", "vars"})
 STEP_FIELDS = frozenset({"output", "state"})
-NAMES = ("params", "steps", "run", "secrets", "alert", "target")
+NAMES = ("params", "steps", "run", "secrets", "alert", "target", "item")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Scope:
     index: int | None = None  # the step the template belongs to (None: not in a step)
     self_visible: bool = False  # a rollback runs after its own step finished
     target: bool = False  # in a step with targets
+    item: bool = False  # in a step with for_each
     only: frozenset[str] | None = None  # names the place allows at all (the lock: params and run.started_by)
     place: str = ""
     rebound: set[str] = field(default_factory=set)
@@ -98,8 +100,8 @@ def _chains(tree: Any) -> Iterator[tuple[str, list[str]]]:
             cut = ordered.index(None) if None in ordered else len(ordered)
             yield current.name, [k for k in ordered[:cut] if k is not None]
     for name in tree.find_all(nodes.Name):
-        if name.ctx == "load" and name.name == "target":
-            yield "target", []  # `target` on its own (`{{ target }}`) needs a fan-out too
+        if name.ctx == "load" and name.name in ("target", "item"):
+            yield name.name, []  # `target` / `item` on their own (`{{ item }}`) need a fan-out too
 
 
 def _check_chain(root: str, keys: list[str], scope: Scope) -> str | None:
@@ -107,6 +109,8 @@ def _check_chain(root: str, keys: list[str], scope: Scope) -> str | None:
         return None
     if scope.only is not None and root not in scope.only:
         return f"names '{root}', which {scope.place} does not see (only {', '.join(sorted(scope.only))})"
+    if root == "item":
+        return None if scope.item else "names 'item', which is set only in a step with 'for_each' (once per item)"
     if root == "target":
         if not scope.target:
             return "names 'target', which is set only in a step with 'targets' (a fan-out over hosts)"
@@ -169,3 +173,24 @@ def reads_secret(renderer: Renderer, text: str, secret_params: Collection[str]) 
             return True
     used = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
     return any(n.ctx == "load" and n.name == "params" and id(n) not in used for n in tree.find_all(nodes.Name))
+
+
+def names_read(renderer: Renderer, text: str, root: str) -> set[str] | None:
+    """The names a template reads under ``root`` (``secrets.a`` → ``{"a"}``); None when it reads ``root`` whole or by a
+    computed key (``secrets[x]``, ``params | tojson``). A template that does not parse reads nothing."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    try:
+        tree = renderer.env.parse(text)
+    except TemplateSyntaxError:
+        return set()
+    out: set[str] = set()
+    for name, keys in _chains(tree):
+        if name == root:
+            if not keys:
+                return None
+            out.add(keys[0])
+    used = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
+    if any(n.ctx == "load" and n.name == root and id(n) not in used for n in tree.find_all(nodes.Name)):
+        return None
+    return out

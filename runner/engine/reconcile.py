@@ -121,7 +121,8 @@ def _recover(exe: Execution, begin: Begin) -> None:
             begin.events.append(unit.event("step.recovered", {"decision": str(decision), "reason": unit.rec.reason},
                                            attempt=unit.rec.attempts))  # fmt: skip
             if unit.target is not None:
-                rec.progress.targets[unit.target["name"]] = target_record(unit.rec)
+                name = unit.target["name"]
+                rec.progress.targets[name] = target_record(unit.rec, rec.progress.targets.get(name))
             begin.changed[step.id] = rec
 
 
