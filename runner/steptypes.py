@@ -317,12 +317,6 @@ class StepType:
         """
         return []
 
-    def sees_params(self, config: dict[str, Any]) -> bool:
-        """True if the action of ``config`` (unrendered) reads params or secrets other than through its templates (a
-        script that gets every param as an environment variable, a Python function given ``ctx``). Pre-flight then
-        resolves every secret param and secret the runbook declares, not only those its templates name."""
-        return False
-
     def shorthand(self, value: Any) -> Any:
         """Turn a non-mapping value (e.g. ``shell: [argv]``) into the mapping ``Config`` takes."""
         return value

@@ -225,7 +225,7 @@ def test_plan_shows_what_pre_flight_would_refuse(project: Project) -> None:
                             "  - {id: b, runbook: {name: nowhere}}\n")  # fmt: skip
     doc = plan(project, "r")
     assert [(p["step"], p["message"].split(":")[0]) for p in doc["problems"]] == [
-        (None, "secret 'tok' (env"), ("b", "sub-runbook 'nowhere'")]  # fmt: skip
+        (None, "cannot resolve the run's secrets"), ("b", "sub-runbook 'nowhere'")]  # fmt: skip
     assert by_id(doc)["b"]["verdict"] == "cannot-know"
     human = project.run("plan", "r").out
     assert "pre-flight: a run would fail before its first step, changing nothing (2 problems):" in human

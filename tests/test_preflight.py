@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
@@ -58,14 +57,14 @@ def test_missing_inventory_secret_and_sub_runbook_change_nothing_and_are_all_nam
     reason = doc["reason"]
     assert reason.startswith("pre-flight found 3 problems; nothing was changed:"), reason
     assert f"cannot read inventory {inventory}: No such file or directory" in reason
-    assert "secret 'token' (env:RB_PF_TOKEN): secret reference 'env:RB_PF_TOKEN': environment variable RB_PF_TOKEN is not set" in reason
+    assert "cannot resolve the run's secrets: secret reference 'env:RB_PF_TOKEN': environment variable RB_PF_TOKEN is not set" in reason
     assert "step 'notify': sub-runbook 'notify-team': no runbook named 'notify-team'" in reason
 
     events = events_of(project, doc["run_id"])
     assert [e["type"] for e in events] == ["run.created", "run.started", "run.preflight_failed", "run.failed"]
     problems = events[2]["data"]["problems"]
     assert [(p["step"], p["message"].split(":")[0]) for p in problems] == [
-        (None, "secret 'token' (env"), (None, f"cannot read inventory {inventory}"), ("notify", "sub-runbook 'notify-team'")]  # fmt: skip
+        (None, "cannot resolve the run's secrets"), (None, f"cannot read inventory {inventory}"), ("notify", "sub-runbook 'notify-team'")]  # fmt: skip
     assert doc["next"]["action"] == "fix_and_retry"
 
     human = project.run("run", "deploy", env=env)
@@ -96,8 +95,8 @@ def test_sub_runbooks_are_checked_with_their_params_at_every_depth(project: Proj
     project.write("top.yaml", "name: top\nsteps:\n  - {id: mid, runbook: {name: mid, params: {port: '{{ 80 + 1 }}', n: 1}}}\n")
     res = project.run("run", "top", "--json")
     assert res.code == 1, res
-    assert ("step 'mid': in sub-runbook 'mid': step 'leaf': in sub-runbook 'leaf': secret 'key' (file:/no/such/key): secret "
-            "reference 'file:/no/such/key': cannot read the file (No such file or directory)") in res.json()["reason"]  # fmt: skip
+    assert ("step 'mid': in sub-runbook 'mid': step 'leaf': in sub-runbook 'leaf': cannot resolve the run's secrets: secret "
+            "reference 'file:/no/such/key': cannot open the file (No such file or directory)") in res.json()["reason"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- step types' own checks
@@ -185,6 +184,25 @@ def test_a_program_or_directory_an_earlier_step_writes_is_not_reported(project: 
     assert steps_of(res.json())["work"]["output"]["stdout"] == f"{project.root}/work\n"
 
 
+def test_a_secret_on_a_command_line_is_refused_before_anything_runs(project: Project) -> None:
+    marker = project.root / "marker"
+    project.write(
+        "argv.yaml",
+        f"""
+        name: argv
+        secrets: {{tok: env:RB_PF_ARGV}}
+        steps:
+          - {{id: m, shell: [touch, "{marker}"]}}
+          - {{id: leak, shell: [curl, -H, "Authorization: Bearer {{{{ secrets.tok }}}}", https://api.example.com/]}}
+    """,
+    )
+    res = project.run("run", "argv", "--json", env={"RB_PF_ARGV": "argv-secret-1"})
+    assert res.code == 1 and "argv-secret-1" not in res.out, res
+    assert "step 'leak': step 'leak': the command line carries a secret; refusing to run it" not in res.json()["reason"]
+    assert "step 'leak': the command line carries a secret; refusing to run it" in res.json()["reason"], res.json()["reason"]
+    assert not marker.exists()
+
+
 def test_missing_programs_are_named_with_the_path_searched(project: Project) -> None:
     project.write("p.yaml", "name: p\nsteps:\n  - {id: a, shell: [no-such-program-xyz, --flag]}\n  - {id: b, shell: [./rel/tool]}\n")
     res = project.run("run", "p", "--json", env={"PATH": "/usr/bin:/bin"})
@@ -204,7 +222,6 @@ def test_what_depends_on_an_earlier_output_or_a_false_when_is_left_for_later(pro
         """
         name: later
         params: {fast: {type: boolean, default: true}}
-        secrets: {unused: env:RB_PF_NOT_USED_BY_ANY_STEP}
         steps:
           - {id: pick, shell: [echo, '["x", "y"]']}
           - {id: each, for_each: "{{ steps.pick.output.stdout | from_json }}", shell: [echo, "{{ item }}"]}
@@ -234,7 +251,7 @@ def test_a_resume_runs_pre_flight_again_over_the_steps_left(project: Project) ->
     assert first.code == 3, first
     res = project.run("resume", first.json()["run_id"], "--json")
     assert res.code == 1, res
-    assert "secret 'tok' (env:RB_PF_TOK2)" in res.json()["reason"]
+    assert "cannot resolve the run's secrets: secret reference 'env:RB_PF_TOK2'" in res.json()["reason"]
     assert log.read_text() == "first\n", "the done step is not run again, the next one never started"
     assert steps_of(res.json())["first"]["state"] == "succeeded" and steps_of(res.json())["second"]["state"] == "pending"
 
@@ -269,12 +286,13 @@ def test_covers_paths_and_programs_by_name() -> None:
 def test_the_event_lists_problems_as_data(project: Project) -> None:
     project.write(
         "e.yaml",
-        "name: e\nsecrets: {a: env:RB_PF_A, b: env:RB_PF_B}\nsteps:\n  - {id: s, shell: [echo, '{{ secrets.a }}{{ secrets.b }}']}\n",
+        "name: e\nsecrets: {a: env:RB_PF_A}\nsteps:\n  - {id: s, shell: [echo, '{{ secrets.a }}']}\n  - {id: t, shell: [no-such-xyz]}\n",
     )
     res = project.run("run", "e", "--json")
     failed = [e for e in events_of(project, res.json()["run_id"]) if e["type"] == "run.preflight_failed"]
-    assert [p["message"].split(" (")[0] for p in failed[0]["data"]["problems"]] == ["secret 'a'", "secret 'b'"]
-    assert failed[0]["data"]["detail"].startswith("2 problems: secret 'a' (env:RB_PF_A): ")
-    assert json.loads(json.dumps(failed[0]["data"]["problems"][0])) == {
-        "step": None, "target": None, "message": "secret 'a' (env:RB_PF_A): secret reference 'env:RB_PF_A': environment variable "
-        "RB_PF_A is not set"}  # fmt: skip
+    assert failed[0]["data"]["problems"] == [
+        {"step": None, "target": None, "message": "cannot resolve the run's secrets: secret reference 'env:RB_PF_A': environment "
+         "variable RB_PF_A is not set"},
+        {"step": "t", "target": None, "message": f"program 'no-such-xyz' is not found on PATH ({project.env['PATH']})"},
+    ]  # fmt: skip
+    assert failed[0]["data"]["detail"].startswith("2 problems: cannot resolve the run's secrets: ")

@@ -51,10 +51,6 @@ class PythonStep(StepType):
     description = "Call a Python function `module:function(ctx, params, **args)`"
     probe = True
 
-    def sees_params(self, config: dict[str, Any]) -> bool:
-        """The function gets ``ctx``, with every param and secret."""
-        return True
-
     def summary(self, config: dict[str, Any]) -> str:
         """``module:function(args)``."""
         args = ", ".join(f"{k}={v!r}" for k, v in config.get("args", {}).items())

@@ -361,12 +361,17 @@ class ShellStep(StepType):
     }
 
     def preflight(self, config: ShellConfig, facts: PreflightFacts) -> list[Finding]:
-        """The program to run exists (on the ``PATH`` the command gets) and the working directory does.
+        """No secret on the command line (refused at every run), the program to run exists (on the ``PATH`` the
+        command gets) and the working directory does.
 
-        Both may be created by an earlier step (a package install, a checkout): such a step says so with
-        ``writes: [PROGRAM or PATH]`` and the problem is not reported.
+        The program and the directory may be created by an earlier step (a package install, a checkout): such a step
+        says so with ``writes: [PROGRAM or PATH]`` and the problem is not reported.
         """
         found: list[Finding] = []
+        try:
+            refuse_secret_in_argv(config.command or [], facts.redactor, f"step '{facts.step_id}'")
+        except StepFailed as exc:
+            found.append(Finding(("command",), str(exc)))
         if config.command is not None:
             program = config.command[0]
             where = _program(program, config, facts)
@@ -375,10 +380,6 @@ class ShellStep(StepType):
         if config.cwd is not None and not os.path.isdir(config.cwd):
             found.append(Finding(("cwd",), f"working directory {config.cwd!r} does not exist", resource=config.cwd))
         return found
-
-    def sees_params(self, config: dict[str, Any]) -> bool:
-        """A script gets every param (secret ones resolved) as an environment variable."""
-        return config.get("script") is not None
 
     def shorthand(self, value: Any) -> Any:
         """``shell: [argv]`` → ``{command: [argv]}``; ``shell: "text"`` → ``{script: "text"}``."""

@@ -26,12 +26,18 @@ _LOCK = threading.Lock()
 
 
 def preflight(config: SSHConfig, facts: PreflightFacts) -> list[Finding]:
-    """The key file and the known_hosts entry of the endpoint ``config`` connects to."""
+    """No secret on the command line, the key file and the known_hosts entry of the endpoint ``config`` connects to."""
+    from runner.secrets import refuse_secret_in_argv
+
+    found: list[Finding] = []
+    try:
+        refuse_secret_in_argv([*config.command, config.cwd or ""], facts.redactor, f"step '{facts.step_id}'")
+    except StepFailed as exc:
+        found.append(Finding(("command",), str(exc)))
     try:
         ep = endpoint_for(config, facts.target, facts.settings, facts.step_id)
     except (StepFailed, ConfigError) as exc:
-        return [Finding(("host",), str(exc))]
-    found: list[Finding] = []
+        return [*found, Finding(("host",), str(exc))]
     if ep.key is not None and not os.path.isfile(ep.key):
         found.append(Finding(("key",), f"ssh {ep.label}: private key {ep.key} does not exist", resource=ep.key))
     elif ep.key is not None and not os.access(ep.key, os.R_OK):

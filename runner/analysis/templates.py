@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.templating import Renderer
 
-__all__ = ["RUN_FIELDS", "STEP_FIELDS", "TARGET_FIELDS", "Scope", "StepInfo", "check_template", "names_read", "reads_secret"]
+__all__ = ["RUN_FIELDS", "STEP_FIELDS", "TARGET_FIELDS", "Scope", "StepInfo", "check_template", "reads_secret"]
 
 RUN_FIELDS = frozenset({"id", "runbook", "started_by", "trigger"})
 TARGET_FIELDS = frozenset({"name", "address", "port", "user", "key", "known_hosts", "vars"})
@@ -173,24 +173,3 @@ def reads_secret(renderer: Renderer, text: str, secret_params: Collection[str]) 
             return True
     used = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
     return any(n.ctx == "load" and n.name == "params" and id(n) not in used for n in tree.find_all(nodes.Name))
-
-
-def names_read(renderer: Renderer, text: str, root: str) -> set[str] | None:
-    """The names a template reads under ``root`` (``secrets.a`` → ``{"a"}``); None when it reads ``root`` whole or by a
-    computed key (``secrets[x]``, ``params | tojson``). A template that does not parse reads nothing."""
-    from jinja2 import TemplateSyntaxError, nodes
-
-    try:
-        tree = renderer.env.parse(text)
-    except TemplateSyntaxError:
-        return set()
-    out: set[str] = set()
-    for name, keys in _chains(tree):
-        if name == root:
-            if not keys:
-                return None
-            out.add(keys[0])
-    used = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
-    if any(n.ctx == "load" and n.name == root and id(n) not in used for n in tree.find_all(nodes.Name)):
-        return None
-    return out

@@ -131,7 +131,7 @@ class Execution:
                     reconcile.stop_leftovers(begin, self.run.id)
                 self.journal.commit(begin.events, begin.run, begin.steps)
                 try:
-                    if self._preflight():
+                    if self._preflight(begin.unresolved):
                         loop.run_steps(self)
                 except (RunControl, LeaseLost, StoreError):
                     raise
@@ -149,16 +149,18 @@ class Execution:
                 self.journal.flush()
                 self.store.release(self.lease)
 
-    def _preflight(self) -> bool:
+    def _preflight(self, unresolved: SecretsUnavailable | None) -> bool:
         """Pre-flight the steps left (see runner.engine.preflight); False if it failed the run.
 
-        Not for a drive that only settles the run (a cancel's rollback) or runs one step for a caller that checked.
+        A drive that only settles the run (a cancel's rollback) or runs one step for a caller that checked is only
+        refused for secrets that cannot be resolved.
         """
         from runner.engine import preflight
 
         if self.run.cancel_requested or self.opts.detached_step is not None:
-            return True
-        problems = preflight.check_execution(self)
+            problems = [preflight.PreflightProblem(unresolved.reason)] if unresolved is not None else []
+        else:
+            problems = preflight.check_execution(self)  # (it finds the unresolved secrets again, with the rest)
         if problems:
             preflight.refuse(self, problems)
         return not problems

@@ -117,7 +117,7 @@ class Preflight:
     def runbook(self, rb: LoadedRunbook, steps: Sequence[Step], tctx: Mapping[str, Any], *, trail: tuple[str, ...] = (),
                 done_units: Mapping[str, Collection[str]] | None = None) -> list[PreflightProblem]:  # fmt: skip
         """Problems of running ``steps`` of ``rb`` with ``tctx`` (its ``steps`` a :class:`KnownSteps`)."""
-        out = self._secrets(rb, steps, tctx)
+        out = self._secrets(rb, tctx)
         inventory_ok = True
         if self.settings.inventory and any(s.targets is not None or s.action.type == "ssh" for s in steps):
             inventory_ok = self._inventory(out)
@@ -131,53 +131,18 @@ class Preflight:
 
     # ------------------------------------------------------------------ what the run as a whole needs
 
-    def _secrets(self, rb: LoadedRunbook, steps: Sequence[Step], tctx: Mapping[str, Any]) -> list[PreflightProblem]:
-        """The secrets and secret params the steps still to run use, resolved (a secret nothing uses fails nothing)."""
-        secret_params = {n for n, p in rb.spec.params.items() if p.secret}
-        if not rb.spec.secrets and not secret_params:
-            return []
-        secrets, params_used = self._used(rb, steps)
-        out = []
-        for name, ref in rb.spec.secrets.items():
-            if secrets is not None and name not in secrets:
-                continue
-            try:
-                tctx["secrets"][name]
-            except SecretError as exc:
-                out.append(PreflightProblem(f"secret '{name}' ({ref}): {exc}"))
+    def _secrets(self, rb: LoadedRunbook, tctx: Mapping[str, Any]) -> list[PreflightProblem]:
+        """Every declared secret and every secret param given, resolved: a run resolves them all when it starts (so
+        each is masked from the first step on) and fails if one cannot be (see docs/secrets.md)."""
+        from runner.secrets import SecretsUnavailable, resolve_at_start
+
         params = tctx["params"]
-        given = set(params)  # (`in` would resolve a secret param: Mapping.__contains__ reads the value)
-        for name in secret_params:
-            if name in given and (params_used is None or name in params_used):
-                try:
-                    params[name]
-                except SecretError as exc:
-                    out.append(PreflightProblem(f"param '{name}': {exc}"))
-        return out
-
-    def _used(self, rb: LoadedRunbook, steps: Sequence[Step]) -> tuple[set[str] | None, set[str] | None]:
-        """(secrets, params) the templates of ``steps`` name; None: all of them (read whole, or by a step type that
-        sees params without templates, see :meth:`~runner.steptypes.StepType.sees_params`)."""
-        from runner.analysis.templates import names_read
-        from runner.analysis.walk import configs, strings
-
-        wanted = {rb.spec.index(s.id) for s in steps}
-        registry = self.host.step_types
-        for conf in configs(rb.spec_json, registry):
-            if conf.index in wanted and conf.type in registry and registry.get(conf.type).sees_params(conf.config):
-                return None, None
-        secrets: set[str] | None = set()
-        params: set[str] | None = set()
-        for at in strings(rb.spec_json, registry):
-            templated = "{{" in at.text or "{%" in at.text
-            if at.index not in wanted or not (templated or at.condition):
-                continue
-            text = at.text if templated else "{{ " + at.text + " }}"  # a condition is an expression without braces too
-            found_secrets = names_read(self.renderer, text, "secrets") if secrets is not None else set()
-            found_params = names_read(self.renderer, text, "params") if params is not None else set()
-            secrets = None if secrets is None or found_secrets is None else secrets | found_secrets
-            params = None if params is None or found_params is None else params | found_params
-        return secrets, params
+        given = {name: True for name in params}  # (`in` on the mapping would resolve a secret param)
+        try:
+            resolve_at_start(tctx["secrets"], params, rb.spec.params, given)
+        except SecretsUnavailable as exc:
+            return [PreflightProblem(exc.reason)]
+        return []
 
     def _inventory(self, out: list[PreflightProblem]) -> bool:
         from runner.inventory import load_inventory
