@@ -23,14 +23,14 @@ from runner.includes import expand_includes, include_roots
 from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, Expect, RunbookSpec, Step
 from runner.params import ParamSpec
 from runner.registry import StepTypeRegistry
-from runner.steptypes import remember_reusable_configs
+from runner.steptypes import is_template, remember_reusable_configs
 from runner.yamlsafe import Located
 
 __all__ = ["compile_document", "compile_runbook"]
 
 Path_ = tuple[str | int, ...]
 _STEP_FIELDS = ("id", "description", "when", "precondition", "check", "verify", "expect", "retry", "timeout",
-                "expected", "idempotent", "rollback", "targets", "batch")  # fmt: skip
+                "expected", "idempotent", "rollback", "targets", "for_each", "batch", "reads", "writes")  # fmt: skip
 _UNSET: Any = object()
 _PLACEHOLDER = Action(type="-", config={})  # stands in for an action with problems while the rest of its step is checked
 _EXPECT_KEYS = frozenset(f.alias or name for name, f in Expect.model_fields.items())
@@ -341,9 +341,11 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
     if split is not None:
         _expect_keys(ctx, path, split[0], raw.get("expect"))
         fields["action"] = _action(ctx, path, *split)
-        if "targets" in raw and ctx.registry.get(split[0]).may_wait:
-            ctx.add((*path, "targets"), f"a '{split[0]}' step cannot fan out over targets (it waits for the whole run); "
-                                        "put the fan-out in the steps around it")  # fmt: skip
+        for key, what in (("targets", "fan out over targets"), ("for_each", "run once per item")):
+            if key in raw and ctx.registry.get(split[0]).may_wait:
+                ctx.add((*path, key), f"a '{split[0]}' step cannot {what} (it waits for the whole run); "
+                                      "put the loop in the steps around it")  # fmt: skip
+    _fan_out_fields(ctx, path, raw)
     for key in ("precondition", "check"):
         if key in fields:
             fields[key] = _checks(ctx, (*path, key), fields[key])
@@ -367,6 +369,18 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
         return None
     ctx.best[path] = step  # with its problems, still what `validate` checks the templates of
     return None if failed else step
+
+
+def _fan_out_fields(ctx: _Ctx, path: Path_, raw: dict[str, Any]) -> None:
+    """``targets`` and ``for_each`` exclude each other; ``for_each`` is a list or a template that gives one."""
+    if raw.get("targets") is not None and raw.get("for_each") is not None:
+        ctx.add((*path, "for_each"), "a step has either 'targets' (hosts) or 'for_each' (items), not both; "
+                                     "loop over hosts with 'targets' and read each host as 'target'")  # fmt: skip
+    items = raw.get("for_each")
+    if isinstance(items, str) and not is_template(items):
+        ctx.add((*path, "for_each"), f'expected a list or a template that gives one ("{{{{ params.names }}}}"), got {items!r}', value=True)
+    elif items is not None and not isinstance(items, str | list):
+        ctx.add((*path, "for_each"), f"expected a list or a template that gives one, got {type(items).__name__}", value=True)
 
 
 def _expect_keys(ctx: _Ctx, path: Path_, type_name: str, expect: Any) -> None:

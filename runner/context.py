@@ -80,6 +80,8 @@ class Context:
         state: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout: float | None = None,
+        item: Any = None,
+        unit: str | None = None,
         cancel: threading.Event | None = None,
         release: Callable[[Context], None] | None = None,
     ) -> None:
@@ -90,6 +92,11 @@ class Context:
         self.started_by = started_by
         self.state: dict[str, Any] = state if state is not None else {}
         self.target = target
+        """The fan-out target (host) this action runs on: name, address, port, user, key, known_hosts, vars."""
+        self.item = item
+        """The ``for_each`` item this action runs for (None outside a ``for_each`` step)."""
+        self.unit = unit if unit is not None else (str(target.get("name")) if target else None)
+        """The name of the target, or the key of the item, this action runs for (None for a step that does not fan out)."""
         self.timeout = timeout
         self.started = time.monotonic()
         self._cancel = cancel or threading.Event()

@@ -10,13 +10,19 @@ from runner.plugin import hookimpl
 if TYPE_CHECKING:
     from runner.context import Context
     from runner.registry import TemplateFilterRegistry
-    from runner.steptypes import ActionResult, StepType, Wait
+    from runner.steptypes import ActionResult, Finding, PreflightFacts, StepType, Wait
 
 
 @hookimpl(trylast=True)
 def runbook_execute_action(step_type: StepType, config: Any, ctx: Context) -> ActionResult | Wait:
     """Run the action: the innermost implementation, which wrappers surround."""
     return step_type.execute(config, ctx)
+
+
+@hookimpl(trylast=True)
+def runbook_preflight_action(step_type: StepType, config: Any, facts: PreflightFacts) -> list[Finding]:
+    """The step type's own pre-flight: the innermost implementation."""
+    return step_type.preflight(config, facts)
 
 
 @hookimpl

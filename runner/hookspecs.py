@@ -159,6 +159,20 @@ def runbook_on_event(event: Event, run: RunRecord) -> None:
 
 
 @hookspec(firstresult=True)
+def runbook_preflight_action(step_type: Any, config: Any, facts: Any) -> Any:
+    """Find what would make one action fail, before the run's first step (pre-flight), without acting.
+
+    :param step_type: the :class:`runner.steptypes.StepType` of the action.
+    :param config: the rendered, validated config model instance (read-only), as the action will run.
+    :param facts: the :class:`runner.steptypes.PreflightFacts` (unrendered config, target, settings, redactor, env).
+    :return: a list of :class:`runner.steptypes.Finding` (empty: nothing found).
+
+    firstresult: the core's implementation calls ``step_type.preflight``. A plugin that answers actions itself
+    (a test double of ``runbook_execute_action``) answers their pre-flight here too (``[]``).
+    """
+
+
+@hookspec(firstresult=True)
 def runbook_execute_action(step_type: Any, config: Any, ctx: Any) -> Any:
     """Carry out one step action or probe and return its result.
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from runner.durations import Duration
 from runner.params import ParamSpec, Regex
@@ -133,7 +142,7 @@ class Retry(_Model):
 
 
 class Batch(_Model):
-    """Rate control for a step that targets many hosts."""
+    """Rate control for a step that runs over many targets (``targets``) or items (``for_each``)."""
 
     max_concurrency: int | str = Field(default=1, description="absolute number or percentage like '25%'")
     max_failures: int | str = Field(default=0, description="failed targets tolerated before the rest are not started")
@@ -159,6 +168,9 @@ class Batch(_Model):
         return max(1, count(self.max_concurrency, 1)), count(self.max_failures, 0)
 
 
+_ADDED_STEP_FIELDS = ("for_each", "reads", "writes")
+
+
 class Step(_Model):
     """One compiled step."""
 
@@ -176,7 +188,27 @@ class Step(_Model):
     idempotent: bool = False
     rollback: Action | None = None
     targets: list[str] | str | None = None
+    for_each: list[Any] | str | None = Field(default=None, description="a list (or a template giving one): the step runs once per item")
     batch: Batch | None = None
+    reads: tuple[str, ...] | None = Field(
+        default=None, description="what the step's checks read (paths or keys); [] = nothing an earlier step changes"
+    )
+    writes: tuple[str, ...] | None = Field(default=None, description="what the step's action changes (paths or keys); [] = nothing")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added after runs were journaled are left out while unset, so a step that does not use them has
+        # the JSON form (and the hash) it had before: a run started by an older release resumes without an "edit".
+        out: dict[str, Any] = handler(self)
+        for key in _ADDED_STEP_FIELDS:
+            if out.get(key, 0) is None:
+                del out[key]
+        return out
+
+    @property
+    def fans_out(self) -> bool:
+        """True for a step that runs once per target (``targets``) or per item (``for_each``)."""
+        return self.targets is not None or self.for_each is not None
 
 
 class RunbookSpec(_Model):

@@ -314,6 +314,10 @@ class PluginHost:
         """True if some plugin implements ``runbook_on_event`` (else events need not be built for it)."""
         return bool(self.pm.hook.runbook_on_event.get_hookimpls())
 
+    def preflight_action(self, step_type: Any, config: Any, facts: Any) -> list[Any]:
+        """Pre-flight one action through the ``runbook_preflight_action`` hook (its findings; none: ``[]``)."""
+        return list(self.pm.hook.runbook_preflight_action(step_type=step_type, config=config, facts=facts) or [])
+
     def execute_action(self, step_type: Any, config: Any, ctx: Any) -> Any:
         """Run one action or probe through the (possibly wrapped) ``runbook_execute_action`` hook."""
         return self.pm.hook.runbook_execute_action(step_type=step_type, config=config, ctx=ctx)

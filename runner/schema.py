@@ -106,7 +106,21 @@ def runbook_schema(registry: StepTypeRegistry) -> dict[str, Any]:
             "idempotent": {"type": "boolean"},
             "rollback": _ref("action"),
             "targets": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "for_each": {
+                "anyOf": [{"type": "array"}, {"type": "string", "pattern": r"\{\{|\{%"}],
+                "description": "run the step once per item of a list (or of a template that gives one); `{{ item }}` is the item",
+            },
             "batch": model_ref(Batch),
+            "reads": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "what the step's checks read (paths or keys; templates allowed); [] = nothing earlier steps change",
+            },
+            "writes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "what the step's action changes (paths or keys; templates allowed); [] = nothing",
+            },
             **type_props,
         },
         "oneOf": [{"required": [name]} for name, _ in step_types],

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from runner.registry import StepTypeRegistry
 
 __all__ = [
-    "APPROVAL_POLL", "ActionResult", "Approvable", "ApprovalRequest", "Argv", "Finding", "StaticFacts", "StepConfig", "StepType",
+    "APPROVAL_POLL", "ActionResult", "Approvable", "ApprovalRequest", "Argv", "Finding", "PreflightFacts", "StaticFacts", "StepConfig", "StepType",
     "Tally", "Templated", "Vote", "Wait", "has_template", "is_template", "remember_reusable_configs", "reusable_config",
 ]  # fmt: skip
 
@@ -138,10 +138,35 @@ class ActionResult:
 
 @dataclass(frozen=True)
 class Finding:
-    """A problem :meth:`StepType.lint` found: ``path`` inside the config (``("url",)``) and what is wrong."""
+    """A problem :meth:`StepType.lint` or :meth:`StepType.preflight` found: ``path`` inside the config (``("url",)``)
+    and what is wrong. ``resource`` names what the problem is about when an earlier step could create it (a file, a
+    program): pre-flight does not report it when an earlier step declares that it ``writes`` it."""
 
     path: tuple[str | int, ...]
     message: str
+    resource: str | None = None
+
+
+@dataclass(frozen=True)
+class PreflightFacts:
+    """What :meth:`StepType.preflight` may look at besides the rendered config.
+
+    :param step_id: the step the config belongs to.
+    :param raw: the config as the runbook wrote it (templates unrendered).
+    :param target: the fan-out target (inventory host) the config is rendered for, or None.
+    :param settings: the run's settings (``inventory``, ``known_hosts`` ...).
+    :param redactor: the run's redactor, every secret already known to it (``redactor.text(x) != x``: ``x`` holds one).
+    :param env: the environment the run's commands inherit.
+    :param memo: shared by every call of one pre-flight: a step type may keep lookups there (``PATH`` searches).
+    """
+
+    step_id: str
+    raw: Mapping[str, Any]
+    target: Mapping[str, Any] | None
+    settings: Any
+    redactor: Any
+    env: Mapping[str, str]
+    memo: dict[Any, Any] = field(default_factory=dict)
 
 
 class StaticFacts:
@@ -281,6 +306,16 @@ class StepType:
         """Problems ``runbook validate`` can find in an (unrendered) ``config`` without running anything.
 
         The default finds none. ``facts`` says what is known statically (which templates read secrets).
+        """
+        return []
+
+    def preflight(self, config: Any, facts: PreflightFacts) -> list[Finding]:
+        """Problems that would make this action fail, found before the run changes anything (pre-flight).
+
+        Called before a run's first step (and again when it resumes) for the action and the rollback action of every
+        step still to run, once per target or item, with ``config`` rendered and validated as it will run (a config
+        whose templates need an earlier step's output is not checked). Look, never touch: read local files (a key,
+        a CA bundle, known_hosts), never connect anywhere or change anything. The default finds none.
         """
         return []
 

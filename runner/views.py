@@ -154,7 +154,8 @@ def _step_view(s: StepRecord) -> StepView:
             t_out, t_cut, t_sizes = bound_output(t.output)
             targets[name] = {"state": t.state, "attempts": t.attempts, "output": t_out, "reason": t.reason,
                              "started_at": iso(t.started_at), "finished_at": iso(t.finished_at),
-                             **({"truncated": True, "sizes": t_sizes} if t_cut else {})}  # fmt: skip
+                             **({"truncated": True, "sizes": t_sizes} if t_cut else {}),
+                             **({"item": bound_output(t.item)[0]} if t.item is not None else {})}  # fmt: skip
     return StepView(id=s.step_id, state=s.state, attempts=s.attempts, exit_code=exit_code, output=output, truncated=truncated,
                     sizes=sizes, started_at=iso(s.started_at), finished_at=iso(s.finished_at), reason=s.reason,
                     not_before=iso(s.not_before), targets=targets)  # fmt: skip

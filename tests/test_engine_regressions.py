@@ -78,7 +78,8 @@ def test_an_error_outside_a_step_fails_the_run_and_frees_its_lock(project: Proje
     res = project.run("run", "tg", "-p", "host=web1", "--json")
     assert res.code == 1, res
     doc = res.json()
-    assert doc["state"] == "failed" and "no_such_param" in steps_of(doc)["fan"]["reason"]
+    assert doc["state"] == "failed" and "no_such_param" in doc["reason"], "pre-flight renders the targets first"
+    assert steps_of(doc)["a"]["state"] == "pending", "and refuses the run before its first step"
     again = project.run("run", "tg", "-p", "host=web1", "--json")
     assert again.code == 1 and again.json()["run_id"] != doc["run_id"], "the lock was released"
 

@@ -166,12 +166,12 @@ def test_secrets_are_masked_everywhere(project: Any, http_server: HTTPTestServer
     assert f"login refused for token {MASK}" in views["main"]["reason"]
     events = project.run("events", views["main"]["run_id"], "--json").json()["events"]
     assert f"using token {MASK}" in [e["data"].get("message") for e in events if e["type"] == "step.log"]
-    bad = views["template"]["steps"][0]
-    assert bad["state"] == "failed" and f"has no attribute '{MASK}'" in bad["reason"]
+    bad = views["template"]  # pre-flight renders the template before any step starts, and refuses the run
+    assert bad["steps"][0]["state"] == "pending" and f"has no attribute '{MASK}'" in bad["reason"], bad
     wrong = views["expect"]["steps"][0]
     assert wrong["state"] == "failed" and f"Bearer {MASK}" in wrong["reason"]
-    slow = views["timeout"]["steps"][0]
-    assert slow["state"] == "failed" and "the command line carries a secret" in slow["reason"], "never run, so never timed out"
+    slow = views["timeout"]  # pre-flight finds the secret on its command line: never run, so never timed out
+    assert slow["steps"][0]["state"] == "pending" and "the command line carries a secret" in slow["reason"], slow
 
     # and the journal itself, as bytes on disk (the WAL too, before any checkpoint folds it in)
     for path in (project.journal, Path(f"{project.journal}-wal")):
@@ -237,6 +237,7 @@ def test_secrets_shorter_than_three_characters_are_refused(project: Any, value: 
     result = project.run("run", "s", "--json", env={"RB_SHORT": value})
     assert result.code == 1, result
     assert "shorter than 3 characters; refusing to use it" in result.json()["reason"], "the run fails at start, naming why"
+    assert result.json()["steps"][0]["state"] == "pending", "before any step started"
 
 
 def test_redactor_masks_every_form_longest_first() -> None:

@@ -89,7 +89,8 @@ def test_a_faked_request_is_still_refused_where_the_http_step_would_refuse_it(tm
     h.setenv("TOK", "t0ken-value")
     h.http.reply("GET", "https://api.example.com/ping", Reply(200))
     outcome = h.run("web")
-    assert outcome.state == "failed" and "comes from a template; refusing to send it" in outcome.step("call").reason
+    assert outcome.state == "failed" and "comes from a template; refusing to send it" in outcome.reason, "by pre-flight"
+    assert outcome.step("call").state == "pending" and h.http.requests == []
     assert "t0ken-value" not in json.dumps(outcome.view)
 
 

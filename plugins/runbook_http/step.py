@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from runbook_http.config import HttpConfig
 from runbook_http.guards import display_url
 from runner.errors import HTTPStepError
-from runner.steptypes import ActionResult, Finding, StaticFacts, StepType
+from runner.steptypes import ActionResult, Finding, PreflightFacts, StaticFacts, StepType
 
 if TYPE_CHECKING:
     from runbook_http.transport import Request, Response
@@ -80,6 +80,12 @@ class HttpStep(StepType):
                                            f"refuse it; pin the hosts with literal `allowed_hosts: [...]`, have the operator set "
                                            f"{ENV_ALLOWED_HOSTS}, or write {fix} literally"))  # fmt: skip
         return found
+
+    def preflight(self, config: HttpConfig, facts: PreflightFacts) -> list[Finding]:
+        """What the step would refuse to send (see :mod:`runbook_http.preflight`); no request is made."""
+        from runbook_http.preflight import preflight
+
+        return preflight(config, facts)
 
     def summary(self, config: dict[str, Any]) -> str:
         """``GET https://host/path``."""

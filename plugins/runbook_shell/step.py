@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from runner.errors import CommandTimeout, StepFailed
 from runner.leftovers import RUN_ENV, STEP_ENV
 from runner.secrets import refuse_secret_in_argv
-from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
+from runner.steptypes import ActionResult, Argv, Finding, PreflightFacts, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -325,6 +325,22 @@ def run_process(
     return ProcessResult(code, stdout, stderr, t1 or t2, time.monotonic() - started)
 
 
+def _program(program: str, config: ShellConfig, facts: PreflightFacts) -> str | None:
+    """Why ``program`` cannot be started (None: it can), as the command would look for it."""
+    if "/" in program:
+        path = os.path.join(config.cwd or os.getcwd(), program)
+        if not os.path.isfile(path):
+            return f"program {program} does not exist"
+        return None if os.access(path, os.X_OK) else f"program {program} is not executable"
+    search = config.env.get("PATH") or facts.env.get("PATH", os.defpath)
+    key = ("shell.which", program, search)
+    if key not in facts.memo:
+        import shutil
+
+        facts.memo[key] = shutil.which(program, path=search)
+    return None if facts.memo[key] else f"program '{program}' is not found on PATH ({search})"
+
+
 class ShellStep(StepType):
     """Run a local command (argv, no shell) or a ``sh -e`` script."""
 
@@ -343,6 +359,27 @@ class ShellStep(StepType):
             {"type": "string", "description": "script run by sh -e"},
         ]
     }
+
+    def preflight(self, config: ShellConfig, facts: PreflightFacts) -> list[Finding]:
+        """No secret on the command line (refused at every run), the program to run exists (on the ``PATH`` the
+        command gets) and the working directory does.
+
+        The program and the directory may be created by an earlier step (a package install, a checkout): such a step
+        says so with ``writes: [PROGRAM or PATH]`` and the problem is not reported.
+        """
+        found: list[Finding] = []
+        try:
+            refuse_secret_in_argv(config.command or [], facts.redactor, f"step '{facts.step_id}'")
+        except StepFailed as exc:
+            found.append(Finding(("command",), str(exc)))
+        if config.command is not None:
+            program = config.command[0]
+            where = _program(program, config, facts)
+            if where is not None:
+                found.append(Finding(("command", 0), where, resource=program))
+        if config.cwd is not None and not os.path.isdir(config.cwd):
+            found.append(Finding(("cwd",), f"working directory {config.cwd!r} does not exist", resource=config.cwd))
+        return found
 
     def shorthand(self, value: Any) -> Any:
         """``shell: [argv]`` → ``{command: [argv]}``; ``shell: "text"`` → ``{script: "text"}``."""

@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import StepFailed
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from runbook_ssh.step import SSHConfig
     from runner.context import Context
+    from runner.settings import Settings
 
-__all__ = ["Endpoint", "resolve_endpoint"]
+__all__ = ["Endpoint", "endpoint_for", "resolve_endpoint"]
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -49,28 +52,33 @@ def _default_user() -> str:
         return str(os.getuid())
 
 
-def _lookup(config: SSHConfig, ctx: Context) -> dict[str, Any]:
+def _lookup(config: SSHConfig, target: Mapping[str, Any] | None, inventory: str | None, step_id: str) -> dict[str, Any]:
     """The inventory entry (or fan-out target) the step refers to."""
     if config.host:
-        if ctx.target is not None and config.host in (ctx.target.get("name"), ctx.target.get("address")):
-            return dict(ctx.target)
-        if ctx.settings.inventory:
+        if target is not None and config.host in (target.get("name"), target.get("address")):
+            return dict(target)
+        if inventory:
             from runner.inventory import load_inventory
 
-            inventory = load_inventory(ctx.settings.inventory)
-            if config.host in inventory.hosts:
-                return inventory.host(config.host)
+            hosts = load_inventory(inventory)
+            if config.host in hosts.hosts:
+                return hosts.host(config.host)
         return {"name": config.host, "address": config.host}
-    if ctx.target is not None:
-        return dict(ctx.target)
-    raise StepFailed(f"step '{ctx.step_id}': ssh needs a 'host' (or a fan-out over 'targets', which sets the host per target)")
+    if target is not None:
+        return dict(target)
+    raise StepFailed(f"step '{step_id}': ssh needs a 'host' (or a fan-out over 'targets', which sets the host per target)")
 
 
 def resolve_endpoint(config: SSHConfig, ctx: Context) -> Endpoint:
     """Explicit config wins over the inventory entry or target, which wins over defaults."""
-    entry = _lookup(config, ctx)
+    return endpoint_for(config, ctx.target, ctx.settings, ctx.step_id)
+
+
+def endpoint_for(config: SSHConfig, target: Mapping[str, Any] | None, settings: Settings, step_id: str) -> Endpoint:
+    """:func:`resolve_endpoint` from its parts (pre-flight has no context)."""
+    entry = _lookup(config, target, settings.inventory, step_id)
     address = entry.get("address") or entry["name"]
-    known_hosts = config.known_hosts or entry.get("known_hosts") or ctx.settings.known_hosts or DEFAULT_KNOWN_HOSTS
+    known_hosts = config.known_hosts or entry.get("known_hosts") or settings.known_hosts or DEFAULT_KNOWN_HOSTS
     key = config.key or entry.get("key")
     return Endpoint(
         name=str(entry.get("name") or address),

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from runbook_ssh.command import ENV_NAME, build_command, env_stdin
 from runner.durations import Duration
 from runner.secrets import refuse_secret_in_argv
-from runner.steptypes import ActionResult, Argv, StepConfig, StepType, Templated
+from runner.steptypes import ActionResult, Argv, Finding, PreflightFacts, StepConfig, StepType, Templated
 
 if TYPE_CHECKING:
     from runner.context import Context
@@ -98,6 +98,12 @@ class SSHStep(StepType):
         detail = f"exit {result.exit_code} on {ep.label}" if result.exit_code >= 0 else f"no exit status from {ep.label} (killed?)"
         return ActionResult(exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, truncated=result.truncated,
                             duration=result.duration, detail=detail)  # fmt: skip
+
+    def preflight(self, config: SSHConfig, facts: PreflightFacts) -> list[Finding]:
+        """The private key file readable and the host's key in known_hosts (see :mod:`runbook_ssh.preflight`)."""
+        from runbook_ssh.preflight import preflight
+
+        return preflight(config, facts)
 
     def shorthand(self, value: Any) -> Any:
         """Only the mapping form exists: ``ssh: {host, command}``."""

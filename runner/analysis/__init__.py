@@ -66,7 +66,7 @@ def check_runbook(rb: LoadedRunbook, catalog: Catalog, host: PluginHost, *, rend
             text = "{{ " + text + " }}"  # a condition is an expression even without braces
         if "{{" not in text and "{%" not in text:
             continue
-        scope = Scope(params, secrets, steps, index=at.index, self_visible=at.rollback, target=at.target)
+        scope = Scope(params, secrets, steps, index=at.index, self_visible=at.rollback, target=at.target, item=at.item)
         if at.index is None:
             scope.only, scope.place = frozenset({"params", "run"}), "the lock (rendered when the run starts)"
         problems += [locate(rb, at.path, m) for m in check_template(renderer, text, scope)]
@@ -85,7 +85,7 @@ def _step_infos(rb: LoadedRunbook) -> dict[str, StepInfo]:
     out = {}
     for i, step in enumerate(rb.spec.steps):
         step_type = rb.registry.get(step.action.type) if step.action.type in rb.registry else None
-        fields = step_type.output_fields if step_type is not None and step.targets is None else None
+        fields = step_type.output_fields if step_type is not None and not step.fans_out else None
         out[step.id] = StepInfo(i, step.action.type, fields, never_runs=step.when is False)
     return out
 

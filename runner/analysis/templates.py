@@ -2,7 +2,8 @@
 
 A step's templates see ``params``, ``secrets``, ``run`` (``id``, ``runbook``, ``started_by``, ``trigger``),
 ``alert``, ``steps.ID.output`` and ``steps.ID.state`` of the steps *before* it, and ``target`` (``name``,
-``address``, ``port``, ``user``, ``key``, ``known_hosts``, ``vars``) in a step with ``targets``. A name outside
+``address``, ``port``, ``user``, ``key``, ``known_hosts``, ``vars``) in a step with ``targets``, ``item`` (any value)
+in a step with ``for_each``. A name outside
 that fails the run at that step (``'dict object' has no attribute 'c'``) after the steps before it changed
 things; here it is found before anything runs.
 """
@@ -21,7 +22,7 @@ __all__ = ["RUN_FIELDS", "STEP_FIELDS", "TARGET_FIELDS", "Scope", "StepInfo", "c
 RUN_FIELDS = frozenset({"id", "runbook", "started_by", "trigger"})
 TARGET_FIELDS = frozenset({"name", "address", "port", "user", "key", "known_hosts", "vars"})
 STEP_FIELDS = frozenset({"output", "state"})
-NAMES = ("params", "steps", "run", "secrets", "alert", "target")
+NAMES = ("params", "steps", "run", "secrets", "alert", "target", "item")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Scope:
     index: int | None = None  # the step the template belongs to (None: not in a step)
     self_visible: bool = False  # a rollback runs after its own step finished
     target: bool = False  # in a step with targets
+    item: bool = False  # in a step with for_each
     only: frozenset[str] | None = None  # names the place allows at all (the lock: params and run.started_by)
     place: str = ""
     rebound: set[str] = field(default_factory=set)
@@ -98,8 +100,8 @@ def _chains(tree: Any) -> Iterator[tuple[str, list[str]]]:
             cut = ordered.index(None) if None in ordered else len(ordered)
             yield current.name, [k for k in ordered[:cut] if k is not None]
     for name in tree.find_all(nodes.Name):
-        if name.ctx == "load" and name.name == "target":
-            yield "target", []  # `target` on its own (`{{ target }}`) needs a fan-out too
+        if name.ctx == "load" and name.name in ("target", "item"):
+            yield name.name, []  # `target` / `item` on their own (`{{ item }}`) need a fan-out too
 
 
 def _check_chain(root: str, keys: list[str], scope: Scope) -> str | None:
@@ -107,6 +109,8 @@ def _check_chain(root: str, keys: list[str], scope: Scope) -> str | None:
         return None
     if scope.only is not None and root not in scope.only:
         return f"names '{root}', which {scope.place} does not see (only {', '.join(sorted(scope.only))})"
+    if root == "item":
+        return None if scope.item else "names 'item', which is set only in a step with 'for_each' (once per item)"
     if root == "target":
         if not scope.target:
             return "names 'target', which is set only in a step with 'targets' (a fan-out over hosts)"

@@ -31,6 +31,7 @@ class StringAt:
     condition: bool  # an expression even without braces (`when`, a check's `expr`)
     target: bool  # rendered per fan-out target
     rollback: bool
+    item: bool = False  # rendered per `for_each` item
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,16 @@ def strings(spec_json: dict[str, Any], registry: StepTypeRegistry) -> Iterator[S
     if isinstance(spec_json.get("lock"), str):
         yield StringAt(("lock",), spec_json["lock"], None, False, False, False)
     for i, step in enumerate(spec_json.get("steps", [])):
-        fan = step.get("targets") is not None
+        fan, each = step.get("targets") is not None, step.get("for_each") is not None
         base: Path_ = ("steps", i)
         if isinstance(step.get("when"), str):
             yield StringAt((*base, "when"), step["when"], i, True, False, False)
-        for path, value in _leaves(step.get("targets"), (*base, "targets")):
-            yield StringAt(path, value, i, False, False, False)
+        for key in ("targets", "for_each"):
+            for path, value in _leaves(step.get(key), (*base, key)):
+                yield StringAt(path, value, i, False, False, False)
+        for key in ("reads", "writes"):  # rendered per unit, like the action
+            for path, value in _leaves(step.get(key), (*base, key)):
+                yield StringAt(path, value, i, False, fan, False, each)
         for at in step_configs(step, i, registry):
             rollback = at.path[2] == "rollback"
             step_type = registry.get(at.type) if at.type in registry else None
@@ -61,13 +66,13 @@ def strings(spec_json: dict[str, Any], registry: StepTypeRegistry) -> Iterator[S
                 if step_type is not None and key in step_type.check_fields:
                     for j, check in enumerate(value or []):
                         if isinstance(check, dict) and isinstance(check.get("expr"), str):
-                            yield StringAt((*at.path, key, j, "expr"), check["expr"], i, True, fan, rollback)
+                            yield StringAt((*at.path, key, j, "expr"), check["expr"], i, True, fan, rollback, each)
                 elif step_type is None or key not in step_type.unrendered:
                     for path, text in _leaves(value, (*at.path, key)):
-                        yield StringAt(path, text, i, False, fan, rollback)
+                        yield StringAt(path, text, i, False, fan, rollback, each)
         for path, check in _checks(step, base):
             if isinstance(check.get("expr"), str):
-                yield StringAt((*path, "expr"), check["expr"], i, True, fan, False)
+                yield StringAt((*path, "expr"), check["expr"], i, True, fan, False, each)
 
 
 def configs(spec_json: dict[str, Any], registry: StepTypeRegistry) -> Iterator[ConfigAt]:

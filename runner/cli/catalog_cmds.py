@@ -123,6 +123,8 @@ def show_cmd(state: AppState, name: str) -> int:
             extras.append("idempotent")
         if step.targets is not None:
             extras.append(f"targets {step.targets}")
+        if step.for_each is not None:
+            extras.append(f"for_each {step.for_each}")
         out.print(
             f"  {i}. [bold]{step.id}[/] {step.action.type}: {st.summary(step.action.config)}"
             + (f"  [dim]({', '.join(extras)})[/]" if extras else "")

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from runner.engine.planner import PlanView
     from runner.store.records import Event, RunRecord
     from runner.views import RunView
 
-__all__ = ["Progress", "print_plan", "print_run"]
+__all__ = ["Progress", "print_run"]
 
 _MARK = {
     "succeeded": ("✓", "green"), "satisfied": ("=", "cyan"), "skipped": ("-", "dim"), "failed": ("✗", "red"),
@@ -186,16 +185,6 @@ def _print_next(console: Console, view: RunView) -> None:
         if str(view.state) == "running":
             console.print(f"[yellow]{nxt.reason}[/]", highlight=False)
         console.print(f"next: {nxt.command}{when}", highlight=False)
-
-
-def print_plan(console: Console, view: PlanView) -> None:
-    """One line per step with its verdict."""
-    marks = {"would-run": "[blue]▸[/]", "already-satisfied": "[cyan]=[/]", "would-skip": "[dim]-[/]", "blocked": "[red]⊘[/]",
-             "would-wait": "[yellow]…[/]", "cannot-know": "[magenta]?[/]"}  # fmt: skip
-    console.print(f"plan for [bold]{view.runbook}[/] (read-only probes; nothing was changed)")
-    for s in view.steps:
-        console.print(f"{marks.get(s.verdict, '·')} [bold]{s.id}[/] {s.verdict} [dim]— {s.reason}[/]")
-    console.print(", ".join(f"{n} {k}" for k, n in view.summary.items()))
 
 
 def stderr_line(text: str) -> None:

@@ -293,7 +293,7 @@ def plan_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: st
         emit_json(view.model_dump(mode="json"))
     else:
         from runner.cli.output import console
-        from runner.cli.render import print_plan
+        from runner.cli.plan_render import print_plan
 
         print_plan(console(), view)
     return 0

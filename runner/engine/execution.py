@@ -21,6 +21,7 @@ from runner.engine.probes import Prober
 from runner.engine.runtime import Heartbeat, ParamValues, Resources
 from runner.engine.services import StepServices
 from runner.engine.steprunner import Unit
+from runner.engine.units import ITEM, host_of
 from runner.errors import CancelRequested, Interrupted, LeaseLost, RunControl, StoreError
 from runner.secrets import Redactor, SecretResolver, SecretsUnavailable, SecretsView
 from runner.store.records import Flags, NewEvent, RunRecord, StepRecord
@@ -70,7 +71,7 @@ class Execution:
         self.engine, self.store, self.host = engine, engine.store, engine.host
         self.run, self.rb, self.spec, self.lease, self.opts = run, rb, rb.spec, lease, opts
         self.redactor = Redactor(engine.extra_secrets)
-        resolver = SecretResolver(self.host.secret_providers, self.redactor)
+        self.resolver = resolver = SecretResolver(self.host.secret_providers, self.redactor)
         self.secrets_view = SecretsView(self.spec.secrets, resolver)
         self.param_values = ParamValues(run.params, self.spec.params, resolver)
         self.prober = Prober(self.host, engine.renderer, rb.file, self.redactor)
@@ -109,7 +110,8 @@ class Execution:
         with self._lock:
             step_rec = self.steps[unit.step.id]
             if unit.target is not None:
-                step_rec.progress.targets[unit.target["name"]] = target_record(unit.rec)
+                name = unit.target["name"]
+                step_rec.progress.targets[name] = target_record(unit.rec, step_rec.progress.targets.get(name))
             self.journal.commit(events, None, [step_rec])
 
     def fence(self) -> None:
@@ -129,7 +131,8 @@ class Execution:
                     reconcile.stop_leftovers(begin, self.run.id)
                 self.journal.commit(begin.events, begin.run, begin.steps)
                 try:
-                    loop.run_steps(self)
+                    if self._preflight(begin.unresolved):
+                        loop.run_steps(self)
                 except (RunControl, LeaseLost, StoreError):
                     raise
                 except Exception as exc:  # a bug or an unexpected error: the run fails, clearly, never stays "running"
@@ -145,6 +148,22 @@ class Execution:
             with contextlib.suppress(LeaseLost):
                 self.journal.flush()
                 self.store.release(self.lease)
+
+    def _preflight(self, unresolved: SecretsUnavailable | None) -> bool:
+        """Pre-flight the steps left (see runner.engine.preflight); False if it failed the run.
+
+        A drive that only settles the run (a cancel's rollback) or runs one step for a caller that checked is only
+        refused for secrets that cannot be resolved.
+        """
+        from runner.engine import preflight
+
+        if self.run.cancel_requested or self.opts.detached_step is not None:
+            problems = [preflight.PreflightProblem(unresolved.reason)] if unresolved is not None else []
+        else:
+            problems = preflight.check_execution(self)  # (it finds the unresolved secrets again, with the rest)
+        if problems:
+            preflight.refuse(self, problems)
+        return not problems
 
     def stopping(self) -> bool:
         """True once a signal, a pause or a cancel asks the drive to stop starting work."""
@@ -165,10 +184,13 @@ class Execution:
         self.steps_view[rec.step_id] = {"output": rec.output, "state": str(rec.state)}
 
     def template_ctx(self, target: dict[str, Any] | None) -> dict[str, Any]:
-        """What templates see: params, steps, run, secrets, alert, target."""
+        """What templates see: params, steps, run, secrets, alert, and ``target`` (a host) or ``item`` (a for_each unit)."""
         trigger = self.run.trigger or {}
-        return {"params": self.param_values, "steps": self.steps_view, "run": self._run_ctx, "secrets": self.secrets_view,
-                "alert": trigger.get("alert"), "target": target}  # fmt: skip
+        out = {"params": self.param_values, "steps": self.steps_view, "run": self._run_ctx, "secrets": self.secrets_view,
+               "alert": trigger.get("alert"), "target": host_of(target)}  # fmt: skip
+        if target is not None and ITEM in target:
+            out[ITEM] = target[ITEM]
+        return out
 
     def make_ctx(self, unit: Unit, attempt: int, timeout: float | None) -> Context:
         """A context for one action of ``unit``."""
@@ -177,7 +199,8 @@ class Execution:
             run_id=self.run.id, runbook=self.spec.name, step_id=unit.step.id, attempt=attempt, params=self.params_obj,
             param_values=self.param_values, outputs=self.outputs, settings=self.engine.settings, secrets=self.secrets_view,
             redactor=self.redactor, services=self.services, started_by=self.run.started_by,
-            state=unit.rec.progress.local, target=unit.target, timeout=timeout,
+            state=unit.rec.progress.local, target=host_of(unit.target), timeout=timeout,
+            item=unit.target.get(ITEM) if unit.target else None, unit=unit.target["name"] if unit.target else None,
         )  # fmt: skip
         with self._lock:
             self._live[ctx] = unit
@@ -195,12 +218,11 @@ class Execution:
         """The action of ``ctx`` is over."""
         with self._lock:
             self._live.pop(ctx, None)
-        self.output.done(ctx.step_id, ctx.target.get("name") if ctx.target else None)
+        self.output.done(ctx.step_id, ctx.unit)
 
     def live_output(self, ctx: Context, stream: str, line: str) -> None:
         """A line the command of ``ctx``'s step wrote while it runs (see runner.engine.output)."""
-        target = ctx.target.get("name") if ctx.target else None
-        self.output.line(ctx.step_id, target, ctx.attempt, stream, line)
+        self.output.line(ctx.step_id, ctx.unit, ctx.attempt, stream, line)
 
     def unit_of(self, ctx: Context) -> Unit | None:
         """The unit a live context acts for."""

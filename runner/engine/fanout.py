@@ -1,10 +1,11 @@
-"""Fan-out: one step over many targets with ``batch`` rate control.
+"""Fan-out: one step over many targets (``targets``) or items (``for_each``) with ``batch`` rate control.
 
 Targets run ``max_concurrency`` at a time (rolling), or in waves with
 ``pause_between`` waves when that is set. Once more than ``max_failures``
 targets have failed, the remaining targets are not started (``not_started``).
-Each target's outcome is journaled as a :class:`~runner.store.progress.TargetRecord`
-inside its step's progress; a resumed run re-runs only targets that did not succeed.
+Each target's (or item's) outcome is journaled as a :class:`~runner.store.progress.TargetRecord`
+inside its step's progress, under its name (an item's key, see :mod:`runner.engine.units`); a resumed run
+re-runs only the targets or items that did not succeed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.steprunner import StepRunner, Unit
-from runner.errors import RunControl, StepFailed
+from runner.engine.units import ITEM, resolve_units, stored_target
+from runner.errors import RunControl
 from runner.model import Batch
 from runner.store.progress import TargetRecord
 from runner.store.records import DONE_STEP_STATES, NewEvent, StepRecord, StepState
@@ -31,20 +33,20 @@ _OK = {str(s) for s in DONE_STEP_STATES}
 
 
 def target_unit(step: Step, step_rec: StepRecord, name: str) -> Unit:
-    """A unit for target ``name`` of ``step``, its record built from the stored :class:`TargetRecord`."""
+    """A unit for target (or item) ``name`` of ``step``, its record built from the stored :class:`TargetRecord`."""
     t = step_rec.progress.targets[name]
     state = StepState.PENDING if t.state == StepState.NOT_STARTED else StepState(t.state)
     rec = StepRecord(run_id=step_rec.run_id, step_id=step_rec.step_id, idx=step_rec.idx, state=state, attempts=t.attempts,
                      output=t.output, reason=t.reason, started_at=t.started_at, finished_at=t.finished_at,
                      not_before=t.not_before, progress=t.progress)  # fmt: skip
-    return Unit(step, rec, {"name": name})
+    return Unit(step, rec, stored_target(step, step_rec, name))
 
 
-def target_record(rec: StepRecord) -> TargetRecord:
-    """The stored form of a target unit's record."""
+def target_record(rec: StepRecord, previous: TargetRecord | None = None) -> TargetRecord:
+    """The stored form of a target unit's record (the item of a ``for_each`` unit is kept from ``previous``)."""
     return TargetRecord(state=str(rec.state), attempts=rec.attempts, output=rec.output, reason=rec.reason,
                         started_at=rec.started_at, finished_at=rec.finished_at, not_before=rec.not_before,
-                        progress=rec.progress)  # fmt: skip
+                        progress=rec.progress, item=previous.item if previous is not None else None)  # fmt: skip
 
 
 class FanOut:
@@ -55,13 +57,9 @@ class FanOut:
 
     def run(self) -> StepState:
         """Run the targets that have not succeeded; returns the step's outcome."""
-        from runner.inventory import load_inventory
-
         exe, step, rec = self.exe, self.step, self.rec
-        value = exe.engine.renderer.render(step.targets, exe.template_ctx(None), file=exe.rb.file, step=step.id, field="targets")
-        targets = load_inventory(exe.engine.settings.inventory).resolve(value)
-        if not targets:
-            raise StepFailed(f"step '{step.id}': targets {step.targets!r} resolved to no hosts")
+        targets = resolve_units(step, exe.engine.renderer, exe.template_ctx(None), file=exe.rb.file,
+                                inventory=exe.engine.settings.inventory)  # fmt: skip
         stored = rec.progress.targets
         todo = [t for t in targets if t["name"] not in stored or stored[t["name"]].state not in _OK]
         batch = step.batch or Batch()
@@ -70,7 +68,7 @@ class FanOut:
             rec.state = step_after(rec.state, StepEvent.BEGIN)
         rec.started_at = rec.started_at or time.time()
         for t in todo:
-            stored.setdefault(t["name"], TargetRecord())
+            stored.setdefault(t["name"], TargetRecord(item=exe.redactor.value(t[ITEM]) if ITEM in t else None))
         exe.save(Unit(step, rec), [NewEvent("step.started", step_id=step.id, data={
             "targets": [t["name"] for t in targets], "to_run": [t["name"] for t in todo],
             "max_concurrency": concurrency, "max_failures": max_failures})])  # fmt: skip
@@ -117,18 +115,19 @@ class FanOut:
         exe, step, rec = self.exe, self.step, self.rec
         stored = rec.progress.targets
         by_state: dict[str, list[str]] = {}
+        what = "items" if step.for_each is not None else "targets"
         for t in targets:
             entry = stored[t["name"]]
             if entry.state == StepState.PENDING and failures > max_failures:
                 entry.state = str(step_after(entry.state, StepEvent.HOLD))
-                entry.reason = f"not started: more than {max_failures} target(s) failed"
+                entry.reason = f"not started: more than {max_failures} {what[:-1]}(s) failed"
             by_state.setdefault(entry.state, []).append(t["name"])
         rec.output = {t["name"]: stored[t["name"]].output for t in targets}
         bad = {k: v for k, v in by_state.items() if k not in _OK}
         summary = ", ".join(f"{len(v)} {k} ({', '.join(v)})" for k, v in sorted(by_state.items()))
         state, event = _step_outcome(set(bad))
         rec.state = step_after(rec.state, event)
-        rec.reason = f"targets: {summary}"
+        rec.reason = f"{what}: {summary}" if targets else "for_each: no items, nothing to do"
         if state in (StepState.SUCCEEDED, StepState.FAILED):
             rec.finished_at = time.time()
         exe.save(

@@ -81,7 +81,7 @@ def run_steps(exe: Execution) -> None:
 
 def _run_step(exe: Execution, step: Step, rec: StepRecord) -> StepState:
     runner = StepRunner(exe)
-    if step.precondition or step.check or step.targets is not None or rec.state != StepState.PENDING:
+    if step.precondition or step.check or step.fans_out or rec.state != StepState.PENDING:
         exe.journal.flush()  # these act or probe before this step's start is committed
     unit = Unit(step, rec)
     if step.when is not None and rec.state == StepState.PENDING and rec.progress.phase is None:
@@ -92,12 +92,12 @@ def _run_step(exe: Execution, step: Step, rec: StepRecord) -> StepState:
         if not holds:
             ev = unit.event("probe", {"kind": "when", "check": str(step.when), "holds": False, "detail": "condition is false"})
             return runner.finish(unit, [ev], StepState.SKIPPED, f"when: {step.when} is false")
-    if step.targets is not None:
+    if step.fans_out:
         from runner.engine.fanout import FanOut
 
         try:
             return FanOut(exe, step, rec).run()
-        except (StepFailed, UsageError) as exc:  # targets that cannot be rendered or resolved
+        except (StepFailed, UsageError) as exc:  # targets or items that cannot be rendered or resolved
             if rec.state == StepState.RUNNING:
                 rec.state = step_after(rec.state, StepEvent.RELEASE)
             return runner.finish(unit, [], StepState.FAILED, exe.redactor.text(str(exc)))

@@ -15,7 +15,7 @@ from runner.engine.fanout import target_record, target_unit
 from runner.engine.steprunner import Unit
 from runner.errors import UsageError
 from runner.params import validate_params
-from runner.secrets import resolve_at_start
+from runner.secrets import SecretsUnavailable, resolve_at_start
 from runner.store.progress import Phase, Recovery
 from runner.store.records import DONE_STEP_STATES, IN_FLIGHT_STEP_STATES, NewEvent, RunState, StepRecord, StepState
 from runner.store.transitions import RunEvent, StepEvent, run_after
@@ -36,6 +36,8 @@ class Begin:
     changed: dict[str, StepRecord] = field(default_factory=dict)
     leftover_steps: set[str] = field(default_factory=set)
     """Steps whose commands a dead predecessor may have left running (found before recovery moved them on)."""
+    unresolved: SecretsUnavailable | None = None
+    """Secrets that could not be resolved: the run fails at pre-flight (runner.engine.preflight)."""
 
     @property
     def steps(self) -> list[StepRecord]:
@@ -46,8 +48,11 @@ class Begin:
 def prepare(exe: Execution) -> Begin:
     """Everything checked before the first write: params, secrets, edits, recovery and decisions."""
     exe.params_obj = validate_params(exe.spec.name, exe.rb.params_model, exe.run.params)
-    _resolve_secrets(exe)
     begin = Begin()
+    try:
+        _resolve_secrets(exe)
+    except SecretsUnavailable as exc:  # the run fails before its first step, with every other problem pre-flight finds
+        begin.unresolved = exc
     reconcile_edits(exe, begin.events, begin.run, begin.changed)
     first = exe.run.state == RunState.QUEUED and not any(s.attempts for s in exe.steps.values())
     left = None if exe.opts.deadline is None else round(exe.left() or 0.0, 3)
@@ -76,7 +81,7 @@ def _resolve_secrets(exe: Execution) -> None:
     """Resolve every declared secret and secret param now, so each is masked from the first step on.
 
     (Lazily, a step that prints the environment before the first template uses a secret would show it.)
-    One that cannot be resolved fails the run (:class:`~runner.secrets.SecretsUnavailable`).
+    One that cannot be resolved fails the run (:class:`~runner.secrets.SecretsUnavailable`, reported by pre-flight).
     """
     resolve_at_start(exe.secrets_view, exe.param_values, exe.spec.params, exe.run.params)
 
@@ -121,7 +126,8 @@ def _recover(exe: Execution, begin: Begin) -> None:
             begin.events.append(unit.event("step.recovered", {"decision": str(decision), "reason": unit.rec.reason},
                                            attempt=unit.rec.attempts))  # fmt: skip
             if unit.target is not None:
-                rec.progress.targets[unit.target["name"]] = target_record(unit.rec)
+                name = unit.target["name"]
+                rec.progress.targets[name] = target_record(unit.rec, rec.progress.targets.get(name))
             begin.changed[step.id] = rec
 
 

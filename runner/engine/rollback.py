@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from runner.engine.expect import evaluate
 from runner.engine.steprunner import Unit
+from runner.engine.units import stored_target
 from runner.errors import RunControl, StepFailed, UsageError
 from runner.steptypes import ActionResult
 from runner.store.progress import RollbackProgress
@@ -49,7 +50,7 @@ def _rollback_one(exe: Execution, step: Step) -> bool:
     for name in names or [""]:
         if name in progress.done:
             continue
-        unit = Unit(step, rec, {"name": name} if name else None)
+        unit = Unit(step, rec, stored_target(step, rec, name) if name else None)
         exe.journal.commit([unit.event("rollback.started", {"type": step.rollback.type if step.rollback else ""})])
         held, why = _invoke(exe, unit)
         if held:

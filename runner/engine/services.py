@@ -41,7 +41,7 @@ class StepServices:
         """Evaluate compiled checks for the step of ``ctx`` (used by ``wait`` conditions)."""
         exe = self.exe
         unit = exe.unit_of(ctx) or Unit(exe.spec.step(ctx.step_id), exe.steps[ctx.step_id], ctx.target)
-        return exe.prober.evaluate(checks, exe.template_ctx(ctx.target), lambda: exe.probe_ctx(unit), kind)
+        return exe.prober.evaluate(checks, exe.template_ctx(unit.target), lambda: exe.probe_ctx(unit), kind)
 
     def approvals(self, ctx: Context) -> list[dict[str, Any]]:
         """Decisions recorded for the step of ``ctx`` since its approval request was made (``since`` in its state)."""
@@ -69,8 +69,8 @@ class StepServices:
     def journal(self, ctx: Context, kind: str, data: dict[str, Any]) -> None:
         """Append an informational event about the step of ``ctx``."""
         payload = dict(data)
-        if ctx.target is not None:
-            payload["target"] = ctx.target.get("name")
+        if ctx.unit is not None:
+            payload["target"] = ctx.unit
         self.exe.journal.commit([NewEvent(f"step.{kind}", step_id=ctx.step_id, attempt=ctx.attempt, data=payload)])
 
     def output(self, ctx: Context, stream: str, line: str) -> None:

@@ -134,7 +134,7 @@ class StepProgress:
     local: dict[str, Any] = field(default_factory=dict)
     """The step type's own state between polls (``ctx.state``)."""
     targets: dict[str, TargetRecord] = field(default_factory=dict)
-    """Fan-out targets by name, in start order."""
+    """Fan-out targets by name (``for_each`` items by key), in start order."""
 
     @property
     def gate_pending(self) -> bool:
@@ -198,7 +198,7 @@ _PROGRESS_KEYS = frozenset({"phase", "waiting", "gate", "recovery", "child", "ro
 
 @dataclass
 class TargetRecord:
-    """One target of a fan-out step: its own outcome and progress (stored inside its step's progress)."""
+    """One target (or ``for_each`` item) of a fan-out step: its own outcome and progress (stored inside its step's progress)."""
 
     state: str = "pending"
     """A :class:`~runner.store.records.StepState` value, or ``not_started`` (held back: too many targets failed)."""
@@ -209,6 +209,8 @@ class TargetRecord:
     finished_at: float | None = None
     not_before: float | None = None
     progress: StepProgress = field(default_factory=StepProgress)
+    item: Any = None
+    """The item of a ``for_each`` unit (secrets masked), for its rollback and views."""
 
     def to_json(self) -> dict[str, Any]:
         """The stored form."""
@@ -219,6 +221,8 @@ class TargetRecord:
                 out[key] = value
         if not self.progress.is_empty():
             out["progress"] = self.progress.to_json()
+        if self.item is not None:
+            out["item"] = self.item
         return out
 
     @classmethod
@@ -227,7 +231,8 @@ class TargetRecord:
         data = _dict(data, "target")
         return cls(state=str(data.get("state", "pending")), attempts=int(data.get("attempts") or 0), output=data.get("output"),
                    reason=str(data.get("reason") or ""), started_at=data.get("started_at"), finished_at=data.get("finished_at"),
-                   not_before=data.get("not_before"), progress=StepProgress.from_json(data.get("progress")))  # fmt: skip
+                   not_before=data.get("not_before"), progress=StepProgress.from_json(data.get("progress")),
+                   item=data.get("item"))  # fmt: skip
 
 
 @dataclass

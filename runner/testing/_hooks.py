@@ -80,7 +80,10 @@ def _stamp(files: list[Path]) -> tuple[int, ...]:
 
 
 def target_of(ctx: Context) -> str | None:
-    """The fan-out target a context acts on (None outside a fan-out)."""
+    """The fan-out target (or ``for_each`` item key) a context acts on (None outside a fan-out)."""
+    unit = getattr(ctx, "unit", None)
+    if unit is not None:
+        return str(unit)
     return str(ctx.target.get("name")) if ctx.target else None
 
 
@@ -90,6 +93,14 @@ class Fakes:
     def __init__(self, state: State, actions: Actions) -> None:
         self.state, self.actions = state, actions
         self.faked: dict[int, str] = {}  # id(ctx) -> what answered instead of the real step type (for the ledger)
+
+    @hookimpl(tryfirst=True)
+    def runbook_preflight_action(self, step_type: Any, config: Any, facts: Any) -> Any:
+        """Nothing to find for an ssh action the fake transport answers (no host, no key); None: the step type looks.
+
+        Faked and replayed http requests keep the real pre-flight: they are refused where the real step would refuse.
+        """
+        return [] if step_type.name == "ssh" and self.state.read()["ssh"]["on"] else None
 
     @hookimpl(tryfirst=True)
     def runbook_execute_action(self, step_type: Any, config: Any, ctx: Context) -> Any:
@@ -141,7 +152,7 @@ class Fakes:
         return result  # type: ignore[no-any-return]
 
     def _ssh(self, config: Any, ctx: Context) -> ActionResult:
-        host = config.host or target_of(ctx)
+        host = config.host or (str(ctx.target.get("name")) if ctx.target else None)
         command = list(config.command)
         with self.state.update() as data:
             data["ssh"]["commands"].append({"host": host, "command": command, "step": ctx.step_id, "sudo": bool(config.sudo)})

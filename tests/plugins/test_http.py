@@ -25,6 +25,16 @@ def step(view: dict[str, Any], step_id: str) -> dict[str, Any]:
     return next(s for s in view["steps"] if s["id"] == step_id)
 
 
+def refused(view: dict[str, Any], step_id: str) -> str:
+    """Why ``step_id``'s request was refused: pre-flight refuses it before the run's first step (the run's reason names the
+    step), a refusal only the sent request shows fails the step itself."""
+    if step(view, step_id)["state"] == "pending":
+        assert view["reason"].startswith("pre-flight found"), view["reason"]
+        assert f"step '{step_id}': " in view["reason"], view["reason"]
+        return str(view["reason"])
+    return str(step(view, step_id)["reason"])
+
+
 def events(project: Any, run_id: str) -> list[dict[str, Any]]:
     result = project.run("events", run_id, "--json")
     assert result.code == 0, result
@@ -301,7 +311,7 @@ def test_a_host_outside_allowed_hosts_is_refused_before_sending(project: Any, ht
     one_step(project, f'{{url: "{http_server.url("/echo")}", allowed_hosts: [lb.example.com, "*.internal"]}}')
     result, view = run(project, "h")
     assert result.code == 1, result
-    reason = step(view, "s")["reason"]
+    reason = refused(view, "s")
     assert "host '127.0.0.1' is not allowed by the step's allowed_hosts (lb.example.com, *.internal)" in reason
     assert http_server.requests == []
 
@@ -320,7 +330,7 @@ def test_the_global_allow_list_applies_to_every_http_step(project: Any, http_ser
     one_step(project, f'{{url: "{http_server.url("/echo")}"}}')
     result, view = run(project, "h", env={"RUNBOOK_HTTP_ALLOWED_HOSTS": "lb.example.com, localhost"})
     assert result.code == 1, result
-    assert "host '127.0.0.1' is not allowed by RUNBOOK_HTTP_ALLOWED_HOSTS" in step(view, "s")["reason"]
+    assert "host '127.0.0.1' is not allowed by RUNBOOK_HTTP_ALLOWED_HOSTS" in refused(view, "s")
     assert http_server.requests == []
     result, _ = run(project, "h", env={"RUNBOOK_HTTP_ALLOWED_HOSTS": "lb.example.com,127.0.0.1"})
     assert result.code == 0, result
@@ -377,7 +387,7 @@ def test_a_secret_is_not_sent_to_a_host_chosen_by_a_param(project: Any, http_ser
     templated(project, "{{ params.base }}/echo", config)
     result, view = run(project, "t", *params_for(http_server))
     assert result.code == 1, result
-    reason = step(view, "s")["reason"]
+    reason = refused(view, "s")
     assert f"POST {http_server.url('/echo')}" in reason or f"GET {http_server.url('/echo')}" in reason
     assert "the request carries a secret and its host '127.0.0.1' comes from a template; refusing to send it" in reason
     assert "`allowed_hosts: [127.0.0.1]`" in reason and "RUNBOOK_HTTP_ALLOWED_HOSTS=127.0.0.1" in reason
@@ -399,7 +409,7 @@ def test_any_template_before_the_path_makes_the_host_templated(project: Any, htt
     templated(project, url, 'headers: {X-Api-Key: "{{ secrets.tok }}"}')
     result, view = run(project, "t", *params_for(http_server))
     assert result.code == 1, result
-    assert "comes from a template" in step(view, "s")["reason"]
+    assert "comes from a template" in refused(view, "s")
     assert http_server.requests == []
 
 
@@ -446,7 +456,7 @@ def test_a_templated_allow_list_does_not_pin_anything(project: Any, http_server:
     templated(project, "{{ params.base }}/echo", 'headers: {X-Api-Key: "{{ secrets.tok }}"}, allowed_hosts: ["{{ params.host }}"]')
     result, view = run(project, "t", *params_for(http_server))
     assert result.code == 1, result
-    assert "comes from a template" in step(view, "s")["reason"]
+    assert "comes from a template" in refused(view, "s")
     assert http_server.requests == []
 
 
@@ -634,7 +644,7 @@ def test_a_secret_in_the_url_is_refused(project: Any, http_server: HTTPTestServe
     one_step(project, f'{{url: "{http_server.url("/echo")}", query: {{token: "{{{{ secrets.tok }}}}"}}}}')
     result, view = run(project, "h", env={"TOK": TOKEN})
     assert result.code == 1, result
-    reason = step(view, "s")["reason"]
+    reason = refused(view, "s")
     assert "the URL contains a secret value" in reason and "pass the secret in a header" in reason
     assert "token=***" in reason
     assert TOKEN not in result.out + result.err
