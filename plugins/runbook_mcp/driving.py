@@ -114,19 +114,24 @@ async def drive(client: Client, spec: ToolSpec, args: dict[str, Any], call: Call
     inflight[future] = (client, call)
     future.add_done_callback(lambda f: inflight.pop(f, None))
     finished = anyio.Event()
+    failure: Exception | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(progress.run, finished)
             try:
                 result = await _result(client, future, call, in_thread)
+            except Exception as exc:  # raised out of the task group, it would arrive wrapped in an ExceptionGroup
+                failure = exc
             finally:
                 finished.set()
-        return result
     except anyio.get_cancelled_exc_class():
         call.cancelled = True
         with anyio.CancelScope(shield=True):
             await in_thread(pause_quietly, client, call, "the MCP client cancelled the call")
         raise
+    if failure is not None:
+        raise failure
+    return result
 
 
 async def _result(client: Client, future: Future[Any], call: Call, in_thread: InThread) -> BaseModel:

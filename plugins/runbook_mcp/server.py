@@ -171,11 +171,11 @@ class RunbookMCP:
             return self._error(exc)
         except PydanticValidationError as exc:
             message = f"invalid arguments for tool '{params.name}': {_pydantic_text(exc)}"
-            return _error_result(message, error_body(message, "UsageError", hint="the tool's inputSchema says what it takes"))
+            return _error_result(f"error: {message}", error_body(message, "UsageError", hint="the tool's inputSchema says what it takes"))
         except Exception as exc:  # a bug: one line to the agent, the traceback to the server's log
             log.exception("tool %s failed", params.name)
             message = self.backend.redact(f"internal error in tool '{params.name}': {type(exc).__name__}: {exc}")
-            return _error_result(message, error_body(message, "InternalError", exit_code=1))
+            return _error_result(f"error: {message}", error_body(message, "InternalError", exit_code=1))
 
     def _error(self, exc: RunbookError) -> types.CallToolResult:
         from runner.views import error_document
