@@ -200,9 +200,10 @@ async def connect_http(url: str, token: str | None, *, capture: Capture | None =
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60.0, read=120.0), trust_env=False) as http:
-        async with (
-            streamable_http_client(url, http_client=http) as streams,
-            _session(streams[0], streams[1], capture or Capture()) as agent,
-        ):
-            yield agent
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60.0, read=120.0), trust_env=False)
+    async with (
+        http,
+        streamable_http_client(url, http_client=http) as streams,
+        _session(streams[0], streams[1], capture or Capture()) as agent,
+    ):
+        yield agent
