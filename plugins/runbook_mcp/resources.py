@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.api import Client
 
-__all__ = ["PROMPT", "TEMPLATES", "Listed", "Parsed", "list_resources", "parse_uri", "prompt_text", "read"]
+__all__ = ["PROMPT", "TEMPLATES", "Listed", "Parsed", "list_resources", "parse_uri", "prompt_text", "read", "run_state"]
 
 TEMPLATES = [
     ("runbook", "runbook://runbooks/{name}", "A runbook: description, params JSON Schema, steps.", "application/json"),
@@ -103,12 +103,11 @@ def read(client: Client, uri: str) -> tuple[str, str]:
     return "text/plain", "".join(f"{line.stream}| {line.text}\n" for line in lines)
 
 
-def run_state(client: Client, run_id: str) -> tuple[str, int]:
-    """(state, last journal seq) of a run the caller may read: what a subscription compares."""
+def run_state(client: Client, run_id: str) -> str:
+    """The state of a run the caller may read: what a subscription compares."""
     rid = client.engine().resolve_id(run_id)
     client.status(rid)  # the authority check
-    run = client.store.get_run(rid)
-    return str(run.state), run.last_seq
+    return str(client.store.get_run(rid).state)
 
 
 def prompt_text(arguments: dict[str, Any] | None) -> str:

@@ -229,7 +229,7 @@ class RunbookMCP:
         if parsed is None or parsed.run_id is None or parsed.step is not None:
             raise MCPError(-32602, f"only runs can be subscribed to (runbook://runs/{{run_id}}), not '{uri}'")
         try:
-            state, _ = await self.in_thread(resources.run_state, client, parsed.run_id)
+            state = await self.in_thread(resources.run_state, client, parsed.run_id)
         except RunbookError as exc:
             raise _resource_error(uri, exc, self.backend.redact) from None
         watch = watch_of(self, ctx)

@@ -25,7 +25,7 @@ from runner.api import Client, EventList, PlanView, RunbookDetail, RunbookList, 
 if TYPE_CHECKING:
     from runner.views import RunView
 
-__all__ = ["INSTRUCTIONS", "TOOL_NAME", "Call", "Hints", "LogList", "ToolSpec", "tool_specs"]
+__all__ = ["INSTRUCTIONS", "TOOL_NAME", "Call", "Hints", "LogList", "ToolSpec", "run_line", "summary", "tool_specs"]
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What every tool name matches (the names clients accept everywhere)."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from runbook_mcp.server import RunbookMCP
     from runner.api import Client
 
-__all__ = ["RUNS_EVERY", "STAMP_EVERY", "Watch", "files_stamp", "watch_of"]
+__all__ = ["RUNS_EVERY", "STAMP_EVERY", "Watch", "files_stamp", "stop_all", "watch_of"]
 
 log = logging.getLogger("runbook.mcp")
 
@@ -99,7 +99,7 @@ class Watch:
             return
         for uri, (run_id, last) in list(self.subs.items()):
             try:
-                state, _ = await self.mcp.in_thread(run_state, client, run_id)
+                state = await self.mcp.in_thread(run_state, client, run_id)
             except Exception:  # gone, or no longer readable (a policy edit): stop telling
                 self.subs.pop(uri, None)
                 continue
