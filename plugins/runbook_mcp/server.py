@@ -133,15 +133,17 @@ class RunbookMCP:
             watch.client = client
         return client
 
-    def _tools(self, client: Client) -> dict[str, ToolSpec]:
-        self.backend.stamp()  # runbooks added or edited since the last call are seen
+    def _tools(self, client: Client, watch: Watch | None = None) -> dict[str, ToolSpec]:
+        stamp = self.backend.stamp()  # runbooks added or edited since the last call are seen
+        if watch is not None:  # what this connection listed: the watcher tells it about changes after this
+            watch.stamp = stamp
         return {t.name: t for t in tool_specs(client)}
 
     # ------------------------------------------------------------------ tools
 
     async def _list_tools(self, ctx: Any, _params: Any) -> types.ListToolsResult:
         client = await self._client(ctx)
-        specs = await self.in_thread(self._tools, client)
+        specs = await self.in_thread(self._tools, client, watch_of(self, ctx))
         return types.ListToolsResult(tools=[_describe(t) for t in specs.values()])
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:

@@ -191,12 +191,12 @@ def test_resources_prompt_subscription_and_list_changed(project: Project) -> Non
             await _subscribe(s, f"runbook://runs/{rid}")
             assert project.run("approve", rid, "--by", "pat").code == 0
             await agent.call("resume_run", {"run_id": rid})
-            await _until(lambda: capture.notifications("notifications/resources/updated"))
+            await _until(lambda: capture.notifications("notifications/resources/updated"), what="resources/updated")
             shutil.copy(project.runbooks / "steps.yaml", project.runbooks / "steps2.yaml")
             (project.runbooks / "steps2.yaml").write_text(
                 (project.runbooks / "steps.yaml").read_text().replace("name: steps", "name: steps2")
             )
-            await _until(lambda: capture.notifications("notifications/tools/list_changed"))
+            await _until(lambda: capture.notifications("notifications/tools/list_changed"), what="tools/list_changed")
             got["after"] = await agent.tools()
             ran = await agent.call("start_run", {"runbook": "steps"})
             got["logs"] = (await s.read_resource(f"runbook://runs/{ran.data['run_id']}/logs/one")).contents[0].text
@@ -220,10 +220,10 @@ async def _subscribe(session: Any, uri: str) -> None:
     await session.send_request(types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)), types.EmptyResult)
 
 
-async def _until(check: Any, timeout: float = 15) -> None:
+async def _until(check: Any, timeout: float = 15, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await anyio.sleep(0.05)
 
 
