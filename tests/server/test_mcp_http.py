@@ -169,3 +169,27 @@ def test_a_session_is_bound_to_its_token_and_its_streams_resume(project: Project
     result = next(e for e in events if "result" in e)
     assert result["id"] == 2 and result["result"]["structuredContent"]["runbook"] == "deploy", result
     assert [e["params"]["progressToken"] for e in events if e.get("method") == "notifications/progress"] == ["p"], events
+
+
+def test_a_policy_edit_sends_tools_list_changed_over_http(project: Project, mcp_serve: ServerProcess) -> None:
+    """The live policy: an edit applies on the next call and open sessions hear tools/list_changed."""
+    capture = Capture()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=capture) as agent:
+            got["before"] = await agent.tools()
+            (project.root / "policy.yaml").write_text(POLICY.replace('deny: ["db-*"]', 'deny: ["db-*", "deploy"]'))
+            deadline = time.monotonic() + 15
+            while not capture.notifications("notifications/tools/list_changed"):
+                assert time.monotonic() < deadline, "no tools/list_changed after the policy edit"
+                await anyio.sleep(0.05)
+            got["after"] = await agent.tools()
+            got["refused"] = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "staging"}})
+
+    anyio.run(scenario)
+    enum = "enum"
+    assert got["before"]["start_run"].input_schema["properties"]["runbook"][enum] == ["deploy"]
+    assert enum not in got["after"]["start_run"].input_schema["properties"]["runbook"], "nothing left to start"
+    assert got["refused"].is_error and "'deploy' is denied to agents" in got["refused"].data["error"]["message"]
+    validate_capture(capture, got["before"])
