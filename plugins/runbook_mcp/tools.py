@@ -205,7 +205,7 @@ def _resume(client: Client, a: ResumeArgs, call: Call) -> RunResult:
 def _readable_runs(client: Client, a: ListRunsArgs) -> RunList:
     """Runs, newest first, leaving out those the caller may not read (an agent reads what its policy lets it)."""
     from runner.authority import Action, decide
-    from runner.views import run_summary
+    from runner.listings import run_summary
 
     listing = client.list_runs(runbook=a.runbook, states=a.states, limit=a.limit, before=a.before)
     who = client.session.principal
