@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from runner.policy import Policy
     from runner.session import Session
     from runner.store.base import Store
+    from runner.store.records import Event, RunRecord
 
 __all__ = [
     "Client",
@@ -64,6 +65,9 @@ __all__ = [
 
 Budget = float | str | None
 """Seconds, a duration such as ``"90s"``, or None (no budget)."""
+
+Observer = Callable[["Event", "RunRecord"], None]
+"""An in-process observer of committed events (see :attr:`runner.engine.Engine.observers`)."""
 
 
 # ---------------------------------------------------------------------- result shapes (runner.views)
@@ -112,6 +116,16 @@ class Client:
         principal = Principal.agent(settings.actor) if agent else Principal.person(settings.actor)
         self.session: Session = Session(settings, host=host, principal=principal, policy=_policy(policy, agent), holder_kind=holder_kind,
                                         cli_options=self.cli_prefix())  # fmt: skip
+
+    @classmethod
+    def over(cls, session: Session, *, holder_kind: str = "api") -> Client:
+        """A client over an existing :class:`~runner.session.Session` (a server's shared store and catalog), acting
+        for the session's principal (an agent principal acts under the session's agent policy)."""
+        client = cls.__new__(cls)
+        client.agent, client.holder_kind = session.principal.is_agent, holder_kind
+        client._paths, client._cli_options = [], {}
+        client.session = session
+        return client
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -226,27 +240,32 @@ class Client:
     # ------------------------------------------------------------------ driving
 
     def start(self, name: str, params: dict[str, Any] | None = None, *, budget: Budget = None, max_steps: int | None = None,
-              idempotency_key: str | None = None, execute: bool = True, deadline: float | None = None) -> RunResult:  # fmt: skip
+              idempotency_key: str | None = None, execute: bool = True, deadline: float | None = None,
+              observers: Sequence[Observer] = ()) -> RunResult:  # fmt: skip
         """Start a run of ``name`` and drive it until it finishes, waits, or the budget is spent.
 
         An agent client is checked against the policy first (:class:`~runner.errors.PolicyDenied`).
         ``execute=False`` only queues the run (for a worker or a later :meth:`resume`). The budget
         counts from this call; ``deadline`` (a ``time.monotonic()`` value) sets the end explicitly.
+        ``observers`` are told every event the drive commits in this process (``Engine.observers``).
         """
         opts = self._options(budget, max_steps, deadline)
         engine = self.engine(budget, max_steps)
+        engine.observers.extend(observers)
         return engine.start(name, dict(params or {}), started_by=self.actor, idempotency_key=idempotency_key, options=opts,
                             execute=execute)  # fmt: skip
 
     def resume(self, run_id: str, *, budget: Budget = None, max_steps: int | None = None, retry: bool = False,
                retry_step: str | None = None, skip_step: str | None = None, accept_changes: bool = False,
-               force: bool = False, deadline: float | None = None) -> RunResult:  # fmt: skip
+               force: bool = False, deadline: float | None = None, observers: Sequence[Observer] = ()) -> RunResult:  # fmt: skip
         """Continue a run from where it stopped (``runbook resume``); completed steps never run again.
 
-        A run another executor holds is not an error: the view says ``wait_elsewhere`` (who, until when)."""
+        A run another executor holds is not an error: the view says ``wait_elsewhere`` (who, until when).
+        ``observers`` are told every event the drive commits in this process (``Engine.observers``)."""
         opts = self._options(budget, max_steps, deadline, retry_failed=retry, retry_step=retry_step, skip_step=skip_step,
                              accept_changes=accept_changes, force=force)  # fmt: skip
         engine = self.engine(budget, max_steps)
+        engine.observers.extend(observers)
         return engine.resume(engine.resolve_id(run_id), opts)
 
     def step(self, run_id: str, *, force: bool = False) -> RunResult:

@@ -86,3 +86,18 @@ def test_a_missing_peer_is_skipped_with_a_note(peer: str, tmp_path: Path, monkey
     monkeypatch.setattr(_systems, "find_peer", lambda *_: None)
     systems, notes = available_systems([peer], [], tmp_path)
     assert systems == [] and len(notes) == 1 and peer in notes[0] and "skipped" in notes[0]
+
+
+def test_mcp_wakeup_bench_measures_both_transports(tmp_path: Path) -> None:
+    """bench/mcp_wakeup.py runs a real server and real stdio processes and reports both (no timing asserted)."""
+    import importlib.util
+
+    from tests.conftest import require
+
+    require(importlib.util.find_spec("mcp") is not None and importlib.util.find_spec("fastapi") is not None, "the agent and server extras")
+    out = tmp_path / "mcp.json"
+    res = subprocess.run([sys.executable, str(BENCH / "mcp_wakeup.py"), "--wakeups", "2", "--target-ms", "1e9", "--out", str(out)],
+                         cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["http"]["n"] == report["stdio"]["n"] == 2 and report["http_p95_within_target"] is True

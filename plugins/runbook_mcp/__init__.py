@@ -1,9 +1,10 @@
-"""Built-in plugin ``runbook_mcp``: ``runbook mcp``, a Model Context Protocol server over stdio.
+"""Built-in plugin ``runbook_mcp``: the Model Context Protocol server, over stdio (``runbook mcp``) and over
+Streamable HTTP (``/mcp`` in ``runbook serve``, :mod:`runbook_mcp.http`).
 
-Agents list runbooks (each with its params JSON Schema, and one ``run_<name>``
-tool whose input schema *is* that schema), plan, start and advance runs under
-a budget, read state, events and the ``next`` cursor, pause and cancel, all as
-agent runs under the agent policy. See docs/agents.md.
+Agents list runbooks (each with its params JSON Schema), plan, start and advance runs under a budget (with
+progress per step and cancellation), read state, events, logs and the ``next`` cursor, pause and cancel, all
+as agent runs under the agent policy; runbooks, runs and step logs are resources, and ``operate-runbook`` a
+prompt. See docs/agents.md.
 
 This module is imported whenever the CLI is built (``runbook --help``), so it
 defines only the click command; the ``mcp`` SDK (``pip install 'runbook[agent]'``)
@@ -43,7 +44,7 @@ def _check_duration(_ctx: click.Context, _param: click.Parameter, value: str) ->
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), help="Agent policy file (default: RUNBOOK_AGENT_POLICY).")
 @click.option("--as", "actor", metavar="NAME", help="Who the agent is in the journal (default: agent:RUNBOOK_ACTOR or agent:user@host).")
 @click.option("--budget", default=DEFAULT_BUDGET, show_default=True, callback=_check_duration, metavar="DURATION",
-              help="Budget of a tool call that runs steps when the call gives none (and of every run_<name> call).")  # fmt: skip
+              help="Budget of a tool call that runs steps when the call gives none.")  # fmt: skip
 @pass_state
 def mcp_cmd(state: AppState, policy_file: str | None, actor: str | None, budget: str) -> int:
     """Serve runbooks to an agent over MCP (stdio): list, plan, start, advance, inspect, pause, cancel.

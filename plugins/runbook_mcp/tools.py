@@ -1,48 +1,75 @@
-"""The MCP tools: names, input and output schemas, and what each does, with no MCP SDK import.
+"""The MCP tool table, shared by both transports (stdio and Streamable HTTP), with no MCP SDK import.
 
-Results are the documented ``--json`` shapes (``RunView`` and friends from
-:mod:`runner.api`). Driving tools (``start_run``, ``run_<name>``, ``resume_run``)
-take a budget; the server makes it hard (see :mod:`runbook_mcp.server`).
+One table (:func:`tool_specs`) says, per tool: its name, description, input schema (from a pydantic model),
+output schema (the result shape *or* the error document, see :mod:`runbook_mcp.schemas`), annotations and
+what it does with a :class:`~runner.api.Client`. Results are the documented ``--json`` shapes
+(:mod:`runner.views`). Driving tools (``start_run``, ``resume_run``) take a budget; the server makes it
+hard and reports progress per step boundary (:mod:`runbook_mcp.driving`).
+
+There is no ``run_<name>`` tool per runbook: ``start_run`` takes the runbook's name from an enum of the
+runbooks the caller may start (docs/agents.md, "Why one start_run"). Every tool name is a fixed identifier
+matching :data:`TOOL_NAME`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.api import Client, EventList, PlanView, RunbookDetail, RunbookList, RunList, RunResult
 
-__all__ = ["RUN_PREFIX", "Call", "ToolSpec", "tool_specs"]
+if TYPE_CHECKING:
+    from runner.views import RunView
 
-RUN_PREFIX = "run_"
-MAX_TOOL_NAME = 128
+__all__ = ["INSTRUCTIONS", "TOOL_NAME", "Call", "Hints", "LogList", "ToolSpec", "run_line", "summary", "tool_specs"]
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What every tool name matches (the names clients accept everywhere)."""
 
 INSTRUCTIONS = """\
-Executable runbooks, run durably. Never improvise an operation: start the runbook that does it and
-follow the run's `next` cursor until `next.action` is "none":
-- "resume": call resume_run(run_id) (a budget, pause or max_steps stopped it at a step boundary);
-- "wait": call resume_run(run_id) at or after `next.not_before` (a wait step or another executor);
-- "await_approval": a human must approve; tell them `next.human_command`, then call resume_run at or
-  after `next.not_before`;
-- "decide": a step's outcome is unknown; pick one of `next.options` (resume_run with retry_step or
-  skip_step) or ask a human;
-- "fix_and_retry": the run failed; report `next.reason` to a human (resume_run with retry=true after a fix);
-- "none": the run is over (`state` says how).
-Every call that runs steps returns before its budget (default: the server's --budget): a run that
-is not finished is paused or waiting, never lost; completed steps never run again.
+Executable runbooks, run durably. Never improvise an operation: start the runbook that does it
+(start_run) and follow the run's `next` until `next.action` is "none" or "handoff":
+- resume: call resume_run(run_id) (at or after next.not_before when it is set);
+- wait: call resume_run(run_id) at or after next.not_before;
+- await_approval: people must decide; tell them next.human_command, then resume_run at next.not_before;
+- decide: a step's effect is unknown; ask a person (next.options) or, if allowed, resume_run with
+  retry_step/skip_step;
+- fix_and_retry: the run failed; report next.reason; a person fixes it and records the retry; poll get_run;
+- wait_elsewhere: another executor drives it; call get_run at next.not_before, never resume it;
+- conflict: its lock is held by another run (next.holder); start again when that run is over, never act on it;
+- handoff: the next step needs a longer budget (next.budget_fits) than you gave: hand it over;
+- none: over (`state` says how).
+A person's approve/decide/retry only records a decision: you continue with resume_run. Act only on runs you
+started. Calls that run steps return before their budget: a run not finished is paused or waiting, never
+lost; completed steps never run again.
 """
 
 
 @dataclass
 class Call:
-    """One tool call: its hard deadline (``time.monotonic()``) and the run it drives, once known."""
+    """One tool call: its hard deadline (``time.monotonic()``), budget, and the run it drives once known."""
 
     deadline: float
     budget: str
     run_id: str | None = None
+    observers: list[Callable[..., None]] = field(default_factory=list)
+    """In-process observers of the drive's committed events (progress)."""
+    cancelled: bool = False
+    """The client cancelled the call: do not start driving (a run already created is paused instead)."""
+
+
+@dataclass(frozen=True)
+class Hints:
+    """MCP tool annotations (hints for the client; see the spec's ToolAnnotations)."""
+
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,14 +77,19 @@ class ToolSpec:
     """One MCP tool."""
 
     name: str
+    title: str
     description: str
-    input_schema: dict[str, Any]
+    args: type[BaseModel]
     output: type[BaseModel]
-    call: Callable[[Client, dict[str, Any], Call], BaseModel]
-    read_only: bool = False
-    destructive: bool = False
+    fn: Callable[[Client, Any, Call], BaseModel]
+    hints: Hints
     drives: bool = False
-    """Runs steps under a budget."""
+    """Runs steps under a budget (progress, cancellation, the hard deadline)."""
+    input_schema: dict[str, Any] = field(default_factory=dict)
+
+    def call(self, client: Client, raw: dict[str, Any], c: Call) -> BaseModel:
+        """Validate ``raw`` against the arguments model and run the tool."""
+        return self.fn(client, self.args.model_validate(raw), c)
 
 
 # ---------------------------------------------------------------------- arguments
@@ -67,8 +99,8 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-RunId = Field(description="the run's id (or an unambiguous prefix of at least 6 characters)")
-BudgetArg = Field(default=None, description="how long this call may run steps: seconds or e.g. '20s'; default: the server's --budget")
+RunId = Field(description="the run's id (or its first 6+ characters)")
+BudgetArg = Field(default=None, description="how long this call may run steps (seconds, or '20s'); default: the server's")
 
 
 class NoArgs(_Args):
@@ -80,13 +112,13 @@ class NameArgs(_Args):
 
 
 class PlanArgs(_Args):
-    runbook: str = Field(description="the runbook's name")
-    params: dict[str, Any] = Field(default_factory=dict, description="params, as the runbook's params_schema says")
+    runbook: str = Field(description="the runbook's name (list_runbooks)")
+    params: dict[str, Any] = Field(default_factory=dict, description="as its params_schema says (describe_runbook)")
 
 
 class StartArgs(PlanArgs):
     budget: float | str | None = BudgetArg
-    idempotency_key: str | None = Field(default=None, description="a repeated key returns the run it started instead of another")
+    idempotency_key: str | None = Field(default=None, description="a repeated key returns its run, never a second one")
 
 
 class RunArgs(_Args):
@@ -96,9 +128,9 @@ class RunArgs(_Args):
 class ResumeArgs(RunArgs):
     budget: float | str | None = BudgetArg
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps")
-    retry: bool = Field(default=False, description="retry the failed steps of a failed run (after the cause was fixed)")
-    retry_step: str | None = Field(default=None, description="decide an unknown step: run its action again")
-    skip_step: str | None = Field(default=None, description="decide an unknown step: treat it as done")
+    retry: bool = Field(default=False, description="retry a failed run's failed steps (cause fixed)")
+    retry_step: str | None = Field(default=None, description="unknown step: run its action again")
+    skip_step: str | None = Field(default=None, description="unknown step: treat it as done")
 
 
 class ListRunsArgs(_Args):
@@ -106,16 +138,26 @@ class ListRunsArgs(_Args):
     states: list[Literal["queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled", "interrupted"]] = Field(
         default_factory=list, description="only runs in these states")  # fmt: skip
     limit: int = Field(default=20, ge=1, le=200)
-    before: str | None = Field(default=None, description="page on: runs older than this run id (a previous next_before)")
+    before: str | None = Field(default=None, description="runs older than this run id (next_before)")
 
 
 class EventsArgs(RunArgs):
-    after: int = Field(default=0, ge=0, description="only events with a sequence number above this")
+    after: int = Field(default=0, ge=0, description="events after this seq")
     limit: int = Field(default=200, ge=1, le=1000)
+
+
+class LogsArgs(RunArgs):
+    step: str | None = Field(default=None, description="only this step's output")
+    target: str | None = Field(default=None, description="only this fan-out target's output")
+    stream: Literal["stdout", "stderr", "body", "log"] | None = Field(default=None, description="only this stream")
 
 
 class ControlArgs(RunArgs):
     reason: str = Field(default="", description="why (recorded in the journal)")
+
+
+class CancelArgs(ControlArgs):
+    rollback: bool = Field(default=False, description="undo completed steps first")
 
 
 class DecideArgs(RunArgs):
@@ -123,94 +165,163 @@ class DecideArgs(RunArgs):
     step: str | None = Field(default=None, description="the approval step (default: the one waiting)")
 
 
+class LogLineView(BaseModel):
+    """One captured line (``runbook logs --json``)."""
+
+    step: str
+    target: str | None
+    stream: str
+    n: int
+    line: str
+
+
+class LogList(BaseModel):
+    """``runbook logs --json``: every captured line of a run (or of one step)."""
+
+    run_id: str
+    lines: list[LogLineView]
+
+
 # ---------------------------------------------------------------------- what tools do
 
 
-def _start(client: Client, name: str, params: dict[str, Any], call: Call, key: str | None = None) -> RunResult:
-    queued = client.start(name, params, idempotency_key=key, execute=False)
+def _start(client: Client, a: StartArgs, call: Call) -> RunResult:
+    queued = client.start(a.runbook, a.params, idempotency_key=a.idempotency_key, execute=False)
     call.run_id = queued.run_id
     fresh = str(queued.state) == "queued" and not any(s.attempts for s in queued.steps)
     if not fresh:  # a repeated idempotency key: the run it started, as it is
         return queued
-    return client.resume(queued.run_id, budget=call.budget, deadline=call.deadline)
+    if call.cancelled:  # cancelled while the run was being created: it waits, paused, for a resume_run
+        return client.pause(queued.run_id, reason="the MCP client cancelled the call")
+    return client.resume(queued.run_id, budget=call.budget, deadline=call.deadline, observers=call.observers)
 
 
 def _resume(client: Client, a: ResumeArgs, call: Call) -> RunResult:
     call.run_id = client.engine().resolve_id(a.run_id)
     return client.resume(call.run_id, budget=call.budget, deadline=call.deadline, max_steps=a.max_steps, retry=a.retry,
-                         retry_step=a.retry_step, skip_step=a.skip_step)  # fmt: skip
+                         retry_step=a.retry_step, skip_step=a.skip_step, observers=call.observers)  # fmt: skip
 
 
-def _spec(name: str, description: str, args: type[_Args], output: type[BaseModel], fn: Callable[[Client, Any, Call], BaseModel],
-          **flags: bool) -> ToolSpec:  # fmt: skip
-    def call(client: Client, raw: dict[str, Any], c: Call) -> BaseModel:
-        return fn(client, args.model_validate(raw), c)
+def _readable_runs(client: Client, a: ListRunsArgs) -> RunList:
+    """Runs, newest first, leaving out those the caller may not read (an agent reads what its policy lets it)."""
+    from runner.authority import Action, decide
+    from runner.listings import run_summary
 
-    return ToolSpec(name, description, args.model_json_schema(), output, call, **flags)
+    listing = client.list_runs(runbook=a.runbook, states=a.states, limit=a.limit, before=a.before)
+    who = client.session.principal
+    policy = client.policy if who.is_agent else None
+    ids = [r.run_id for r in listing.runs]
+    records = {r.id: r for r in (client.store.get_run(i) for i in ids)}
+    keep = [run_summary(records[i]) for i in ids if decide(who, Action.READ, runbook=records[i].runbook, run=records[i], policy=policy).ok]
+    return RunList(runs=keep, next_before=listing.next_before)
+
+
+def _logs(client: Client, a: LogsArgs) -> LogList:
+    rid = client.engine().resolve_id(a.run_id)
+    lines = client.logs(rid, step=a.step, target=a.target, stream=a.stream)
+    return LogList(run_id=rid, lines=[LogLineView(**line.as_json()) for line in lines])
+
+
+def _startable(client: Client) -> RunbookList:
+    return client.runbooks()  # an agent client lists what its policy lets it start
+
+
+READ = Hints(read_only=True, idempotent=True)
+
+
+def _spec(name: str, title: str, description: str, args: type[_Args], output: type[BaseModel], fn: Callable[[Client, Any, Call], BaseModel],
+          hints: Hints, *, drives: bool = False) -> ToolSpec:  # fmt: skip
+    return ToolSpec(name, title, description, args, output, fn, hints, drives, args.model_json_schema())
 
 
 def _fixed_tools(may_decide: bool) -> list[ToolSpec]:
     tools = [
-        _spec("list_runbooks", "List the runbooks an agent may start, each with its params JSON Schema (runbook list --json).",
-              NoArgs, RunbookList, lambda c, a, _: _startable(c), read_only=True),
-        _spec("describe_runbook", "One runbook: description, params schema, steps with their checks (runbook show --json).",
-              NameArgs, RunbookDetail, lambda c, a, _: c.describe(a.name), read_only=True),
-        _spec("plan_run", "What a run would do, from read-only probes only (runbook plan --json); nothing is changed.",
-              PlanArgs, PlanView, lambda c, a, _: c.plan(a.runbook, a.params), read_only=True),
-        _spec("start_run", "Start a run of a runbook with params and drive it within the budget; returns the run with its "
-              "`next` cursor (runbook run --json). The agent policy applies.", StartArgs, RunResult,
-              lambda c, a, call: _start(c, a.runbook, a.params, call, a.idempotency_key), drives=True, destructive=True),
-        _spec("resume_run", "Advance a run within the budget from where it stopped; completed steps never run again "
-              "(runbook resume --json). Call it as `next` says.", ResumeArgs, RunResult, _resume, drives=True, destructive=True),
-        _spec("get_run", "A run's state, steps and `next` cursor (runbook status --json).",
-              RunArgs, RunResult, lambda c, a, _: c.status(a.run_id), read_only=True),
-        _spec("list_runs", "Runs, newest first (runbook runs --json).", ListRunsArgs, RunList,
-              lambda c, a, _: c.list_runs(runbook=a.runbook, states=a.states, limit=a.limit, before=a.before), read_only=True),
-        _spec("read_events", "A run's journal events after a sequence number (runbook events --json).", EventsArgs, EventList,
-              lambda c, a, _: c.events(a.run_id, after=a.after, limit=a.limit), read_only=True),
-        _spec("pause_run", "Ask a run to stop at its next step boundary.", ControlArgs, RunResult,
-              lambda c, a, _: c.pause(a.run_id, reason=a.reason)),
-        _spec("cancel_run", "Stop a run for good (a step in flight has its process stopped).", ControlArgs, RunResult,
-              lambda c, a, _: c.cancel(a.run_id, reason=a.reason), destructive=True),
+        _spec("list_runbooks", "List runbooks", "The runbooks you may start, each with its params JSON Schema (runbook list --json).",
+              NoArgs, RunbookList, lambda c, a, _: _startable(c), READ),
+        _spec("describe_runbook", "Describe a runbook", "A runbook: description, params schema, steps (runbook show --json).", NameArgs, RunbookDetail, lambda c, a, _: c.describe(a.name), READ),
+        _spec("plan_run", "Plan a run", "What a run would do, from read-only probes (commands, HTTP, SSH); "
+              "nothing changes (runbook plan --json).", PlanArgs, PlanView, lambda c, a, _: c.plan(a.runbook, a.params),
+              Hints(read_only=True, idempotent=True, open_world=True)),
+        _spec("start_run", "Start a run", "Start a runbook and drive it within the budget; returns the run and its `next` "
+              "(runbook run --json). Progress per step if asked.",
+              StartArgs, RunResult, _start, Hints(destructive=True, open_world=True), drives=True),
+        _spec("resume_run", "Resume a run", "Drive a run you started on from where it stopped, within the budget; done steps "
+              "never run again (runbook resume --json).", ResumeArgs, RunResult, _resume,
+              Hints(destructive=True, open_world=True), drives=True),
+        _spec("get_run", "Get a run", "A run's state, steps (output tails) and `next` (runbook status --json).",
+              RunArgs, RunResult, lambda c, a, _: c.status(a.run_id), READ),
+        _spec("list_runs", "List runs", "Runs you may read, newest first (runbook runs --json).", ListRunsArgs, RunList,
+              lambda c, a, _: _readable_runs(c, a), READ),
+        _spec("read_events", "Read a run's events", "A run's journal events (runbook events --json).",
+              EventsArgs, EventList, lambda c, a, _: c.events(a.run_id, after=a.after, limit=a.limit), READ),
+        _spec("read_logs", "Read a run's output", "A run's whole captured output, as lines (runbook logs --json).", LogsArgs, LogList, lambda c, a, _: _logs(c, a), READ),
+        _spec("pause_run", "Pause a run", "Stop a run you started at its next step boundary (runbook pause --json).",
+              ControlArgs, RunResult, lambda c, a, _: c.pause(a.run_id, reason=a.reason), Hints(idempotent=True)),
+        _spec("cancel_run", "Cancel a run", "Stop a run you started for good; a step in flight is stopped "
+              "(runbook cancel --json).", CancelArgs, RunResult,
+              lambda c, a, _: c.cancel(a.run_id, reason=a.reason, rollback=a.rollback),
+              Hints(destructive=True, idempotent=True, open_world=True)),
     ]  # fmt: skip
     if may_decide:
         tools += [
-            _spec("approve_run", "Approve the approval step a run waits on (only runbooks the agent policy lets agents approve; "
-                  "never a run this agent started when the step needs someone else).", DecideArgs, RunResult,
-                  lambda c, a, _: c.approve(a.run_id, comment=a.comment, step=a.step)),
-            _spec("deny_run", "Deny the approval step a run waits on (the step fails).", DecideArgs, RunResult,
-                  lambda c, a, _: c.deny(a.run_id, comment=a.comment, step=a.step), destructive=True),
+            _spec("approve_run", "Approve a run's step", "Approve the approval step a run waits on: it lets the step act. Only "
+                  "runbooks the agent policy lets agents approve; never a run you started when the step needs someone else. "
+                  "Records the decision; resume_run continues.", DecideArgs, RunResult,
+                  lambda c, a, _: c.approve(a.run_id, comment=a.comment, step=a.step), Hints(destructive=True)),
+            _spec("deny_run", "Deny a run's step", "Deny the approval step a run waits on (the step fails when the run is resumed). "
+                  "Records the decision.", DecideArgs, RunResult, lambda c, a, _: c.deny(a.run_id, comment=a.comment, step=a.step),
+                  Hints()),
         ]  # fmt: skip
     return tools
 
 
-def _startable(client: Client) -> RunbookList:
-    listing = client.runbooks()
-    listing.runbooks = [rb for rb in listing.runbooks if _may_start(client, rb.name)]
-    return listing
-
-
-def _may_start(client: Client, name: str) -> bool:
-    return not client.agent or client.policy is None or client.policy.may_start(name)
-
-
-def _runbook_tool(name: str, summary: str, schema: dict[str, Any]) -> ToolSpec:
-    def call(client: Client, raw: dict[str, Any], c: Call) -> BaseModel:
-        return _start(client, name, raw, c)
-
-    text = f"Run the runbook '{name}'" + (f": {summary.rstrip('.')}" if summary else "") + (
-        ". Arguments are its params. Runs within the server's --budget and returns the run with its `next` cursor; "
-        "continue with resume_run as `next` says.")  # fmt: skip
-    return ToolSpec(RUN_PREFIX + name, text, schema, RunResult, call, drives=True, destructive=True)
+def _with_runbook_enum(tool: ToolSpec, names: list[str]) -> ToolSpec:
+    """``tool`` with its ``runbook`` argument limited to ``names`` (what the caller may start)."""
+    schema = dict(tool.input_schema)
+    props = dict(schema.get("properties", {}))
+    prop = dict(props["runbook"])
+    if names:
+        prop["enum"] = names
+    props["runbook"] = prop
+    schema["properties"] = props
+    return ToolSpec(tool.name, tool.title, tool.description, tool.args, tool.output, tool.fn, tool.hints, tool.drives, schema)
 
 
 def tool_specs(client: Client) -> list[ToolSpec]:
-    """Every tool, for the runbooks the client's catalog holds now (and its agent policy allows)."""
-    names = [rb.name for rb in client.catalog]
-    may_decide = client.agent and any(client.agent_may_decide(n) for n in names)
-    tools = _fixed_tools(may_decide)
-    for rb in client.catalog:
-        if _may_start(client, rb.name) and len(RUN_PREFIX + rb.name) <= MAX_TOOL_NAME:
-            summary = rb.spec.description.strip().splitlines()[0] if rb.spec.description.strip() else ""
-            tools.append(_runbook_tool(rb.name, summary, rb.params_model.model_json_schema()))
+    """Every tool, for the runbooks the client's catalog holds now and its agent policy allows."""
+    names = [rb.name for rb in client.runbooks().runbooks]
+    may_decide = client.agent and any(client.agent_may_decide(rb.name) for rb in client.catalog)
+    tools = [_with_runbook_enum(t, names) if t.name in ("start_run", "plan_run") else t for t in _fixed_tools(may_decide)]
+    assert all(TOOL_NAME.match(t.name) for t in tools)
     return tools
+
+
+def summary(result: BaseModel) -> str:
+    """One line for the text content of a result: what a client that shows only text needs to go on."""
+    if isinstance(result, RunResult):
+        return run_line(result)
+    if isinstance(result, RunbookList):
+        return f"{len(result.runbooks)} runbook(s): {', '.join(rb.name for rb in result.runbooks) or 'none'}"
+    if isinstance(result, RunbookDetail):
+        return f"runbook {result.name}: {result.steps} step(s); params: {', '.join(result.params_schema.get('properties', {})) or 'none'}"
+    if isinstance(result, PlanView):
+        return f"plan of {result.runbook}: " + ", ".join(f"{s.id} {s.verdict}" for s in result.steps)
+    if isinstance(result, RunList):
+        return f"{len(result.runs)} run(s)" + (f"; more before {result.next_before}" if result.next_before else "")
+    if isinstance(result, EventList):
+        return f"{len(result.events)} event(s) of run {result.run_id}" + (f", last seq {result.events[-1].seq}" if result.events else "")
+    if isinstance(result, LogList):
+        return f"{len(result.lines)} line(s) of output of run {result.run_id}"
+    return type(result).__name__
+
+
+def run_line(view: RunView) -> str:
+    """``run ID (runbook) STATE; next: ACTION [step S] [not before T]``: the loop's essentials in one line."""
+    nxt = view.next
+    parts = [f"run {view.run_id} ({view.runbook}) {view.state}", f"next: {nxt.action}"]
+    if nxt.step:
+        parts.append(f"step {nxt.step}")
+    if nxt.not_before:
+        parts.append(f"not before {nxt.not_before}")
+    line = "; ".join(parts[:1]) + "; " + " ".join(parts[1:])
+    return f"{line}; {nxt.reason}" if nxt.reason and nxt.action != "none" else line

@@ -137,6 +137,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(api_alerts.make_router(state))
     app.include_router(api_schedules.router)
     _ops(app)
+    _mcp(app, state)
     config = state.config
     console = None
     if config.console.enabled:  # the web console at / (docs/console.md): its forms are form-encoded and same-origin
@@ -149,6 +150,18 @@ def create_app(state: ServerState) -> FastAPI:
     app.add_middleware(BrowserGuard, listen_host=state.listen[0], allowed_hosts=config.allowed_hosts,  # outermost: first check
                        allowed_origins=config.allowed_origins, same_origin_paths=console)  # fmt: skip
     return app
+
+
+def _mcp(app: FastAPI, state: ServerState) -> None:
+    """MCP over Streamable HTTP at ``/mcp`` (docs/agents.md), when the ``agent`` extra (the mcp SDK) is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        log.info("no /mcp endpoint: the mcp SDK is not installed (pip install 'runbook[agent]')")
+        return
+    from runbook_mcp.http import mount
+
+    mount(app, state)
 
 
 def _error_model() -> type:

@@ -1,0 +1,195 @@
+"""MCP over Streamable HTTP at ``/mcp`` of a real ``runbook serve``, through the SDK's own HTTP client: tokens,
+scopes and the agent policy as on ``/v1``, several sessions driving one run, resumable streams, browser guards;
+every server message checked against the spec's schema."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.agents.mcpkit import Capture, connect_http, validate_capture
+from tests.conftest import Project, require
+from tests.server.serverkit import ServerProcess
+
+AGENT, READER = "test-mcp-agent-token-1234567", "test-mcp-reader-token-7654321"
+CONFIG = """
+tokens:
+  - {name: bot, token: env:RB_AGENT, scopes: [agent]}
+  - {name: reader, token: env:RB_READER, scopes: [read, run]}
+agent_policy: POLICY
+"""
+POLICY = """
+deny: ["db-*"]
+runbooks:
+  deploy:
+    params:
+      env: {values: [staging]}
+"""
+DEPLOY = """
+name: deploy
+description: A wait, an approval, then the deploy.
+params:
+  env: {type: string}
+steps:
+  - {id: prepare, expected: 1s, shell: {script: "echo prepare >> LOG"}}
+  - {id: settle, wait: {for: 4s}}
+  - {id: sign-off, approval: {message: "deploy to {{ params.env }}?"}}
+  - {id: deploy, expected: 1s, shell: {script: "echo deploy >> LOG"}}
+"""
+
+
+@pytest.fixture
+def mcp_serve(project: Project, serve: Callable[..., ServerProcess]) -> ServerProcess:
+    require(importlib.util.find_spec("mcp") is not None, "the mcp SDK (pip install 'runbook[agent]')")
+    log = project.root / "deploy.log"
+    project.write("deploy.yaml", DEPLOY.replace("LOG", str(log)))
+    project.write("db-migrate.yaml", "name: db-migrate\nsteps:\n  - {id: x, shell: [true]}\n")
+    policy = project.root / "policy.yaml"
+    policy.write_text(POLICY)
+    return serve(CONFIG.replace("POLICY", str(policy)), env={"RB_AGENT": AGENT, "RB_READER": READER}, workers=0)
+
+
+def test_an_agent_token_drives_a_wait_and_an_approval_to_success_over_several_sessions(project: Project, mcp_serve: ServerProcess) -> None:
+    """must-show 1: one MCP session per wake-up (initialize + calls), the run goes on across them; a person's
+    approval only records; the agent resumes; each step once."""
+    url = f"{mcp_serve.url}/mcp"
+    captures: list[Capture] = []
+    views: list[dict[str, Any]] = []
+
+    async def wake(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        capture = Capture()
+        captures.append(capture)
+        async with connect_http(url, AGENT, capture=capture) as agent:
+            tools = await agent.tools()
+            result = await agent.call(tool, args)
+            assert not result.is_error, result
+            validate_capture(capture, tools)
+            views.append(result.data)
+            return result.data  # type: ignore[no-any-return]
+
+    async def scenario() -> None:
+        view = await wake("start_run", {"runbook": "deploy", "params": {"env": "staging"}, "budget": "3s", "idempotency_key": "k1"})
+        again = await wake("start_run", {"runbook": "deploy", "params": {"env": "staging"}, "budget": "3s", "idempotency_key": "k1"})
+        assert again["run_id"] == view["run_id"], "a repeated key is the same run"
+        rid = view["run_id"]
+        for _ in range(40):
+            if view["next"]["action"] == "none":
+                break
+            if view["next"]["action"] == "await_approval":  # a person approves (it only records)
+                approved = project.run("approve", rid, "--by", "pat", "--json")
+                assert approved.code == 0, approved
+            await anyio.sleep(0.5)
+            view = await wake("resume_run", {"run_id": rid, "budget": "3s"})
+        assert view["state"] == "succeeded", json.dumps(view)[:2000]
+
+    anyio.run(scenario)
+    actions = [v["next"]["action"] for v in views]
+    assert "wait" in actions and "await_approval" in actions and actions[-1] == "none", actions
+    assert (project.root / "deploy.log").read_text().split() == ["prepare", "deploy"], "each step once"
+    assert views[-1]["started_by"] == "bot"
+    assert len(captures) >= 4, "several sessions"
+
+
+def test_scope_policy_and_browser_guards(project: Project, mcp_serve: ServerProcess) -> None:
+    """must-show 1: no token 401, a token without the agent scope 403; the policy's refusals are tool errors
+    naming the rule; a rebound Host or a foreign Origin is refused before MCP sees the request."""
+    url = f"{mcp_serve.url}/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        assert http.post(url, json=init, headers=accept).status_code == 401
+        refused = http.post(url, json=init, headers={**accept, "Authorization": f"Bearer {READER}"})
+        assert refused.status_code == 403 and "lacks the 'agent' scope" in refused.json()["error"]["message"], refused.text
+        rebound = http.post(url, json=init, headers={**accept, "Authorization": f"Bearer {AGENT}", "Host": "evil.example"})
+        assert rebound.status_code == 400 and rebound.json()["error"]["type"] == "InvalidHost"
+        foreign = http.post(url, json=init, headers={**accept, "Authorization": f"Bearer {AGENT}", "Origin": "https://evil.example"})
+        assert foreign.status_code == 403 and foreign.json()["error"]["type"] == "ForbiddenOrigin"
+    capture = Capture()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_http(url, AGENT, capture=capture) as agent:
+            got["tools"] = await agent.tools()
+            got["denied"] = await agent.call("start_run", {"runbook": "db-migrate"})
+            got["value"] = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "prod"}})
+
+    anyio.run(scenario)
+    assert got["tools"]["start_run"].input_schema["properties"]["runbook"]["enum"] == ["deploy"], "only what the policy allows"
+    for key, rule in (("denied", "deny pattern 'db-*'"), ("value", "param 'env' = 'prod' is not allowed")):
+        call = got[key]
+        assert call.is_error and call.data["error"]["type"] == "PolicyDenied" and rule in call.data["error"]["message"], call
+    validate_capture(capture, got["tools"])
+
+
+def test_a_session_is_bound_to_its_token_and_its_streams_resume(project: Project, mcp_serve: ServerProcess) -> None:
+    """A session answers only the token that opened it; an SSE response stream cut mid-call is resumed with
+    Last-Event-ID (the event store) and delivers the progress and the result."""
+    url = f"{mcp_serve.url}/mcp"
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json", "Authorization": f"Bearer {AGENT}"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        opened = http.post(url, json=init, headers=headers)
+        assert opened.status_code == 200, opened.text
+        sid = opened.headers["mcp-session-id"]
+        session = {**headers, "Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
+        http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "start_run", "_meta": {"progressToken": "p"},
+                "arguments": {"runbook": "deploy", "params": {"env": "staging"}, "budget": "1.5s"}}}  # fmt: skip
+        last = None
+        with http.stream("POST", url, json=call, headers=session) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("id:"):
+                    last = line[3:].strip()
+                    break  # cut the stream after the priming event
+        assert last is not None
+        other = {**session, "Authorization": f"Bearer {READER}"}
+        assert http.post(url, json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=other).status_code == 403
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while not any("result" in e for e in events) and time.monotonic() < deadline:
+            with http.stream("GET", url, headers={**session, "Last-Event-ID": last}) as resumed:
+                assert resumed.status_code == 200
+                for line in resumed.iter_lines():
+                    if line.startswith("id:"):
+                        last = line[3:].strip()
+                    elif line.startswith("data:") and line[5:].strip():
+                        events.append(json.loads(line[5:]))
+                        if "result" in events[-1]:
+                            break
+        assert http.delete(url, headers=session).status_code in (200, 204)
+    result = next(e for e in events if "result" in e)
+    assert result["id"] == 2 and result["result"]["structuredContent"]["runbook"] == "deploy", result
+    assert [e["params"]["progressToken"] for e in events if e.get("method") == "notifications/progress"] == ["p"], events
+
+
+def test_a_policy_edit_sends_tools_list_changed_over_http(project: Project, mcp_serve: ServerProcess) -> None:
+    """The live policy: an edit applies on the next call and open sessions hear tools/list_changed."""
+    capture = Capture()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=capture) as agent:
+            got["before"] = await agent.tools()
+            (project.root / "policy.yaml").write_text(POLICY.replace('deny: ["db-*"]', 'deny: ["db-*", "deploy"]'))
+            deadline = time.monotonic() + 15
+            while not capture.notifications("notifications/tools/list_changed"):
+                assert time.monotonic() < deadline, "no tools/list_changed after the policy edit"
+                await anyio.sleep(0.05)
+            got["after"] = await agent.tools()
+            got["refused"] = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "staging"}})
+
+    anyio.run(scenario)
+    enum = "enum"
+    assert got["before"]["start_run"].input_schema["properties"]["runbook"][enum] == ["deploy"]
+    assert enum not in got["after"]["start_run"].input_schema["properties"]["runbook"], "nothing left to start"
+    assert got["refused"].is_error and "'deploy' is denied to agents" in got["refused"].data["error"]["message"]
+    validate_capture(capture, got["before"])
