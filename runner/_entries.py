@@ -12,7 +12,7 @@ from runner.errors import Problem, RunbookNotFound, ValidationError
 if TYPE_CHECKING:
     from runner.catalog import Catalog, LoadedRunbook
 
-__all__ = ["Entry", "RunbookMap", "RunbookSummary", "summary_of"]
+__all__ = ["Entry", "RunbookMap", "RunbookSummary", "lazy_entry", "summary_of"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,9 @@ class RunbookMap(Mapping[str, "LoadedRunbook"]):
 
     def __len__(self) -> int:
         return len(self._catalog.names())
+
+
+def lazy_entry(file: str, summary: dict[str, Any], compile: Callable[[], LoadedRunbook]) -> tuple[str, Entry]:
+    """(name, entry) of a runbook known by its cached ``summary``, compiled by ``compile`` when first used."""
+    known = RunbookSummary.from_cache(summary, file)
+    return known.name, Entry(file, summary=known, compile=compile)

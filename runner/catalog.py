@@ -32,12 +32,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner._entries import Entry, RunbookMap, RunbookSummary, summary_of
+from runner._cache_index import FolderIndexes
+from runner._entries import Entry, RunbookMap, RunbookSummary, lazy_entry, summary_of
 from runner.errors import Problem, RunbookNotFound, ValidationError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from runner._cache_index import FolderIndex
     from runner.compile_cache import CompileCache
     from runner.model import RunbookSpec
     from runner.registry import StepTypeRegistry
@@ -168,14 +170,16 @@ class Catalog:
 
         entries: dict[str, Entry] = {}
         problems: list[Problem] = []
-        files = _files(paths, problems)
+        stats: dict[Path, os.stat_result] = {}
+        files = _files(paths, problems, stats)
         clashes: set[str] = set()
         invalid: dict[str, list[Problem]] = {}
         partial: list[LoadedRunbook] = []
         store = default_cache() if cache else None
+        indexes = FolderIndexes(store)
         for file in files:
             try:
-                found = _scan_file(file, registry, paths, store)
+                found = _scan_file(file, registry, paths, store, indexes.of(file), stats.get(file))
             except ValidationError as exc:
                 problems.extend(exc.problems)
                 for name in declared_names(file):
@@ -191,6 +195,7 @@ class Catalog:
                 entries[name] = entry
         for name in clashes:
             entries.pop(name, None)
+        indexes.save()
         catalog = cls(entries, problems, files)
         catalog.invalid, catalog.partial = invalid, partial
         return catalog
@@ -239,7 +244,7 @@ class Catalog:
         return iter(self.load_all())
 
 
-def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
+def _files(paths: Sequence[Path], problems: list[Problem], stats: dict[Path, os.stat_result] | None = None) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_file():
@@ -254,6 +259,8 @@ def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
         try:
             st = os.stat(f)
             key: tuple[int, int] | Path = (st.st_dev, st.st_ino)  # one stat, not a path resolution per file
+            if stats is not None:
+                stats[f] = st
         except OSError:
             key = f.resolve()
         if key not in seen:
@@ -266,9 +273,10 @@ def _walk(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and d != "tests")
+        folder = Path(dirpath)  # once per folder: a child path is cheaper than a path parsed whole
         for name in sorted(filenames):
             if name.endswith(_SUFFIXES) and not name.startswith((".", "_")) and not _is_test_file(name):
-                found.append(Path(dirpath) / name)
+                found.append(folder / name)
     return found
 
 
@@ -300,19 +308,27 @@ def load_file(path: Path, registry: StepTypeRegistry, *, search: Sequence[str | 
     return [_load_yaml(path, registry, search, cache)]
 
 
-def _scan_file(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]],
-               cache: CompileCache | None) -> list[tuple[str, Entry]]:  # fmt: skip
-    """The runbooks one file defines, by name: from the compile cache's summary when it has one, else loaded now."""
+def _scan_file(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]], cache: CompileCache | None,
+               index: FolderIndex | None, st: os.stat_result | None) -> list[tuple[str, Entry]]:  # fmt: skip
+    """The runbooks one file defines, by name: from the folder index (an unchanged file is not even read) or the
+    compile cache's summary when either knows it, else loaded now."""
     if path.suffix == ".py":
         return [(rb.name, Entry(rb.file, rb=rb)) for rb in _load_python(path, registry, search)]
     file = str(path)
+    known = index.get(path.name, st) if index is not None and st is not None else None
+    if known is not None and all(t in registry for t in known.types):
+        return [lazy_entry(file, known.summary, lambda: _compile_yaml(_read_source(file), file, registry, search, _cache()))]
     source = _read_source(file)
-    summary = cache.peek(source, file, registry) if cache is not None else None
-    if summary is not None:
-        known = RunbookSummary.from_cache(summary, file)
-        return [(known.name, Entry(file, summary=known, compile=lambda: _compile_yaml(source, file, registry, search, _cache())))]
-    rb = _compile_yaml(source, file, registry, search, cache)
-    return [(rb.name, Entry(rb.file, rb=rb))]
+    known = cache.peek(source, file, registry) if cache is not None else None
+    if known is None:
+        rb = _compile_yaml(source, file, registry, search, cache)
+        known = cache.peek(source, file, registry) if cache is not None and index is not None else None  # stored?
+        if known is not None and index is not None and st is not None:
+            index.put(path.name, st, known)
+        return [(rb.name, Entry(rb.file, rb=rb))]
+    if index is not None and st is not None:
+        index.put(path.name, st, known)
+    return [lazy_entry(file, known.summary, lambda: _compile_yaml(source, file, registry, search, _cache()))]
 
 
 def _cache() -> CompileCache | None:

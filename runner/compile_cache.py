@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner._cache_index import FolderIndex, Known
+
 if TYPE_CHECKING:
     from runner.catalog import LoadedRunbook
     from runner.model import RunbookSpec
@@ -217,8 +219,8 @@ class CompileCache:
             return False
         return True
 
-    def peek(self, source: bytes, file: str, registry: StepTypeRegistry) -> dict[str, Any] | None:
-        """The summary of the runbook compiled from ``source`` (the entry's header only), or None.
+    def peek(self, source: bytes, file: str, registry: StepTypeRegistry) -> Known | None:
+        """The key, step types and summary of the runbook compiled from ``source`` (the entry's header only), or None.
 
         The step types the entry used must all still be registered (checked without importing them); whether
         their code changed since is checked by :meth:`load`, which a command that runs or shows the runbook calls.
@@ -232,11 +234,20 @@ class CompileCache:
             if header.get("key") != key or header.get("format") != FORMAT or not all(t in registry for t in header["types"]):
                 return None
             summary = header["summary"]
-            return summary if isinstance(summary, dict) and isinstance(summary.get("name"), str) else None
+            if not isinstance(summary, dict) or not isinstance(summary.get("name"), str):
+                return None
+            return Known(key, list(header["types"]), summary)
         except FileNotFoundError:
             return None
         except Exception as exc:  # damaged or foreign: a miss
             log.debug("compile cache: no summary used for %s: %s", file, exc)
+            return None
+
+    def index(self, folder: str) -> FolderIndex | None:
+        """The index of the runbooks of ``folder`` (see :mod:`runner._cache_index`), or None if the cache is not usable."""
+        try:
+            return FolderIndex(self, folder, _key_prefix().hexdigest()) if self._usable(create=False) else None
+        except _Unstampable:
             return None
 
     def load(self, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:

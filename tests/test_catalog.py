@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +193,57 @@ def test_list_is_the_same_cold_and_warm_and_validate_checks_every_runbook(projec
     assert "host, n?" in text.out and "rb1" in text.out
     res = project.run("validate", "--json")
     assert res.code == 2 and any("nope" in p["message"] for p in res.json()["problems"]), res
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The runbook files the catalog reads (their bytes), in order."""
+    import runner.catalog as catalog_module
+
+    seen: list[str] = []
+    original = catalog_module._read_source
+
+    def spy(file: str) -> bytes:
+        seen.append(Path(file).name)
+        return original(file)
+
+    monkeypatch.setattr(catalog_module, "_read_source", spy)
+    yield seen
+
+
+def test_the_folder_index_spares_reading_unchanged_files_and_sees_every_write(tmp_path: Path, registry: StepTypeRegistry,
+                                                                               reads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("RUNBOOK_CACHE_DIR", str(tmp_path / "cache"))
+    root = many(tmp_path / "rbs", 5)
+    Catalog.load(registry, [root])
+    Catalog.load(registry, [root])  # the first load compiled and indexed; this one only confirms it
+    reads.clear()
+    warm = Catalog.load(registry, [root])
+    assert reads == [] and len(warm.names()) == 7, "an unchanged folder: names and summaries from a stat per file"
+    assert warm.get("rb002").name == "rb002" and reads == ["rb002.yaml"], "the runbook a command uses is read then"
+    path = root / "rb003.yaml"
+    before = os.stat(path)
+    edited = path.read_text().replace("rb003", "rbx03")  # same size, another name
+    path.write_text(edited)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the modification time put back: the change time is not
+    reads.clear()
+    catalog = Catalog.load(registry, [root])
+    assert reads == ["rb003.yaml"] and "rbx03" in catalog.names() and "rb003" not in catalog.names()
+    path.unlink()
+    reads.clear()
+    assert "rbx03" not in Catalog.load(registry, [root]).names() and reads == []
+
+
+def test_a_damaged_folder_index_is_ignored_and_rewritten(tmp_path: Path, registry: StepTypeRegistry, reads: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("RUNBOOK_CACHE_DIR", str(tmp_path / "cache"))
+    root = many(tmp_path / "rbs", 2)
+    Catalog.load(registry, [root])
+    Catalog.load(registry, [root])
+    [index] = (tmp_path / "cache" / "folders").glob("*.json")
+    assert oct(index.stat().st_mode & 0o777) == "0o600"
+    index.write_text("{not json")
+    reads.clear()
+    assert len(Catalog.load(registry, [root]).names()) == 4 and len(reads) == 4, "every file read again"
+    reads.clear()
+    assert len(Catalog.load(registry, [root]).names()) == 4 and reads == [], "and indexed again"
