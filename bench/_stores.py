@@ -19,7 +19,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-__all__ = ["Cluster", "fresh_store", "pg_cluster", "tree_cpu_seconds"]
+__all__ = ["Cluster", "fresh_store", "pg_cluster", "quiet_moment", "tree_cpu_seconds"]
 
 _counter = itertools.count(1)
 
@@ -113,3 +113,26 @@ def describe(kind: str, cluster: Cluster | None) -> dict[str, Any]:
 
         return {"store": "sqlite", "what": f"SQLite {sqlite3.sqlite_version}, WAL, synchronous=NORMAL (the default journal)"}
     return {"store": "postgresql", "what": cluster.description if cluster else "?"}
+
+
+def quiet_moment(*, busy: float = 0.25, window: float = 0.5, timeout: float = 30.0) -> bool:
+    """Wait until the machine was nearly idle for ``window`` seconds (all CPUs together busy less than ``busy`` of
+    one CPU, this process's own work included), at most ``timeout`` seconds; True if it was.
+
+    A sample that starts in such a moment is less likely to share the CPUs with other work, which the PostgreSQL
+    server's figures cannot otherwise be checked for (its backends exit with the client, their waiting unread).
+    """
+    import time
+
+    from _measure import busy_seconds
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = busy_seconds()
+        if before is None:
+            return True
+        time.sleep(window)
+        after = busy_seconds()
+        if after is not None and (after - before) / window < busy:
+            return True
+    return False

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _stores import Cluster, drop_store, fresh_store, tree_cpu_seconds
+from _stores import Cluster, drop_store, fresh_store, quiet_moment, tree_cpu_seconds
 from _systems import RUNBOOK_NAME, runbook_yaml
 
 __all__ = ["queue_cost", "throughput"]
@@ -69,6 +69,7 @@ def _once(kind: str, processes: int, args: argparse.Namespace, scratch: Path, cl
     engine = _engine(work, url)
     store = engine.store
     ids = [engine.start(RUNBOOK_NAME, {}, execute=False).run_id for _ in range(args.runs)]
+    calm = quiet_moment(timeout=120)
     server0 = tree_cpu_seconds(cluster.postmaster if cluster and kind == "postgresql" else None)
     argv = [sys.executable, "-m", "runner", "worker", "--workers", str(args.threads), "--poll", "0.1", "--log-level", "warning"]
     procs = [subprocess.Popen(argv, cwd=work, env={**env, "RUNBOOK_STORE": url}, stdout=subprocess.DEVNULL,
@@ -94,7 +95,7 @@ def _once(kind: str, processes: int, args: argparse.Namespace, scratch: Path, cl
     finished = max(run.finished_at or 0.0 for run in store.list_runs(limit=args.runs + 10))
     store.close()
     drop_store(kind, url)
-    return {"runs_per_s": args.runs / (finished - started), "seconds": finished - started,
+    return {"runs_per_s": args.runs / (finished - started), "seconds": finished - started, "started_quiet": calm,
             "worker_cpu_ms": cpu / args.runs * 1000, "server_cpu_ms": server / args.runs * 1000}  # fmt: skip
 
 
@@ -109,6 +110,7 @@ def throughput(kind: str, args: argparse.Namespace, scratch: Path, cluster: Clus
             rounds[p].append(_once(kind, p, args, scratch, cluster, env))
     out: dict[int, dict[str, Any]] = {}
     for p, rows in rounds.items():
-        out[p] = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        out[p] = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "started_quiet"}
+        out[p]["started_quiet"] = sum(1 for r in rows if r["started_quiet"])
         out[p]["all"] = ", ".join(f"{r['runs_per_s']:.1f}" for r in rows)
     return {"by_processes": out}
