@@ -195,12 +195,11 @@ class Client:
     # ------------------------------------------------------------------ catalog
 
     def runbooks(self) -> RunbookList:
-        """The runbooks on the search path (``runbook list --json``); an agent sees those its policy lets it start."""
-        from runner.cli.catalog_cmds import runbook_summary
-
+        """The runbooks on the search path (``runbook list --json``), from their summaries; an agent sees those its
+        policy lets it start."""
         policy = self.policy if self.agent else None
-        visible = [rb for rb in self.catalog if policy is None or policy.may_start(rb.spec.name)]
-        return RunbookList(runbooks=[RunbookInfo(**runbook_summary(rb)) for rb in visible],
+        visible = [rb for rb in self.catalog.summaries() if policy is None or policy.may_start(rb.name)]
+        return RunbookList(runbooks=[RunbookInfo(**rb.as_dict()) for rb in visible],
                            problems=[p.as_dict() for p in self.catalog.problems])  # fmt: skip
 
     def describe(self, name: str) -> RunbookDetail:

@@ -7,6 +7,14 @@ Each entry is a directory (searched recursively for ``*.yaml``, ``*.yml`` and
 
 Runbooks are looked up by name in the catalog, never by joining a name into a
 path. Two runbooks with one name is an error naming both files.
+
+Loading the catalog finds every runbook's *name* but compiles or decodes only what it must: a YAML file
+whose compiled form is in the compile cache is known by the summary in that entry's header (name,
+description, params ...), and is decoded when a command asks for it by name (:meth:`Catalog.get`, which a
+sub-runbook step calls for its child too). Listing reads the summaries (:meth:`Catalog.summaries`). A file
+that is not in the cache is compiled at once (and stored), so its problems are reported as before; a
+Python runbook is imported at once. A runbook with includes depends on other files and is never cached, so it is
+compiled at once too.
 """
 
 from __future__ import annotations
@@ -18,22 +26,26 @@ import os
 import re
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner._cache_index import FolderIndexes
+from runner._entries import Entry, RunbookMap, RunbookSummary, lazy_entry, summary_of
 from runner.errors import Problem, RunbookNotFound, ValidationError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from runner._cache_index import FolderIndex
+    from runner.compile_cache import CompileCache
     from runner.model import RunbookSpec
     from runner.registry import StepTypeRegistry
     from runner.yamlsafe import Located
 
-__all__ = ["Catalog", "LoadedRunbook", "search_path"]
+__all__ = ["Catalog", "LoadedRunbook", "RunbookSummary", "search_path", "summary_of"]
 
 PY_MODULE_PREFIX = "runbook_catalog"
 _SUFFIXES = (".yaml", ".yml", ".py")
@@ -139,8 +151,10 @@ def _digest(data: Any) -> str:
 class Catalog:
     """Runbooks by name, plus every problem found while loading them."""
 
-    def __init__(self, runbooks: dict[str, LoadedRunbook], problems: list[Problem], files: list[Path]) -> None:
-        self.runbooks, self.problems, self.files = runbooks, problems, files
+    def __init__(self, entries: dict[str, Entry], problems: list[Problem], files: list[Path]) -> None:
+        self._entries, self.problems, self.files = entries, problems, files
+        self.runbooks: Mapping[str, LoadedRunbook] = RunbookMap(self)
+        """Runbooks by name (a runbook is decoded when read)."""
         self.invalid: dict[str, list[Problem]] = {}
         """Problems of each file that failed to load, by the runbook name(s) it declares (see :meth:`get`)."""
         self.partial: list[LoadedRunbook] = []
@@ -148,61 +162,89 @@ class Catalog:
 
     @classmethod
     def load(cls, registry: StepTypeRegistry, paths: Sequence[Path], *, cache: bool = True) -> Catalog:
-        """Load every runbook under ``paths``; problems are collected, not raised.
+        """Find every runbook under ``paths``; problems are collected, not raised. Cached runbooks are decoded on use.
 
         ``cache=False`` compiles every YAML file afresh (``validate``: positions of everything, defaults included).
         """
-        runbooks: dict[str, LoadedRunbook] = {}
+        from runner.compile_cache import default_cache
+
+        entries: dict[str, Entry] = {}
         problems: list[Problem] = []
-        files = _files(paths, problems)
+        stats: dict[Path, os.stat_result] = {}
+        files = _files(paths, problems, stats)
         clashes: set[str] = set()
         invalid: dict[str, list[Problem]] = {}
         partial: list[LoadedRunbook] = []
+        store = default_cache() if cache else None
+        indexes = FolderIndexes(store)
         for file in files:
             try:
-                loaded = load_file(file, registry, search=paths, cache=cache)
+                found = _scan_file(file, registry, paths, store, indexes.of(file), stats.get(file))
             except ValidationError as exc:
                 problems.extend(exc.problems)
                 for name in declared_names(file):
                     invalid.setdefault(name, []).extend(exc.problems)
                 partial += [LoadedRunbook.of(spec, str(file), registry, located=where) for spec, where in getattr(exc, "partials", [])]
-                loaded = getattr(exc, "loaded", [])  # the runbooks of a Python file that did compile
-                if not loaded:
-                    continue
-            for rb in loaded:
-                other = runbooks.get(rb.name)
+                found = [(rb.name, Entry(rb.file, rb=rb)) for rb in getattr(exc, "loaded", [])]  # a Python file's good ones
+            for name, entry in found:
+                other = entries.get(name)
                 if other is not None:
-                    problems.append(Problem(f"runbook name '{rb.name}' is also defined in {other.file}", file=rb.file))
-                    clashes.add(rb.name)
+                    problems.append(Problem(f"runbook name '{name}' is also defined in {other.file}", file=entry.file))
+                    clashes.add(name)
                     continue
-                runbooks[rb.name] = rb
+                entries[name] = entry
         for name in clashes:
-            runbooks.pop(name, None)
-        catalog = cls(runbooks, problems, files)
+            entries.pop(name, None)
+        indexes.save()
+        catalog = cls(entries, problems, files)
         catalog.invalid, catalog.partial = invalid, partial
         return catalog
 
     def get(self, name: str) -> LoadedRunbook:
         """The runbook called ``name``; raises if unknown or defined twice, and with the file's own problems
         when the file that declares ``name`` does not load."""
-        if name not in self.runbooks:
+        entry = self._entries.get(name)
+        if entry is None:
             clash = [p for p in self.problems if f"runbook name '{name}' is also defined" in p.message]
             if clash:
                 raise ValidationError(clash)
             if name in self.invalid:
                 raise ValidationError(self.invalid[name])
             raise RunbookNotFound(name, [*self.names(), *self.invalid])
-        return self.runbooks[name]
+        try:
+            return entry.load()
+        except ValidationError as exc:  # a cached runbook that no longer compiles (a step type changed meanwhile)
+            self._entries.pop(name, None)
+            self.invalid[name] = list(exc.problems)
+            self.problems.extend(exc.problems)
+            raise
 
     def names(self) -> list[str]:
-        """Every loaded runbook's name, sorted."""
-        return sorted(self.runbooks)
+        """Every runbook's name, sorted."""
+        return sorted(self._entries)
 
-    def __iter__(self) -> Any:
-        return iter(self.runbooks[name] for name in self.names())
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def summaries(self) -> list[RunbookSummary]:
+        """Every runbook's summary, sorted by name, without decoding the ones the compile cache describes."""
+        return [self._entries[name].summary() for name in self.names()]
+
+    def load_all(self) -> list[LoadedRunbook]:
+        """Every runbook, decoded (sorted by name); one that no longer loads is left out and its problems recorded."""
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.get(name))
+            except ValidationError:
+                continue
+        return out
+
+    def __iter__(self) -> Iterator[LoadedRunbook]:
+        return iter(self.load_all())
 
 
-def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
+def _files(paths: Sequence[Path], problems: list[Problem], stats: dict[Path, os.stat_result] | None = None) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -211,10 +253,16 @@ def _files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
             out.append(path)
         elif path != Path("runbooks"):  # the default directory may simply not exist yet
             problems.append(Problem("runbook path does not exist", file=str(path)))
-    seen: set[Path] = set()
+    seen: set[tuple[int, int] | Path] = set()
     unique = []
     for f in out:
-        key = f.resolve()
+        try:
+            st = os.stat(f)
+            key: tuple[int, int] | Path = (st.st_dev, st.st_ino)  # one stat, not a path resolution per file
+            if stats is not None:
+                stats[f] = st
+        except OSError:
+            key = f.resolve()
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -225,9 +273,10 @@ def _walk(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and d != "tests")
+        folder = Path(dirpath)  # once per folder: a child path is cheaper than a path parsed whole
         for name in sorted(filenames):
             if name.endswith(_SUFFIXES) and not name.startswith((".", "_")) and not _is_test_file(name):
-                found.append(Path(dirpath) / name)
+                found.append(folder / name)
     return found
 
 
@@ -267,17 +316,56 @@ def load_file(path: Path, registry: StepTypeRegistry, *, search: Sequence[str | 
     return [_load_yaml(path, registry, search, cache)]
 
 
-def _load_yaml(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]] = (),
-               use_cache: bool = True) -> LoadedRunbook:  # fmt: skip
+def _scan_file(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]], cache: CompileCache | None,
+               index: FolderIndex | None, st: os.stat_result | None) -> list[tuple[str, Entry]]:  # fmt: skip
+    """The runbooks one file defines, by name: from the folder index (an unchanged file is not even read) or the
+    compile cache's summary when either knows it, else loaded now."""
+    if path.suffix == ".py":
+        return [(rb.name, Entry(rb.file, rb=rb)) for rb in _load_python(path, registry, search)]
+    file = str(path)
+    known = index.get(path.name, st) if index is not None and st is not None else None
+    if known is not None and all(t in registry for t in known.types):
+        return [lazy_entry(file, known.summary, lambda: _compile_yaml(_read_source(file), file, registry, search, _cache()))]
+    source = _read_source(file)
+    known = cache.peek(source, file, registry) if cache is not None else None
+    if known is None:
+        rb = _compile_yaml(source, file, registry, search, cache)
+        known = cache.peek(source, file, registry) if cache is not None and index is not None else None  # stored?
+        if known is not None and index is not None and st is not None:
+            index.put(path.name, st, known)
+        return [(rb.name, Entry(rb.file, rb=rb))]
+    if index is not None and st is not None:
+        index.put(path.name, st, known)
+    return [lazy_entry(file, known.summary, lambda: _compile_yaml(source, file, registry, search, _cache()))]
+
+
+def _cache() -> CompileCache | None:
     from runner.compile_cache import default_cache
+
+    return default_cache()
+
+
+def _read_source(file: str) -> bytes:
+    """A YAML runbook file's bytes, within the size limit (a problem naming the file otherwise)."""
     from runner.safeio import decode_input, read_input
     from runner.yamlsafe import check_size
 
-    file = str(path)
-    raw = read_input(path, what="runbook file")  # a regular file, read up to the cap (a symlink to /dev/zero is refused)
+    raw = read_input(file, what="runbook file")  # a regular file, read up to the cap (a symlink to /dev/zero is refused)
     check_size(raw, file)
     decode_input(raw, file, what="runbook file")  # a binary or foreign file is named, never quoted
-    cache = default_cache() if use_cache else None
+    return raw
+
+
+def _load_yaml(path: Path, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]] = (),
+               use_cache: bool = True) -> LoadedRunbook:  # fmt: skip
+    from runner.compile_cache import default_cache
+
+    return _compile_yaml(_read_source(str(path)), str(path), registry, search, default_cache() if use_cache else None)
+
+
+def _compile_yaml(raw: bytes, file: str, registry: StepTypeRegistry, search: Sequence[str | os.PathLike[str]],
+                  cache: CompileCache | None) -> LoadedRunbook:  # fmt: skip
+    """The runbook ``raw`` (read from ``file``) compiles to: from ``cache``, else compiled (and stored there)."""
     cached = cache.load(raw, file, registry) if cache is not None else None
     if cached is not None:
         return cached

@@ -15,6 +15,12 @@ As for ``.pyc`` files, a module's stamp is the one this process first saw: a lon
 plugin is upgraded under it keeps reading entries for the code it runs, and writes none once a stamp on disk
 no longer matches. No entry is written while any stamp is unknown (a module without its source file).
 
+An entry is two lines of JSON: a header (format, key, the step types' stamps and the runbook's summary: name,
+description, version, tags, step count, params and their JSON Schema), then the compiled runbook. The catalog
+reads only headers to learn which runbooks exist (:meth:`CompileCache.peek`: a listing, duplicate names) and
+decodes the one runbook a command needs (:meth:`CompileCache.load`), so a large runbook elsewhere in the project
+costs a command that does not use it only the reading and hashing of its file.
+
 Reading an entry validates it again (pydantic, as a stored snapshot is read); an entry that does not
 validate, was cut short or belongs to another key is a miss, never a different runbook. Only runbooks that
 compiled without a problem are stored. A runbook with a step type that fingerprints its actions (a Python
@@ -41,6 +47,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner._cache_index import FolderIndex, Known
+
 if TYPE_CHECKING:
     from runner.catalog import LoadedRunbook
     from runner.model import RunbookSpec
@@ -49,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompileCache", "default_cache"]
 
-FORMAT = 2
+FORMAT = 3  # 3: a header line with the summary, then the compiled runbook
 MAX_ENTRIES = 2000  # a write that finds more removes the least recently used
 STALE_TMP = 3600.0  # seconds after which a temporary file is a crashed writer's, removed by the next trim
 _OFF = frozenset({"", "0", "off", "false", "no", "none"})
@@ -140,6 +148,12 @@ def _code_stamp() -> str:
     return "\n".join([*parts, *(_stamp(f) for f in _code_files())])
 
 
+@functools.cache
+def _key_prefix() -> hashlib._Hash:
+    """The hash of what every key starts with (the format and :func:`_code_stamp`), copied for each file."""
+    return hashlib.sha256(f"runbook-compiled-{FORMAT}\n{_code_stamp()}\n".encode())
+
+
 def _type_files(step_type: StepType) -> list[str]:
     """The source files of the packages that the step type's class and its ``Config`` come from."""
     tops = sorted({c.__module__.split(".")[0] for c in (type(step_type), step_type.Config)})
@@ -187,7 +201,7 @@ class CompileCache:
 
     def key(self, source: bytes) -> str:
         """The entry name for a runbook file's bytes (with this process's code stamp)."""
-        digest = hashlib.sha256(f"runbook-compiled-{FORMAT}\n{_code_stamp()}\n".encode())
+        digest = _key_prefix().copy()
         digest.update(source)
         return digest.hexdigest()
 
@@ -204,6 +218,37 @@ class CompileCache:
             log.debug("compile cache %s not used: not a directory of this user's that only it can write", self.directory)
             return False
         return True
+
+    def peek(self, source: bytes, file: str, registry: StepTypeRegistry) -> Known | None:
+        """The key, step types and summary of the runbook compiled from ``source`` (the entry's header only), or None.
+
+        The step types the entry used must all still be registered (checked without importing them); whether
+        their code changed since is checked by :meth:`load`, which a command that runs or shows the runbook calls.
+        """
+        try:
+            if not self._usable(create=False):
+                return None
+            key = self.key(source)
+            with open(os.path.join(self.directory, key + ".json"), "rb") as f:
+                header = json.loads(f.readline())
+            if header.get("key") != key or header.get("format") != FORMAT or not all(t in registry for t in header["types"]):
+                return None
+            summary = header["summary"]
+            if not isinstance(summary, dict) or not isinstance(summary.get("name"), str):
+                return None
+            return Known(key, list(header["types"]), summary)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # damaged or foreign: a miss
+            log.debug("compile cache: no summary used for %s: %s", file, exc)
+            return None
+
+    def index(self, folder: str) -> FolderIndex | None:
+        """The index of the runbooks of ``folder`` (see :mod:`runner._cache_index`), or None if the cache is not usable."""
+        try:
+            return FolderIndex(self, folder, _key_prefix().hexdigest()) if self._usable(create=False) else None
+        except _Unstampable:
+            return None
 
     def load(self, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         """The runbook compiled from ``source`` (read from ``file``), or None if there is no usable entry."""
@@ -230,10 +275,12 @@ class CompileCache:
         from runner.model import RunbookSpec
         from runner.steptypes import remember_reusable_configs
 
-        entry = json.loads(data)
-        if entry.get("key") != key or entry.get("format") != FORMAT:
+        head, _, body = data.partition(b"\n")
+        header = json.loads(head)
+        if header.get("key") != key or header.get("format") != FORMAT:
             return None
-        for name, stamp in entry["types"].items():
+        entry = json.loads(body)
+        for name, stamp in header["types"].items():
             if name not in registry or _type_stamp(registry.get(name)) != stamp:
                 return None  # a step type changed, moved or went away: compile again (and report it if gone)
         spec = RunbookSpec.model_validate(entry["spec"])
@@ -247,6 +294,8 @@ class CompileCache:
 
     def store(self, source: bytes, rb: LoadedRunbook) -> None:
         """Keep ``rb``, compiled from ``source``, for the next load (best effort: a failure is only logged)."""
+        from runner.catalog import summary_of
+
         try:
             key = self.key(source)
             used = sorted(_types_used(rb.spec, rb.registry))
@@ -255,13 +304,14 @@ class CompileCache:
             if _changed_since_seen(files):
                 return  # code changed on disk since this process loaded it: a new process would compile otherwise
             fingerprinted = any(_fingerprints(rb.registry.get(name)) for name in used)
+            header = {"format": FORMAT, "key": key, "types": types, "summary": summary_of(rb).as_dict(with_file=False)}
             entry = {
-                "format": FORMAT, "key": key, "types": types, "spec": rb.spec_json,
+                "spec": rb.spec_json,
                 "step_hashes": None if fingerprinted else rb.step_hashes,
                 "content_hash": None if fingerprinted else rb.content_hash,
             }  # fmt: skip
             if self._usable(create=True):
-                self._write(key, json.dumps(entry, separators=(",", ":")))
+                self._write(key, json.dumps(header, separators=(",", ":")) + "\n" + json.dumps(entry, separators=(",", ":")))
         except Exception as exc:  # never fail a command for the cache's sake
             log.debug("compile cache: %s not stored: %s", rb.file, exc)
 

@@ -101,3 +101,39 @@ def test_mcp_wakeup_bench_measures_both_transports(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["http"]["n"] == report["stdio"]["n"] == 2 and report["http_p95_within_target"] is True
+
+
+def test_store_benchmark_runs_both_stores_side_by_side(tmp_path: Path, pg_dsn: str) -> None:
+    """bench/store_bench.py on a tiny workload: every part measured on both stores, the targets judged."""
+    out = tmp_path / "store.json"
+    res = subprocess.run(
+        [sys.executable, str(BENCH / "store_bench.py"), "--pg", pg_dsn, "--reps", "1", "--ns", "2,4", "--runs", "6",
+         "--steps", "2", "--processes", "1,2", "--scaling-ns", "2,5", "--patience", "0", "--out", str(out)],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout[-2000:] + res.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    steps, workers = doc["parts"]["steps"], doc["parts"]["workers"]
+    assert {"sqlite", "postgresql"} <= set(steps) and isinstance(steps["ratio"], float)  # one noisy sample: any sign
+    assert all(doc["parts"]["queue"][k]["median_ms"] > 0 for k in ("sqlite", "postgresql"))
+    for kind in ("sqlite", "postgresql"):
+        assert set(workers[kind]["by_processes"]) == {"1", "2"} and all(r["runs_per_s"] > 0 for r in workers[kind]["by_processes"].values())
+    assert "PostgreSQL per-step cost" in res.stdout and "2 PostgreSQL worker processes against 1" in res.stdout
+    assert set(doc["parts"]["scaling"]["postgresql"]["ms_per_step_between"]) == {"2-5"}
+    schemas = subprocess.run([sys.executable, "-c", "import psycopg,sys; print(psycopg.connect(sys.argv[1]).execute("
+                              "\"SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'bench_%'\").fetchone()[0])", pg_dsn],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert schemas.stdout.strip() == "0", "every journal the benchmark made is dropped"
+
+
+def test_catalog_benchmark_measures_every_project(tmp_path: Path) -> None:
+    out = tmp_path / "catalog.json"
+    res = subprocess.run(
+        [sys.executable, str(BENCH / "catalog_bench.py"), "--reps", "1", "--big-steps", "50", "--others", "5",
+         "--patience", "0", "--out", str(out)],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout[-2000:] + res.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert set(rows) == {"alone", "big", "many", "both"} and rows["alone"]["ratio"] == 1.0
+    assert all(r["median_ms"] > 0 for r in rows.values())

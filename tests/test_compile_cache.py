@@ -81,6 +81,11 @@ def entries(cache_dir: Path) -> list[Path]:
     return sorted(cache_dir.glob("*.json"))
 
 
+def header(entry: Path) -> Any:
+    """An entry's first line: format, key, the step types' stamps, the runbook's summary."""
+    return json.loads(entry.read_text().splitlines()[0])
+
+
 def test_a_hit_is_what_a_fresh_compile_gives(tmp_path: Path, cache_dir: Path, registry: StepTypeRegistry,
                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     file = write(tmp_path / "rb.yaml", RUNBOOK)
@@ -139,7 +144,7 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tmp_path: Path, cache_dir: Pa
     load(file, registry)
     [entry] = entries(cache_dir)
     good = entry.read_text()
-    doc = json.loads(good)
+    header, doc = (json.loads(line) for line in good.splitlines())
     if damage == "truncated":
         entry.write_text(good[: len(good) // 2])
     elif damage == "not json":
@@ -147,16 +152,16 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tmp_path: Path, cache_dir: Pa
     elif damage == "not utf-8":
         entry.write_bytes(b"\xff\xfe garbage")
     elif damage == "other key":  # e.g. a file copied from another key: its spec is some other runbook
-        doc["key"] = "0" * 64
+        header["key"] = "0" * 64
         doc["spec"]["steps"][0]["action"]["config"] = {"command": ["echo", "wrong"]}
-        entry.write_text(json.dumps(doc))
+        entry.write_text(json.dumps(header) + "\n" + json.dumps(doc))
     else:  # what a foreign or tampered entry holding a runbook no compile would give looks like
         doc["spec"]["steps"][0]["action"] = {"type": "shell"}
-        entry.write_text(json.dumps(doc))
+        entry.write_text(json.dumps(header) + "\n" + json.dumps(doc))
     rb = load(file, registry)
     assert not was_hit(rb)
     assert rb.spec.steps[0].action.config == {"command": ["echo", "right"]}
-    assert json.loads(entry.read_text()) == json.loads(good)  # written again, whole
+    assert entry.read_text() == good  # written again, whole
 
 
 def _echo_plugin(site: Path, package: str) -> Path:
@@ -214,7 +219,7 @@ def test_a_changed_step_type_is_a_miss(tmp_path: Path, cache_dir: Path, monkeypa
     file = write(tmp_path / "rb.yaml", "name: typed\nsteps:\n  - id: s\n    echo: hello\n")
     load(file, registry)
     assert was_hit(load(file, registry))
-    entry = json.loads(entries(cache_dir)[0].read_text())
+    entry = header(entries(cache_dir)[0])
     assert list(entry["types"]) == ["echo"]
 
     # An edit to any module of the step type's package, not only the class's, is a miss. As for .pyc files, what
@@ -262,7 +267,7 @@ def test_types_are_read_from_actions_and_checks_only(tmp_path: Path, cache_dir: 
         """,
     )
     load(file, registry)
-    entry = json.loads(entries(cache_dir)[0].read_text())
+    entry = header(entries(cache_dir)[0])
     assert sorted(entry["types"]) == ["http", "shell", "wait"]
     assert was_hit(load(file, registry))
 
@@ -343,7 +348,7 @@ def test_fingerprinted_steps_are_hashed_on_every_load(tmp_path: Path, cache_dir:
     )
     first = load(file, registry)
     before, before_content = dict(first.step_hashes), first.content_hash
-    entry = json.loads(entries(cache_dir)[0].read_text())
+    entry = json.loads(entries(cache_dir)[0].read_text().splitlines()[1])
     assert entry["step_hashes"] is None and entry["content_hash"] is None
     module.write_text("def work(ctx):\n    return 2\n", encoding="utf-8")  # same runbook file, edited function
     hit = load(file, registry)

@@ -6,8 +6,10 @@ Everything runs against a real PostgreSQL cluster (``harness.postgres``); each t
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Child processes (argv: DSN, ...): each is a separate client of the database, as on another host.
 OPENER = """
 import sys
+import tempfile
 from runbook_postgres.store import PostgresStore
 sys.stdin.readline()
 PostgresStore(sys.argv[1]).close()
@@ -40,6 +43,7 @@ print("ok", flush=True)
 """
 CLAIMER = """
 import sys
+import tempfile
 from runbook_postgres.store import PostgresStore
 from runner.store.records import Holder
 store = PostgresStore(sys.argv[1])
@@ -464,3 +468,256 @@ def test_a_version_1_journal_is_upgraded_to_typed_progress_in_place(pg_dsn: str)
     )
     assert "gate_state" not in str(_sql(pg_dsn, "SELECT data FROM steps WHERE step_id = 'a'")), "rewritten in place"
     store.close()
+
+
+# ---------------------------------------------------------------------- one round trip per write
+
+
+class Trace:
+    """The protocol messages one pooled connection exchanges (libpq's trace): round trips are ReadyForQuery messages."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        from psycopg import pq
+
+        ((self.conn, _),) = store._pool._idle  # a store opened with ?pool_size=1 and used once
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.conn.pgconn.trace(self.file.fileno())
+        self.conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+
+    def round_trips(self, action: Callable[[], Any]) -> int:
+        """Run ``action`` and count the server's ReadyForQuery replies it caused (one per round trip)."""
+        start = self.file.seek(0, 2)
+        action()
+        self.file.seek(start)
+        return sum(1 for line in self.file.read().decode().splitlines() if line.startswith("B\t5\tReadyForQuery"))
+
+    def close(self) -> None:
+        """Stop tracing."""
+        self.conn.pgconn.untrace()
+        self.file.close()
+
+
+def test_each_executor_write_is_one_round_trip(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?pool_size=1")
+    trace = Trace(s) if s.get_run(s.create_run(new_run())[0].id) else None
+    assert trace is not None
+    runs = [s.create_run(new_run(lock_key=None)) for _ in range(2)]  # statements prepared before counting
+    events = [NewEvent("step.finished", step_id="a", attempt=1, data={"k": 1}), NewEvent("step.started", step_id="b", attempt=1)]
+    steps = [StepPatch("a", 0, StepState.SUCCEEDED, attempts=1, output={"stdout": "x"}), StepPatch("b", 1, StepState.RUNNING, attempts=1)]
+
+    def step(lease: Any) -> None:
+        s.commit(lease, events=events, steps=steps, run={"state": RunState.RUNNING, "cursor": "b"})
+
+    assert trace.round_trips(lambda: s.create_run(new_run())) == 1, "a statement run once: one round trip, not prepared"
+    warm = s.acquire(runs[0][0].id, ME, 30, force=False, is_alive=alive)
+    for _ in range(6):  # psycopg prepares a statement at its fifth use on a connection (one more round trip, once)
+        step(warm)
+        s.renew(warm)
+        s.request(runs[0][0].id, "pause", actor="a", reason="r")
+        s.release(s.acquire(runs[1][0].id, ME, 30, force=False, is_alive=alive))
+        s.create_run(new_run())
+    counted: dict[str, int] = {
+        "create_run": trace.round_trips(lambda: s.create_run(new_run())),
+        "acquire": trace.round_trips(lambda: s.acquire(runs[1][0].id, ME, 30, force=False, is_alive=alive)),
+        "commit": trace.round_trips(lambda: step(warm)),
+        "renew": trace.round_trips(lambda: s.renew(warm)),
+        "request": trace.round_trips(lambda: s.request(runs[1][0].id, "pause", actor="a", reason="r")),
+        "release": trace.round_trips(lambda: s.release(warm)),
+    }
+    for _ in range(6):  # take what is runnable (and prepare the claim)
+        s.claim(OTHER, 30, is_alive=alive)
+    while s.claim(OTHER, 30, is_alive=alive):
+        pass
+    queued, _ = s.create_run(new_run())
+    got: list[Any] = []
+    counted["claim"] = trace.round_trips(lambda: got.extend(s.claim(OTHER, 30, is_alive=alive)))
+    counted["idle claim"] = trace.round_trips(lambda: got.extend(s.claim(OTHER, 30, is_alive=alive)))
+    assert counted == dict.fromkeys(counted, 1), counted
+    assert [lease.run_id for lease in got] == [queued.id]
+    prepared = trace.conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()
+    assert prepared is not None and prepared["n"] >= len(counted) - 1, "the statements used over and over are prepared on the server"
+    trace.close()
+    s.close()
+
+
+def test_a_fenced_off_commit_writes_nothing_at_all(store: Store) -> None:
+    run, _ = store.create_run(new_run(lock_key="host:x"))
+    old = store.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    store.acquire(run.id, OTHER, 30, force=True, is_alive=alive)
+    before = (store.get_run(run.id), store.get_steps(run.id), store.events(run.id))
+    with pytest.raises(LeaseLost):
+        store.commit(old, events=[NewEvent("late")], steps=[StepPatch("a", 0, StepState.SUCCEEDED), StepPatch("z", 9, StepState.PENDING)],
+                     run={"state": RunState.SUCCEEDED, "reason": "late", "finished_at": 1.0})  # fmt: skip
+    assert (store.get_run(run.id), store.get_steps(run.id), store.events(run.id)) == before
+    with pytest.raises(LockHeld):  # the lock key was not released by the fenced-off terminal state
+        store.create_run(new_run(lock_key="host:x"))
+
+
+# ---------------------------------------------------------------------- live work, migrations
+
+
+def _claim_plan(dsn: str, schema: str) -> tuple[str, int]:
+    """The claim's plan (rolled back) and the number of shared buffers its execution touched."""
+    from runbook_postgres._sql import CLAIM
+    from runbook_postgres._values import jsonb
+
+    with psycopg.connect(dsn) as conn:  # a transaction, rolled back at the end: nothing is claimed
+        conn.execute(f"SET search_path TO {schema}")
+        rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) " + CLAIM,
+                            {"n": 1, "holder": jsonb(ME.model_dump(mode="json")), "ttl": 30.0}).fetchall()  # fmt: skip
+        conn.rollback()
+    plan = "\n".join(r[0] for r in rows)
+    top = next(line for line in plan.splitlines() if "Buffers:" in line)  # the statement's own total comes first
+    return plan, sum(int(n) for n in re.findall(r"=(\d+)", top))
+
+
+def test_claims_read_live_work_only_however_long_the_history(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?schema=live")
+    for _ in range(3):
+        s.create_run(new_run())
+    _sql(pg_dsn, "ANALYZE live.runs")
+    _, buffers_small = _claim_plan(pg_dsn, "live")
+    _sql(pg_dsn, "INSERT INTO live.runs (id, runbook, state, created_at, updated_at, finished_at)"
+                 " SELECT 'H' || lpad(g::text, 25, '0'), 'rb', 'succeeded', g, g, g FROM generate_series(1, 50000) g")  # fmt: skip
+    _sql(pg_dsn, "ANALYZE live.runs")
+    plan, buffers = _claim_plan(pg_dsn, "live")
+    assert "Seq Scan on runs" not in plan and "runs_due" in plan and "runs_running" in plan, plan
+    assert buffers <= buffers_small + 4, f"a claim touched {buffers} buffers with 50,000 finished runs, {buffers_small} without"
+    assert len(s.claim(ME, 30, is_alive=alive, limit=5)) == 3
+    s.close()
+
+
+def test_a_journal_from_before_the_live_work_indexes_is_migrated_in_place(pg_dsn: str) -> None:
+    old = PostgresStore(pg_dsn)
+    run, _ = old.create_run(new_run())
+    old.close()
+    _sql(pg_dsn, "DROP TABLE runbook_migrations")  # the layout the previous release created
+    for index in ("runs_due", "runs_running", "runs_cancelling"):
+        _sql(pg_dsn, f"DROP INDEX {index}")
+    again = PostgresStore(pg_dsn)
+    indexes = {r[0] for r in _sql(pg_dsn, "SELECT indexname FROM pg_indexes WHERE tablename = 'runs'")}
+    assert {"runs_due", "runs_running", "runs_cancelling", "runs_claimable"} <= indexes
+    from runbook_postgres._schema import MIGRATIONS, SCHEMA_VERSION
+
+    assert sorted(r[0] for r in _sql(pg_dsn, "SELECT name FROM runbook_migrations")) == sorted(name for name, _ in MIGRATIONS)
+    assert _sql(pg_dsn, "SELECT version FROM runbook_schema") == [(SCHEMA_VERSION,)], "additive: the format version is unchanged"
+    assert [lease.run_id for lease in again.claim(ME, 30, is_alive=alive)] == [run.id]
+    again.close()
+
+
+def test_a_lock_key_pointing_at_a_run_that_is_gone_is_taken(store: Store, pg_dsn: str) -> None:
+    _sql(pg_dsn, "INSERT INTO locks (key, run_id) VALUES ('host:gone', '01GONE')")
+    run, _ = store.create_run(new_run(lock_key="host:gone"))
+    assert _sql(pg_dsn, "SELECT run_id FROM locks WHERE key = 'host:gone'") == [(run.id,)]
+    _sql(pg_dsn, "UPDATE locks SET run_id = '01GONE2' WHERE key = 'host:gone'")  # e.g. a lock row left by hand
+    assert [lease.run_id for lease in store.claim(ME, 30, is_alive=alive)] == [run.id], "claimed through fresh reads"
+
+
+def test_prepared_statements_can_be_turned_off(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?prepare=off")
+    run, _ = s.create_run(new_run())
+    lease = s.acquire(run.id, ME, 30, force=False, is_alive=alive)
+    for _ in range(8):
+        s.commit(lease, events=[NewEvent("x")])
+    ((conn, _),) = s._pool._idle
+    assert conn.prepare_threshold is None
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == {"count": 0}
+    assert len(s.events(run.id)) == 9
+    s.close()
+
+
+def test_a_thread_gets_its_own_connection_back(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?pool_size=4")
+    run, _ = s.create_run(new_run())
+    seen: dict[int, set[int]] = {}
+    barrier = threading.Barrier(3)
+
+    def work(n: int) -> None:
+        for _ in range(20):
+            barrier.wait(timeout=30)  # all three return their connections, then all three borrow again
+            with s._pool.connection() as conn:
+                seen.setdefault(n, set()).add(id(conn))
+                conn.execute("SELECT 1")
+
+    _threads(work, 3)
+    assert all(len(ids) == 1 for ids in seen.values()) and len(set().union(*seen.values())) == 3, seen
+    assert s.get_run(run.id).id == run.id
+    s.close()
+
+
+# ---------------------------------------------------------------------- wake-ups (LISTEN/NOTIFY)
+
+
+class Wakes:
+    """Counts a store's wake-up calls; ``wait`` returns once one more arrived."""
+
+    def __init__(self) -> None:
+        self.count, self.cond = 0, threading.Condition()
+
+    def __call__(self) -> None:
+        with self.cond:
+            self.count += 1
+            self.cond.notify_all()
+
+    def after(self, action: Callable[[], Any], timeout: float = 10) -> bool:
+        with self.cond:
+            seen = self.count
+        action()
+        with self.cond:
+            return self.cond.wait_for(lambda: self.count > seen, timeout=timeout)
+
+
+def test_writes_that_make_work_runnable_wake_listeners_in_other_processes(pg_dsn: str, spawn: Callable[..., Script]) -> None:
+    listener, writer = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    wakes = Wakes()
+    unsubscribe = listener.subscribe(wakes)
+    assert listener._listener.listening.wait(10)
+    child = spawn("import sys\nfrom runbook_postgres.store import PostgresStore\nfrom tests.store_contract import new_run\n"
+                  "PostgresStore(sys.argv[1]).create_run(new_run())\n", pg_dsn)  # fmt: skip
+    assert wakes.after(child.finish), "a run queued by another process wakes the listener"
+    run, _ = writer.create_run(new_run(holder=OTHER))
+    assert not wakes.after(lambda: None, timeout=0.5), "a run created leased to its executor wakes nobody"
+    lease = writer.acquire(run.id, OTHER, 30, force=False, is_alive=alive)
+    writer.commit(lease, run={"state": RunState.WAITING, "wake_at": time.time() + 3600})
+    assert not wakes.after(lambda: writer.release(lease), timeout=0.5), "a run waiting for later wakes nobody"
+    assert wakes.after(lambda: writer.request(run.id, "approve", actor="a", reason="ok", data={"step_id": "a"})), "a decision does"
+    other = PostgresStore(pg_dsn + "?schema=elsewhere")
+    assert not wakes.after(lambda: other.create_run(new_run()), timeout=0.5), "another journal's work does not"
+    unsubscribe()
+    assert not listener._listener.listening.is_set() and listener._listener._thread is None
+    for s in (listener, writer, other):
+        s.close()
+
+
+def test_the_listener_reconnects_and_wakes_after_its_connection_is_killed(pg_dsn: str) -> None:
+    listener, writer = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    wakes = Wakes()
+    listener.subscribe(wakes)
+    assert listener._listener.listening.wait(10)
+    db = pg_dsn.rsplit("/", 1)[1]
+    killed = wakes.after(lambda: _sql(pg_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                                              " AND query LIKE 'LISTEN%%'", db))  # fmt: skip
+    assert killed, "a reconnected listener wakes its subscribers (notifications may have been missed)"
+    _poll(lambda: listener._listener.listening.is_set(), "the listener to listen again")
+    assert wakes.after(lambda: writer.create_run(new_run()))
+    listener.close()
+    writer.close()
+
+
+def test_a_subscriber_may_unsubscribe_from_its_own_wake_up(pg_dsn: str) -> None:
+    listener, writer = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    done = threading.Event()
+    unsubscribe: list[Callable[[], None]] = []
+
+    def once() -> None:
+        unsubscribe[0]()  # on the listener's own thread: it must stop without joining itself
+        done.set()
+
+    unsubscribe.append(listener.subscribe(once))
+    assert listener._listener.listening.wait(10)
+    writer.create_run(new_run())
+    assert done.wait(10)
+    _poll(lambda: not listener._listener.listening.is_set(), "the listener to stop")
+    assert listener._listener._thread is None
+    listener.close()
+    writer.close()

@@ -68,9 +68,9 @@ class Cluster:
         self.workers: dict[str, subprocess.Popen[str]] = {}
         self.separate_hosts = _uts_namespaces()
 
-    def start_worker(self, name: str, threads: int = 2) -> subprocess.Popen[str]:
+    def start_worker(self, name: str, threads: int = 2, poll: float = 0.1) -> subprocess.Popen[str]:
         """``runbook worker`` as host ``name`` (its own UTS namespace, when the machine allows it)."""
-        argv = self.project.cmd("worker", "--workers", str(threads), "--poll", "0.1")
+        argv = self.project.cmd("worker", "--workers", str(threads), "--poll", str(poll))
         if self.separate_hosts:
             argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name, *argv]
         log = open(self.project.root / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115 - the child owns it
@@ -197,3 +197,14 @@ def test_the_cli_never_shows_the_store_password(cluster: Cluster, project: Proje
     _, rest = worker.communicate(timeout=30)
     assert "on store postgresql://rb:***@127.0.0.1" in banner and "pw-s3cret" not in banner + rest, banner + rest
     assert worker.returncode == 0
+
+
+def test_an_idle_worker_is_woken_by_a_run_queued_by_another_process(cluster: Cluster) -> None:
+    """The worker polls only every 60 s; LISTEN/NOTIFY brings each queued run to it at once."""
+    cluster.start_worker("host-1", threads=1, poll=60)
+    first = cluster.queue(0, hold=0)  # picked up by the worker's first claim, whenever it starts
+    cluster.wait_states([first], RunState.SUCCEEDED, timeout=60)
+    for n in (1, 2):  # the worker is idle (or about to be) after each run: only a wake-up brings the next one in time
+        run_id = cluster.queue(n, hold=0)
+        cluster.wait_states([run_id], RunState.SUCCEEDED, timeout=30)
+        assert cluster.lines(n, "done") == ["done"]

@@ -1,8 +1,11 @@
 """Connections: the store URL, a small thread-safe connection pool, and error translation.
 
-The pool hands one connection to one thread at a time for one short transaction (no connection is
-held while a step runs), so a process needs few connections whatever its thread count: the engine's
-heartbeat threads come and go, and a thread-local connection per thread would leak them.
+The pool hands one connection to one thread at a time for one short statement or transaction (no
+connection is held while a step runs), so a process needs few connections whatever its thread count: the
+engine's heartbeat threads come and go, and a thread-local connection per thread would leak them. A thread
+gets back the connection it used last whenever that one is idle, so in a steady state each worker thread
+has a connection of its own, with its prepared statements ready: a thread that has none takes the idle
+connection of a thread that ended, else opens one while the pool has room, else borrows another's.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ Conn = psycopg.Connection[DictRow]
 Cursor = psycopg.Cursor[DictRow]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_OWN_OPTIONS = ("schema", "pool_size", "pool_timeout")
+_OWN_OPTIONS = ("schema", "pool_size", "pool_timeout", "prepare")
 _LIBPQ_DEFAULTS = {
     "connect_timeout": "10",
     "application_name": "runbook",
@@ -59,6 +62,8 @@ class StoreURL:
     pool_size: int
     pool_timeout: float
     password: str | None
+    prepare: bool = True
+    """Prepare the store's statements on the server (``?prepare=off`` for a pooler that cannot keep them)."""
 
 
 def _int_option(options: dict[str, str], key: str, default: int, low: int, high: int, safe: str) -> int:
@@ -71,7 +76,7 @@ def _int_option(options: dict[str, str], key: str, default: int, low: int, high:
 def parse_url(url: str) -> StoreURL:
     """Split ``postgresql://user@host:port/db?schema=S&pool_size=N&sslmode=...`` (``postgres://`` too).
 
-    ``schema``, ``pool_size`` and ``pool_timeout`` are the store's; every other query option goes to libpq.
+    ``schema``, ``pool_size``, ``pool_timeout`` and ``prepare`` are the store's; every other query option goes to libpq.
     """
     safe = mask_url(url)
     parts = urlsplit(url)
@@ -83,12 +88,15 @@ def parse_url(url: str) -> StoreURL:
         raise ConfigError(f"store URL '{safe}': schema '{schema}' must be a lowercase SQL name (letters, digits, _)")
     pool_size = _int_option(options, "pool_size", 8, 1, 1000, safe)
     pool_timeout = float(_int_option(options, "pool_timeout", 30, 1, 3600, safe))
+    prepare = options.get("prepare", "on").lower()
+    if prepare not in ("on", "off"):
+        raise ConfigError(f"store URL '{safe}': prepare={prepare} must be on or off")
     rest = {k: v for k, v in options.items() if k not in _OWN_OPTIONS}
     for key, value in _LIBPQ_DEFAULTS.items():
         rest.setdefault(key, value)
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
     password = parts.password or options.get("password") or None
-    return StoreURL(conninfo, safe, schema, pool_size, pool_timeout, password)
+    return StoreURL(conninfo, safe, schema, pool_size, pool_timeout, password, prepare == "on")
 
 
 def _has_input(conn: Conn) -> bool:
@@ -106,6 +114,8 @@ class Pool:
     def __init__(self, url: StoreURL) -> None:
         self.url = url
         self._idle: list[tuple[Conn, float]] = []
+        self._user: dict[int, int] = {}  # id(conn) -> the thread that used it last
+        self._cursors: dict[int, Cursor] = {}  # id(conn) -> its cursor for one()
         self._open = 0
         self._generation: dict[int, int] = {}  # id(conn) -> generation it was opened in
         self._current = 0  # bumped by close(): older connections are closed when they come back
@@ -117,8 +127,36 @@ class Pool:
         try:
             yield
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL store {self.url.safe}: {what} failed: {self._describe(exc)}",
-                             hint="check that the server is up and the URL's user, database and ?schema= are right") from exc  # fmt: skip
+            raise self.failure(what, exc) from exc
+
+    def failure(self, what: str, exc: psycopg.Error) -> StoreError:
+        """The :class:`StoreError` for ``exc``, naming the store (never its password)."""
+        return StoreError(f"PostgreSQL store {self.url.safe}: {what} failed: {self._describe(exc)}",
+                          hint="check that the server is up and the URL's user, database and ?schema= are right")  # fmt: skip
+
+    def one(self, what: str, query: str, params: dict[str, Any]) -> DictRow | None:
+        """Run one statement on a connection of this thread's and return its first row (the store's hot path:
+        no context managers around it)."""
+        rows = self.run(what, query, params, first=True)
+        return rows[0] if rows else None
+
+    def run(self, what: str, query: str, params: dict[str, Any], *, first: bool = False) -> list[DictRow]:
+        """Run one statement and return its rows (only the first with ``first``)."""
+        try:
+            conn = self._get()
+            try:
+                cursor = self._cursors.get(id(conn))
+                if cursor is None:  # one per connection, used again and again (making one costs as much as a send)
+                    cursor = self._cursors[id(conn)] = conn.cursor()
+                cursor.execute(query, params)
+                if first:
+                    row = cursor.fetchone()
+                    return [] if row is None else [row]
+                return cursor.fetchall()
+            finally:
+                self._put(conn)
+        except psycopg.Error as exc:
+            raise self.failure(what, exc) from exc
 
     def _describe(self, exc: psycopg.Error) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -142,8 +180,12 @@ class Pool:
                 if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
                     raise StoreError(f"PostgreSQL store {self.url.safe}: all {self.url.pool_size} connections stayed busy "
                                      f"for {self.url.pool_timeout:g}s", hint="raise ?pool_size= in the store URL")  # fmt: skip
-            if self._idle:
-                conn, since = self._idle.pop()
+            pick = self._affine()
+            if pick is None and self._open >= self.url.pool_size:
+                pick = len(self._idle) - 1  # full: another thread's idle connection, the most recently returned
+            if pick is not None:
+                conn, since = self._idle.pop(pick)
+                self._user[id(conn)] = threading.get_ident()
             else:
                 conn, since = None, 0.0
                 self._open += 1
@@ -153,11 +195,27 @@ class Pool:
             conn.close()  # dropped by the server while idle; its slot is reused by the new connection
             with self._cond:
                 self._generation.pop(id(conn), None)
+                self._user.pop(id(conn), None)
+                self._cursors.pop(id(conn), None)
         try:
             return self._connect()
         except BaseException:
             self._release_slot()
             raise
+
+    def _affine(self) -> int | None:
+        """Index in ``_idle`` of the connection this thread used last, else of one whose thread has ended, else None
+        (the caller opens a connection of this thread's own while the pool has room)."""
+        me = threading.get_ident()
+        for i in range(len(self._idle) - 1, -1, -1):
+            if self._user.get(id(self._idle[i][0])) == me:
+                return i
+        if self._idle:
+            live = {t.ident for t in threading.enumerate()}
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._user.get(id(self._idle[i][0])) not in live:
+                    return i
+        return None
 
     @staticmethod
     def _alive(conn: Conn) -> bool:
@@ -170,6 +228,8 @@ class Pool:
 
     def _connect(self) -> Conn:
         conn = psycopg.connect(self.url.conninfo, autocommit=True, row_factory=dict_row)
+        if not self.url.prepare:
+            conn.prepare_threshold = None
         try:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.url.schema)))
         except BaseException:
@@ -177,10 +237,11 @@ class Pool:
             raise
         with self._cond:
             self._generation[id(conn)] = self._current
+            self._user[id(conn)] = threading.get_ident()
         return conn
 
     def _put(self, conn: Conn) -> None:
-        healthy = not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
+        healthy = not conn.closed and not conn.broken and conn.pgconn.transaction_status == TransactionStatus.IDLE
         with self._cond:
             if healthy and self._generation.get(id(conn)) == self._current:
                 self._idle.append((conn, time.monotonic()))
@@ -192,6 +253,8 @@ class Pool:
         conn.close()
         with self._cond:
             self._generation.pop(id(conn), None)
+            self._user.pop(id(conn), None)
+            self._cursors.pop(id(conn), None)
         self._release_slot()
 
     def _release_slot(self) -> None:

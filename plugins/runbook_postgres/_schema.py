@@ -3,6 +3,11 @@
 Times are epoch seconds (``double precision``) like the SQLite store; JSON values are ``jsonb``.
 Run ids use the ``C`` collation so that ordering and prefix ranges are byte order, whatever the
 database's default collation is.
+
+``runbook_schema.version`` is the journal's *format*: a runbook refuses a journal whose format is newer
+than it reads. Additions that leave the format readable by older runbooks (an index, say) are not a new
+version: they are :data:`MIGRATIONS`, applied in place by the first process that opens the journal and
+recorded by name in ``runbook_migrations``, so hosts still running the previous release keep working.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from psycopg import errors, sql
 from runbook_postgres._conn import Conn
 from runner.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "ensure_schema"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ensure_schema"]
 
 SCHEMA_VERSION = 2
 """2: a step row's ``data`` holds its typed :class:`~runner.store.progress.StepProgress`; version-1 rows (loose keys)
@@ -68,38 +73,97 @@ CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions (route, ded
 CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions (run_id)
 """
 
+DUE = "(CASE WHEN state = 'queued' THEN created_at ELSE wake_at END)"
+"""When a queued or waiting run became (or becomes) runnable: the key of the live-work index ``runs_due``."""
 
-def _version(conn: Conn) -> int | None:
-    """The schema's version, or None if the journal's tables are not there yet."""
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "live-work-indexes",
+        # Claims read only these: runnable work in the order it became due, the running runs (whose lease may
+        # have expired) and idle runs someone cancelled. Finished history is in none of them.
+        f"""
+CREATE INDEX IF NOT EXISTS runs_due ON runs ({DUE}) WHERE state IN ('queued', 'waiting') AND parent_run_id IS NULL;
+CREATE INDEX IF NOT EXISTS runs_running ON runs (created_at) WHERE state = 'running' AND parent_run_id IS NULL;
+CREATE INDEX IF NOT EXISTS runs_cancelling ON runs (created_at)
+  WHERE cancel_requested AND state IN ('paused', 'waiting', 'interrupted') AND parent_run_id IS NULL
+""",
+    ),
+)
+"""Additive changes, in order: (name, statements). Each is applied once per schema, by whoever opens it first."""
+
+
+def _outbox() -> tuple[str, str]:
+    from runbook_postgres._notify import _DDL  # the notifications outbox (runner.notify), its own module's tables
+
+    return ("notifications-outbox", _DDL)
+
+
+MIGRATIONS = (_outbox(), *MIGRATIONS)
+
+_MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS runbook_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)"
+_STATE = "SELECT (SELECT max(version) FROM runbook_schema) AS v, (SELECT array_agg(name) FROM runbook_migrations) AS m"
+
+
+def _state(conn: Conn) -> tuple[int | None, set[str]]:
+    """The schema's format version (None: no journal here yet) and the migrations applied to it, in one round trip."""
     try:
-        row = conn.execute("SELECT max(version) AS v FROM runbook_schema").fetchone()
+        row = conn.execute(_STATE).fetchone()
     except (errors.UndefinedTable, errors.InvalidSchemaName):
-        return None
-    return None if row is None or row["v"] is None else int(row["v"])
+        try:  # a journal from before migrations were recorded, or none at all
+            row = conn.execute("SELECT max(version) AS v FROM runbook_schema").fetchone()
+        except (errors.UndefinedTable, errors.InvalidSchemaName):
+            return None, set()
+        return (None if row is None or row["v"] is None else int(row["v"])), set()
+    assert row is not None
+    return (None if row["v"] is None else int(row["v"])), set(row["m"] or ())
+
+
+def _run_script(conn: Conn, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def ensure_schema(conn: Conn, schema: str, where: str) -> None:
-    """Create the schema and its tables unless they are at :data:`SCHEMA_VERSION` already.
+    """Create the schema and its tables unless they are at :data:`SCHEMA_VERSION` already; upgrade a version-1
+    journal; apply missing :data:`MIGRATIONS`.
 
-    Idempotent and safe when many processes start at once: creation runs under a transaction-scoped
-    advisory lock, and every statement is ``IF NOT EXISTS``.
+    Idempotent and safe when many processes start at once: every change runs under a transaction-scoped
+    advisory lock, and every statement is ``IF NOT EXISTS``. An open that finds everything in place costs
+    one query.
     """
-    version = _version(conn)
+    version, applied = _state(conn)
+    _refuse_newer(version, schema, where)
+    if version == SCHEMA_VERSION and all(name in applied for name, _ in MIGRATIONS):
+        return
     if version is None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"runbook schema {schema}",))
             if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            for statement in _TABLES.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _run_script(conn, _TABLES)
             conn.execute("INSERT INTO runbook_schema (version, applied_at) VALUES (%s, extract(epoch FROM now()))"
                          " ON CONFLICT (version) DO NOTHING", (SCHEMA_VERSION,))  # fmt: skip
-        version = _version(conn)
+        version, _ = _state(conn)
     if version == 1:
         _typed_progress(conn, schema)
-        version = _version(conn)
-    if version is None or version > SCHEMA_VERSION:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"runbook schema {schema}",))
+        conn.execute(_MIGRATIONS_TABLE)
+        done = {r["name"] for r in conn.execute("SELECT name FROM runbook_migrations").fetchall()}  # under the lock
+        for name, script in MIGRATIONS:
+            if name not in done:
+                _run_script(conn, script)
+                conn.execute("INSERT INTO runbook_migrations (name, applied_at) VALUES (%s, extract(epoch FROM now()))", (name,))
+    version, _ = _state(conn)
+    if version is None:
+        raise StoreError(f"{where}: schema '{schema}' has no journal version after it was created",
+                         hint="check the role's privileges on the schema")  # fmt: skip
+    _refuse_newer(version, schema, where)
+
+
+def _refuse_newer(version: int | None, schema: str, where: str) -> None:
+    if version is not None and version > SCHEMA_VERSION:
         raise StoreError(
             f"{where}: schema '{schema}' has journal version {version}; this runbook reads up to {SCHEMA_VERSION}",
             hint="upgrade runbook on this host (every host sharing the journal must run a version that reads it)",
@@ -114,7 +178,7 @@ def _typed_progress(conn: Conn, schema: str) -> None:
 
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"runbook schema {schema}",))
-        if (_version(conn) or 0) >= 2:
+        if (_state(conn)[0] or 0) >= 2:
             return  # another process migrated it meanwhile
         rows = conn.execute("SELECT run_id, step_id, data FROM steps WHERE data <> '{}'::jsonb").fetchall()
         for row in rows:

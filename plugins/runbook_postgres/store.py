@@ -2,29 +2,36 @@
 
 Same semantics as the SQLite store, with row locks instead of a single writer:
 
-- Every executor write is one transaction that starts with ``UPDATE runs ... WHERE id=%s AND fence=%s``:
-  no row means the lease was taken over (:class:`~runner.errors.LeaseLost`). That update also takes the
+- Every executor write is one statement (:mod:`runbook_postgres._sql`) built around
+  ``UPDATE runs ... WHERE id = $run AND fence = $token``: no row means the lease was taken over
+  (:class:`~runner.errors.LeaseLost`) and nothing else in the statement writes. That update also takes the
   run's row lock and advances ``last_seq``, so event sequence numbers are assigned without gaps or
-  duplicates however many writers (executor, outside requests) race.
-- :meth:`PostgresStore.claim` selects runnable runs ``FOR UPDATE SKIP LOCKED``: concurrent claimers on
-  any host skip each other's rows instead of waiting or sharing them.
+  duplicates however many writers (executor, outside requests) race. One round trip per step's commit.
+- :meth:`PostgresStore.claim` takes runnable runs ``FOR UPDATE SKIP LOCKED`` from live-work partial indexes
+  (never finished history): concurrent claimers on any host skip each other's rows instead of waiting or
+  sharing them.
+- Writes that make a run claimable notify the store's channel; :meth:`PostgresStore.subscribe` hears them
+  (``LISTEN``), so idle workers claim at once instead of at their next poll.
 - Lease expiry and every stored time come from the database's clock (``now()``), one clock for all hosts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from psycopg.rows import DictRow
 
+from runbook_postgres import _sql
 from runbook_postgres._alerts import AlertDeliveries
 from runbook_postgres._conn import Conn, Cursor, Pool, parse_url
-from runbook_postgres._notify import NotificationOutbox, add_run_notifications, ensure_outbox
+from runbook_postgres._notify import NotificationOutbox
 from runbook_postgres._schema import ensure_schema
-from runbook_postgres._values import NOW, jsonb, text
+from runbook_postgres._values import NOW, json_text, jsonb, text
+from runbook_postgres._wake import Listener, channel_name
 from runner.errors import LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
+from runner.notify.outbox import run_notifications
 from runner.store.base import IsAlive
 from runner.store.records import (
     ACTIVE_STATES,
@@ -43,41 +50,13 @@ from runner.store.records import (
 __all__ = ["PostgresStore"]
 
 _ACTIVE = sorted(str(s) for s in ACTIVE_STATES)
-_ACTIVE_SQL = ", ".join(f"'{s}'" for s in _ACTIVE)  # literal, so the planner can use the partial index runs_claimable
+_RUN = _sql.RUN
 _RUN_JSON = frozenset({"params", "trigger", "step_hashes", "spec", "options"})
 _RUN_BOOL = frozenset({"pause_requested", "cancel_requested"})
 _RUN_UPDATABLE = frozenset(
     {"state", "reason", "cursor", "finished_at", "wake_at", "options", "pause_requested", "cancel_requested",
      "params", "content_hash", "step_hashes", "spec"}
 )  # fmt: skip
-_RUN = (
-    "id, runbook, state, reason, params, started_by, trigger, created_at, updated_at, finished_at, content_hash,"
-    " step_hashes, file, cursor, idempotency_key, lock_key, parent_run_id, parent_step_id, holder, lease_expires_at,"
-    " fence, pause_requested, cancel_requested, wake_at, options, last_seq"
-)
-"""Every column of ``runs`` but the runbook snapshot (``spec``, as large as the runbook: see ``get_spec``)."""
-_INSERT_RUN = (
-    "INSERT INTO runs (id, runbook, state, params, started_by, trigger, created_at, updated_at, content_hash, step_hashes,"
-    " spec, file, idempotency_key, lock_key, parent_run_id, parent_step_id, options, wake_at, holder, lease_expires_at,"
-    f" fence, last_seq) VALUES (%s, %s, %s, %s, %s, %s, {NOW}, {NOW}, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    f" CASE WHEN %s THEN {NOW} END, %s, {NOW} + %s, %s, 1) ON CONFLICT (idempotency_key) DO NOTHING RETURNING " + _RUN
-)
-_INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-_UPSERT_STEP = (
-    "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, step_id) DO UPDATE SET idx = excluded.idx,"
-    " state = excluded.state, attempts = excluded.attempts, output = excluded.output, reason = excluded.reason,"
-    " started_at = excluded.started_at, finished_at = excluded.finished_at, not_before = excluded.not_before,"
-    " data = excluded.data"
-)
-_CLAIMABLE = (
-    f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE state IN ({_ACTIVE_SQL}) AND (holder IS NULL OR lease_expires_at < {NOW})"
-    " AND parent_run_id IS NULL"  # sub-runbook runs are driven by their parent's executor
-    f" AND (state = 'running' OR (state = 'queued' AND NOT pause_requested)"
-    f" OR (state = 'waiting' AND wake_at <= {NOW} AND NOT pause_requested)"
-    " OR (state IN ('paused', 'waiting', 'interrupted') AND cancel_requested))"
-    " AND id <> ALL(%s) ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED"
-)
 
 
 class PostgresStore(NotificationOutbox, AlertDeliveries):
@@ -87,10 +66,11 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         parsed = parse_url(url)
         self.url = parsed.safe  # printed by `runbook worker`/`serve`: never the password
         self._pool = Pool(parsed)
+        self._channel = channel_name(parsed.schema)
+        self._listener = Listener(parsed, self._channel)
         try:
             with self._pool.errors("opening the journal"), self._pool.connection() as conn:
                 ensure_schema(conn, parsed.schema, f"PostgreSQL store {parsed.safe}")
-                ensure_outbox(conn, parsed.schema)
         except BaseException:
             self._pool.close()
             raise
@@ -109,46 +89,58 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         with self._pool.errors(what), self._pool.connection() as conn:
             yield conn
 
+    def _one(self, what: str, query: str, params: dict[str, Any]) -> DictRow | None:
+        """Run one statement (one round trip, its own transaction) and return its first row.
+
+        psycopg prepares a statement on the server once a connection has run it five times (one more round trip,
+        once): the statements of every step are prepared, the ones a short command runs once are not.
+        """
+        return self._pool.one(what, query, params)
+
     def close(self) -> None:
-        """Close the pooled connections (the store reconnects if it is used again)."""
+        """Close the pooled connections and stop listening (the store reconnects if it is used again)."""
+        self._listener.close()
         self._pool.close()
 
-    # ------------------------------------------------------------------ rows
-
-    @staticmethod
-    def _insert_events(cur: Cursor, run_id: str, events: Sequence[NewEvent], first: int, ts: float) -> list[Event]:
-        out = [Event(run_id=run_id, seq=first + i, ts=ts, type=ev.type, step_id=ev.step_id, attempt=ev.attempt,
-                     actor=ev.actor, data=ev.data) for i, ev in enumerate(events)]  # fmt: skip
-        if out:
-            cur.executemany(_INSERT_EVENT, [(e.run_id, e.seq, e.ts, e.type, e.step_id, e.attempt, e.actor, jsonb(e.data)) for e in out])
-        return out
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """See :meth:`Store.subscribe`: ``LISTEN`` on this journal's channel, on a connection of its own."""
+        return self._listener.subscribe(wake)
 
     # ------------------------------------------------------------------ runs
 
     def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
         """See :meth:`Store.create_run`. A concurrent insert with the same idempotency key returns that run.
 
-        With ``new.holder`` the run is inserted already leased (fence 1), so no claim can take it first.
+        With ``new.holder`` the run is inserted already leased (fence 1), so no claim can take it first. One
+        statement; with a lock key, one transaction that is rolled back if another active run holds the key.
         """
-        with self._tx("creating a run") as cur:
-            row = cur.execute(_INSERT_RUN, (
-                new.id, new.runbook, str(new.state), jsonb(new.params), new.started_by, jsonb(new.trigger), new.content_hash,
-                jsonb(new.step_hashes), jsonb(new.spec), new.file, new.idempotency_key, new.lock_key, new.parent_run_id,
-                new.parent_step_id, jsonb(new.options), new.state == RunState.QUEUED, self._holder(new.holder),
-                float(new.lease_ttl) if new.holder else None, 1 if new.holder else 0,
-            )).fetchone()  # fmt: skip
-            if row is None:  # the key was used before (or by a transaction that committed while we waited on it)
-                existing = cur.execute(f"SELECT {_RUN} FROM runs WHERE idempotency_key = %s", (new.idempotency_key,)).fetchone()
-                if existing is None:
-                    raise StoreError(f"run {new.id}: insert conflicted on idempotency key '{new.idempotency_key}' but no run has it")
-                return RunRecord.model_validate(existing), False
-            if new.lock_key is not None:
-                self._take_lock(cur, new.lock_key, new.id)
-            cur.executemany("INSERT INTO steps (run_id, step_id, idx, state) VALUES (%s, %s, %s, 'pending')",
-                            [(new.id, sid, i) for i, sid in enumerate(new.step_ids)])  # fmt: skip
-            created = NewEvent("run.created", actor=new.started_by, data=new.created_event)
-            self._insert_events(cur, new.id, [created], 1, row["created_at"])
-        return RunRecord.model_validate(row), True
+        params = {
+            "id": new.id, "runbook": new.runbook, "state": str(new.state), "params": jsonb(new.params),
+            "started_by": new.started_by, "trigger": jsonb(new.trigger), "content_hash": new.content_hash,
+            "step_hashes": jsonb(new.step_hashes), "spec": jsonb(new.spec), "file": new.file,
+            "idempotency_key": new.idempotency_key, "lock_key": new.lock_key, "parent_run_id": new.parent_run_id,
+            "parent_step_id": new.parent_step_id, "options": jsonb(new.options), "queued": new.state == RunState.QUEUED,
+            "holder": self._holder(new.holder), "ttl": float(new.lease_ttl) if new.holder else None,
+            "fence": 1 if new.holder else 0, "step_ids": list(new.step_ids), "created": jsonb(new.created_event),
+            "channel": self._channel,
+        }  # fmt: skip
+        if new.lock_key is None:
+            row = self._one("creating a run", _sql.create_sql(False), params)
+        else:
+            with self._tx("creating a run") as cur:
+                row = cur.execute(_sql.create_sql(True), params).fetchone()
+                if row is not None and not row["locked"]:  # fresh reads decide (LockHeld rolls the run back)
+                    self._take_lock(cur, new.lock_key, new.id)
+                    if row["claimable"]:
+                        cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
+        if row is not None:
+            return RunRecord.model_validate(row), True
+        # the key was used before (or by a transaction that committed while this insert waited on it)
+        with self._read("creating a run") as conn:
+            existing = conn.execute(f"SELECT {_RUN} FROM runs WHERE idempotency_key = %s", (new.idempotency_key,)).fetchone()
+        if existing is None:
+            raise StoreError(f"run {new.id}: insert conflicted on idempotency key '{new.idempotency_key}' but no run has it")
+        return RunRecord.model_validate(existing), False
 
     @staticmethod
     def _holder(holder: Holder | None) -> Any:
@@ -174,8 +166,7 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     def get_run(self, run_id: str) -> RunRecord:
         """See :meth:`Store.get_run`."""
-        with self._read() as conn:
-            row = conn.execute(f"SELECT {_RUN} FROM runs WHERE id = %s", (run_id,)).fetchone()
+        row = self._one("a read", f"SELECT {_RUN} FROM runs WHERE id = %(id)s", {"id": run_id})
         if row is None:
             raise RunNotFound(run_id)
         return RunRecord.model_validate(row)
@@ -227,8 +218,7 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         """See :meth:`Store.get_steps`."""
-        with self._read() as conn:
-            rows = conn.execute("SELECT * FROM steps WHERE run_id = %s ORDER BY idx", (run_id,)).fetchall()
+        rows = self._pool.run("a read", "SELECT * FROM steps WHERE run_id = %(id)s ORDER BY idx", {"id": run_id})
         return [StepRecord.from_row(r) for r in rows]
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()) -> list[Event]:
@@ -244,12 +234,32 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
     # ------------------------------------------------------------------ leases
 
     def acquire(self, run_id: str, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive, take_lock: bool = True) -> Lease:
-        """See :meth:`Store.acquire`."""
+        """See :meth:`Store.acquire`.
+
+        One statement when the lease is free, expired or this holder's already (and the lock key free or the
+        run's); otherwise a transaction decides whether the live holder is gone or may be forced out.
+        """
+        row = self._one("acquiring a lease", _sql.acquire_sql(take_lock), {"id": run_id, "holder": self._holder(holder), "ttl": float(ttl)})
+        if row is None:
+            raise RunNotFound(run_id)
+        if row["fence"] is not None:
+            return self._granted(run_id, int(row["fence"]), row["holder"], row["state"], holder, ttl, is_alive)
         with self._tx("acquiring a lease") as cur:
-            row = cur.execute(f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
-            if row is None:
+            locked = cur.execute(f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
+            if locked is None:
                 raise RunNotFound(run_id)
-            return self._lease(cur, row, holder, ttl, force=force, is_alive=is_alive, take_lock=take_lock)
+            return self._lease(cur, locked, holder, ttl, force=force, is_alive=is_alive, take_lock=take_lock)
+
+    @staticmethod
+    def _granted(run_id: str, fence: int, previous: Any, state: str, holder: Holder, ttl: float, is_alive: IsAlive) -> Lease:
+        """The lease a statement granted over a free, expired or own lease (``previous`` is the stored holder)."""
+        prev = None if previous is None else Holder.model_validate(previous)
+        took_over = None
+        if prev is not None and prev != holder:  # granted over another holder: its lease had expired
+            took_over = (f"previous executor ({prev.label()}) is no longer running" if is_alive(prev) is False
+                         else f"lease of {prev.label()} expired")  # fmt: skip
+        return Lease(run_id, holder, fence, ttl, previous=prev if prev != holder else None, previous_state=RunState(state),
+                     took_over=took_over)  # fmt: skip
 
     def _lease(self, cur: Cursor, row: DictRow, holder: Holder, ttl: float, *, force: bool, is_alive: IsAlive,
                take_lock: bool = True) -> Lease:  # fmt: skip
@@ -275,50 +285,46 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     def renew(self, lease: Lease) -> Flags:
         """See :meth:`Store.renew`."""
-        with self._read("renewing a lease") as conn:
-            row = conn.execute(f"UPDATE runs SET lease_expires_at = {NOW} + %s WHERE id = %s AND fence = %s"
-                               " RETURNING pause_requested, cancel_requested", (float(lease.ttl), lease.run_id, lease.fence)).fetchone()  # fmt: skip
+        row = self._one("renewing a lease", f"UPDATE runs SET lease_expires_at = {NOW} + %(ttl)s::float8 WHERE id = %(id)s"
+                        " AND fence = %(fence)s RETURNING pause_requested, cancel_requested",
+                        {"ttl": float(lease.ttl), "id": lease.run_id, "fence": lease.fence})  # fmt: skip
         if row is None:
             raise LeaseLost(lease.run_id)
         return Flags(row["pause_requested"], row["cancel_requested"])
 
     def flags(self, lease: Lease) -> Flags:
         """Outside requests without extending the lease (cheap read)."""
-        with self._read() as conn:
-            row = conn.execute("SELECT pause_requested, cancel_requested, fence FROM runs WHERE id = %s", (lease.run_id,)).fetchone()
+        row = self._one("a read", "SELECT pause_requested, cancel_requested, fence FROM runs WHERE id = %(id)s", {"id": lease.run_id})
         if row is None or row["fence"] != lease.fence:
             raise LeaseLost(lease.run_id)
         return Flags(row["pause_requested"], row["cancel_requested"])
 
     def release(self, lease: Lease) -> None:
-        """See :meth:`Store.release`."""
-        with self._read("releasing a lease") as conn:
-            conn.execute("UPDATE runs SET holder = NULL, lease_expires_at = NULL WHERE id = %s AND fence = %s", (lease.run_id, lease.fence))
+        """See :meth:`Store.release`. Wakes the workers if the run is runnable without its holder."""
+        self._one("releasing a lease", _sql.RELEASE, {"id": lease.run_id, "fence": lease.fence, "channel": self._channel})
 
     def commit(
         self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
         steps: Sequence[StepPatch] = (),
     ) -> tuple[int, Flags]:  # fmt: skip
-        """See :meth:`Store.commit`."""
-        sets, args = [f"updated_at = {NOW}", "last_seq = last_seq + %s"], [len(events)]
+        """See :meth:`Store.commit`: one statement, so one round trip, fenced by the lease's token."""
+        params: dict[str, Any] = {"id": lease.run_id, "fence": lease.fence, "n": len(events)}
         for key, value in (run or {}).items():
-            sets.append(f"{key} = %s")
-            args.append(self._run_value(key, value))
-        with self._tx("committing") as cur:
-            row = cur.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = %s AND fence = %s"
-                              " RETURNING last_seq, updated_at, pause_requested, cancel_requested",
-                              (*args, lease.run_id, lease.fence)).fetchone()  # fmt: skip
-            if row is None:
-                raise LeaseLost(lease.run_id)
-            if steps:
-                cur.executemany(_UPSERT_STEP, [self._step_values(lease.run_id, p) for p in steps])
-            first = row["last_seq"] - len(events) + 1
-            self._insert_events(cur, lease.run_id, events, first, row["updated_at"])
-            add_run_notifications(cur, lease.run_id, first, events, row["updated_at"])  # notifications: with their event
-            state = (run or {}).get("state")
-            if state is not None and RunState(state) not in ACTIVE_STATES:
-                cur.execute("DELETE FROM locks WHERE run_id = %s", (lease.run_id,))
-        return first, Flags(row["pause_requested"], row["cancel_requested"])
+            params[key] = self._run_value(key, value)
+        if steps:
+            params["steps"] = json_text([self._step_doc(p) for p in steps])
+        if events:
+            params["events"] = json_text([{"type": e.type, "step_id": e.step_id, "attempt": e.attempt, "actor": e.actor, "data": e.data}
+                                          for e in events])  # fmt: skip
+        notes = run_notifications(lease.run_id, 0, events)  # numbered from 0: the statement adds the first event's number
+        if notes:
+            params["notes"] = json_text([{"i": n.seq, "kind": n.kind, "step_id": n.step_id, "data": n.data} for n in notes])
+        state = (run or {}).get("state")
+        unlock = state is not None and RunState(state) not in ACTIVE_STATES
+        row = self._one("committing", _sql.commit_sql(tuple(run or ()), bool(steps), bool(events), unlock, bool(notes)), params)
+        if row is None:
+            raise LeaseLost(lease.run_id)
+        return row["last_seq"] - len(events) + 1, Flags(row["pause_requested"], row["cancel_requested"])
 
     @staticmethod
     def _run_value(key: str, value: Any) -> Any:
@@ -333,62 +339,64 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         return str(value) if isinstance(value, RunState) else value
 
     @staticmethod
-    def _step_values(run_id: str, p: StepPatch) -> tuple[Any, ...]:
-        return (run_id, p.step_id, p.idx, str(p.state), p.attempts, jsonb(p.output), text(p.reason), p.started_at,
-                p.finished_at, p.not_before, jsonb(p.data))  # fmt: skip
+    def _step_doc(p: StepPatch) -> dict[str, Any]:
+        return {"step_id": p.step_id, "idx": p.idx, "state": str(p.state), "attempts": p.attempts, "output": p.output,
+                "reason": p.reason, "started_at": p.started_at, "finished_at": p.finished_at, "not_before": p.not_before,
+                "data": p.data}  # fmt: skip
 
     # ------------------------------------------------------------------ outside requests
 
     def request(self, run_id: str, kind: str, *, actor: str, reason: str, data: dict[str, Any] | None = None) -> Event:
-        """See :meth:`Store.request`."""
+        """See :meth:`Store.request`. One statement; it wakes the workers if the run is runnable now."""
         column = {"pause": "pause_requested = true", "cancel": "cancel_requested = true", "resume": "pause_requested = false"}.get(kind)
         sets = ["last_seq = last_seq + 1"] + ([column, f"updated_at = {NOW}"] if column else [])
         if kind in ("approve", "deny", "cancel", "wake", "decide", "retry"):  # a decision (or a cancel) wakes a waiting run for the workers
             sets.append(f"wake_at = CASE WHEN state = 'waiting' THEN {NOW} ELSE wake_at END")
         payload = {"reason": text(reason), **(data or {})}
         step_id = payload.pop("step_id", None)
-        with self._tx("recording a request") as cur:
-            row = cur.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = %s RETURNING last_seq, {NOW} AS ts", (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFound(run_id)
-            event = NewEvent(f"request.{kind}", step_id=step_id, actor=actor, data=payload)
-            return self._insert_events(cur, run_id, [event], row["last_seq"], row["ts"])[0]
+        row = self._one("recording a request", _sql.request_sql(tuple(sets)), {
+            "id": run_id, "type": f"request.{kind}", "step_id": step_id, "actor": actor, "data": jsonb(payload),
+            "channel": self._channel,
+        })  # fmt: skip
+        if row is None:
+            raise RunNotFound(run_id)
+        return Event(run_id=run_id, seq=row["last_seq"], ts=row["ts"], type=f"request.{kind}", step_id=step_id, actor=actor, data=payload)
 
     # ------------------------------------------------------------------ workers
 
     def claim(self, holder: Holder, ttl: float, *, is_alive: IsAlive, limit: int = 1) -> list[Lease]:
-        """See :meth:`Store.claim`: rows other claimers have locked are skipped, never shared or waited for."""
-        leases: list[Lease] = []
-        tried: list[str] = []
-        with self._tx("claiming runs") as cur:
-            while len(leases) < limit:  # lock only as many rows as are still wanted: other workers get the rest
-                rows = cur.execute(_CLAIMABLE, (tried, limit - len(leases))).fetchall()
-                if not rows:
-                    break
-                for row in rows:
-                    tried.append(row["id"])
-                    self._try_lease(cur, row, holder, ttl, is_alive, leases)
-            if len(leases) < limit:
-                for row in self._orphans(cur, is_alive, limit - len(leases)):
-                    self._try_lease(cur, row, holder, ttl, is_alive, leases)
+        """See :meth:`Store.claim`: one statement; rows other claimers have locked are skipped, never shared or waited for.
+
+        Running runs whose unexpired lease belongs to a dead process on this host (which only ``is_alive`` can
+        tell) come back from the same statement as candidates; only when there are some is a second
+        transaction needed to take them over.
+        """
+        rows = self._one_all("claiming runs", _sql.CLAIM, {"n": limit, "holder": self._holder(holder), "ttl": float(ttl)})
+        rows.sort(key=lambda r: r["created_at"])
+        leases = [self._granted(r["id"], int(r["fence"]), r["prev_holder"], r["prev_state"], holder, ttl, is_alive)
+                  for r in rows if r["why"] == "leased"]  # fmt: skip
+        retry = [r["id"] for r in rows if r["why"] == "lock"]
+        retry += [r["id"] for r in rows if r["why"] == "live" and is_alive(Holder.model_validate(r["prev_holder"])) is False]
+        if retry and len(leases) < limit:
+            leases += self._claim_slowly(retry, holder, ttl, is_alive, limit - len(leases))
         return leases
 
-    def _try_lease(self, cur: Cursor, row: DictRow, holder: Holder, ttl: float, is_alive: IsAlive, leases: list[Lease]) -> None:
-        with suppress(LeaseHeld, LockHeld):  # taken meanwhile, or its lock key is held: the next candidate
-            leases.append(self._lease(cur, row, holder, ttl, force=False, is_alive=is_alive))
+    def _one_all(self, what: str, query: str, params: dict[str, Any]) -> list[DictRow]:
+        return self._pool.run(what, query, params)
 
-    @staticmethod
-    def _orphans(cur: Cursor, is_alive: IsAlive, limit: int) -> list[DictRow]:
-        """Running runs with an unexpired lease whose same-host holder process is gone, locked for this claim."""
-        rows = cur.execute(
-            f"SELECT id, holder FROM runs WHERE state = 'running' AND holder IS NOT NULL AND lease_expires_at >= {NOW}"
-            " AND parent_run_id IS NULL"
-        ).fetchall()
-        dead = [r["id"] for r in rows if is_alive(Holder.model_validate(r["holder"])) is False][:limit]
-        if not dead:
-            return []
-        return cur.execute(f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE id = ANY(%s) AND state = 'running'"
-                           " ORDER BY created_at FOR UPDATE SKIP LOCKED", (dead,)).fetchall()  # fmt: skip
+    def _claim_slowly(self, ids: list[str], holder: Holder, ttl: float, is_alive: IsAlive, limit: int) -> list[Lease]:
+        """Claim what the one-statement claim could not settle: a run whose same-host holder process is gone, or
+        whose lock key needs fresh reads; rows other claimers locked meanwhile are skipped."""
+        leases: list[Lease] = []
+        with self._tx("claiming runs") as cur:
+            rows = cur.execute(f"SELECT {_RUN}, {NOW} AS db_now FROM runs WHERE id = ANY(%s) AND state IN ({_sql.ACTIVE_SQL})"
+                               " ORDER BY created_at FOR UPDATE SKIP LOCKED", (ids,)).fetchall()  # fmt: skip
+            for row in rows:
+                with suppress(LeaseHeld, LockHeld):  # taken meanwhile, or its lock key is held: the next candidate
+                    leases.append(self._lease(cur, row, holder, ttl, force=False, is_alive=is_alive))
+                if len(leases) == limit:
+                    break
+        return leases
 
     def queue_depth(self) -> int:
         """See :meth:`Store.queue_depth`."""

@@ -46,11 +46,14 @@ class WorkerPool:
         self._interrupts = 0
         self.busy = 0
         self.drives = 0
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------------ control
 
     def start(self) -> None:
-        """Start the threads."""
+        """Start the threads; wake-ups the store hears from other processes (``LISTEN`` on PostgreSQL) wake them too."""
+        if self.engines:
+            self._unsubscribe = self.engines[0].store.subscribe(self.wake)
         for engine in self.engines:
             t = threading.Thread(target=self._loop, args=(engine,), name=f"runbook-{engine.holder.kind}", daemon=True)
             t.start()
@@ -68,6 +71,7 @@ class WorkerPool:
             self._stopping = True
             self._interrupts += 1
             self._cond.notify_all()
+        self._unsubscribe()
         for engine in self.engines:
             engine.interrupt()
 

@@ -19,15 +19,9 @@ __all__ = ["COMMANDS", "runbook_summary"]
 
 def runbook_summary(rb: LoadedRunbook) -> dict[str, Any]:
     """JSON shape of one catalog entry (``list --json``, the HTTP catalog, MCP)."""
-    return {
-        "name": rb.name,
-        "description": rb.spec.description,
-        "version": rb.spec.version,
-        "tags": list(rb.spec.tags),
-        "file": rb.file,
-        "steps": len(rb.spec.steps),
-        "params_schema": rb.params_model.model_json_schema(),
-    }
+    from runner.catalog import summary_of
+
+    return summary_of(rb).as_dict()
 
 
 def _warn_problems(state: AppState) -> None:
@@ -43,11 +37,11 @@ def _warn_problems(state: AppState) -> None:
 @pass_state
 def list_cmd(state: AppState, tags: tuple[str, ...]) -> int:
     """List the runbooks on the search path."""
-    items = [rb for rb in state.catalog if not tags or set(tags) <= set(rb.spec.tags)]
+    items = [rb for rb in state.catalog.summaries() if not tags or set(tags) <= set(rb.tags)]
     if state.json:
         from runner.cli.output import emit_json
 
-        emit_json({"runbooks": [runbook_summary(rb) for rb in items], "problems": [p.as_dict() for p in state.catalog.problems]})
+        emit_json({"runbooks": [rb.as_dict() for rb in items], "problems": [p.as_dict() for p in state.catalog.problems]})
         return 0
     from rich.table import Table
 
@@ -61,10 +55,8 @@ def list_cmd(state: AppState, tags: tuple[str, ...]) -> int:
     for col in ("NAME", "PARAMS", "STEPS", "DESCRIPTION"):
         table.add_column(col, overflow="fold")
     for rb in items:
-        params = ", ".join(f"{n}{'' if s.is_required() else '?'}" for n, s in rb.spec.params.items())
-        table.add_row(
-            rb.name, params or "-", str(len(rb.spec.steps)), rb.spec.description.strip().splitlines()[0] if rb.spec.description else ""
-        )
+        params = ", ".join(f"{n}{'' if required else '?'}" for n, required in rb.params)
+        table.add_row(rb.name, params or "-", str(rb.steps), rb.description.strip().splitlines()[0] if rb.description.strip() else "")
     console().print(table)
     return 0
 

@@ -40,6 +40,10 @@ IsAlive = Callable[[Holder], bool | None]
 """``is_alive(holder)``: True/False when it can tell (same host), None when it cannot (remote)."""
 
 
+def _no_op() -> None:
+    """Unsubscribe from a store that never calls its subscribers."""
+
+
 class Store(ABC):
     """Durable storage of runs, steps, events and leases."""
 
@@ -165,6 +169,15 @@ class Store(ABC):
     @abstractmethod
     def queue_depth(self) -> int:
         """Number of queued runs."""
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` when a run may have become claimable (for idle workers); returns the unsubscribe function.
+
+        So that idle workers claim at once instead of at their next poll. They still poll: not every change
+        notifies (a lease or a wait deadline that runs out sends nothing). ``wake`` may run on a thread of the
+        store's and must return quickly. A store that cannot tell keeps this default, which never calls it.
+        """
+        return _no_op
 
     # ------------------------------------------------------------------ alert deliveries
     # Used by ``runbook serve`` (plugins/runbook_server): webhook deliveries, the decision taken for each
