@@ -4,7 +4,9 @@ the storm guard's lock granularity."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+from pathlib import Path
 
 from tests.conftest import Project
 
@@ -108,3 +110,26 @@ def test_the_storm_guard_locks_per_dedupe_key_unless_the_route_counts_a_budget()
     assert prepared({}, "a").guard == ("r", "a") != prepared({}, "b").guard, "unrelated alerts do not wait for each other"
     assert prepared({"cooldown": "10m", "breaker": {"failures": 3, "within": "1h"}}, "a").guard == ("r", "a")
     assert prepared({"budget": {"runs": 5, "per": "1h"}}, "a").guard == ("r",) == prepared({"budget": {"runs": 5, "per": "1h"}}, "b").guard
+
+
+def test_commands_of_worker_threads_start_without_holding_the_gil(tmp_path: Path) -> None:
+    """``os.posix_spawnp`` holds the GIL until the child has exec'd (every other thread of a server stops); from
+    a thread other than the main one the shell step starts commands through ``Popen``, which releases it."""
+    import threading
+
+    from runbook_shell import step
+
+    def spawn() -> step._Child:
+        out = os.open(tmp_path, os.O_RDWR | os.O_TMPFILE, 0o600)
+        child = step._spawn(["sh", "-c", 'echo "$RUNBOOK_RUN_ID"'], env=None, cwd=None, stdin=None, out=out, err=out,
+                            tag={"RUNBOOK_RUN_ID": "r-1"})  # fmt: skip
+        assert child.wait(timeout=30) == 0 and os.pread(out, 100, 0) == b"r-1\n", "the tag reaches the command either way"
+        os.close(out)
+        return child
+
+    assert spawn().popen is None, "the main thread (a CLI run) uses posix_spawnp"
+    children: list[step._Child] = []
+    worker = threading.Thread(target=lambda: children.append(spawn()))
+    worker.start()
+    worker.join(timeout=60)
+    assert children and children[0].popen is not None
