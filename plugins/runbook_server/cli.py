@@ -36,6 +36,7 @@ def _prime(state: AppState) -> None:
     for registry in (host.step_types, host.stores, host.secret_providers, host.alert_sources, host.template_filters):
         registry.names()
     _ = state.catalog, state.store
+    state.store.long_running()  # e.g. SQLite checkpoints its WAL on a thread of its own from now on
     settle_startup()
 
 

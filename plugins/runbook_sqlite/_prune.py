@@ -7,7 +7,7 @@ The rules are :mod:`runner.store.retention`'s. The work is linear in what is old
    write transaction, then deleted in one short transaction that first checks again that every run of
    each tree is still finished (a retried run may have become active meanwhile).
 2. Decisions about no remaining run, and deliveries left with no decision, are deleted the same way once
-   older than the rules allow (by decision id, by delivery time).
+   older than the rules allow (in decision id and delivery rowid order, which is arrival order).
 3. Freed pages go back to the file system: ``PRAGMA incremental_vacuum`` in short steps where the journal has
    ``auto_vacuum=INCREMENTAL`` (journals created since it was introduced); with ``vacuum="auto"`` an older
    journal is switched to it once by a full ``VACUUM``, which rewrites the file (it needs as much free disk as
@@ -184,14 +184,18 @@ def _decisions(store: SQLiteStore, rules: PruneRules, report: PruneReport, batch
         last = rows[-1][0]
     if report.dry_run:
         return
-    while not stop():  # deliveries that never got a decision (a delivery of no alert, a failure before any)
-        rows = conn.execute("SELECT id FROM alert_deliveries INDEXED BY alert_deliveries_by_time WHERE received_at < ?"
-                            " AND NOT EXISTS (SELECT 1 FROM alert_decisions d WHERE d.delivery_id = alert_deliveries.id) LIMIT ?",
-                            (before, batch)).fetchall()  # fmt: skip
-        if not rows:
+    last = 0
+    while not stop():  # deliveries that never got a decision (a delivery of no alert): in rowid (arrival) order
+        rows = conn.execute("SELECT rowid, id, received_at, EXISTS (SELECT 1 FROM alert_decisions d WHERE d.delivery_id = alert_deliveries.id)"
+                            " FROM alert_deliveries WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)).fetchall()  # fmt: skip
+        old = [r for r in rows if r[2] < before]
+        orphans = [r[1] for r in old if not r[3]]
+        if orphans:
+            with store._tx() as c:
+                report.deliveries += _deliveries(c, orphans, False, "0", ())
+        if len(old) < len(rows) or len(rows) < batch:
             return
-        with store._tx() as c:
-            report.deliveries += _apply(c, False, "alert_deliveries", f"id IN ({_marks(len(rows))})", [r[0] for r in rows])
+        last = rows[-1][0]
 
 
 def _size(path: str) -> int:
@@ -228,7 +232,7 @@ def prune(store: SQLiteStore, rules: PruneRules, *, dry_run: bool, batch: int, s
     conn = store._conn()
     alerts = _has_alert_tables(conn)
     if alerts:
-        store._alerts()
+        store._alerts()  # a journal from before the breaker-reset index gets it now
     _runs(store, _Planner(conn, rules, report, alerts), report, max(1, batch), stop)
     if alerts and not report.stopped:
         _decisions(store, rules, report, max(1, batch), stop)

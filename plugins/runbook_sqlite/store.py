@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -117,8 +118,7 @@ CREATE TABLE IF NOT EXISTS alert_decisions (
 CREATE INDEX IF NOT EXISTS alert_decisions_by_route ON alert_decisions(route, ts);
 CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions(route, dedupe_key, ts);
 CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions(run_id);
-CREATE INDEX IF NOT EXISTS alert_decisions_by_decision ON alert_decisions(route, decision, id);
-CREATE INDEX IF NOT EXISTS alert_deliveries_by_time ON alert_deliveries(received_at);
+CREATE INDEX IF NOT EXISTS alert_decisions_resets ON alert_decisions(route, id) WHERE decision = 'breaker_reset';
 """
 )
 _ALERT_TABLES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS alert_deliveries") :]
@@ -250,6 +250,8 @@ class SQLiteStore(Store):
         self._writer = threading.Lock()
         """Held by the thread inside a write transaction (see the module docstring)."""
         self._fresh = path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0
+        self._checkpointer: threading.Thread | None = None
+        self._closed = threading.Event()
         self._init_schema()
         self._fresh = False
 
@@ -266,6 +268,8 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._sync}")
                 conn.execute("PRAGMA busy_timeout=30000")
+                if self._checkpointer is not None:
+                    conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
             conn.row_factory = sqlite3.Row
@@ -371,8 +375,39 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             os.chmod(self.path, 0o600)
 
+    def long_running(self) -> None:
+        """See :meth:`Store.long_running`: checkpoint the WAL on a thread of its own from now on.
+
+        By default SQLite checkpoints inside the commit that crosses 1000 pages of WAL, with an ``fsync``, while
+        holding the journal's writer: on a busy server every few dozen deliveries one of them waits milliseconds.
+        A ``PASSIVE`` checkpoint on another connection runs beside writers and readers instead.
+        """
+        if self._checkpointer is not None or self.path == ":memory:":
+            return
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, args=(self._closed,), name="runbook-sqlite-checkpoint",
+                                              daemon=True)  # fmt: skip
+        with self._lock:
+            conns = list(self._all)
+        for conn in conns:  # before the process's other threads start (the caller's promise): nobody else uses them
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer.start()
+
+    def _checkpoints(self, closed: threading.Event, every: float = 0.2, above: int = 1 << 20) -> None:
+        wal = f"{self.path}-wal"
+        while not closed.wait(every):
+            try:
+                if os.path.getsize(wal) > above:
+                    self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except (OSError, sqlite3.Error) as exc:  # the next round tries again
+                log.debug("checkpointing %s: %s", self.path, exc)
+
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every connection this store opened (and stop the checkpointer: used again, it checkpoints as usual)."""
+        self._closed.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
         with self._lock:
             for conn in list(self._all):
                 with suppress(sqlite3.Error):
@@ -779,13 +814,14 @@ class SQLiteStore(Store):
         """See :meth:`Store.list_decisions`."""
         where: list[str] = []
         args: list[Any] = []
-        for column, value in (
-            ("route", route),
-            ("source", source),
-            ("decision", decision),
-            ("delivery_id", delivery_id),
-            ("run_id", run_id),
-        ):
+        from runner.alerts import DECISIONS
+
+        if decision in DECISIONS:  # a known name, as a literal: a partial index (breaker resets) can serve it
+            where.append(f"decision='{decision}'")
+        elif decision is not None:
+            where.append("decision=?")
+            args.append(decision)
+        for column, value in (("route", route), ("source", source), ("delivery_id", delivery_id), ("run_id", run_id)):
             if value is not None:
                 where.append(f"{column}=?")
                 args.append(value)

@@ -102,6 +102,13 @@ class Store(ABC):
                 signal = self.__dict__.setdefault("_work_signal", WorkSignal())
         return signal
 
+    def long_running(self) -> None:
+        """Called once by a long-running process (``runbook serve``, ``runbook worker``) before its threads start.
+
+        A store may start background maintenance here; the SQLite store checkpoints its write-ahead log on a
+        thread of its own from then on, so no commit waits for the disk. The default does nothing.
+        """
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every store call this thread makes inside the block into one transaction.
