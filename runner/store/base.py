@@ -108,6 +108,7 @@ class Store(ABC):
         A store may start background maintenance here; the SQLite store checkpoints its write-ahead log on a
         thread of its own from then on, so no commit waits for the disk. The default does nothing.
         """
+        return
 
     @contextmanager
     def batch(self) -> Iterator[None]:
