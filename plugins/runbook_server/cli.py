@@ -123,6 +123,9 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     srv = build_state(state.host, state.settings, state.store, state.catalog, config, address)
     srv.pool = WorkerPool(srv.make_engine, config.workers if workers is None else workers)
     notifier = start_notifications(state, "serve", config=config, redactor=srv.redactor, engines=srv.pool.engines)
+    from runbook_server.retention import check_retention, start_retention
+
+    check_retention(config)
     app = create_app(srv)
     sock = _bind(*address)
     server = _uvicorn_server(app, log_level, lambda _sig: _stop(srv))
@@ -132,6 +135,7 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     click.echo(f"runbook serve: listening on http://{host}:{bound[1]} with {srv.pool.size} worker(s); store {state.store.url}", err=True)
     srv.pool.start()
+    start_retention(srv)
     try:
         server.run(sockets=[sock])
     finally:

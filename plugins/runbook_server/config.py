@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from runner.durations import Duration
 from runner.errors import ConfigError, Problem, ValidationError
 
-__all__ = ["SCOPES", "ConsoleSpec", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
+__all__ = ["SCOPES", "ConsoleSpec", "RetentionSpec", "RouteSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
 
 SCOPES = ("read", "run", "approve", "admin", "agent")
 Scope = Literal["read", "run", "approve", "admin", "agent"]
@@ -111,6 +111,19 @@ class ConsoleSpec(_Model):
                                                      "HTTPS requests; always: also on HTTP (behind a TLS-terminating proxy)")  # fmt: skip
 
 
+class RetentionSpec(_Model):
+    """``retention:``: prune finished runs in the background (the rules of ``runbook prune``; docs/server.md)."""
+
+    older_than: Duration = Field(description="delete runs that finished longer ago than this (at least the routes' windows)")
+    states: list[Literal["succeeded", "failed", "cancelled"]] = Field(default=["succeeded", "failed", "cancelled"], min_length=1)
+    keep_last: int = Field(default=0, ge=0, description="keep the newest N finished runs of each runbook")
+    idempotency_window: Duration = Field(default=86400.0, description="keep runs created with an idempotency key this recently")
+    alert_window: Duration = Field(default=86400.0, description="keep runs of alerts that fired this recently and are not resolved")
+    every: Duration = Field(default=600.0, description="time between two passes")
+    batch: int = Field(default=200, ge=1, le=10000, description="runs examined per transaction")
+    pause: Duration = Field(default=0.05, description="rest between two batches (other writers go first)")
+
+
 class ServerConfig(_Model):
     """The whole server configuration file."""
 
@@ -131,6 +144,7 @@ class ServerConfig(_Model):
     notify: dict[str, Any] | None = Field(default=None, description="notifications: channels, rules, delivery (docs/notifications.md); "
                                           "checked by runner.notify.config when the server starts")  # fmt: skip
     console: ConsoleSpec = Field(default_factory=ConsoleSpec)
+    retention: RetentionSpec | None = Field(default=None, description="prune finished runs in the background (default: never)")
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 

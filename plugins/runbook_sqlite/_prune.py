@@ -209,6 +209,9 @@ def _vacuum(store: SQLiteStore, report: PruneReport, vacuum: str, stop: Callable
         while not stop() and conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
             store._write(f"PRAGMA incremental_vacuum({_VACUUM_STEP})", ())
         report.vacuum = "incremental"
+    elif mode == 0 and vacuum == "incremental":
+        report.vacuum = "unavailable"  # only a full VACUUM can switch this journal to incremental vacuum
+        return
     elif mode == 0 and vacuum == "auto" and (report.runs or conn.execute("PRAGMA freelist_count").fetchone()[0]):
         with store._writer:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")

@@ -733,9 +733,7 @@ class SQLiteStore(Store):
 
     def prune(self, rules: PruneRules, *, dry_run: bool = False, batch: int = 500,
               should_stop: Callable[[], bool] | None = None, vacuum: str = "auto") -> PruneReport:  # fmt: skip
-        """See :meth:`Store.prune`. ``vacuum``: ``auto`` gives freed pages back (a journal created before
-        incremental vacuum is switched to it once, with a full ``VACUUM``), ``incremental`` only where it is on
-        already (the server's background retention), ``none`` keeps them for reuse."""
+        """See :meth:`Store.prune` (and :mod:`runbook_sqlite._prune`)."""
         from runbook_sqlite._prune import prune
 
         return prune(self, rules, dry_run=dry_run, batch=batch, should_stop=should_stop, vacuum=vacuum)

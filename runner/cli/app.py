@@ -114,7 +114,7 @@ class _Group(click.Group):
 
 def build_cli() -> click.Group:
     """The root group with the core's commands and every plugin's."""
-    from runner.cli import catalog_cmds, control_cmds, inspect_cmds, run_cmds, test_cmd
+    from runner.cli import catalog_cmds, control_cmds, inspect_cmds, journal_cmds, run_cmds, test_cmd
     from runner.plugin import PluginHost
 
     host = PluginHost()
@@ -141,7 +141,8 @@ def build_cli() -> click.Group:
         ctx.obj = AppState(host, paths=paths, store=store, inventory=inventory, known_hosts=known_hosts,
                            debug=debug, json_output=json_output)  # fmt: skip
 
-    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS, *control_cmds.COMMANDS, *inspect_cmds.COMMANDS, *test_cmd.COMMANDS):
+    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS, *control_cmds.COMMANDS, *inspect_cmds.COMMANDS, *test_cmd.COMMANDS,
+                    *journal_cmds.COMMANDS):
         cli.add_command(command)
     host.add_commands(cli)
     return cli

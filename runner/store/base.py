@@ -241,15 +241,18 @@ class Store(ABC):
     # ------------------------------------------------------------------ retention
 
     def prune(self, rules: PruneRules, *, dry_run: bool = False, batch: int = 500,
-              should_stop: Callable[[], bool] | None = None) -> PruneReport:  # fmt: skip
+              should_stop: Callable[[], bool] | None = None, vacuum: str = "auto") -> PruneReport:  # fmt: skip
         """Delete finished runs that ``rules`` let go, with everything that belongs to them; see
         :mod:`runner.store.retention` for the rules (what is always kept and why).
 
         A run goes with its sub-runbook runs, steps, events, snapshot, and the alert decisions and deliveries that
-        only concern pruned runs. Works in transactions of at most ``batch`` run trees (other writers run
+        only concern pruned runs. Works in transactions of at most ``batch`` runs read (other writers run
         between them); ``should_stop()`` is asked between batches (a server stopping). ``dry_run`` counts what
-        would go and deletes nothing. Space is given back to the file system where the store can (SQLite:
-        incremental vacuum). Returns what was (or would be) deleted and kept.
+        would go and deletes nothing. ``vacuum`` says how freed space goes back to the file system: ``auto``
+        (SQLite: incremental vacuum; an older journal is switched to it once by a full ``VACUUM``),
+        ``incremental`` (never rewrite the whole file: the server's background retention) or ``none`` (keep it
+        for reuse); a store whose database does this on its own (PostgreSQL's autovacuum) ignores it.
+        Returns what was (or would be) deleted and kept.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot prune its journal")
 

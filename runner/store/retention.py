@@ -101,8 +101,9 @@ class PruneReport:
     bytes_before: int | None = None
     bytes_after: int | None = None
     vacuum: str = "none"
-    """How space was given back: ``none``, ``incremental`` or ``full`` (a one-time VACUUM that switched an older
-    SQLite journal to incremental vacuum)."""
+    """How space was given back: ``none``, ``incremental``, ``full`` (a one-time VACUUM that switched an older
+    SQLite journal to incremental vacuum) or ``unavailable`` (asked for ``incremental`` on a journal that needs
+    that one-time VACUUM first)."""
 
     def keep(self, rule: str) -> None:
         """Count one run kept by ``rule``."""
