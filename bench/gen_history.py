@@ -42,16 +42,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _rows(i: int, ts: float, runbook: str, route: str, spec: str, hashes: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
+def _rows(i: int, ts: float, runbook: str, route: str, spec: str, hashes: str, prefix: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
     run_id = _ulid(int(ts * 1000), os.urandom(10))
     state = "succeeded" if i % 100 < 90 else ("failed" if i % 100 < 97 else "cancelled")
-    host = f"hist-{i}:9100"
-    fp = hashlib.sha256(f"hist-{i}".encode()).hexdigest()[:16]
+    host = f"{prefix}-{i}:9100"
+    fp = hashlib.sha256(f"{prefix}-{i}".encode()).hexdigest()[:16]
     labels = {"alertname": "BenchAlert", "instance": host, "job": "node", "severity": "critical"}
     alert = {"source": "alertmanager", "status": "firing", "labels": labels, "annotations": {"summary": f"bench alert {i}"},
              "fingerprint": fp, "starts_at": "2026-11-01T00:00:00Z", "ends_at": None}  # fmt: skip
-    delivery = f"alertmanager:sha256:{hashlib.sha256(f'delivery-{i}'.encode()).hexdigest()[:40]}"
-    key = f"alert:{route}:{hashlib.sha256(f'key-{i}'.encode()).hexdigest()[:32]}"
+    delivery = f"alertmanager:sha256:{hashlib.sha256(f'{prefix}-delivery-{i}'.encode()).hexdigest()[:40]}"
+    key = f"alert:{route}:{hashlib.sha256(f'{prefix}-key-{i}'.encode()).hexdigest()[:32]}"
     trigger = {"source": "alertmanager", "alert": alert, "route": route, "delivery": delivery}
     t1, t2, t3 = ts + 0.004, ts + 0.005, ts + 0.007
     reason = {"succeeded": "", "failed": "step act failed: exit 1", "cancelled": "cancelled by alert resolution"}[state]
@@ -91,7 +91,9 @@ _INSERT = {
 }
 
 
-def generate(path: Path, runs: int, *, runbook: str = "noop", route: str = "bench", days: float = 30.0, age: float = 86400.0) -> float:
+def generate(
+    path: Path, runs: int, *, runbook: str = "noop", route: str = "bench", days: float = 30.0, age: float = 86400.0, prefix: str = "hist"
+) -> float:
     """Append ``runs`` finished runs to the journal at ``path`` (created if missing); returns the seconds it took."""
     from runbook_sqlite.store import SQLiteStore
 
@@ -112,7 +114,7 @@ def generate(path: Path, runs: int, *, runbook: str = "noop", route: str = "benc
     for first in range(0, runs, _BATCH):
         batch: dict[str, list[tuple[Any, ...]]] = {t: [] for t in _INSERT}
         for i in range(first, min(runs, first + _BATCH)):
-            for table, row in _rows(i, start + (end - start) * i / max(1, runs), runbook, route, spec, hashes):
+            for table, row in _rows(i, start + (end - start) * i / max(1, runs), runbook, route, spec, hashes, prefix):
                 batch[table].append(row)
         conn.execute("BEGIN")
         for table, rows in batch.items():
@@ -132,8 +134,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--route", default="bench")
     ap.add_argument("--days", type=float, default=30.0, help="the runs are spread over this many days")
     ap.add_argument("--age", type=float, default=86400.0, help="seconds between the newest generated run and now")
+    ap.add_argument("--prefix", default="hist", help="makes these runs' alerts and deliveries distinct from another batch's")
     args = ap.parse_args(argv)
-    seconds = generate(args.out, args.runs, runbook=args.runbook, route=args.route, days=args.days, age=args.age)
+    seconds = generate(args.out, args.runs, runbook=args.runbook, route=args.route, days=args.days, age=args.age, prefix=args.prefix)
     size = args.out.stat().st_size
     print(json.dumps({"runs": args.runs, "file": str(args.out), "bytes": size, "seconds": round(seconds, 1)}))
     return 0

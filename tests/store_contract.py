@@ -647,7 +647,10 @@ def test_prune_keeps_the_newest_runs_of_each_runbook_and_only_the_states_asked(s
     from runner.store.retention import PruneRules
 
     now = time.time()
-    ids = [store.create_run(new_run(runbook="a"))[0].id for _ in range(4)] + [store.create_run(new_run(runbook="b"))[0].id]
+    ids = []
+    for runbook in "aaaab":
+        ids.append(store.create_run(new_run(runbook=runbook))[0].id)
+        time.sleep(0.002)  # "newest" is by run id: creation time to the millisecond
     for rid, state in zip(ids, [S.SUCCEEDED, S.FAILED, S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED], strict=True):
         _finish(store, rid, state, now)
     report = store.prune(PruneRules(older_than=DAY, keep_last=2, states=frozenset({S.SUCCEEDED}), now=now + 2 * DAY))

@@ -6,8 +6,8 @@ The rules are :mod:`runner.store.retention`'s. The work is linear in what is old
    cutoff, a page at a time; each page's deletable run trees are planned with indexed reads outside any
    write transaction, then deleted in one short transaction that first checks again that every run of
    each tree is still finished (a retried run may have become active meanwhile).
-2. Decisions about no remaining run, and deliveries left with no decision, are deleted the same way once
-   older than the rules allow (in decision id and delivery rowid order, which is arrival order).
+2. Decisions about no run (through a partial index of those), and deliveries left with no decision (in
+   arrival order), are deleted the same way once older than the rules allow.
 3. Freed pages go back to the file system: ``PRAGMA incremental_vacuum`` in short steps where the journal has
    ``auto_vacuum=INCREMENTAL`` (journals created since it was introduced); with ``vacuum="auto"`` an older
    journal is switched to it once by a full ``VACUUM``, which rewrites the file (it needs as much free disk as
@@ -166,22 +166,20 @@ def _runs(store: SQLiteStore, planner: _Planner, report: PruneReport, batch: int
 
 
 def _decisions(store: SQLiteStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool]) -> None:
-    """Decisions about no remaining run, and deliveries no decision refers to, once old enough."""
-    conn, last, before = store._conn(), 0, rules.decisions_before
+    """Decisions about no run, and deliveries no decision refers to, once old enough (decisions about a run went
+    with it)."""
+    conn, before = store._conn(), rules.decisions_before
+    after: tuple[float, int] = (-1.0, 0)
     while not stop():
-        rows = conn.execute(
-            "SELECT id, ts, run_id, delivery_id FROM alert_decisions WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-        ).fetchall()
-        old = [r for r in rows if r[1] < before]
-        gone = [r for r in old if r[2] is None or conn.execute("SELECT 1 FROM runs WHERE id=?", (r[2],)).fetchone() is None]
-        if gone:
-            ids = [r[0] for r in gone]
-            with store._tx() as c:
-                report.deliveries += _deliveries(c, sorted({r[3] for r in gone}), report.dry_run, f"d.id IN ({_marks(len(ids))})", ids)
-                report.decisions += _apply(c, report.dry_run, "alert_decisions", f"id IN ({_marks(len(ids))})", ids)
-        if len(old) < len(rows) or len(rows) < batch:
+        rows = conn.execute("SELECT ts, id, delivery_id FROM alert_decisions INDEXED BY alert_decisions_without_run"
+                            " WHERE run_id IS NULL AND ts < ? AND (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?",
+                            (before, *after, batch)).fetchall()  # fmt: skip
+        if not rows:
             break
-        last = rows[-1][0]
+        after, ids = (rows[-1][0], rows[-1][1]), [r[1] for r in rows]
+        with store._tx() as c:
+            report.deliveries += _deliveries(c, sorted({r[2] for r in rows}), report.dry_run, f"d.id IN ({_marks(len(ids))})", ids)
+            report.decisions += _apply(c, report.dry_run, "alert_decisions", f"id IN ({_marks(len(ids))})", ids)
     if report.dry_run:
         return
     last = 0

@@ -119,6 +119,7 @@ CREATE INDEX IF NOT EXISTS alert_decisions_by_route ON alert_decisions(route, ts
 CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions(route, dedupe_key, ts);
 CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions(run_id);
 CREATE INDEX IF NOT EXISTS alert_decisions_resets ON alert_decisions(route, id) WHERE decision = 'breaker_reset';
+CREATE INDEX IF NOT EXISTS alert_decisions_without_run ON alert_decisions(ts) WHERE run_id IS NULL;
 """
 )
 _ALERT_TABLES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS alert_deliveries") :]

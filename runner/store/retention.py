@@ -8,7 +8,8 @@ A run is deleted only if every rule lets it go:
 2. **Whole trees.** A sub-runbook run goes only with its top-level run, and a top-level run only if none of its
    sub-runbook runs (at any depth) is still active: the parent of an active run is kept, and so are the
    children of a kept parent.
-3. **The newest ``keep_last``** finished top-level runs of each runbook are kept, however old.
+3. **The newest ``keep_last``** finished top-level runs of each runbook (by run id: creation time, to the
+   millisecond) are kept, however old.
 4. **Idempotency keys inside their window.** A run created with an idempotency key less than
    ``idempotency_window`` seconds ago is kept: a repeated request (an API ``Idempotency-Key``, an alert
    episode, a schedule slot) must still find it rather than start a new run.
