@@ -3,8 +3,8 @@
     python bench/prune_bench.py                  # 100 000 generated runs + one run of every kind (about 2 minutes)
     python bench/prune_bench.py --runs 1000000   # the same at a million
 
-The journal holds ``--runs`` finished alert runs written by ``bench/gen_history.py``: half finished 40–60 days
-ago, half 1–26 days ago; and one run of every kind retention must tell apart (``bench/_prune_kinds.py``:
+The journal holds ``--runs`` finished alert runs written by ``bench/gen_history.py``: half finished 40 to 60 days
+ago, half 1 to 26 days ago; and one run of every kind retention must tell apart (``bench/_prune_kinds.py``:
 active runs, run trees, idempotency keys inside and outside their window, alerts still firing and resolved),
 made through the store API under a clock shifted into the past. Then, through the real CLI::
 
