@@ -674,7 +674,7 @@ class SQLiteStore(Store):
             payload = {"reason": reason, **(data or {})}
             step_id = payload.pop("step_id", None)
             event = self._append(c, run_id, [NewEvent(f"request.{kind}", step_id=step_id, actor=actor, data=payload)], now)[0]
-            if kind in ("approve", "deny", "wake", "resume"):  # not "cancel": its requester settles an idle run itself
+            if kind in ("approve", "deny", "wake", "resume", "decide", "retry"):  # not "cancel": its requester settles an idle run
                 self._notify()
             return event
 
