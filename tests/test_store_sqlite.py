@@ -325,3 +325,31 @@ def test_prune_switches_an_older_journal_to_incremental_vacuum_once(tmp_path: Pa
     assert report.vacuum == "full" and store._conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     assert os.path.getsize(path) < before / 4
     store.close()
+
+
+def test_writes_of_another_process_wake_idle_workers(tmp_path: Path) -> None:
+    """Two store objects on one journal stand for two processes: a run queued through one wakes a worker waiting
+    on the other at once (not at its next poll); a listener that is gone is forgotten by the next sender."""
+    import threading
+
+    from harness.procs import wait_for
+
+    from tests.store_contract import new_run
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    server, worker = SQLiteStore(url), SQLiteStore(url)
+    stale = tmp_path / "j.db.wake" / "999999-deadbeef"
+    woken: list[bool] = []
+    seen = worker.work.generation()
+    waiter = threading.Thread(target=lambda: woken.append(worker.work.wait(seen, timeout=60)))
+    waiter.start()
+    wake_dir = tmp_path / "j.db.wake"
+    wait_for(lambda: wake_dir.exists() and any(wake_dir.iterdir()), 30, "the worker to listen (its first wait starts it)")
+    stale.touch()
+    server.create_run(new_run())
+    waiter.join(timeout=60)
+    assert woken == [True], "the other process's worker woke"
+    assert not stale.exists(), "a marker nobody listens behind is removed"
+    worker.close()
+    assert list((tmp_path / "j.db.wake").iterdir()) == [], "a closed store leaves no marker"
+    server.close()

@@ -31,9 +31,10 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from runbook_sqlite._outbox import Outbox
 from runbook_sqlite import _queue
+from runbook_sqlite._wake import WakeChannel
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.notify.outbox import run_notifications
-from runner.store.base import IsAlive, Store
+from runner.store.base import IsAlive, Store, WorkSignal
 from runner.store.records import (
     ACTIVE_STATES,
     Event,
@@ -220,6 +221,26 @@ def _holder_json(holder: Holder) -> str:
     return holder.model_dump_json()
 
 
+class _Signal(WorkSignal):
+    """The work signal of an SQLite journal: local wake-ups, and those of other processes on the same journal."""
+
+    def __init__(self, wake: WakeChannel | None) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def notify(self, n: int = 1) -> None:
+        """Wake ``n`` workers of this process, and the idle workers of the others (see :mod:`runbook_sqlite._wake`)."""
+        super().notify(n)
+        if self._wake is not None:
+            self._wake.send()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """See :meth:`WorkSignal.wait`; from the first wait on, other processes' writes wake this one too."""
+        if self._wake is not None:
+            self._wake.listen(lambda: WorkSignal.notify(self))
+        return super().wait(seen, timeout)
+
+
 def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
     """File path and options of ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy style)."""
     parsed = urlparse(url)
@@ -253,6 +274,8 @@ class SQLiteStore(Store):
         self._fresh = path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0
         self._checkpointer: threading.Thread | None = None
         self._closed = threading.Event()
+        self._wake = WakeChannel(path) if path != ":memory:" else None
+        self._work_signal = _Signal(self._wake)  # what Store.work returns
         self._init_schema()
         self._fresh = False
 
@@ -406,6 +429,8 @@ class SQLiteStore(Store):
     def close(self) -> None:
         """Close every connection this store opened (and stop the checkpointer: used again, it checkpoints as usual)."""
         self._closed.set()
+        if self._wake is not None:
+            self._wake.close()
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=30)
             self._checkpointer = None

@@ -1,0 +1,96 @@
+"""Wake-ups across processes sharing one SQLite journal (what ``LISTEN/NOTIFY`` is on PostgreSQL).
+
+A process whose workers wait for work (``runbook worker``, ``runbook serve``) listens on a Unix datagram
+socket and leaves a marker file naming it in ``<journal>.wake/`` (mode 0700, next to the journal; the socket
+itself is in Linux's abstract namespace, so a long journal path cannot exceed the socket path limit). A
+process that commits a write making a run claimable (a run queued, decided, resumed, put back in the queue)
+sends one byte to every other listener there, without blocking; a listener wakes one of its idle workers. So
+``runbook serve --workers 0`` beside ``runbook worker`` processes, or an approval given with the CLI, starts
+the run at once rather than at the workers' next poll. A marker whose process is gone is removed by the next
+sender. Best effort by design: a lost datagram costs one poll interval, never correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+__all__ = ["WakeChannel"]
+
+
+class WakeChannel:
+    """The wake-up directory of one journal: :meth:`send` to the other processes, :meth:`listen` for them."""
+
+    def __init__(self, journal: str) -> None:
+        self.dir = f"{journal}.wake"
+        self._prefix = "\0runbook-wake/" + hashlib.sha256(os.path.realpath(self.dir).encode()).hexdigest()[:24] + "/"
+        self._sock: socket.socket | None = None
+        self._own: str | None = None
+        self._sender: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def listen(self, on_wake: Callable[[], None]) -> None:
+        """Start receiving wake-ups (once per process and journal): ``on_wake()`` runs for each."""
+        with self._lock:
+            if self._sock is not None:
+                return
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            name = f"{os.getpid()}-{os.urandom(6).hex()}"
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(self._prefix + name)
+            path = os.path.join(self.dir, name)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._sock, self._own = sock, path
+        threading.Thread(target=self._receive, args=(sock, on_wake), name="runbook-sqlite-wake", daemon=True).start()
+
+    @staticmethod
+    def _receive(sock: socket.socket, on_wake: Callable[[], None]) -> None:
+        while True:
+            try:
+                data = sock.recv(64)
+            except OSError:  # closed
+                return
+            if not data:  # shut down
+                return
+            on_wake()
+
+    def send(self) -> None:
+        """Wake the other processes' idle workers (no-op when none listens)."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        own = os.path.basename(self._own) if self._own else None
+        targets = [n for n in names if n != own]
+        if not targets:
+            return
+        with self._lock:
+            if self._sender is None:
+                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sender.setblocking(False)
+            for name in targets:
+                try:
+                    self._sender.sendto(b"w", self._prefix + name)
+                except (ConnectionRefusedError, FileNotFoundError):  # nobody listens there: its process is gone
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.dir, name))
+                except OSError:  # its queue is full: it has wake-ups pending already
+                    continue
+
+    def close(self) -> None:
+        """Stop listening and remove this process's marker."""
+        with self._lock:
+            sock, own, self._sock, self._own = self._sock, self._own, None, None
+            sender, self._sender = self._sender, None
+        for s in (sock, sender):
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+        if own is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(own)
