@@ -19,12 +19,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FLOOR", "RUNBOOK", "Server", "cpu_seconds", "run_delay", "start"]
+__all__ = ["FLOOR", "RUNBOOK", "RUNBOOK_2P", "SYSTEMS", "Server", "cpu_seconds", "run_delay", "start"]
 
 BENCH = Path(__file__).resolve().parent
 TOKEN = "bench-alertmanager-token"
 RUNBOOK = "runbook"
+RUNBOOK_2P = "runbook-2p"
 FLOOR = "floor"
+SYSTEMS = (FLOOR, RUNBOOK, RUNBOOK_2P)
+"""``runbook-2p``: ``runbook serve --workers 0`` (intake only) beside one ``runbook worker`` process on the same
+journal: two interpreters, so intake and execution do not share one GIL."""
 
 NOOP = 'name: noop\nparams:\n  host: {type: string}\nsteps:\n  - id: act\n    shell: ["true"]\n'
 CONFIG = """\
@@ -74,7 +78,12 @@ class Server:
     url: str
     journal: Path
     log: Path
-    extra: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        """The server's process and its separate worker processes."""
+        return [self.proc.pid, *(p.pid for p in self.workers)]
 
     @property
     def intake(self) -> str:
@@ -82,14 +91,15 @@ class Server:
         return f"{self.url}/v1/alerts/alertmanager"
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 30 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """SIGTERM, then SIGKILL after 30 s (the worker processes first)."""
+        for proc in [*self.workers, self.proc]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
 
     def first_steps(self, run_ids: list[str]) -> dict[str, float]:
         """When the first step of each run started (wall clock), for those that started."""
@@ -110,6 +120,9 @@ class Server:
         """How many of the runs finished their step (runbook: run ``succeeded``; floor: ``true`` spawned)."""
         if self.system == FLOOR:
             return len(self.first_steps(run_ids))
+        for worker in self.workers:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker process exited with {worker.returncode}")
         done = 0
         with sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=30) as c:
             for i in range(0, len(run_ids), 500):
@@ -140,6 +153,8 @@ def start(system: str, root: Path, *, workers: int, history: Path | None, extra_
     port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")} | {"BENCH_AM_TOKEN": TOKEN, "BENCH_TOKEN": TOKEN}
     log = root / "server.log"
+    if system not in SYSTEMS:
+        raise SystemExit(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
     if system == FLOOR:
         journal = root / "floor.db"
         cmd = [sys.executable, str(BENCH / "floor_server.py"), "--listen", f"127.0.0.1:{port}", "--db", str(journal),
@@ -153,8 +168,14 @@ def start(system: str, root: Path, *, workers: int, history: Path | None, extra_
         if history is not None:
             shutil.copyfile(history, journal)
         env["RUNBOOK_CACHE_DIR"] = str(root / "cache")
+        serve_workers = 0 if system == RUNBOOK_2P else workers
         cmd = [sys.executable, "-m", "runner", "serve", "--config", "server.yaml", "--listen", f"127.0.0.1:{port}",
-               "--workers", str(workers), "--log-level", "warning", *extra_args]  # fmt: skip
+               "--workers", str(serve_workers), "--log-level", "warning", *extra_args]  # fmt: skip
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=f)
-    return _wait_healthy(Server(system, root, proc, f"http://127.0.0.1:{port}", journal, log))
+    server = _wait_healthy(Server(system, root, proc, f"http://127.0.0.1:{port}", journal, log))
+    if system == RUNBOOK_2P:
+        with open(root / "worker.log", "wb") as f:
+            server.workers.append(subprocess.Popen([sys.executable, "-m", "runner", "worker", "--workers", str(workers), "--log-level",
+                                                    "warning"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=f))  # fmt: skip
+    return server

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _servers import FLOOR, RUNBOOK, TOKEN, Server, cpu_seconds, run_delay, start
+from _servers import FLOOR, TOKEN, Server, cpu_seconds, run_delay, start
 
 BENCH = Path(__file__).resolve().parent
 
@@ -62,29 +62,37 @@ def _history(cache: Path, runs: int) -> Path | None:
     return path
 
 
+def _cpu(server: Server) -> float:
+    return sum(cpu_seconds(pid) for pid in server.pids)
+
+
+def _delay(server: Server) -> float:
+    return sum(run_delay(pid) for pid in server.pids)
+
+
 def _idle(server: Server, seconds: float) -> dict[str, float]:
     time.sleep(2.0)  # start-up settles
-    c0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+    c0, t0 = _cpu(server), time.monotonic()
     time.sleep(seconds)
-    used, wall = cpu_seconds(server.proc.pid) - c0, time.monotonic() - t0
+    used, wall = _cpu(server) - c0, time.monotonic() - t0
     return {"seconds": round(wall, 1), "cpu_s": round(used, 3), "core_percent": round(100 * used / wall, 2)}
 
 
 def _load(server: Server, rate: float, duration: float, drain: float, tag: str) -> dict[str, Any]:
     out = server.root / f"load-{rate:g}.json"
-    c0, d0, t0 = cpu_seconds(server.proc.pid), run_delay(server.proc.pid), time.monotonic()
+    c0, d0, t0 = _cpu(server), _delay(server), time.monotonic()
     load0 = os.getloadavg()[0]
     subprocess.run([sys.executable, str(BENCH / "_loadgen.py"), "--url", server.intake, "--token", TOKEN, "--rate", str(rate),
                     "--duration", str(duration), "--prefix", tag, "--out", str(out), "--drain", str(drain)], check=True)  # fmt: skip
     rec = json.loads(out.read_text())
-    c_sent = cpu_seconds(server.proc.pid)
+    c_sent = _cpu(server)
     sent_wall = time.monotonic() - t0
     ids = [r for r in rec["run_id"] if r]
     end = time.monotonic() + drain
     while server.finished(ids) < len(ids) and time.monotonic() < end:
         time.sleep(0.25)
-    cpu = cpu_seconds(server.proc.pid) - c0
-    delay = run_delay(server.proc.pid) - d0
+    cpu = _cpu(server) - c0
+    delay = _delay(server) - d0
     wall = time.monotonic() - t0
     firsts = server.first_steps(ids)
     by_id = {rid: s for rid, s in zip(rec["run_id"], rec["sched"], strict=True) if rid}
@@ -113,19 +121,23 @@ def _r(value: float | None) -> float | None:
 def _row(system: str, history: int, idle: dict[str, float] | None, point: dict[str, Any]) -> str:
     a, f = point["ack_ms"], point["first_step_ms"]
     idle_s = f"{idle['core_percent']:.2f}%" if idle else "-"
-    return (f"{system:<8} {history:>8} {point['offered_per_s']:>6g} {point['accepted_per_s']:>8} {point['executed_per_s'] or '-':>8} "
+    return (f"{system:<10} {history:>8} {point['offered_per_s']:>6g} {point['accepted_per_s']:>8} {point['executed_per_s'] or '-':>8} "
             f"{a['p50'] or '-':>8} {a['p99'] or '-':>8} {f['p50'] or '-':>9} {f['p99'] or '-':>9} {point['cpu_ms_per_delivery'] or '-':>8} "
             f"{point['server_core_percent_loaded']:>7} {point['server_run_delay_percent']:>6} {idle_s:>7} {point['errors']:>5}")  # fmt: skip
 
 
-HEADER = (f"{'system':<8} {'history':>8} {'offer':>6} {'acc/s':>8} {'exec/s':>8} {'ack p50':>8} {'ack p99':>8} {'1st p50':>9} "
+HEADER = (f"{'system':<10} {'history':>8} {'offer':>6} {'acc/s':>8} {'exec/s':>8} {'ack p50':>8} {'ack p99':>8} {'1st p50':>9} "
           f"{'1st p99':>9} {'cpu ms':>8} {'core%':>7} {'wait%':>6} {'idle':>7} {'errs':>5}")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
     """Run the matrix and print the table; the JSON goes to bench/results/."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--systems", default="floor,runbook")
+    ap.add_argument(
+        "--systems",
+        default="floor,runbook,runbook-2p",
+        help="floor, runbook (serve with worker threads) and runbook-2p (serve --workers 0 beside one runbook worker process)",
+    )
     ap.add_argument("--rates", default="50,100,200,300,500,750,1000")
     ap.add_argument("--histories", default="0,100000,1000000", help="finished runs in the journal before the load")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per point")
@@ -153,7 +165,7 @@ def main(argv: list[str]) -> int:
                     continue  # the floor keeps no history: measured once per rate
                 for n, rate in enumerate(rates):
                     root = scratch / f"{system}-{history}-{rate:g}"
-                    server = start(system, root, workers=args.workers, history=path if system == RUNBOOK else None)
+                    server = start(system, root, workers=args.workers, history=path if system != FLOOR else None)
                     try:
                         idle = _idle(server, args.idle) if n == 0 and args.idle > 0 else None
                         point = _load(server, rate, args.duration, args.drain, f"{system}-{history}-{rate:g}-{time.time_ns()}")
