@@ -475,8 +475,17 @@ def test_a_claim_reports_why_it_took_a_run_over(store: Store) -> None:
         store.commit(lease, events=[NewEvent("late")])
 
 
+def _requires(store: Store, feature: str) -> None:
+    """Mark the test an expected failure for a store that does not implement ``feature`` yet (it is optional)."""
+    if feature == "batch" and type(store).batch is Store.batch:
+        pytest.xfail(f"{type(store).__name__} commits each call on its own (Store.batch not implemented)")
+    if feature == "signal" and not type(store).signals_work:
+        pytest.xfail(f"{type(store).__name__} does not signal Store.work (its workers poll)")
+
+
 def test_work_signal_wakes_idle_workers(store: Store) -> None:
     """Writes that leave a run claimable signal ``store.work``; a waiting worker wakes; other writes do not signal."""
+    _requires(store, "signal")
     signal = store.work
     assert store.work is signal, "one signal per store object"
     seen = signal.generation()
@@ -513,6 +522,7 @@ def test_work_signal_wakes_idle_workers(store: Store) -> None:
 def test_a_batch_commits_together_and_sees_its_own_writes(store: Store) -> None:
     from runner.alerts import NewDecision
 
+    _requires(store, "batch")
     seen_elsewhere: list[int] = []
     with store.batch():
         store.begin_delivery("b1", "alertmanager", "sha")
@@ -530,6 +540,7 @@ def test_a_batch_commits_together_and_sees_its_own_writes(store: Store) -> None:
 
 
 def test_a_failed_batch_leaves_nothing_and_a_failed_call_inside_only_undoes_itself(store: Store) -> None:
+    _requires(store, "batch")
     holder, _ = store.create_run(new_run(lock_key="host:x"))
     with pytest.raises(RuntimeError), store.batch():
         store.create_run(new_run(idempotency_key="gone"))

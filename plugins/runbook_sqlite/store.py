@@ -255,6 +255,8 @@ def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
 class SQLiteStore(Store):
     """Store in one SQLite file; safe for several processes and threads on one host."""
 
+    signals_work = True
+
     def __init__(self, url: str) -> None:
         self.url = url
         path, options = _path_from_url(url)

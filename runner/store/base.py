@@ -32,7 +32,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.errors import StoreError
 from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepRecord
@@ -92,6 +92,10 @@ class Store(ABC):
 
     url: str
     """The store's URL for display: any password is masked (it is printed in banners and errors)."""
+
+    signals_work: ClassVar[bool] = False
+    """True if the store's writes that leave a run claimable signal :attr:`work` (the contract tests it then);
+    a store without it leaves idle workers to their polling."""
 
     @property
     def work(self) -> WorkSignal:
