@@ -338,12 +338,12 @@ def test_writes_of_another_process_wake_idle_workers(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path}/j.db"
     server, worker = SQLiteStore(url), SQLiteStore(url)
-    stale = tmp_path / "j.db.wake" / "999999-deadbeef"
+    stale = tmp_path / ".j.db.wake" / "999999-deadbeef"
     woken: list[bool] = []
     seen = worker.work.generation()
     waiter = threading.Thread(target=lambda: woken.append(worker.work.wait(seen, timeout=60)))
     waiter.start()
-    wake_dir = tmp_path / "j.db.wake"
+    wake_dir = tmp_path / ".j.db.wake"
     wait_for(lambda: wake_dir.exists() and any(wake_dir.iterdir()), 30, "the worker to listen (its first wait starts it)")
     stale.touch()
     server.create_run(new_run())
@@ -351,5 +351,5 @@ def test_writes_of_another_process_wake_idle_workers(tmp_path: Path) -> None:
     assert woken == [True], "the other process's worker woke"
     assert not stale.exists(), "a marker nobody listens behind is removed"
     worker.close()
-    assert list((tmp_path / "j.db.wake").iterdir()) == [], "a closed store leaves no marker"
+    assert list((tmp_path / ".j.db.wake").iterdir()) == [], "a closed store leaves no marker"
     server.close()

@@ -1,13 +1,14 @@
 """Wake-ups across processes sharing one SQLite journal (what ``LISTEN/NOTIFY`` is on PostgreSQL).
 
-A process whose workers wait for work (``runbook worker``, ``runbook serve``) listens on a Unix datagram
-socket and leaves a marker file naming it in ``<journal>.wake/`` (mode 0700, next to the journal; the socket
-itself is in Linux's abstract namespace, so a long journal path cannot exceed the socket path limit). A
-process that commits a write making a run claimable (a run queued, decided, resumed, put back in the queue)
-sends one byte to every other listener there, without blocking; a listener wakes one of its idle workers. So
-``runbook serve --workers 0`` beside ``runbook worker`` processes, or an approval given with the CLI, starts
-the run at once rather than at the workers' next poll. A marker whose process is gone is removed by the next
-sender. Best effort by design: a lost datagram costs one poll interval, never correctness.
+A process whose workers wait for work (``runbook worker``, ``runbook serve``) listens on a Unix datagram socket
+and leaves a marker file naming it in ``.<journal file>.wake/`` next to the journal (mode 0700; hidden, so a
+``journal.db*`` glob still means the journal's own files). The socket itself is in Linux's abstract namespace,
+so a long journal path cannot exceed the socket path limit. A process that commits a write making a run
+claimable (a run queued, decided, resumed, put back in the queue) sends one byte to every other listener there,
+without blocking; a listener wakes one of its idle workers. So ``runbook serve --workers 0`` beside
+``runbook worker`` processes, or an approval given with the CLI, starts the run at once rather than at the
+workers' next poll. A marker whose process is gone is removed by the next sender. Best effort by design: a lost
+datagram costs one poll interval, never correctness.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class WakeChannel:
     """The wake-up directory of one journal: :meth:`send` to the other processes, :meth:`listen` for them."""
 
     def __init__(self, journal: str) -> None:
-        self.dir = f"{journal}.wake"
+        head, name = os.path.split(journal)
+        self.dir = os.path.join(head, f".{name}.wake")
         self._prefix = "\0runbook-wake/" + hashlib.sha256(os.path.realpath(self.dir).encode()).hexdigest()[:24] + "/"
         self._sock: socket.socket | None = None
         self._own: str | None = None
