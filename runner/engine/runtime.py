@@ -136,14 +136,17 @@ class _Beats:
         self._due: dict[Heartbeat, float] = {}
         self._busy: Heartbeat | None = None
         self._thread: threading.Thread | None = None
+        self._sleeping_until: float | None = None
+        """When the beater wakes next on its own (None: not before it is notified)."""
 
     def add(self, beat: Heartbeat) -> None:
         with self._cond:
-            self._due[beat] = time.monotonic() + beat.interval
+            due = self._due[beat] = time.monotonic() + beat.interval
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="runbook-heartbeats", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()  # the beater, not a remover waiting on the same condition
+            if self._sleeping_until is None or due < self._sleeping_until:  # else it wakes in time anyway: a drive
+                self._cond.notify_all()  # of a server's worker costs no wake-up (notify_all: not a remover instead)
 
     def remove(self, beat: Heartbeat) -> None:
         with self._cond:
@@ -155,13 +158,16 @@ class _Beats:
         """Wait (holding the condition) until a heartbeat is due; mark it busy and schedule its next beat."""
         while True:
             if not self._due:
+                self._sleeping_until = None
                 self._cond.wait()
                 continue
             beat, due = min(self._due.items(), key=lambda item: item[1])
             now = time.monotonic()
             if due > now:
+                self._sleeping_until = due
                 self._cond.wait(due - now)
                 continue
+            self._sleeping_until = now
             self._due[beat] = max(due + beat.interval, now)
             self._busy = beat
             return beat
