@@ -353,3 +353,26 @@ def test_writes_of_another_process_wake_idle_workers(tmp_path: Path) -> None:
     worker.close()
     assert list((tmp_path / ".j.db.wake").iterdir()) == [], "a closed store leaves no marker"
     server.close()
+
+
+def test_a_long_running_process_checkpoints_on_a_thread_of_its_own(tmp_path: Path) -> None:
+    """After ``long_running()`` no commit checkpoints (``wal_autocheckpoint=0``); the checkpointer thread copies the
+    WAL into the journal instead, so the WAL does not grow without end."""
+    import threading
+
+    from harness.procs import wait_for
+
+    from tests.store_contract import new_run
+
+    path = tmp_path / "j.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    store.long_running()
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    writer = threading.Thread(target=lambda: [store.create_run(new_run(params={"blob": "x" * 20000})) for _ in range(600)])
+    writer.start()
+    writer.join(timeout=120)
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wait_for(lambda: os.path.getsize(path) > 8 << 20, 60, "the checkpointer to copy the WAL into the journal")
+    assert any(t.name == "runbook-sqlite-checkpoint" for t in threading.enumerate())
+    store.close()
+    assert not any(t.name == "runbook-sqlite-checkpoint" for t in threading.enumerate()), "closing stops it"

@@ -419,7 +419,8 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer.start()
 
-    def _checkpoints(self, closed: threading.Event, every: float = 0.2, above: int = 1 << 20) -> None:
+    def _checkpoints(self, closed: threading.Event, every: float = 0.25, above: int = 4 << 20) -> None:
+        """Checkpoint whenever the WAL holds more than ``above`` bytes (SQLite's own threshold: 1000 pages)."""
         wal = f"{self.path}-wal"
         while not closed.wait(every):
             try:
