@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from runbook_sqlite._outbox import Outbox
 from runbook_sqlite import _queue
+from runbook_sqlite._outbox import Outbox
 from runbook_sqlite._wake import WakeChannel
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.notify.outbox import run_notifications
@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook
     from runner.store.retention import PruneReport, PruneRules
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("runbook.store")
 
 
 def _typed_progress(c: sqlite3.Connection) -> None:

@@ -141,8 +141,14 @@ def build_cli() -> click.Group:
         ctx.obj = AppState(host, paths=paths, store=store, inventory=inventory, known_hosts=known_hosts,
                            debug=debug, json_output=json_output)  # fmt: skip
 
-    for command in (*catalog_cmds.COMMANDS, *run_cmds.COMMANDS, *control_cmds.COMMANDS, *inspect_cmds.COMMANDS, *test_cmd.COMMANDS,
-                    *journal_cmds.COMMANDS):
+    for command in (
+        *catalog_cmds.COMMANDS,
+        *run_cmds.COMMANDS,
+        *control_cmds.COMMANDS,
+        *inspect_cmds.COMMANDS,
+        *test_cmd.COMMANDS,
+        *journal_cmds.COMMANDS,
+    ):
         cli.add_command(command)
     host.add_commands(cli)
     return cli
