@@ -4,7 +4,7 @@ The same plan as the SQLite store's (:mod:`runbook_sqlite._prune`): top-level ru
 by creation time) up to the cutoff, a page at a time; each page's deletable run trees planned with reads on an
 autocommit connection, then deleted in one short transaction that checks again, under row locks, that every
 run of each tree is still finished. Decisions about no run and deliveries left without a decision go once old
-enough, through two small indexes created on first use. Freed space is PostgreSQL's autovacuum's to reuse:
+enough, through two small indexes created on first use; so do sent notifications about no run. Freed space is PostgreSQL's autovacuum's to reuse:
 ``vacuum`` is ignored.
 """
 
@@ -42,8 +42,8 @@ def _chunks(ids: Sequence[str], size: int = 1000) -> Iterable[list[str]]:
 class _Planner:
     """Decides, run by run, what the rules let go (reads only)."""
 
-    def __init__(self, conn: Conn, rules: PruneRules, report: PruneReport) -> None:
-        self.conn, self.rules, self.report = conn, rules, report
+    def __init__(self, conn: Conn, rules: PruneRules, report: PruneReport, outbox: bool) -> None:
+        self.conn, self.rules, self.report, self.outbox = conn, rules, report, outbox
         self.states = sorted(str(s) for s in rules.states)
         self._newest: dict[str, set[str]] = {}
 
@@ -55,10 +55,14 @@ class _Planner:
         rule = self._kept_by(row)
         if rule is None:
             tree = self.conn.execute(_TREE, (row["id"],)).fetchall()
+            ids = [r["id"] for r in tree]
             if any(r["state"] in _ACTIVE for r in tree):
                 rule = "active_descendant"
+            elif self.outbox and self.conn.execute("SELECT 1 FROM notifications WHERE run_id = ANY(%s) AND state = 'pending' LIMIT 1",
+                                                   (ids,)).fetchone():  # fmt: skip
+                rule = "notification_pending"
             else:
-                return [r["id"] for r in tree]
+                return ids
         self.report.keep(rule)
         return None
 
@@ -107,13 +111,15 @@ def _deliveries(cur: Cursor, ids: Sequence[str], dry_run: bool, going: str, args
     return _apply(cur, dry_run, "alert_deliveries", where, (list(ids), *args))
 
 
-def _delete_trees(cur: Cursor, trees: list[list[str]], dry_run: bool) -> PruneReport:
+def _delete_trees(cur: Cursor, trees: list[list[str]], dry_run: bool, outbox: bool) -> PruneReport:
     report = PruneReport(dry_run=dry_run, batches=1)
     every = [i for tree in trees for i in tree]
     active = {r["id"] for r in cur.execute("SELECT id FROM runs WHERE id = ANY(%s) AND NOT (state = ANY(%s)) FOR UPDATE",
                                            (every, _FINISHED)).fetchall()}  # fmt: skip
     ids = [i for tree in trees if not active.intersection(tree) for i in tree]
     for chunk in _chunks(ids):
+        if outbox:
+            report.notifications += _apply(cur, dry_run, "notifications", "run_id = ANY(%s)", (chunk,))
         report.events += _apply(cur, dry_run, "events", "run_id = ANY(%s)", (chunk,))
         report.steps += _apply(cur, dry_run, "steps", "run_id = ANY(%s)", (chunk,))
         _apply(cur, dry_run, "locks", "run_id = ANY(%s)", (chunk,))
@@ -126,7 +132,7 @@ def _delete_trees(cur: Cursor, trees: list[list[str]], dry_run: bool) -> PruneRe
     return report
 
 
-def _runs(store: PostgresStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool]) -> None:
+def _runs(store: PostgresStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool], outbox: bool) -> None:
     upper, last = ulid_floor(rules.finished_before), ""
     while not stop():
         with store._read("planning a prune") as conn:
@@ -135,11 +141,11 @@ def _runs(store: PostgresStore, rules: PruneRules, report: PruneReport, batch: i
             if not rows:
                 return
             last = rows[-1]["id"]
-            planner = _Planner(conn, rules, report)
+            planner = _Planner(conn, rules, report, outbox)
             trees = [t for t in map(planner.tree, rows) if t]
         if trees:
             with store._tx("pruning runs") as cur:
-                report.add(_delete_trees(cur, trees, report.dry_run))
+                report.add(_delete_trees(cur, trees, report.dry_run, outbox))
     report.stopped = True
 
 
@@ -166,6 +172,21 @@ def _decisions(store: PostgresStore, rules: PruneRules, report: PruneReport, bat
             report.deliveries += _apply(cur, False, "alert_deliveries", "id = ANY(%s)", ([r["id"] for r in rows],))
 
 
+def _notifications(store: PostgresStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool]) -> None:
+    """Sent (or given up) notifications about no remaining run, once as old as decisions may get."""
+    after: tuple[float, str] = (-1.0, "")
+    while not stop():
+        with store._read("planning a prune") as conn:
+            rows = conn.execute("SELECT created_at, key FROM notifications n WHERE created_at < %s AND (created_at, key) > (%s, %s)"
+                                " AND state <> 'pending' AND (run_id IS NULL OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = n.run_id))"
+                                " ORDER BY created_at, key LIMIT %s", (rules.decisions_before, *after, batch)).fetchall()  # fmt: skip
+        if not rows:
+            return
+        after, keys = (rows[-1]["created_at"], rows[-1]["key"]), [r["key"] for r in rows]
+        with store._tx("pruning notifications") as cur:
+            report.notifications += _apply(cur, report.dry_run, "notifications", "key = ANY(%s) AND state <> 'pending'", (keys,))
+
+
 def prune(store: PostgresStore, rules: PruneRules, *, dry_run: bool, batch: int, should_stop: Callable[[], bool] | None) -> PruneReport:
     """See the module docstring."""
     stop = should_stop or (lambda: False)
@@ -173,8 +194,12 @@ def prune(store: PostgresStore, rules: PruneRules, *, dry_run: bool, batch: int,
     with store._read("preparing a prune") as conn:
         for statement in _INDEXES:
             conn.execute(statement)
-    _runs(store, rules, report, max(1, batch), stop)
+        row = conn.execute("SELECT to_regclass('notifications') IS NOT NULL AS present").fetchone()
+        outbox = bool(row and row["present"])
+    _runs(store, rules, report, max(1, batch), stop, outbox)
     if not report.stopped:
         _decisions(store, rules, report, max(1, batch), stop)
+    if outbox and not report.stopped:
+        _notifications(store, rules, report, max(1, batch), stop)
     report.stopped = report.stopped or stop()
     return report

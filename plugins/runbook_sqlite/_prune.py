@@ -50,8 +50,8 @@ def _chunks(ids: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
 class _Planner:
     """Decides, run by run, what the rules let go (reads only)."""
 
-    def __init__(self, conn: sqlite3.Connection, rules: PruneRules, report: PruneReport, alerts: bool) -> None:
-        self.conn, self.rules, self.report, self.alerts = conn, rules, report, alerts
+    def __init__(self, conn: sqlite3.Connection, rules: PruneRules, report: PruneReport, alerts: bool, outbox: bool) -> None:
+        self.conn, self.rules, self.report, self.alerts, self.outbox = conn, rules, report, alerts, outbox
         self.states = {str(s) for s in rules.states}
         self._newest: dict[str, set[str]] = {}
 
@@ -65,10 +65,14 @@ class _Planner:
         rule = self._kept_by(run_id, runbook, created_at, key)
         if rule is None:
             tree = self.conn.execute(_TREE, (run_id,)).fetchall()
+            ids = [i for i, _ in tree]
             if any(s in _ACTIVE for _, s in tree):
                 rule = "active_descendant"
+            elif self.outbox and self.conn.execute(f"SELECT 1 FROM notifications WHERE run_id IN ({_marks(len(ids))}) AND state = 'pending'"
+                                                   " LIMIT 1", ids).fetchone():  # fmt: skip
+                rule = "notification_pending"
             else:
-                return [i for i, _ in tree]
+                return ids
         self.report.keep(rule)
         return None
 
@@ -105,11 +109,11 @@ class _Planner:
         return False
 
 
-def _has_alert_tables(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='alert_decisions'").fetchone() is not None
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
 
-def _delete_trees(c: sqlite3.Connection, trees: list[list[str]], alerts: bool, dry_run: bool) -> PruneReport:
+def _delete_trees(c: sqlite3.Connection, trees: list[list[str]], planner: _Planner, dry_run: bool) -> PruneReport:
     """Delete (or count) the trees whose runs are all still finished, inside the caller's transaction."""
     report = PruneReport(dry_run=dry_run, batches=1)
     ids = [i for tree in trees for i in tree]
@@ -120,11 +124,13 @@ def _delete_trees(c: sqlite3.Connection, trees: list[list[str]], alerts: bool, d
     ids = [i for tree in trees if not active.intersection(tree) for i in tree]
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
+        if planner.outbox:
+            report.notifications += _apply(c, dry_run, "notifications", f"run_id IN ({marks})", chunk)
         report.events += _apply(c, dry_run, "events", f"run_id IN ({marks})", chunk)
         report.steps += _apply(c, dry_run, "steps", f"run_id IN ({marks})", chunk)
         _apply(c, dry_run, "run_specs", f"run_id IN ({marks})", chunk)
         _apply(c, dry_run, "locks", f"run_id IN ({marks})", chunk)
-        if alerts:
+        if planner.alerts:
             deliveries = [r[0] for r in c.execute(f"SELECT DISTINCT delivery_id FROM alert_decisions WHERE run_id IN ({marks})", chunk)]
             report.deliveries += _deliveries(c, deliveries, dry_run, f"d.run_id IN ({marks})", chunk)
             report.decisions += _apply(c, dry_run, "alert_decisions", f"run_id IN ({marks})", chunk)
@@ -161,7 +167,7 @@ def _runs(store: SQLiteStore, planner: _Planner, report: PruneReport, batch: int
         trees = [t for t in map(planner.tree, rows) if t]
         if trees:
             with store._tx() as c:
-                report.add(_delete_trees(c, trees, planner.alerts, report.dry_run))
+                report.add(_delete_trees(c, trees, planner, report.dry_run))
     report.stopped = True
 
 
@@ -194,6 +200,21 @@ def _decisions(store: SQLiteStore, rules: PruneRules, report: PruneReport, batch
         if len(old) < len(rows) or len(rows) < batch:
             return
         last = rows[-1][0]
+
+
+def _notifications(store: SQLiteStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool]) -> None:
+    """Sent (or given up) notifications about no remaining run, once as old as decisions may get."""
+    conn, after = store._conn(), (-1.0, "")
+    while not stop():
+        rows = conn.execute("SELECT created_at, key FROM notifications INDEXED BY notifications_by_time WHERE created_at < ?"
+                            " AND (created_at, key) > (?, ?) AND state != 'pending' AND (run_id IS NULL OR NOT EXISTS"
+                            " (SELECT 1 FROM runs WHERE runs.id = notifications.run_id)) ORDER BY created_at, key LIMIT ?",
+                            (rules.decisions_before, *after, batch)).fetchall()  # fmt: skip
+        if not rows:
+            return
+        after, keys = (rows[-1][0], rows[-1][1]), [r[1] for r in rows]
+        with store._tx() as c:
+            report.notifications += _apply(c, report.dry_run, "notifications", f"key IN ({_marks(len(keys))}) AND state != 'pending'", keys)
 
 
 def _size(path: str) -> int:
@@ -231,12 +252,14 @@ def prune(store: SQLiteStore, rules: PruneRules, *, dry_run: bool, batch: int, s
     memory = store.path == ":memory:"
     report.bytes_before = None if memory else _size(store.path)
     conn = store._conn()
-    alerts = _has_alert_tables(conn)
+    alerts, outbox = _has_table(conn, "alert_decisions"), _has_table(conn, "notifications")
     if alerts:
         store._alerts()  # a journal from before the breaker-reset index gets it now
-    _runs(store, _Planner(conn, rules, report, alerts), report, max(1, batch), stop)
+    _runs(store, _Planner(conn, rules, report, alerts, outbox), report, max(1, batch), stop)
     if alerts and not report.stopped:
         _decisions(store, rules, report, max(1, batch), stop)
+    if outbox and not report.stopped:
+        _notifications(store, rules, report, max(1, batch), stop)
     if not dry_run and not memory:
         _vacuum(store, report, vacuum, stop)
     report.bytes_after = None if memory else _size(store.path)

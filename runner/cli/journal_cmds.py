@@ -88,7 +88,8 @@ def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_
 
     Never deleted: active runs (queued, running, paused, waiting, interrupted), the parents of active runs and
     the sub-runbook runs of kept ones, the newest --keep-last runs of each runbook, runs whose idempotency key is
-    inside its window, and runs of alerts that are still firing. See docs/durability.md, "Retention".
+    inside its window, runs of alerts that are still firing, and runs with a notification still to send.
+    See docs/durability.md, "Retention".
     """
     from runner.store.records import RunState
     from runner.store.retention import FINISHED_STATES, PruneRules
@@ -108,7 +109,7 @@ def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_
 def _summary(r: dict[str, Any]) -> str:
     verb = "would delete" if r["dry_run"] else "deleted"
     lines = [f"{verb} {r['runs']} run(s) ({r['events']} events, {r['steps']} steps, {r['decisions']} alert decisions, "
-             f"{r['deliveries']} deliveries) in {r['batches']} batch(es)"]  # fmt: skip
+             f"{r['deliveries']} deliveries, {r['notifications']} notifications) in {r['batches']} batch(es)"]  # fmt: skip
     if r["kept"]:
         lines.append("kept, though old enough: " + ", ".join(f"{n} ({rule.replace('_', ' ')})" for rule, n in sorted(r["kept"].items())))
     if not r["dry_run"] and r["bytes_before"] is not None:

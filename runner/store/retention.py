@@ -16,15 +16,17 @@ A run is deleted only if every rule lets it go:
 5. **Open alerts.** A run an alert route started is kept while its alert is open: while the newest decision for
    the same route and dedupe key says ``firing`` and is less than ``alert_window`` seconds old (Alertmanager
    re-sends a firing alert every ``repeat_interval``, 4 h by default, and sends ``resolved`` when it ends).
+6. **Notifications still to send.** A run (tree) with a notification not delivered yet (``pending`` in the
+   outbox) is kept until the deliverer is done with it.
 
 The storm guard counts the runs a route started within its ``cooldown``, ``budget.per`` and
 ``breaker.within``; a run that finished less than ``older_than`` ago is never deleted, so ``older_than`` longer
 than those windows keeps everything the guard counts (``runbook serve`` refuses a ``retention.older_than``
 shorter than its routes' windows).
 
-Alert decisions go with the runs they started; a decision about no run, or about a run that is gone, goes
-once it is older than both ``older_than`` and ``alert_window``; a delivery goes once none of its decisions is
-left.
+Alert decisions and notifications go with the runs they are about; a decision about no run, and a sent (or
+given-up) notification about no run, go once older than both ``older_than`` and ``alert_window``; a delivery
+goes once none of its decisions is left.
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ class PruneReport:
     events: int = 0
     decisions: int = 0
     deliveries: int = 0
+    notifications: int = 0
     kept: dict[str, int] = field(default_factory=dict)
     """Old enough finished top-level runs kept, by rule: ``active_descendant``, ``keep_last``,
-    ``idempotency_window``, ``alert_open``."""
+    ``idempotency_window``, ``alert_open``, ``notification_pending``."""
     batches: int = 0
     stopped: bool = False
     """Stopped early (``should_stop``); the next prune continues."""
@@ -112,7 +115,7 @@ class PruneReport:
 
     def add(self, other: PruneReport) -> None:
         """Add the counts of ``other`` (another batch)."""
-        for name in ("runs", "steps", "events", "decisions", "deliveries", "batches"):
+        for name in ("runs", "steps", "events", "decisions", "deliveries", "notifications", "batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for rule, n in other.kept.items():
             self.kept[rule] = self.kept.get(rule, 0) + n
