@@ -619,7 +619,7 @@ def _journal(store: Store) -> tuple[dict[str, str], float]:
 
 
 GONE = {"old succeeded", "old failed", "old cancelled", "old parent of old children", "old child", "old grandchild",
-        "old alert run, alert resolved", "old, notification sent"}  # fmt: skip
+        "old alert run, alert resolved", "old, notification sent", "old, notification not sent yet"}  # fmt: skip
 
 
 def test_prune_deletes_exactly_what_the_rules_let_go(store: Store) -> None:
@@ -640,9 +640,10 @@ def test_prune_deletes_exactly_what_the_rules_let_go(store: Store) -> None:
             assert store.get_run(rid).id == rid and len(store.events(rid)) == events_before[name], f"{name} was kept"
     assert report.runs == len(GONE) and (dry.runs, dry.events, dry.steps) == (report.runs, report.events, report.steps)
     assert report.events == sum(events_before[n] for n in GONE) and report.steps == 2 * len(GONE)
-    assert report.kept == {"active_descendant": 1, "idempotency_window": 1, "alert_open": 1, "notification_pending": 1}
+    assert report.kept == {"active_descendant": 1, "idempotency_window": 1, "alert_open": 1}
     assert report.notifications == 1 == dry.notifications, "a sent notification goes with its run"
-    assert [n.state for n in store.list_notifications(limit=100)] == ["pending"], "one still to send keeps its run"
+    left = store.list_notifications(limit=100)
+    assert [(n.run_id, n.state) for n in left] == [(runs["old, notification not sent yet"], "pending")], "one still to send stays"
     assert [d.decision for d in store.list_decisions(route="r")] == ["deduped", "started"], "decisions about pruned runs go"
     assert report.decisions == 2 == dry.decisions and report.deliveries == 0, "each delivery still has a decision"
     assert [d.decision for d in store.list_decisions(delivery_id="d-none")] == ["no_route"], "younger than the alert window"
@@ -657,7 +658,7 @@ def test_prune_later_lets_closed_alerts_keys_and_their_decisions_go(store: Store
     report = store.prune(PruneRules(older_than=5 * DAY, idempotency_window=DAY, alert_window=DAY, now=later))
     left = {name for name, rid in runs.items() if store.find_run_ids(rid)}
     assert "old with a key inside its window" not in left and "old alert run, alert still firing" not in left
-    assert report.kept == {"active_descendant": 1, "notification_pending": 1}
+    assert report.kept == {"active_descendant": 1}
     assert store.list_decisions(limit=100) == [], "decisions about no run, older than the windows, go"
     assert report.decisions == 5 and report.deliveries == 3
 

@@ -42,8 +42,8 @@ def _chunks(ids: Sequence[str], size: int = 1000) -> Iterable[list[str]]:
 class _Planner:
     """Decides, run by run, what the rules let go (reads only)."""
 
-    def __init__(self, conn: Conn, rules: PruneRules, report: PruneReport, outbox: bool) -> None:
-        self.conn, self.rules, self.report, self.outbox = conn, rules, report, outbox
+    def __init__(self, conn: Conn, rules: PruneRules, report: PruneReport) -> None:
+        self.conn, self.rules, self.report = conn, rules, report
         self.states = sorted(str(s) for s in rules.states)
         self._newest: dict[str, set[str]] = {}
 
@@ -55,14 +55,10 @@ class _Planner:
         rule = self._kept_by(row)
         if rule is None:
             tree = self.conn.execute(_TREE, (row["id"],)).fetchall()
-            ids = [r["id"] for r in tree]
             if any(r["state"] in _ACTIVE for r in tree):
                 rule = "active_descendant"
-            elif self.outbox and self.conn.execute("SELECT 1 FROM notifications WHERE run_id = ANY(%s) AND state = 'pending' LIMIT 1",
-                                                   (ids,)).fetchone():  # fmt: skip
-                rule = "notification_pending"
             else:
-                return ids
+                return [r["id"] for r in tree]
         self.report.keep(rule)
         return None
 
@@ -118,8 +114,8 @@ def _delete_trees(cur: Cursor, trees: list[list[str]], dry_run: bool, outbox: bo
                                            (every, _FINISHED)).fetchall()}  # fmt: skip
     ids = [i for tree in trees if not active.intersection(tree) for i in tree]
     for chunk in _chunks(ids):
-        if outbox:
-            report.notifications += _apply(cur, dry_run, "notifications", "run_id = ANY(%s)", (chunk,))
+        if outbox:  # one still to send stays: its deliverer needs no run (the next prune takes it once sent)
+            report.notifications += _apply(cur, dry_run, "notifications", "run_id = ANY(%s) AND state <> 'pending'", (chunk,))
         report.events += _apply(cur, dry_run, "events", "run_id = ANY(%s)", (chunk,))
         report.steps += _apply(cur, dry_run, "steps", "run_id = ANY(%s)", (chunk,))
         _apply(cur, dry_run, "locks", "run_id = ANY(%s)", (chunk,))
@@ -141,7 +137,7 @@ def _runs(store: PostgresStore, rules: PruneRules, report: PruneReport, batch: i
             if not rows:
                 return
             last = rows[-1]["id"]
-            planner = _Planner(conn, rules, report, outbox)
+            planner = _Planner(conn, rules, report)
             trees = [t for t in map(planner.tree, rows) if t]
         if trees:
             with store._tx("pruning runs") as cur:

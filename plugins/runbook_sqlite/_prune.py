@@ -51,7 +51,9 @@ class _Planner:
     """Decides, run by run, what the rules let go (reads only)."""
 
     def __init__(self, conn: sqlite3.Connection, rules: PruneRules, report: PruneReport, alerts: bool, outbox: bool) -> None:
-        self.conn, self.rules, self.report, self.alerts, self.outbox = conn, rules, report, alerts, outbox
+        self.conn, self.rules, self.report, self.alerts = conn, rules, report, alerts
+        self.outbox = outbox
+        """The journal has the notifications outbox."""
         self.states = {str(s) for s in rules.states}
         self._newest: dict[str, set[str]] = {}
 
@@ -65,14 +67,10 @@ class _Planner:
         rule = self._kept_by(run_id, runbook, created_at, key)
         if rule is None:
             tree = self.conn.execute(_TREE, (run_id,)).fetchall()
-            ids = [i for i, _ in tree]
             if any(s in _ACTIVE for _, s in tree):
                 rule = "active_descendant"
-            elif self.outbox and self.conn.execute(f"SELECT 1 FROM notifications WHERE run_id IN ({_marks(len(ids))}) AND state = 'pending'"
-                                                   " LIMIT 1", ids).fetchone():  # fmt: skip
-                rule = "notification_pending"
             else:
-                return ids
+                return [i for i, _ in tree]
         self.report.keep(rule)
         return None
 
@@ -124,8 +122,8 @@ def _delete_trees(c: sqlite3.Connection, trees: list[list[str]], planner: _Plann
     ids = [i for tree in trees if not active.intersection(tree) for i in tree]
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
-        if planner.outbox:
-            report.notifications += _apply(c, dry_run, "notifications", f"run_id IN ({marks})", chunk)
+        if planner.outbox:  # one still to send stays: its deliverer needs no run (the next prune takes it once sent)
+            report.notifications += _apply(c, dry_run, "notifications", f"run_id IN ({marks}) AND state != 'pending'", chunk)
         report.events += _apply(c, dry_run, "events", f"run_id IN ({marks})", chunk)
         report.steps += _apply(c, dry_run, "steps", f"run_id IN ({marks})", chunk)
         _apply(c, dry_run, "run_specs", f"run_id IN ({marks})", chunk)

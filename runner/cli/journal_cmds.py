@@ -88,8 +88,7 @@ def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_
 
     Never deleted: active runs (queued, running, paused, waiting, interrupted), the parents of active runs and
     the sub-runbook runs of kept ones, the newest --keep-last runs of each runbook, runs whose idempotency key is
-    inside its window, runs of alerts that are still firing, and runs with a notification still to send.
-    See docs/durability.md, "Retention".
+    inside its window, and runs of alerts that are still firing. See docs/durability.md, "Retention".
     """
     from runner.store.records import RunState
     from runner.store.retention import FINISHED_STATES, PruneRules

@@ -16,17 +16,16 @@ A run is deleted only if every rule lets it go:
 5. **Open alerts.** A run an alert route started is kept while its alert is open: while the newest decision for
    the same route and dedupe key says ``firing`` and is less than ``alert_window`` seconds old (Alertmanager
    re-sends a firing alert every ``repeat_interval``, 4 h by default, and sends ``resolved`` when it ends).
-6. **Notifications still to send.** A run (tree) with a notification not delivered yet (``pending`` in the
-   outbox) is kept until the deliverer is done with it.
 
 The storm guard counts the runs a route started within its ``cooldown``, ``budget.per`` and
 ``breaker.within``; a run that finished less than ``older_than`` ago is never deleted, so ``older_than`` longer
 than those windows keeps everything the guard counts (``runbook serve`` refuses a ``retention.older_than``
 shorter than its routes' windows).
 
-Alert decisions and notifications go with the runs they are about; a decision about no run, and a sent (or
-given-up) notification about no run, go once older than both ``older_than`` and ``alert_window``; a delivery
-goes once none of its decisions is left.
+Alert decisions and sent notifications go with the runs they are about (a notification still to send stays: it
+holds what its message needs, and its deliverer copes with a run that is gone); a decision about no run, and a
+sent (or given-up) notification about no run, go once older than both ``older_than`` and ``alert_window``; a
+delivery goes once none of its decisions is left.
 """
 
 from __future__ import annotations
@@ -98,7 +97,7 @@ class PruneReport:
     notifications: int = 0
     kept: dict[str, int] = field(default_factory=dict)
     """Old enough finished top-level runs kept, by rule: ``active_descendant``, ``keep_last``,
-    ``idempotency_window``, ``alert_open``, ``notification_pending``."""
+    ``idempotency_window``, ``alert_open``."""
     batches: int = 0
     stopped: bool = False
     """Stopped early (``should_stop``); the next prune continues."""
