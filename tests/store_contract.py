@@ -655,11 +655,12 @@ def test_prune_later_lets_closed_alerts_keys_and_their_decisions_go(store: Store
     from runner.store.retention import PruneRules
 
     runs, later = _journal(store)
-    report = store.prune(PruneRules(older_than=5 * DAY, idempotency_window=DAY, alert_window=DAY, now=later))
+    report = store.prune(PruneRules(older_than=5 * DAY, idempotency_window=DAY, alert_window=DAY, notification_window=DAY, now=later))
     left = {name for name, rid in runs.items() if store.find_run_ids(rid)}
     assert "old with a key inside its window" not in left and "old alert run, alert still firing" not in left
     assert report.kept == {"active_descendant": 1}
     assert store.list_decisions(limit=100) == [], "decisions about no run, older than the windows, go"
+    assert store.list_notifications(limit=100) == [] and report.notifications == 2, "also one never sent, past its window"
     assert report.decisions == 5 and report.deliveries == 3
 
 

@@ -171,16 +171,19 @@ def _decisions(store: PostgresStore, rules: PruneRules, report: PruneReport, bat
 def _notifications(store: PostgresStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool]) -> None:
     """Sent (or given up) notifications about no remaining run, once as old as decisions may get."""
     after: tuple[float, str] = (-1.0, "")
+    pending_before = min(rules.decisions_before, rules.now - rules.notification_window)
     while not stop():
         with store._read("planning a prune") as conn:
             rows = conn.execute("SELECT created_at, key FROM notifications n WHERE created_at < %s AND (created_at, key) > (%s, %s)"
-                                " AND state <> 'pending' AND (run_id IS NULL OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = n.run_id))"
-                                " ORDER BY created_at, key LIMIT %s", (rules.decisions_before, *after, batch)).fetchall()  # fmt: skip
+                                " AND (state <> 'pending' OR created_at < %s)"
+                                " AND (run_id IS NULL OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = n.run_id))"
+                                " ORDER BY created_at, key LIMIT %s", (rules.decisions_before, *after, pending_before, batch)).fetchall()  # fmt: skip
         if not rows:
             return
         after, keys = (rows[-1]["created_at"], rows[-1]["key"]), [r["key"] for r in rows]
         with store._tx("pruning notifications") as cur:
-            report.notifications += _apply(cur, report.dry_run, "notifications", "key = ANY(%s) AND state <> 'pending'", (keys,))
+            report.notifications += _apply(cur, report.dry_run, "notifications", "key = ANY(%s) AND (state <> 'pending' OR created_at < %s)",
+                                           (keys, pending_before))  # fmt: skip
 
 
 def prune(store: PostgresStore, rules: PruneRules, *, dry_run: bool, batch: int, should_stop: Callable[[], bool] | None) -> PruneReport:

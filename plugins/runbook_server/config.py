@@ -119,6 +119,7 @@ class RetentionSpec(_Model):
     keep_last: int = Field(default=0, ge=0, description="keep the newest N finished runs of each runbook")
     idempotency_window: Duration = Field(default=86400.0, description="keep runs created with an idempotency key this recently")
     alert_window: Duration = Field(default=86400.0, description="keep runs of alerts that fired this recently and are not resolved")
+    notification_window: Duration = Field(default=7 * 86400.0, description="keep a notification still to send this long")
     every: Duration = Field(default=600.0, description="time between two passes")
     batch: int = Field(default=200, ge=1, le=10000, description="runs examined per transaction")
     pause: Duration = Field(default=0.05, description="rest between two batches (other writers go first)")

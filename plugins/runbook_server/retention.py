@@ -53,7 +53,8 @@ def _pass(store: Store, spec: RetentionSpec, stopping: threading.Event) -> Prune
     from runner.store.retention import PruneRules
 
     rules = PruneRules(older_than=spec.older_than, states=frozenset(RunState(s) for s in spec.states), keep_last=spec.keep_last,
-                       idempotency_window=spec.idempotency_window, alert_window=spec.alert_window)  # fmt: skip
+                       idempotency_window=spec.idempotency_window, alert_window=spec.alert_window,
+                       notification_window=spec.notification_window)  # fmt: skip
     t0 = time.monotonic()
     report = store.prune(rules, batch=spec.batch, should_stop=lambda: stopping.wait(spec.pause), vacuum="incremental")
     if report.runs or report.decisions or report.deliveries:

@@ -201,18 +201,21 @@ def _decisions(store: SQLiteStore, rules: PruneRules, report: PruneReport, batch
 
 
 def _notifications(store: SQLiteStore, rules: PruneRules, report: PruneReport, batch: int, stop: Callable[[], bool]) -> None:
-    """Sent (or given up) notifications about no remaining run, once as old as decisions may get."""
+    """Notifications about no remaining run, once as old as decisions may get: sent ones then, ones still to send
+    once older than ``notification_window`` too (nothing delivers them any more)."""
     conn, after = store._conn(), (-1.0, "")
+    pending_before = min(rules.decisions_before, rules.now - rules.notification_window)
     while not stop():
         rows = conn.execute("SELECT created_at, key FROM notifications INDEXED BY notifications_by_time WHERE created_at < ?"
-                            " AND (created_at, key) > (?, ?) AND state != 'pending' AND (run_id IS NULL OR NOT EXISTS"
+                            " AND (created_at, key) > (?, ?) AND (state != 'pending' OR created_at < ?) AND (run_id IS NULL OR NOT EXISTS"
                             " (SELECT 1 FROM runs WHERE runs.id = notifications.run_id)) ORDER BY created_at, key LIMIT ?",
-                            (rules.decisions_before, *after, batch)).fetchall()  # fmt: skip
+                            (rules.decisions_before, *after, pending_before, batch)).fetchall()  # fmt: skip
         if not rows:
             return
         after, keys = (rows[-1][0], rows[-1][1]), [r[1] for r in rows]
         with store._tx() as c:
-            report.notifications += _apply(c, report.dry_run, "notifications", f"key IN ({_marks(len(keys))}) AND state != 'pending'", keys)
+            report.notifications += _apply(c, report.dry_run, "notifications", f"key IN ({_marks(len(keys))})"
+                                           " AND (state != 'pending' OR created_at < ?)", (*keys, pending_before))  # fmt: skip
 
 
 def _size(path: str) -> int:

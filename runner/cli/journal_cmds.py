@@ -71,6 +71,14 @@ def _size(n: int | None) -> str:
     help="Keep alert runs whose alert fired this recently and is not resolved.",
 )
 @click.option(
+    "--notification-window",
+    callback=_seconds,
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    help="A notification still to send is kept this long after its event.",
+)
+@click.option(
     "--batch",
     type=click.IntRange(1, 100_000),
     default=500,
@@ -83,7 +91,7 @@ def _size(n: int | None) -> str:
 @json_option
 @pass_state
 def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_last: int, idempotency_window: float,
-              alert_window: float, batch: int, dry_run: bool, no_vacuum: bool) -> int:  # fmt: skip
+              alert_window: float, notification_window: float, batch: int, dry_run: bool, no_vacuum: bool) -> int:  # fmt: skip
     """Delete finished runs older than --older-than, keeping what is still referenced.
 
     Never deleted: active runs (queued, running, paused, waiting, interrupted), the parents of active runs and
@@ -94,7 +102,8 @@ def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_
     from runner.store.retention import FINISHED_STATES, PruneRules
 
     rules = PruneRules(older_than=older_than, states=frozenset(RunState(s) for s in states) or FINISHED_STATES, keep_last=keep_last,
-                       idempotency_window=idempotency_window, alert_window=alert_window)  # fmt: skip
+                       idempotency_window=idempotency_window, alert_window=alert_window,
+                       notification_window=notification_window)  # fmt: skip
     report = state.store.prune(rules, dry_run=dry_run, batch=batch, vacuum="none" if no_vacuum else "auto")
     if state.json:
         from runner.cli.output import emit_json

@@ -24,8 +24,8 @@ shorter than its routes' windows).
 
 Alert decisions and sent notifications go with the runs they are about (a notification still to send stays: it
 holds what its message needs, and its deliverer copes with a run that is gone); a decision about no run, and a
-sent (or given-up) notification about no run, go once older than both ``older_than`` and ``alert_window``; a
-delivery goes once none of its decisions is left.
+sent (or given-up) notification about no run, go once older than both ``older_than`` and ``alert_window``; one
+still to send, once older than ``notification_window`` too; a delivery goes once none of its decisions is left.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ class PruneRules:
     """Keep the newest N finished top-level runs of each runbook."""
     idempotency_window: float = DAY
     alert_window: float = DAY
+    notification_window: float = 7 * DAY
+    """A notification still to send stays this long after its event (deliverers give up after
+    ``delivery.expire_after``, 24 h by default; one still pending later had no deliverer)."""
     now: float = field(default_factory=time.time)
     """The time the rules are evaluated at (fixed for one prune, so its batches agree)."""
 
@@ -66,7 +69,7 @@ class PruneRules:
                              f"{', '.join(sorted(str(s) for s in FINISHED_STATES))} can be pruned")  # fmt: skip
         if not self.states:
             raise UsageError("prune: give at least one state to prune")
-        for name in ("older_than", "idempotency_window", "alert_window"):
+        for name in ("older_than", "idempotency_window", "alert_window", "notification_window"):
             if getattr(self, name) < 0:
                 raise UsageError(f"prune: {name} must not be negative")
         if self.keep_last < 0:
