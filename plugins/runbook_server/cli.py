@@ -114,18 +114,17 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     from runbook_server.app import create_app
     from runbook_server.config import load_config, parse_listen
     from runbook_server.notifying import start_notifications
+    from runbook_server.retention import check_retention, start_retention
     from runbook_server.state import build_state, install_log_redaction
     from runbook_server.worker import WorkerPool
 
     config = load_config(config_file)
+    check_retention(config)
     address = parse_listen(listen or config.listen)
     _prime(state)
     srv = build_state(state.host, state.settings, state.store, state.catalog, config, address)
     srv.pool = WorkerPool(srv.make_engine, config.workers if workers is None else workers)
     notifier = start_notifications(state, "serve", config=config, redactor=srv.redactor, engines=srv.pool.engines)
-    from runbook_server.retention import check_retention, start_retention
-
-    check_retention(config)
     app = create_app(srv)
     sock = _bind(*address)
     server = _uvicorn_server(app, log_level, lambda _sig: _stop(srv))
