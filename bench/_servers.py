@@ -167,6 +167,8 @@ def start(system: str, root: Path, *, workers: int, history: Path | None, extra_
         journal.parent.mkdir()
         if history is not None:
             shutil.copyfile(history, journal)
+            with open(journal, "rb") as f:  # written back now: the server's first fsync would wait for the whole copy
+                os.fsync(f.fileno())
         env["RUNBOOK_CACHE_DIR"] = str(root / "cache")
         serve_workers = 0 if system == RUNBOOK_2P else workers
         cmd = [sys.executable, "-m", "runner", "serve", "--config", "server.yaml", "--listen", f"127.0.0.1:{port}",

@@ -60,6 +60,11 @@ __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("runbook.store")
 
+_MMAP = 1 << 31
+"""Bytes of the journal a long-running process reads through a memory map (SQLite caps it at its compile-time
+maximum): its many connections share the page cache of the operating system instead of each copying the
+same index pages into a small cache of its own."""
+
 
 def _typed_progress(c: sqlite3.Connection) -> None:
     """Version 2 → 3: rewrite each step row's loose ``data`` keys as its typed progress (same transaction)."""
@@ -298,6 +303,7 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA busy_timeout=30000")
                 if self._checkpointer is not None:
                     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+                    conn.execute(f"PRAGMA mmap_size={_MMAP}")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
             conn.row_factory = sqlite3.Row
@@ -408,7 +414,14 @@ class SQLiteStore(Store):
 
         By default SQLite checkpoints inside the commit that crosses 1000 pages of WAL, with an ``fsync``, while
         holding the journal's writer: on a busy server every few dozen deliveries one of them waits milliseconds.
-        A ``PASSIVE`` checkpoint on another connection runs beside writers and readers instead.
+        And under steady traffic the WAL is never *restarted*: a writer goes back to its beginning only if the
+        last checkpoint copied every frame, and some commit always lands while a checkpoint copies, so the WAL
+        grows without end (hundreds of MB in minutes; every read then searches a bigger WAL index). The
+        checkpointer thread copies what the WAL holds with a ``PASSIVE`` checkpoint every quarter second, beside
+        writers and readers; once the WAL passes 64 MiB it resets it with a ``RESTART`` checkpoint of the few
+        frames added since, which holds the writer (this process's writers wait on the in-process lock) for the
+        copy and an ``fsync``, usually a few milliseconds, and gives up after 50 ms if a reader still uses the
+        old frames (it tries again next round).
         """
         if self._checkpointer is not None or self.path == ":memory:":
             return
@@ -419,16 +432,25 @@ class SQLiteStore(Store):
             conns = list(self._all)
         for conn in conns:  # before the process's other threads start (the caller's promise): nobody else uses them
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA mmap_size={_MMAP}")
         self._checkpointer.start()
 
-    def _checkpoints(self, closed: threading.Event, every: float = 0.25, above: int = 4 << 20) -> None:
-        """Checkpoint whenever the WAL holds more than ``above`` bytes (SQLite's own threshold: 1000 pages)."""
-        wal = f"{self.path}-wal"
+    def _checkpoints(self, closed: threading.Event, every: float = 0.25, restart_at: int = 64 << 20) -> None:
+        """Checkpoint every ``every`` seconds; restart the WAL once it holds more than ``restart_at`` bytes."""
+        conn = self._conn()
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute(f"PRAGMA journal_size_limit={restart_at}")  # a restarted WAL file is cut back to this
         while not closed.wait(every):
             try:
-                if os.path.getsize(wal) > above:
-                    self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except (OSError, sqlite3.Error) as exc:  # the next round tries again
+                _busy, logged, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if logged * page > restart_at:
+                    with self._writer:
+                        conn.execute("PRAGMA busy_timeout=50")
+                        try:
+                            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                        finally:
+                            conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error as exc:  # the next round tries again
                 log.debug("checkpointing %s: %s", self.path, exc)
 
     def close(self) -> None:
