@@ -18,6 +18,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 __all__ = ["WakeChannel"]
@@ -34,6 +35,8 @@ class WakeChannel:
         self._own: str | None = None
         self._sender: socket.socket | None = None
         self._lock = threading.Lock()
+        self._listed: tuple[int, list[str]] = (-1, [])
+        self._listed_at = 0.0
 
     def listen(self, on_wake: Callable[[], None]) -> None:
         """Start receiving wake-ups (once per process and journal): ``on_wake()`` runs for each."""
@@ -63,11 +66,15 @@ class WakeChannel:
     def send(self) -> None:
         """Wake the other processes' idle workers (no-op when none listens)."""
         try:
-            names = os.listdir(self.dir)
+            stamp, now = os.stat(self.dir).st_mtime_ns, time.monotonic()
+            # a listing when the directory changed (a listener came or went) or a second passed (a change within the
+            # file system's timestamp granularity): a stat, not a listing, per send
+            if stamp != self._listed[0] or now - self._listed_at > 1.0:
+                self._listed, self._listed_at = (stamp, os.listdir(self.dir)), now
         except FileNotFoundError:
             return
         own = os.path.basename(self._own) if self._own else None
-        targets = [n for n in names if n != own]
+        targets = [n for n in self._listed[1] if n != own]
         if not targets:
             return
         with self._lock:
