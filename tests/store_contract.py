@@ -438,4 +438,278 @@ def test_concurrent_notification_claimers_never_share_one(store: Store) -> None:
     assert [r.key for r in page1 + page2] == [r.key for r in store.list_notifications(limit=30)], "newest first, paged by created_at"
 
 
+# ---------------------------------------------------------------------- the live-work queue (issue 19)
+
+
+def _settle(store: Store, run_id: str, holder: Holder = OTHER, **cols: Any) -> None:
+    """Give the run the columns ``cols`` under a lease of ``holder`` and release it."""
+    lease = store.acquire(run_id, holder, 30, force=True, is_alive=alive)
+    store.commit(lease, run=cols)
+    store.release(lease)
+
+
+def test_claimable_runs_are_exactly_the_live_work(store: Store) -> None:
+    """Every kind of run, and whether a claim may take it (the rule the live-work index encodes)."""
+    now = time.time()
+    cases: dict[str, tuple[dict[str, Any], bool]] = {
+        "queued": ({}, True),
+        "queued, pause requested": ({"pause_requested": True}, False),
+        "waiting, due": ({"state": RunState.WAITING, "wake_at": now - 1}, True),
+        "waiting, not due": ({"state": RunState.WAITING, "wake_at": now + 3600}, False),
+        "waiting for a decision": ({"state": RunState.WAITING, "wake_at": None}, False),
+        "waiting, due, pause requested": ({"state": RunState.WAITING, "wake_at": now - 1, "pause_requested": True}, False),
+        "waiting, cancel requested": ({"state": RunState.WAITING, "wake_at": None, "cancel_requested": True}, True),
+        "paused": ({"state": RunState.PAUSED}, False),
+        "paused, cancel requested": ({"state": RunState.PAUSED, "cancel_requested": True}, True),
+        "interrupted": ({"state": RunState.INTERRUPTED}, False),
+        "interrupted, cancel requested": ({"state": RunState.INTERRUPTED, "cancel_requested": True}, True),
+        "running, nobody holds it": ({"state": RunState.RUNNING}, True),
+        "succeeded": ({"state": RunState.SUCCEEDED, "finished_at": now}, False),
+        "failed": ({"state": RunState.FAILED, "finished_at": now}, False),
+        "cancelled": ({"state": RunState.CANCELLED, "finished_at": now}, False),
+    }
+    ids = {}
+    for name, (cols, _) in cases.items():
+        run, _ = store.create_run(new_run(runbook=name.replace(" ", "-").replace(",", "")))
+        if cols:
+            _settle(store, run.id, **cols)
+        ids[run.id] = name
+    parent = next(i for i, n in ids.items() if n == "succeeded")
+    store.create_run(new_run(parent_run_id=parent, parent_step_id="a"))  # a queued sub-runbook run: its parent drives it
+    claimed = [ids.get(lease.run_id, "sub-runbook run") for lease in store.claim(ME, 30, is_alive=alive, limit=100)]
+    assert sorted(claimed) == sorted(name for name, (_, claimable) in cases.items() if claimable)
+    assert store.claim(ME, 30, is_alive=alive, limit=100) == [], "claimed runs are held until their lease ends"
+
+
+def test_claims_take_the_oldest_ready_run_first_and_skip_a_held_lock(store: Store) -> None:
+    first, _ = store.create_run(new_run(lock_key="host:a"))
+    _settle(store, first.id, state=RunState.FAILED, finished_at=time.time())  # a failed run gives its lock key up
+    second, _ = store.create_run(new_run(lock_key="host:a"))  # ... which a new run takes
+    lease = store.acquire(first.id, OTHER, 30, force=False, is_alive=alive, take_lock=False)
+    store.commit(lease, run={"state": RunState.QUEUED})  # a retry queued while the other run holds the key
+    store.release(lease)
+    third, _ = store.create_run(new_run())
+    assert [lease.run_id for lease in store.claim(ME, 30, is_alive=alive)] == [second.id], "the oldest run whose lock is free"
+    assert [lease.run_id for lease in store.claim(ME, 30, is_alive=alive, limit=5)] == [third.id], "the locked run is skipped"
+
+
+def test_a_claim_reports_why_it_took_a_run_over(store: Store) -> None:
+    run, _ = store.create_run(new_run())
+    lease = store.acquire(run.id, OTHER, 0.05, force=False, is_alive=alive)
+    store.commit(lease, run={"state": RunState.RUNNING})
+    time.sleep(0.1)
+    [taken] = store.claim(ME, 30, is_alive=alive)
+    assert taken.previous == OTHER and "expired" in (taken.took_over or "") and taken.previous_state == RunState.RUNNING
+    assert taken.fence == lease.fence + 1
+    with pytest.raises(LeaseLost):
+        store.commit(lease, events=[NewEvent("late")])
+
+
+def _requires(store: Store, feature: str) -> None:
+    """Mark the test an expected failure for a store that does not implement ``feature`` yet (it is optional)."""
+    if feature == "batch" and type(store).batch is Store.batch:
+        pytest.xfail(f"{type(store).__name__} commits each call on its own (Store.batch not implemented)")
+    if feature == "signal" and not type(store).signals_work:
+        pytest.xfail(f"{type(store).__name__} does not signal Store.work (its workers poll)")
+
+
+def test_work_signal_wakes_idle_workers(store: Store) -> None:
+    """Writes that leave a run claimable signal ``store.work``; a waiting worker wakes; other writes do not signal."""
+    _requires(store, "signal")
+    signal = store.work
+    assert store.work is signal, "one signal per store object"
+    seen = signal.generation()
+    waiting, _ = store.create_run(new_run())
+    assert signal.generation() != seen, "a queued run signals"
+    seen = signal.generation()
+    store.create_run(new_run(holder=ME, lease_ttl=30))
+    store.create_run(new_run(parent_run_id=waiting.id, parent_step_id="a"))
+    assert signal.generation() == seen, "a run created for its executor, or a sub-runbook run, is nobody else's work"
+    lease = store.acquire(waiting.id, ME, 30, force=False, is_alive=alive)
+    store.commit(lease, run={"state": RunState.WAITING, "wake_at": None})
+    store.release(lease)
+    assert signal.generation() == seen, "a run waiting for a decision is not work"
+    store.request(waiting.id, "approve", actor="alice", reason="ok", data={"step_id": "a"})
+    assert signal.generation() != seen, "a decision wakes the waiting run for workers"
+    lease = store.acquire(waiting.id, ME, 30, force=False, is_alive=alive)
+    store.commit(lease, run={"state": RunState.QUEUED})
+    seen = signal.generation()
+    store.release(lease)
+    assert signal.generation() != seen, "a run released in a claimable state signals"
+    woken: list[bool] = []
+    mark = signal.generation()
+    waiter = threading.Thread(target=lambda: woken.append(signal.wait(mark, timeout=60)))
+    waiter.start()
+    store.create_run(new_run())
+    waiter.join(timeout=60)
+    assert woken == [True], "a worker sleeping on the signal is woken by a run queued in another thread"
+    assert signal.wait(signal.generation(), timeout=0.01) is False, "nothing new: the wait times out"
+
+
+# ---------------------------------------------------------------------- batches (issue 19)
+
+
+def test_a_batch_commits_together_and_sees_its_own_writes(store: Store) -> None:
+    from runner.alerts import NewDecision
+
+    _requires(store, "batch")
+    seen_elsewhere: list[int] = []
+    with store.batch():
+        store.begin_delivery("b1", "alertmanager", "sha")
+        run, created = store.create_run(new_run(idempotency_key="batch-key"))
+        assert created and store.get_run(run.id).state == RunState.QUEUED, "reads inside a batch see its writes"
+        assert store.create_run(new_run(idempotency_key="batch-key"))[0].id == run.id
+        store.record_decisions([NewDecision("b1", 0, "alertmanager", "started", route="r", dedupe_key="k", run_id=run.id)])
+        store.finish_delivery("b1", {"ok": True})
+        other = threading.Thread(target=lambda: seen_elsewhere.append(len(store.find_run_ids(run.id))))
+        other.start()
+        other.join(timeout=60)
+    assert seen_elsewhere == [0], "another thread does not see a batch before it commits"
+    assert store.get_run(run.id).id == run.id and store.begin_delivery("b1", "alertmanager", "sha").result == {"ok": True}
+    assert [d.run_id for d in store.list_decisions(delivery_id="b1")] == [run.id]
+
+
+def test_a_failed_batch_leaves_nothing_and_a_failed_call_inside_only_undoes_itself(store: Store) -> None:
+    _requires(store, "batch")
+    holder, _ = store.create_run(new_run(lock_key="host:x"))
+    with pytest.raises(RuntimeError), store.batch():
+        store.create_run(new_run(idempotency_key="gone"))
+        store.begin_delivery("b2", "alertmanager", "sha")
+        raise RuntimeError("the delivery failed half-way")
+    assert store.list_runs(limit=10) == [store.get_run(holder.id)], "nothing of the failed batch is left"
+    assert store.begin_delivery("b2", "alertmanager", "sha").seen == 1, "the delivery was not recorded before"
+    with store.batch():
+        with pytest.raises(LockHeld):
+            store.create_run(new_run(lock_key="host:x"))
+        kept, _ = store.create_run(new_run(idempotency_key="kept"))
+    assert {r.id for r in store.list_runs(limit=10)} == {holder.id, kept.id}, "the refused create left nothing; the rest committed"
+
+
+# ---------------------------------------------------------------------- retention (issue 19)
+
+DAY = 86400.0
+
+
+def _finish(store: Store, run_id: str, state: RunState, finished_at: float) -> None:
+    _settle(store, run_id, state=state, finished_at=finished_at)
+
+
+def _journal(store: Store) -> tuple[dict[str, str], float]:
+    """One run of every kind retention must tell apart, created now; returns ``{name: run_id}`` and now."""
+    from runner.alerts import NewDecision
+
+    now = time.time()
+    old, recent = now, now + 9 * DAY  # judged at now + 10 days: "old" finished 10 days before, "recent" 1 day before
+    runs: dict[str, str] = {}
+
+    def add(name: str, state: RunState | None = None, finished: float = old, **kw: Any) -> str:
+        run, _ = store.create_run(new_run(runbook=kw.pop("runbook", "rb"), **kw))
+        if state is not None:
+            _finish(store, run.id, state, finished) if state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED) else \
+                _settle(store, run.id, state=state, wake_at=None)  # fmt: skip
+        runs[name] = run.id
+        return run.id
+
+    add("old succeeded", RunState.SUCCEEDED)
+    add("old failed", RunState.FAILED)
+    add("old cancelled", RunState.CANCELLED)
+    add("recent succeeded", RunState.SUCCEEDED, recent)
+    for name in ("old, notification not sent yet", "old, notification sent"):  # the outbox row comes with the event
+        rid = add(name)
+        lease = store.acquire(rid, OTHER, 30, force=True, is_alive=alive)
+        store.commit(lease, events=[NewEvent("run.succeeded")], run={"state": RunState.SUCCEEDED, "finished_at": old})
+        store.release(lease)
+    [sent] = store.claim_notifications("deliverer", 30, run_ids=[runs["old, notification sent"]])
+    assert store.update_notification(sent.key, sent.claim, channels={}, state="delivered", attempts=1)
+    add("queued")
+    add("waiting", RunState.WAITING)
+    add("paused", RunState.PAUSED)
+    add("interrupted", RunState.INTERRUPTED)
+    running = add("running")
+    store.commit(store.acquire(running, OTHER, 30, force=False, is_alive=alive), run={"state": RunState.RUNNING})
+    parent = add("old parent of an active child", RunState.SUCCEEDED)
+    add("active child", parent_run_id=parent, parent_step_id="a")
+    parent = add("old parent of old children", RunState.SUCCEEDED)
+    child = add("old child", RunState.SUCCEEDED, parent_run_id=parent, parent_step_id="a")
+    add("old grandchild", RunState.FAILED, parent_run_id=child, parent_step_id="a")
+    parent = add("recent parent", RunState.SUCCEEDED, recent)
+    add("old child of a recent parent", RunState.SUCCEEDED, parent_run_id=parent, parent_step_id="a")
+    add("old with a key inside its window", RunState.SUCCEEDED, idempotency_key="api:k1")
+    firing = add("old alert run, alert still firing", RunState.SUCCEEDED)
+    resolved = add("old alert run, alert resolved", RunState.SUCCEEDED)
+    store.begin_delivery("d-fire", "alertmanager", "sha")
+    store.record_decisions([NewDecision("d-fire", 0, "alertmanager", "started", route="r", dedupe_key="k-fire", status="firing", run_id=firing),
+                            NewDecision("d-fire", 1, "alertmanager", "started", route="r", dedupe_key="k-res", status="firing", run_id=resolved)])  # fmt: skip
+    store.begin_delivery("d-later", "alertmanager", "sha")
+    store.record_decisions([NewDecision("d-later", 0, "alertmanager", "deduped", route="r", dedupe_key="k-fire", status="firing", run_id=firing),
+                            NewDecision("d-later", 1, "alertmanager", "resolved", route="r", dedupe_key="k-res", status="resolved", run_id=resolved)])  # fmt: skip
+    store.begin_delivery("d-none", "alertmanager", "sha")
+    store.record_decisions([NewDecision("d-none", 0, "alertmanager", "no_route", reason="nothing matched")])
+    return runs, now + 10 * DAY
+
+
+GONE = {"old succeeded", "old failed", "old cancelled", "old parent of old children", "old child", "old grandchild",
+        "old alert run, alert resolved", "old, notification sent", "old, notification not sent yet"}  # fmt: skip
+
+
+def test_prune_deletes_exactly_what_the_rules_let_go(store: Store) -> None:
+    from runner.store.retention import PruneRules
+
+    runs, later = _journal(store)
+    rules = PruneRules(older_than=5 * DAY, idempotency_window=20 * DAY, alert_window=11 * DAY, now=later)
+    events_before = {name: len(store.events(rid)) for name, rid in runs.items()}
+    dry = store.prune(rules, dry_run=True)
+    assert all(store.get_run(rid) for rid in runs.values()), "a dry run deletes nothing"
+    report = store.prune(rules)
+    for name, rid in runs.items():
+        if name in GONE:
+            with pytest.raises(RunNotFound):
+                store.get_run(rid)
+            assert store.events(rid) == [] and store.get_steps(rid) == [], name
+        else:
+            assert store.get_run(rid).id == rid and len(store.events(rid)) == events_before[name], f"{name} was kept"
+    assert report.runs == len(GONE) and (dry.runs, dry.events, dry.steps) == (report.runs, report.events, report.steps)
+    assert report.events == sum(events_before[n] for n in GONE) and report.steps == 2 * len(GONE)
+    assert report.kept == {"active_descendant": 1, "idempotency_window": 1, "alert_open": 1}
+    assert report.notifications == 1 == dry.notifications, "a sent notification goes with its run"
+    left = store.list_notifications(limit=100)
+    assert [(n.run_id, n.state) for n in left] == [(runs["old, notification not sent yet"], "pending")], "one still to send stays"
+    assert [d.decision for d in store.list_decisions(route="r")] == ["deduped", "started"], "decisions about pruned runs go"
+    assert report.decisions == 2 == dry.decisions and report.deliveries == 0, "each delivery still has a decision"
+    assert [d.decision for d in store.list_decisions(delivery_id="d-none")] == ["no_route"], "younger than the alert window"
+    again = store.prune(rules)
+    assert (again.runs, again.decisions) == (0, 0), "a second prune finds nothing more"
+
+
+def test_prune_later_lets_closed_alerts_keys_and_their_decisions_go(store: Store) -> None:
+    from runner.store.retention import PruneRules
+
+    runs, later = _journal(store)
+    report = store.prune(PruneRules(older_than=5 * DAY, idempotency_window=DAY, alert_window=DAY, notification_window=DAY, now=later))
+    left = {name for name, rid in runs.items() if store.find_run_ids(rid)}
+    assert "old with a key inside its window" not in left and "old alert run, alert still firing" not in left
+    assert report.kept == {"active_descendant": 1}
+    assert store.list_decisions(limit=100) == [], "decisions about no run, older than the windows, go"
+    assert store.list_notifications(limit=100) == [] and report.notifications == 2, "also one never sent, past its window"
+    assert report.decisions == 5 and report.deliveries == 3
+
+
+def test_prune_keeps_the_newest_runs_of_each_runbook_and_only_the_states_asked(store: Store) -> None:
+    from runner.store.records import RunState as S
+    from runner.store.retention import PruneRules
+
+    now = time.time()
+    ids = []
+    for runbook in "aaaab":
+        ids.append(store.create_run(new_run(runbook=runbook))[0].id)
+        time.sleep(0.002)  # "newest" is by run id: creation time to the millisecond
+    for rid, state in zip(ids, [S.SUCCEEDED, S.FAILED, S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED], strict=True):
+        _finish(store, rid, state, now)
+    report = store.prune(PruneRules(older_than=DAY, keep_last=2, states=frozenset({S.SUCCEEDED}), now=now + 2 * DAY))
+    assert {r.id for r in store.list_runs(limit=10)} == {ids[1], ids[2], ids[3], ids[4]}, "failed kept; newest 2 of a, 1 of b"
+    assert report.runs == 1 and report.kept == {"keep_last": 3}
+    with pytest.raises(Exception, match="not finished states"):
+        PruneRules(older_than=DAY, states=frozenset({S.RUNNING}))
+
+
 __all__ = [name for name in dir() if name.startswith("test_")] + ["new_run"]

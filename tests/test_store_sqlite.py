@@ -176,3 +176,203 @@ def test_a_journal_from_before_the_snapshot_table_is_upgraded(tmp_path: Path) ->
     assert store.get_spec(run.id) == {"name": "rb", "steps": []}
     assert store.get_run(run.id).step_hashes == {"a": "1", "b": "2"}
     store.close()
+
+
+# ---------------------------------------------------------------------- the live-work queue and retention (issue 19)
+
+
+def test_finished_runs_never_enter_the_live_work_index(tmp_path: Path) -> None:
+    """Claims read an index holding only live work: history adds nothing to what a claim looks at."""
+    import time
+
+    from runbook_sqlite import _queue
+
+    from runner.store.records import RunState
+    from tests.store_contract import OTHER, alive, new_run
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/j.db")
+    for i in range(200):
+        run, _ = store.create_run(new_run())
+        lease = store.acquire(run.id, OTHER, 30, force=False, is_alive=alive)
+        store.commit(lease, run={"state": RunState.SUCCEEDED if i % 2 else RunState.FAILED, "finished_at": time.time()})
+        store.release(lease)
+    live = [store.create_run(new_run())[0].id for _ in range(3)]
+    conn = store._conn()
+    in_index = conn.execute("SELECT id FROM runs INDEXED BY runs_ready WHERE ready_at IS NOT NULL").fetchall()
+    assert sorted(r[0] for r in in_index) == sorted(live)
+    for query, args in ((_queue.CLAIM_CANDIDATES, (time.time(), 9)), (_queue.READY_PROBE, (time.time(),))):
+        plan = " ".join(str(tuple(r)) for r in conn.execute(f"EXPLAIN QUERY PLAN {query}", args))
+        assert "USING INDEX runs_ready" in plan and "TEMP B-TREE" not in plan, plan
+    plan = " ".join(str(tuple(r)) for r in conn.execute(f"EXPLAIN QUERY PLAN {_queue.RUNNING_HELD}", (time.time(),)))
+    assert "USING INDEX runs_running" in plan, plan
+    store.close()
+
+
+def test_an_older_journal_gets_the_live_work_index_in_place(tmp_path: Path) -> None:
+    """A journal written before the index (same user_version) gets the column and indexes when opened."""
+    import sqlite3
+
+    from tests.store_contract import ME, alive, new_run
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    store = SQLiteStore(url)
+    queued = [store.create_run(new_run())[0].id for _ in range(3)]
+    store.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:  # back to the earlier layout
+        for index in ("runs_ready", "runs_running", "locks_by_run"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("ALTER TABLE runs DROP COLUMN ready_at")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    store = SQLiteStore(url)
+    conn = store._conn()
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"runs_ready", "runs_running", "locks_by_run"} <= names
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == version, "the step is additive: the format version is not bumped"
+    assert [lease.run_id for lease in store.claim(ME, 30, is_alive=alive, limit=5)] == queued
+    store.close()
+
+
+def test_threads_wait_for_the_writer_in_process_not_in_sqlites_busy_handler(tmp_path: Path) -> None:
+    """With SQLite's busy timeout at 0, concurrent writers of one process would fail with "database is locked";
+    they queue on the store's in-process lock instead."""
+    import threading
+
+    from tests.store_contract import new_run
+
+    class NoBusyWait(SQLiteStore):
+        def _conn(self):  # type: ignore[no-untyped-def]
+            conn = super()._conn()
+            conn.execute("PRAGMA busy_timeout=0")
+            return conn
+
+    store = NoBusyWait(f"sqlite:///{tmp_path}/j.db")
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(30):
+                run, _ = store.create_run(new_run())
+                with store.batch():
+                    store.begin_delivery(f"d-{run.id}", "test", "sha")
+                    store.request(run.id, "pause", actor="t", reason="")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(store.list_runs(limit=1000)) == 240
+    store.close()
+
+
+def _fill(store: SQLiteStore, n: int, *, finished: bool = True) -> list[str]:
+    import time
+
+    from runner.store.records import NewEvent, RunState
+    from tests.store_contract import OTHER, alive, new_run
+
+    ids = []
+    for _ in range(n):
+        run, _ = store.create_run(new_run(params={"blob": "x" * 4000}))
+        if finished:
+            lease = store.acquire(run.id, OTHER, 30, force=False, is_alive=alive)
+            store.commit(lease, events=[NewEvent("step.finished", step_id="a", data={"out": "y" * 2000})],
+                         run={"state": RunState.SUCCEEDED, "finished_at": time.time()})  # fmt: skip
+            store.release(lease)
+        ids.append(run.id)
+    return ids
+
+
+def test_prune_gives_the_space_back_on_a_new_journal(tmp_path: Path) -> None:
+    import time
+
+    from runner.store.retention import PruneRules
+
+    path = tmp_path / "j.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    assert store._conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 2, "new journals are created with incremental vacuum"
+    _fill(store, 400)
+    live = _fill(store, 5, finished=False)
+    store._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = os.path.getsize(path)
+    report = store.prune(PruneRules(older_than=60, now=time.time() + 3600))
+    assert report.runs == 400 and report.vacuum == "incremental"
+    assert os.path.getsize(path) < before / 4, (before, os.path.getsize(path))
+    assert report.bytes_after is not None and report.bytes_before is not None and report.bytes_after < report.bytes_before
+    assert {r.id for r in store.list_runs(limit=100)} == set(live)
+    store.close()
+
+
+def test_prune_switches_an_older_journal_to_incremental_vacuum_once(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    from runner.store.retention import PruneRules
+
+    path = tmp_path / "j.db"
+    with sqlite3.connect(path) as conn:  # a journal created before incremental vacuum: auto_vacuum=NONE
+        conn.execute("CREATE TABLE early (x)")
+    store = SQLiteStore(f"sqlite:///{path}")
+    assert store._conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    _fill(store, 300)
+    store._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = os.path.getsize(path)
+    dry = store.prune(PruneRules(older_than=60, now=time.time() + 3600), dry_run=True)
+    assert dry.runs == 300 and dry.vacuum == "none" and os.path.getsize(path) == before
+    report = store.prune(PruneRules(older_than=60, now=time.time() + 3600))
+    assert report.vacuum == "full" and store._conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert os.path.getsize(path) < before / 4
+    store.close()
+
+
+def test_writes_of_another_process_wake_idle_workers(tmp_path: Path) -> None:
+    """Two store objects on one journal stand for two processes: a run queued through one wakes a worker waiting
+    on the other at once (not at its next poll); a listener that is gone is forgotten by the next sender."""
+    import threading
+
+    from harness.procs import wait_for
+
+    from tests.store_contract import new_run
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    server, worker = SQLiteStore(url), SQLiteStore(url)
+    stale = tmp_path / ".j.db.wake" / "999999-deadbeef"
+    woken: list[bool] = []
+    seen = worker.work.generation()
+    waiter = threading.Thread(target=lambda: woken.append(worker.work.wait(seen, timeout=60)))
+    waiter.start()
+    wake_dir = tmp_path / ".j.db.wake"
+    wait_for(lambda: wake_dir.exists() and any(wake_dir.iterdir()), 30, "the worker to listen (its first wait starts it)")
+    stale.touch()
+    server.create_run(new_run())
+    waiter.join(timeout=60)
+    assert woken == [True], "the other process's worker woke"
+    assert not stale.exists(), "a marker nobody listens behind is removed"
+    worker.close()
+    assert list((tmp_path / ".j.db.wake").iterdir()) == [], "a closed store leaves no marker"
+    server.close()
+
+
+def test_a_long_running_process_checkpoints_on_a_thread_of_its_own(tmp_path: Path) -> None:
+    """After ``long_running()`` no commit checkpoints (``wal_autocheckpoint=0``); the checkpointer thread copies the
+    WAL into the journal instead, so the WAL does not grow without end."""
+    import threading
+
+    from harness.procs import wait_for
+
+    from tests.store_contract import new_run
+
+    path = tmp_path / "j.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    store.long_running()
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    writer = threading.Thread(target=lambda: [store.create_run(new_run(params={"blob": "x" * 20000})) for _ in range(600)])
+    writer.start()
+    writer.join(timeout=120)
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wait_for(lambda: os.path.getsize(path) > 8 << 20, 60, "the checkpointer to copy the WAL into the journal")
+    assert any(t.name == "runbook-sqlite-checkpoint" for t in threading.enumerate())
+    store.close()
+    assert not any(t.name == "runbook-sqlite-checkpoint" for t in threading.enumerate()), "closing stops it"

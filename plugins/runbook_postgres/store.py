@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import DictRow
 
@@ -46,6 +46,9 @@ from runner.store.records import (
     StepPatch,
     StepRecord,
 )
+
+if TYPE_CHECKING:
+    from runner.store.retention import PruneReport, PruneRules
 
 __all__ = ["PostgresStore"]
 
@@ -403,3 +406,10 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         with self._read() as conn:
             row = conn.execute("SELECT count(*) AS n FROM runs WHERE state = 'queued'").fetchone()
         return int(row["n"]) if row else 0
+
+    def prune(self, rules: PruneRules, *, dry_run: bool = False, batch: int = 500,
+              should_stop: Callable[[], bool] | None = None, vacuum: str = "auto") -> PruneReport:  # fmt: skip
+        """See :meth:`Store.prune` and :mod:`runbook_postgres._prune` (``vacuum`` is autovacuum's business here)."""
+        from runbook_postgres._prune import prune
+
+        return prune(self, rules, dry_run=dry_run, batch=batch, should_stop=should_stop)

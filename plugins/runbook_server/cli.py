@@ -38,6 +38,7 @@ def _prime(state: AppState) -> None:
     for registry in (host.step_types, host.stores, host.secret_providers, host.alert_sources, host.template_filters):
         registry.names()
     _ = state.catalog, state.store
+    state.store.long_running()  # e.g. SQLite checkpoints its WAL on a thread of its own from now on
     settle_startup()
 
 
@@ -59,7 +60,9 @@ def _bind(host: str, port: int) -> socket.socket:
     from runner.errors import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections of a socket it knows is TCP, and
+    # without it every kept-alive response waits for Nagle and the client's delayed ACK (~40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -117,10 +120,12 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     from runbook_server.app import create_app
     from runbook_server.config import load_config, parse_listen
     from runbook_server.notifying import start_notifications
+    from runbook_server.retention import check_retention, start_retention
     from runbook_server.state import build_state, install_log_redaction
     from runbook_server.worker import WorkerPool
 
     config = load_config(config_file)
+    check_retention(config)
     address = parse_listen(listen or config.listen)
     _prime(state)
     srv = build_state(state.host, state.settings, state.store, state.catalog, config, address)
@@ -138,6 +143,7 @@ def serve_cmd(state: AppState, config_file: str | None, listen: str | None, work
     srv.pool.start()
     if srv.scheduler is not None:
         srv.scheduler.start(srv.shutdown)
+    start_retention(srv)
     try:
         server.run(sockets=[sock])
     finally:

@@ -18,7 +18,8 @@ from pydantic import ValidationError as PydanticValidationError
 from runner.durations import Duration
 from runner.errors import ConfigError, Problem, ValidationError
 
-__all__ = ["SCOPES", "ConsoleSpec", "RouteSpec", "ScheduleSpec", "ServerConfig", "load_config", "parse_listen", "pydantic_problems"]
+__all__ = ["SCOPES", "ConsoleSpec", "RetentionSpec", "RouteSpec", "ScheduleSpec", "ServerConfig", "load_config", "parse_listen",
+           "pydantic_problems"]  # fmt: skip
 
 SCOPES = ("read", "run", "approve", "admin", "agent")
 Scope = Literal["read", "run", "approve", "admin", "agent"]
@@ -150,6 +151,20 @@ class ConsoleSpec(_Model):
                                                      "HTTPS requests; always: also on HTTP (behind a TLS-terminating proxy)")  # fmt: skip
 
 
+class RetentionSpec(_Model):
+    """``retention:``: prune finished runs in the background (the rules of ``runbook prune``; docs/server.md)."""
+
+    older_than: Duration = Field(description="delete runs that finished longer ago than this (at least the routes' windows)")
+    states: list[Literal["succeeded", "failed", "cancelled"]] = Field(default=["succeeded", "failed", "cancelled"], min_length=1)
+    keep_last: int = Field(default=0, ge=0, description="keep the newest N finished runs of each runbook")
+    idempotency_window: Duration = Field(default=86400.0, description="keep runs created with an idempotency key this recently")
+    alert_window: Duration = Field(default=86400.0, description="keep runs of alerts that fired this recently and are not resolved")
+    notification_window: Duration = Field(default=7 * 86400.0, description="keep a notification still to send this long")
+    every: Duration = Field(default=600.0, description="time between two passes")
+    batch: int = Field(default=200, ge=1, le=10000, description="runs examined per transaction")
+    pause: Duration = Field(default=0.05, description="rest between two batches (other writers go first)")
+
+
 class ServerConfig(_Model):
     """The whole server configuration file."""
 
@@ -175,6 +190,7 @@ class ServerConfig(_Model):
         default=None, description="references callers may choose for secret params that declare no `allow:` "
         "(default: RUNBOOK_SECRET_ALLOW, else only each param's default)",
     )  # fmt: skip
+    retention: RetentionSpec | None = Field(default=None, description="prune finished runs in the background (default: never)")
     file: str = Field(default="<defaults>", exclude=True, description="where this configuration came from")
     _located: Any = PrivateAttr(default=None)
 

@@ -1,19 +1,29 @@
 """Alert intake: authenticate a delivery, normalise it, decide for each alert, record everything durably.
 
-At-least-once: a delivery is recorded (``processing``) before anything else, each alert's run is created
-with an idempotency key derived from the route, dedupe key and firing episode, and each decision is
-recorded right after; only then is the delivery marked ``done`` and a 2xx returned. Any failure before
-that is a 5xx, so the sender retries; the retry finds the same runs and decisions (nothing is doubled),
-and a retry of a finished delivery gets the first answer back.
+At-least-once: the delivery, each alert's decision and the run it starts (with an idempotency key derived
+from the route, dedupe key and firing episode), and the delivery's ``done`` mark are written in one store
+transaction (:meth:`Store.batch <runner.store.base.Store.batch>`) before the 2xx: all of it is durable, or
+none. Any failure before that is a 5xx, so the sender retries; the retry finds the same runs and decisions
+(nothing is doubled, also on a store that commits them one by one), and a retry of a finished delivery gets
+the first answer back.
+
+Everything that needs no store (routing, dedupe keys, params rendered from the alert) is worked out before
+the transaction, so the journal's writer is held only for the guard's reads and the writes. The storm guard
+reads and writes under an in-process lock per route and dedupe key (per route when the route has a run
+budget, which counts every key), so deliveries of unrelated alerts do not wait for each other. A delivery
+that resolves alerts of a route with ``on_resolved: cancel`` is written call by call instead: cancelling a
+run may wait for its processes to stop, which must not hold the journal's writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook_server.guard import judge
@@ -47,6 +57,30 @@ class DeliveryConflict(ConflictError):
     """A delivery id was reused with a different body."""
 
 
+@dataclass
+class _Prepared:
+    """One alert of a delivery, routed and rendered before the store is touched."""
+
+    idx: int
+    alert: Alert
+    base: NewDecision
+    route: CompiledRoute | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] | None = None
+    problem: str | None = None
+    """Why the dedupe key or the params could not be rendered (recorded as ``invalid_params``)."""
+    dedupe_failed: bool = False
+
+    @property
+    def guard(self) -> tuple[str, ...] | None:
+        """The storm guard's lock: the route and dedupe key, or the whole route when it counts a budget."""
+        if self.route is None or self.dedupe_failed:
+            return None
+        if self.route.spec.budget is not None:
+            return (self.route.name,)
+        return (self.route.name, self.base.dedupe_key or "")
+
+
 class Intake:
     """Processes deliveries for one server."""
 
@@ -55,6 +89,9 @@ class Intake:
         self.store = state.store
         self._faults = int(os.environ.get(FAULT_ENV, "0") or 0)
         self._fault_lock = threading.Lock()
+        self._guards: dict[tuple[str, ...], threading.Lock] = {}
+        self._guards_lock = threading.Lock()
+        self._counted = threading.local()
 
     def handle(self, enabled: EnabledSource, raw_body: bytes, headers: Mapping[str, str], body: Any) -> dict[str, Any]:
         """Process one authenticated delivery; returns the response document."""
@@ -63,23 +100,45 @@ class Intake:
         sha = hashlib.sha256(raw_body).hexdigest()
         sender_id = source.delivery_id(raw_body, headers, enabled.auth)
         delivery_id = f"{source.name}:{sender_id}" if sender_id else f"{source.name}:sha256:{sha[:40]}"
-        rec = self.store.begin_delivery(delivery_id, source.name, sha)
+        prepared = [self._prepare(source.name, delivery_id, i, alert) for i, alert in enumerate(alerts)]
+        cancels = any(p.route is not None and p.alert.status == "resolved" and p.route.spec.on_resolved == "cancel" for p in prepared)
+        self._counted.decisions = []
+        with self._guarded(prepared), contextlib.nullcontext() if cancels else self.store.batch():
+            result = self._record_delivery(source.name, delivery_id, sender_id, sha, body, prepared, source.group_info(body))
+        for route, decision in self._counted.decisions:  # counted once the decisions are durable
+            self.state.metrics.decision(route, decision)
+        return result
+
+    def _record_delivery(self, source: str, delivery_id: str, sender_id: str | None, sha: str, body: Any,
+                         prepared: list[_Prepared], group: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        rec = self.store.begin_delivery(delivery_id, source, sha)
         if rec.body_sha256 != sha:
             raise DeliveryConflict(f"delivery id '{sender_id}' was already used for a different body")
         if rec.state == "done" and rec.result is not None:
             return {**rec.result, "duplicate": True}
         earlier = {d.idx: d for d in self.store.list_decisions(delivery_id=delivery_id, limit=100000)} if rec.seen > 1 else {}
-        records = [earlier.get(i) or self._decide(source.name, delivery_id, i, alert) for i, alert in enumerate(alerts)]
-        truncated = int(source.group_info(body).get("truncated") or 0)
+        records = [earlier.get(p.idx) or self._decide(p) for p in prepared]
+        truncated = int(group.get("truncated") or 0)
         if truncated:
-            records += self._record([NewDecision(delivery_id, len(alerts), source.name, "truncated",
+            records += self._record([NewDecision(delivery_id, len(prepared), source, "truncated",
                                                  reason=f"{truncated} alert(s) of this group were left out by the sender (max_alerts)"
                                                         " and could not be routed")])  # fmt: skip
         self._maybe_fail()
-        result = {"delivery_id": delivery_id, "source": source.name, "alerts": len(alerts), "truncated": truncated,
+        result = {"delivery_id": delivery_id, "source": source, "alerts": len(prepared), "truncated": truncated,
                   "decisions": [d.model_dump(mode="json") for d in records], "duplicate": False}  # fmt: skip
         self.store.finish_delivery(delivery_id, result)
         return result
+
+    @contextlib.contextmanager
+    def _guarded(self, prepared: list[_Prepared]) -> Iterator[None]:
+        """Hold the storm guard's locks of every alert of the delivery (in a fixed order: no deadlock)."""
+        keys = sorted({p.guard for p in prepared if p.guard is not None})
+        with self._guards_lock:
+            locks = [self._guards.setdefault(key, threading.Lock()) for key in keys]
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield
 
     def _maybe_fail(self) -> None:
         if not self._faults:
@@ -91,33 +150,49 @@ class Intake:
 
     # ------------------------------------------------------------------ one alert
 
-    def _decide(self, source: str, delivery_id: str, idx: int, alert: Alert) -> DecisionRecord:
+    def _prepare(self, source: str, delivery_id: str, idx: int, alert: Alert) -> _Prepared:
+        """Route the alert and render its dedupe key and params (no store access)."""
         alert_json = alert.model_dump(mode="json", exclude={"raw"})
         base = NewDecision(delivery_id, idx, source, "no_route", fingerprint=alert.fingerprint, status=alert.status, alert=alert_json,
                            reason="no route matches this alert")  # fmt: skip
         route = self.state.router.route(alert)
         if route is None:
-            return self._record([base])[0]
+            return _Prepared(idx, alert, base)
         base.route = route.name
-        context = {"alert": alert.model_dump(mode="json")}
+        out = _Prepared(idx, alert, base, route, {"alert": alert.model_dump(mode="json")})
+        renderer = self.state.api_engine.renderer
         try:
-            base.dedupe_key = route.dedupe_key(self.state.api_engine.renderer, context, alert)
+            base.dedupe_key = route.dedupe_key(renderer, out.context, alert)
         except TemplateError as exc:
-            return self._record([_with(base, "invalid_params", reason=f"dedupe: {exc}")])[0]
-        lock = self.state.route_locks.setdefault(route.name, threading.Lock())
-        with lock:
-            if alert.status == "resolved":
-                return self._resolved(route, base)
-            return self._firing(route, alert, context, base)
+            out.problem, out.dedupe_failed = f"dedupe: {exc}", True
+            return out
+        if alert.status != "resolved":
+            try:
+                out.params = route.params(renderer, out.context)
+            except TemplateError as exc:
+                out.problem = str(exc)
+        return out
 
-    def _firing(self, route: CompiledRoute, alert: Alert, context: dict[str, Any], base: NewDecision) -> DecisionRecord:
+    def _decide(self, p: _Prepared) -> DecisionRecord:
+        if p.route is None:
+            return self._record([p.base])[0]
+        if p.dedupe_failed:
+            return self._record([_with(p.base, "invalid_params", reason=p.problem or "")])[0]
+        if p.alert.status == "resolved":
+            return self._resolved(p.route, p.base)
+        return self._firing(p)
+
+    def _firing(self, p: _Prepared) -> DecisionRecord:
+        route, alert, base = p.route, p.alert, p.base
+        assert route is not None
         key = base.dedupe_key or ""
         verdict = judge(self.store, route, key)
         if verdict.decision not in ("started", "breaker_open"):
             return self._record([_with(base, verdict.decision, reason=verdict.reason, run_id=verdict.run_id)])[0]
+        if p.params is None:
+            return self._record([_with(base, "invalid_params", reason=p.problem or "")])[0]
         try:
-            params = route.params(self.state.api_engine.renderer, context)
-            view = self._start(route, alert, params, base, gated=verdict.reason if verdict.gated else None)
+            view = self._start(route, alert, p.params, base, gated=verdict.reason if verdict.gated else None)
         except (ParamsError, TemplateError) as exc:
             return self._record([_with(base, "invalid_params", reason=str(exc))])[0]
         except LockHeld as exc:
@@ -129,7 +204,6 @@ class Intake:
                                            f"alert's run key but was not started by route '{route.name}'; no run started")])[0]  # fmt: skip
             return self._record([_with(base, "deduped", reason=f"this alert episode already has run {view.run_id} ({view.state})",
                                        run_id=view.run_id)])[0]  # fmt: skip
-        self.state.wake_workers()
         return self._record([_with(base, verdict.decision, reason=verdict.reason or f"started run {view.run_id}", run_id=view.run_id)])[0]
 
     def _start(self, route: CompiledRoute, alert: Alert, params: dict[str, Any], base: NewDecision, *, gated: str | None) -> Any:
@@ -179,8 +253,7 @@ class Intake:
 
     def _record(self, decisions: list[NewDecision]) -> list[DecisionRecord]:
         out = self.store.record_decisions(decisions)
-        for d in out:
-            self.state.metrics.decision(d.route, d.decision)
+        self._counted.decisions.extend((d.route, d.decision) for d in out)
         return out
 
 

@@ -108,7 +108,6 @@ class ServerState:
     """Fires the config's ``schedules`` (None without any)."""
     shutdown: threading.Event = field(default_factory=threading.Event)
     control_lock: threading.Lock = field(default_factory=threading.Lock)
-    route_locks: dict[str, threading.Lock] = field(default_factory=dict)
     waiters: Slots = field(init=False)
     """Requests waiting for a run to settle (``wait`` in POST /v1/runs and /resume)."""
     streams: Slots = field(init=False)

@@ -3,8 +3,12 @@
 Each thread has its own :class:`~runner.engine.Engine` (the engine keeps per-drive state) with its own
 holder identity (``worker-N``, same pid), so two threads of one process never drive one run. A thread
 claims one run at a time (queued runs, waiting runs whose ``wake_at`` is due, runs whose executor died),
-then drives it with ``wait_in_process=False``: a wait or approval leaves the run ``waiting`` for a later
-claim instead of holding a thread. Heartbeats and fencing come from the engine.
+then drives it under the claim's lease with ``wait_in_process=False``: a wait or approval leaves the run
+``waiting`` for a later claim instead of holding a thread. Heartbeats and fencing come from the engine.
+
+An idle thread sleeps on the store's :attr:`~runner.store.base.Store.work` signal: a run queued, decided,
+or put back in the queue through this process wakes one thread at once; the ``poll`` interval is only the
+fallback for what nobody signals (a ``wait`` step coming due, runs queued by another process).
 
 Stopping (SIGTERM): no new claims; running executions are interrupted once (the current step finishes
 and is checkpointed), and runs stopped that way are put back in the queue for the next worker. A second
@@ -41,7 +45,7 @@ class WorkerPool:
         self.engines = [make_engine(f"worker-{i + 1}") for i in range(size)]
         self._threads: list[threading.Thread] = []
         self._cond = threading.Condition()
-        self._generation = 0
+        self._stores = list({id(e.store): e.store for e in self.engines}.values())
         self._stopping = False
         self._interrupts = 0
         self.busy = 0
@@ -60,17 +64,17 @@ class WorkerPool:
             self._threads.append(t)
 
     def wake(self) -> None:
-        """A run was queued or woken: idle threads claim now instead of at their next poll."""
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
+        """A run was queued or woken (the store signals its own writes; this is for what it cannot see)."""
+        for store in self._stores:
+            store.work.notify()
 
     def stop(self) -> None:
         """Stop claiming; interrupt running executions (first call: after the current step; second: now)."""
         with self._cond:
             self._stopping = True
             self._interrupts += 1
-            self._cond.notify_all()
+        for store in self._stores:
+            store.work.notify_all()
         self._unsubscribe()
         for engine in self.engines:
             engine.interrupt()
@@ -90,9 +94,9 @@ class WorkerPool:
     # ------------------------------------------------------------------ threads
 
     def _loop(self, engine: Engine) -> None:
+        work = engine.store.work
         while not self._stopping:
-            with self._cond:
-                seen = self._generation
+            seen = work.generation()  # before the claim: a signal between the claim and the wait is not lost
             try:
                 leases = engine.store.claim(engine.holder, engine.lease_ttl, is_alive=is_alive, limit=1)
             except StoreError as exc:
@@ -101,39 +105,33 @@ class WorkerPool:
             if leases:
                 self._run(engine, leases[0])
                 continue
-            self._idle(seen)
-
-    def _idle(self, seen: int) -> None:
-        """Wait for a wake-up newer than ``seen``, a stop, or the poll interval."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._generation != seen or self._stopping, timeout=self.poll)
+            if not self._stopping:
+                work.wait(seen, self.poll)
 
     def _run(self, engine: Engine, lease: Lease) -> None:
-        run_id = lease.run_id
         if self._stopping:  # stopped between the check and the claim: leave the run to the next worker
             engine.store.release(lease)
             return
         with self._cond:
             self.busy += 1
         try:
-            self._drive(engine, run_id)
+            self._drive(engine, lease)
         finally:
             with self._cond:
                 self.busy -= 1
                 self.drives += 1
             engine.notices.clear()
-            try:
-                engine.store.release(lease)  # a no-op once the drive re-acquired the lease (newer fence)
-            except StoreError as exc:
-                log.warning("run %s: releasing the claim failed: %s", run_id, exc)
 
-    def _drive(self, engine: Engine, run_id: str) -> None:
-        try:
-            view = engine.drive(run_id, self._options(engine, run_id))
-        except ConflictError as exc:  # another executor got there first, or a lock key is held
+    def _drive(self, engine: Engine, lease: Lease) -> None:
+        run_id = lease.run_id
+        try:  # the execution releases the lease when it ends; on an error before it began, it is released here
+            view = engine.drive(run_id, self._options(engine, run_id), lease=lease)
+        except ConflictError as exc:  # a lock key is held
+            self._release(engine, lease)
             log.info("run %s: %s", run_id, exc)
             return
         except (RunbookError, Exception) as exc:
+            self._release(engine, lease)
             self._park(engine, run_id, exc)
             return
         if view.state == RunState.INTERRUPTED and self._stopping:
@@ -152,6 +150,13 @@ class WorkerPool:
             retry_failed=bool(req.get("retry")), retry_step=req.get("retry_step"), skip_step=req.get("skip_step"),
             accept_changes=bool(req.get("accept_changes")), actor=req.get("actor") or "worker", wait_in_process=False,
         )  # fmt: skip
+
+    @staticmethod
+    def _release(engine: Engine, lease: Lease) -> None:
+        try:
+            engine.store.release(lease)  # a no-op if the execution released it already
+        except StoreError as exc:
+            log.warning("run %s: releasing the claim failed: %s", lease.run_id, exc)
 
     def _park(self, engine: Engine, run_id: str, exc: BaseException) -> None:
         if not isinstance(exc, RunbookError):

@@ -87,12 +87,18 @@ def _read(fd: int, cap: int, ctx: Context | None) -> tuple[str, bool]:
     return text[:cap], len(data) > cap
 
 
+_MAIN = threading.main_thread()
+
+
 class _Child:
     """A started command, leader of its own process group: ``pid``, ``returncode``, ``wait()`` and ``poll()``.
 
-    Commands with neither ``cwd`` nor ``stdin`` nor an ``env`` of their own start through ``posix_spawnp``
-    (cheaper than ``Popen``'s fork path, which matters for runbooks of many short steps); the others through
-    ``Popen``. Both put the child in a new session so a timeout or cancellation stops its whole group.
+    Commands with neither ``cwd`` nor ``stdin`` nor an ``env`` of their own, started from the main thread, start
+    through ``posix_spawnp`` (cheaper than ``Popen``'s fork path, which matters for runbooks of many short steps);
+    the others through ``Popen``. ``os.posix_spawnp`` holds the GIL until the child has exec'd, so from a worker
+    thread of a server (``runbook serve``: HTTP intake and other workers in the same process) it would stop every
+    other thread for that long, and on a busy machine the child waits for a CPU meanwhile; ``Popen`` releases it.
+    Both put the child in a new session so a timeout or cancellation stops its whole group.
     """
 
     def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
@@ -155,19 +161,17 @@ class _Child:
 def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: str | None, stdin: str | None, out: int, err: int,
            tag: dict[str, str]) -> _Child:  # fmt: skip
     """Start ``argv`` as the leader of a new session, its environment carrying ``tag`` (see runner.leftovers)."""
-    if env is None and cwd is None and stdin is None and hasattr(os, "posix_spawnp"):
+    # os.environ's backing dict (bytes → bytes) is always current and converts at C speed; handing the os.environ
+    # mapping itself costs a Python-level decode of every variable per spawn.
+    data: dict[bytes, bytes] | None = getattr(os.environ, "_data", None) if env is None else None
+    environ: dict[Any, Any] = {**data, **{k.encode(): v.encode() for k, v in tag.items()}} if data is not None else \
+        {**(os.environ if env is None else env), **tag}  # fmt: skip
+    if env is None and cwd is None and stdin is None and hasattr(os, "posix_spawnp") and threading.current_thread() is _MAIN:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)]
-        # os.environ's backing dict (bytes → bytes) is always current and converts at C speed; handing
-        # posix_spawnp the os.environ mapping itself costs a Python-level decode of every variable per spawn.
-        data: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
-        if data is not None:
-            environ: dict[Any, Any] = {**data, **{k.encode(): v.encode() for k, v in tag.items()}}
-        else:
-            environ = {**os.environ, **tag}
         return _Child(os.posix_spawnp(argv[0], argv, environ, file_actions=actions, setsid=True))
     popen = subprocess.Popen(
         argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
-        cwd=cwd, env={**(os.environ if env is None else env), **tag}, start_new_session=True, close_fds=True,
+        cwd=cwd, env=environ, start_new_session=True, close_fds=True,
     )  # fmt: skip
     if stdin is not None and popen.stdin is not None:
         # From a thread: a large input must not block before the timeout and cancellation are in place.

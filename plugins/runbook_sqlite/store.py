@@ -4,6 +4,12 @@ One file holds runs, steps, the event journal and lock keys. Every write is one
 ``BEGIN IMMEDIATE`` transaction, fenced by the lease token. ``synchronous=NORMAL``
 (the default here) survives a killed process without losing a committed write;
 ``?synchronous=full`` in the URL also survives power loss at about 0.3 ms per commit.
+
+Threads of one process take an in-process lock before the journal's write lock, so they queue on it and
+are woken the moment it is free, instead of sleeping in SQLite's busy handler (which backs off by whole
+milliseconds); other processes still wait in the busy handler. Workers find claimable runs through a
+partial index of live work (:mod:`runbook_sqlite._queue`); :meth:`SQLiteStore.prune` deletes finished
+history (:mod:`runbook_sqlite._prune`) and new journals give freed pages back (``auto_vacuum=INCREMENTAL``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import functools
 import inspect
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -23,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from runbook_sqlite import _queue
 from runbook_sqlite._outbox import Outbox
+from runbook_sqlite._wake import WakeChannel
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.notify.outbox import run_notifications
-from runner.store.base import IsAlive, Store
+from runner.store.base import IsAlive, Store, WorkSignal
 from runner.store.records import (
     ACTIVE_STATES,
     Event,
@@ -47,8 +56,16 @@ if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook
     from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
     from runner.notify.outbox import NotificationState
     from runner.notify.records import ChannelStatus, NotificationRecord
+    from runner.store.retention import PruneReport, PruneRules
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("runbook.store")
+
+_MMAP = 1 << 31
+"""Bytes of the journal a long-running process reads through a memory map (SQLite caps it at its compile-time
+maximum): its many connections share the page cache of the operating system instead of each copying the
+same index pages into a small cache of its own."""
 
 
 def _typed_progress(c: sqlite3.Connection) -> None:
@@ -111,6 +128,8 @@ CREATE TABLE IF NOT EXISTS alert_decisions (
 CREATE INDEX IF NOT EXISTS alert_decisions_by_route ON alert_decisions(route, ts);
 CREATE INDEX IF NOT EXISTS alert_decisions_by_key ON alert_decisions(route, dedupe_key, ts);
 CREATE INDEX IF NOT EXISTS alert_decisions_by_run ON alert_decisions(run_id);
+CREATE INDEX IF NOT EXISTS alert_decisions_resets ON alert_decisions(route, id) WHERE decision = 'breaker_reset';
+CREATE INDEX IF NOT EXISTS alert_decisions_without_run ON alert_decisions(ts) WHERE run_id IS NULL;
 """
 )
 _ALERT_TABLES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS alert_deliveries") :]
@@ -147,8 +166,8 @@ class _Connection(sqlite3.Connection):
 class _Owned:
     """Held only by a thread's ``threading.local``: when the thread ends, the connection is closed at once.
 
-    The engine starts a heartbeat thread per drive; a long-running worker must not accumulate connections
-    (they sit in reference cycles, so without this only the cyclic GC would ever close them)."""
+    Threads come and go (a server's thread pool, a CLI's heartbeat); a long-running process must not
+    accumulate connections (they sit in reference cycles, so without this only the cyclic GC would close them)."""
 
     def __init__(self, conn: _Connection) -> None:
         self.conn = conn
@@ -200,6 +219,37 @@ def _step_row(run_id: str, p: StepPatch) -> tuple[Any, ...]:
             p.reason, p.started_at, p.finished_at, p.not_before, _dumps(p.data))  # fmt: skip
 
 
+@functools.lru_cache(maxsize=256)
+def _holder(text: str) -> Holder:
+    """A stored holder (the same few executors' JSON over and over: parsed once each)."""
+    return Holder.model_validate_json(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _holder_json(holder: Holder) -> str:
+    return holder.model_dump_json()
+
+
+class _Signal(WorkSignal):
+    """The work signal of an SQLite journal: local wake-ups, and those of other processes on the same journal."""
+
+    def __init__(self, wake: WakeChannel | None) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def notify(self, n: int = 1) -> None:
+        """Wake ``n`` workers of this process, and the idle workers of the others (see :mod:`runbook_sqlite._wake`)."""
+        super().notify(n)
+        if self._wake is not None:
+            self._wake.send()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """See :meth:`WorkSignal.wait`; from the first wait on, other processes' writes wake this one too."""
+        if self._wake is not None:
+            self._wake.listen(lambda: WorkSignal.notify(self))
+        return super().wait(seen, timeout)
+
+
 def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
     """File path and options of ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy style)."""
     parsed = urlparse(url)
@@ -233,6 +283,8 @@ def list_filters(since: float | None, until: float | None, started_by: str | Non
 class SQLiteStore(Store):
     """Store in one SQLite file; safe for several processes and threads on one host."""
 
+    signals_work = True
+
     def __init__(self, url: str) -> None:
         self.url = url
         path, options = _path_from_url(url)
@@ -247,7 +299,15 @@ class SQLiteStore(Store):
         self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._outbox = Outbox(_dumps)
+        self._writer = threading.Lock()
+        """Held by the thread inside a write transaction (see the module docstring)."""
+        self._fresh = path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0
+        self._checkpointer: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._wake = WakeChannel(path) if path != ":memory:" else None
+        self._work_signal = _Signal(self._wake)  # what Store.work returns
         self._init_schema()
+        self._fresh = False
 
     # ------------------------------------------------------------------ connections
 
@@ -257,9 +317,14 @@ class SQLiteStore(Store):
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False, factory=_Connection)
+                if self._fresh:  # before anything is written (WAL mode writes the header): freed pages can be given back
+                    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._sync}")
                 conn.execute("PRAGMA busy_timeout=30000")
+                if self._checkpointer is not None:
+                    conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+                    conn.execute(f"PRAGMA mmap_size={_MMAP}")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
             conn.row_factory = sqlite3.Row
@@ -270,30 +335,90 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; inside one (a :meth:`batch`), a savepoint that undoes only its own writes on error."""
+        local = self._local
+        depth = getattr(local, "depth", 0)
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"journal {self.path}: cannot start a transaction: {exc}") from exc
+        if depth:
+            yield from self._savepoint(conn, local, depth)
+            return
+        with self._writer:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"journal {self.path}: cannot start a transaction: {exc}") from exc
+            local.depth, local.notify = 1, 0
+            try:
+                yield conn
+            except BaseException:
+                with suppress(sqlite3.Error):  # a full disk or a damaged file can fail the rollback too: the first error counts
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise StoreError(f"journal {self.path}: commit failed: {exc}") from exc
+            finally:
+                local.depth, pending, local.notify = 0, local.notify, 0
+        if pending:  # after the commit: a woken worker must find the work
+            self.work.notify(pending)
+
+    @staticmethod
+    def _savepoint(conn: sqlite3.Connection, local: threading.local, depth: int) -> Iterator[sqlite3.Connection]:
+        name = f"sp{depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        local.depth = depth + 1
         try:
             yield conn
         except BaseException:
             with suppress(sqlite3.Error):  # a full disk or a damaged file can fail the rollback too: the first error counts
-                conn.execute("ROLLBACK")
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
             raise
         else:
+            conn.execute(f"RELEASE {name}")
+        finally:
+            local.depth = depth
+
+    def _write(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """One statement in a transaction of its own (or in the current batch); returns its rows (RETURNING)."""
+        if getattr(self._local, "depth", 0):
+            return self._conn().execute(sql, args).fetchall()
+        with self._writer:
             try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"journal {self.path}: commit failed: {exc}") from exc
+                return self._conn().execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"journal {self.path}: write failed: {exc}") from exc
+
+    def _notify(self) -> None:
+        """A run became claimable: wake a worker now, or when the current transaction commits."""
+        local = self._local
+        if getattr(local, "depth", 0):
+            local.notify += 1
+        else:
+            self.work.notify()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """See :meth:`Store.batch`: one ``BEGIN IMMEDIATE`` transaction; inner store calls use savepoints."""
+        with self._tx():
+            yield
 
     def _init_schema(self) -> None:
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
         if version > SCHEMA_VERSION:
             raise StoreError(f"journal {self.path} has schema version {version}; this runbook version reads up to {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            self._create_schema(version)
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'runs_ready'").fetchone() is None:
+            with self._tx() as c:  # an additive step of its own, keyed by the index (see runbook_sqlite._queue)
+                _queue.ensure(c)
+
+    def _create_schema(self, version: int) -> None:
         with self._tx() as c:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
@@ -307,8 +432,58 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             os.chmod(self.path, 0o600)
 
+    def long_running(self) -> None:
+        """See :meth:`Store.long_running`: checkpoint the WAL on a thread of its own from now on.
+
+        By default SQLite checkpoints inside the commit that crosses 1000 pages of WAL, with an ``fsync``, while
+        holding the journal's writer: on a busy server every few dozen deliveries one of them waits milliseconds.
+        And under steady traffic the WAL is never *restarted*: a writer goes back to its beginning only if the
+        last checkpoint copied every frame, and some commit always lands while a checkpoint copies, so the WAL
+        grows without end (hundreds of MB in minutes; every read then searches a bigger WAL index). The
+        checkpointer thread copies what the WAL holds with a ``PASSIVE`` checkpoint every quarter second, beside
+        writers and readers; once the WAL passes 64 MiB it resets it with a ``RESTART`` checkpoint of the few
+        frames added since, which holds the writer (this process's writers wait on the in-process lock) for the
+        copy and an ``fsync``, usually a few milliseconds, and gives up after 50 ms if a reader still uses the
+        old frames (it tries again next round).
+        """
+        if self._checkpointer is not None or self.path == ":memory:":
+            return
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, args=(self._closed,), name="runbook-sqlite-checkpoint",
+                                              daemon=True)  # fmt: skip
+        with self._lock:
+            conns = list(self._all)
+        for conn in conns:  # before the process's other threads start (the caller's promise): nobody else uses them
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA mmap_size={_MMAP}")
+        self._checkpointer.start()
+
+    def _checkpoints(self, closed: threading.Event, every: float = 0.25, restart_at: int = 64 << 20) -> None:
+        """Checkpoint every ``every`` seconds; restart the WAL once it holds more than ``restart_at`` bytes."""
+        conn = self._conn()
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute(f"PRAGMA journal_size_limit={restart_at}")  # a restarted WAL file is cut back to this
+        while not closed.wait(every):
+            try:
+                _busy, logged, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if logged * page > restart_at:
+                    with self._writer:
+                        conn.execute("PRAGMA busy_timeout=50")
+                        try:
+                            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                        finally:
+                            conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error as exc:  # the next round tries again
+                log.debug("checkpointing %s: %s", self.path, exc)
+
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every connection this store opened (and stop the checkpointer: used again, it checkpoints as usual)."""
+        self._closed.set()
+        if self._wake is not None:
+            self._wake.close()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
         with self._lock:
             for conn in list(self._all):
                 with suppress(sqlite3.Error):
@@ -391,6 +566,8 @@ class SQLiteStore(Store):
             )
             self._append(c, new.id, [NewEvent("run.created", actor=new.started_by, data=new.created_event)], now)
             row = c.execute(f"{_RUNS} WHERE runs.id=?", (new.id,)).fetchone()
+            if new.state == RunState.QUEUED and new.holder is None and new.parent_run_id is None:
+                self._notify()
         return self._run(row), True
 
     def _take_lock(self, c: sqlite3.Connection, key: str, run_id: str) -> None:
@@ -491,18 +668,16 @@ class SQLiteStore(Store):
         if take_lock and run.lock_key is not None and run.state in ACTIVE_STATES | {RunState.FAILED}:
             self._take_lock(c, run.lock_key, run.id)
         fence = run.fence + 1
-        c.execute("UPDATE runs SET holder=?, lease_expires_at=?, fence=? WHERE id=?", (holder.model_dump_json(), now + ttl, fence, run.id))
+        c.execute("UPDATE runs SET holder=?, lease_expires_at=?, fence=? WHERE id=?", (_holder_json(holder), now + ttl, fence, run.id))
         return Lease(run.id, holder, fence, ttl, previous=prev if prev != holder else None, previous_state=run.state, took_over=took_over)
 
     def renew(self, lease: Lease) -> Flags:
-        """See :meth:`Store.renew`."""
-        with self._tx() as c:
-            cur = c.execute(
-                "UPDATE runs SET lease_expires_at=? WHERE id=? AND fence=?", (time.time() + lease.ttl, lease.run_id, lease.fence)
-            )
-            if cur.rowcount != 1:
-                raise LeaseLost(lease.run_id)
-            return self._flags(c, lease.run_id)
+        """See :meth:`Store.renew` (one statement)."""
+        rows = self._write("UPDATE runs SET lease_expires_at=? WHERE id=? AND fence=? RETURNING pause_requested, cancel_requested",
+                           (time.time() + lease.ttl, lease.run_id, lease.fence))  # fmt: skip
+        if not rows:
+            raise LeaseLost(lease.run_id)
+        return Flags(bool(rows[0][0]), bool(rows[0][1]))
 
     def flags(self, lease: Lease) -> Flags:
         """Outside requests without extending the lease (cheap read)."""
@@ -511,15 +686,12 @@ class SQLiteStore(Store):
             raise LeaseLost(lease.run_id)
         return Flags(bool(row[0]), bool(row[1]))
 
-    @staticmethod
-    def _flags(c: sqlite3.Connection, run_id: str) -> Flags:
-        row = c.execute("SELECT pause_requested, cancel_requested FROM runs WHERE id=?", (run_id,)).fetchone()
-        return Flags(bool(row[0]), bool(row[1]))
-
     def release(self, lease: Lease) -> None:
-        """See :meth:`Store.release`."""
-        with self._tx() as c:
-            c.execute("UPDATE runs SET holder=NULL, lease_expires_at=NULL WHERE id=? AND fence=?", (lease.run_id, lease.fence))
+        """See :meth:`Store.release` (one statement; a worker is woken if the run is claimable at once)."""
+        rows = self._write("UPDATE runs SET holder=NULL, lease_expires_at=NULL WHERE id=? AND fence=? AND holder IS NOT NULL"
+                           " RETURNING ready_at", (lease.run_id, lease.fence))  # fmt: skip
+        if rows and rows[0][0] is not None and rows[0][0] <= time.time():
+            self._notify()
 
     def commit(
         self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
@@ -577,40 +749,71 @@ class SQLiteStore(Store):
                 c.execute("UPDATE runs SET wake_at=? WHERE id=? AND state='waiting'", (now, run_id))
             payload = {"reason": reason, **(data or {})}
             step_id = payload.pop("step_id", None)
-            return self._append(c, run_id, [NewEvent(f"request.{kind}", step_id=step_id, actor=actor, data=payload)], now)[0]
+            event = self._append(c, run_id, [NewEvent(f"request.{kind}", step_id=step_id, actor=actor, data=payload)], now)[0]
+            if kind in ("approve", "deny", "wake", "resume", "decide", "retry"):  # not "cancel": its requester settles an idle run
+                self._notify()
+            return event
 
     # ------------------------------------------------------------------ workers
 
     def claim(self, holder: Holder, ttl: float, *, is_alive: IsAlive, limit: int = 1) -> list[Lease]:
-        """See :meth:`Store.claim`."""
+        """See :meth:`Store.claim`: through the live-work index (:mod:`runbook_sqlite._queue`), one row at a time.
+
+        An empty queue costs one indexed read and no write transaction. Runs under a live lease whose holder
+        died are looked for only when the ready queue cannot fill ``limit``.
+        """
         now = time.time()
+        conn = self._conn()
+        ready = conn.execute(_queue.READY_PROBE, (now,)).fetchone() is not None
+        orphans = [] if ready and limit == 1 else self._orphans(conn, now, is_alive)
+        if not ready and not orphans:
+            return []
         leases: list[Lease] = []
         with self._tx() as c:
-            # a run with a live lease is someone's (possibly this holder's own earlier claim): never claimed again
-            rows = c.execute(
-                f"{_RUNS} WHERE (holder IS NULL OR lease_expires_at < ?) AND parent_run_id IS NULL AND ("
-                " state = 'running' OR (state = 'queued' AND pause_requested = 0)"
-                " OR (state='waiting' AND wake_at IS NOT NULL AND wake_at <= ? AND pause_requested = 0)"
-                " OR (state IN ('paused', 'waiting', 'interrupted') AND cancel_requested=1))"
-                " ORDER BY created_at LIMIT ?",
-                (now, now, limit * 4 + 8),
-            ).fetchall()
-            running = c.execute(f"{_RUNS} WHERE state='running' AND holder IS NOT NULL AND lease_expires_at >= ? AND parent_run_id IS NULL",
-                                (now,)).fetchall()  # fmt: skip
-            candidates = [self._run(r) for r in rows]
-            candidates += [r for r in map(self._run, running) if r.holder is not None and is_alive(r.holder) is False]
-            for run in candidates:
-                if len(leases) >= limit:
-                    break
-                try:
-                    leases.append(self._lease(c, run, holder, ttl, now, force=False, is_alive=is_alive))
-                except (LeaseHeld, LockHeld):
-                    continue
+            if ready:
+                for row in c.execute(_queue.CLAIM_CANDIDATES, (now, limit + 8)).fetchall():
+                    if len(leases) < limit:
+                        self._claim_row(c, row, holder, ttl, now, is_alive, leases)
+            for run_id, fence in orphans:
+                row = c.execute("SELECT id, state, holder, lock_key, fence FROM runs WHERE id=? AND state='running'", (run_id,)).fetchone()
+                if len(leases) < limit and row is not None and row[4] == fence:  # unchanged since it was seen
+                    self._claim_row(c, row, holder, ttl, now, is_alive, leases, dead=True)
         return leases
+
+    @staticmethod
+    def _orphans(conn: sqlite3.Connection, now: float, is_alive: IsAlive) -> list[tuple[str, int]]:
+        """Running runs under a live lease whose holder process is gone (``is_alive`` says so)."""
+        return [(r[0], r[2]) for r in conn.execute(_queue.RUNNING_HELD, (now,)) if is_alive(_holder(r[1])) is False]
+
+    def _claim_row(self, c: sqlite3.Connection, row: tuple[Any, ...], holder: Holder, ttl: float, now: float, is_alive: IsAlive,
+                   leases: list[Lease], *, dead: bool = False) -> None:  # fmt: skip
+        run_id, state, held_by, lock_key, fence = row
+        prev = _holder(held_by) if held_by is not None else None
+        took_over = None
+        if prev is not None and prev != holder:
+            gone = dead or is_alive(prev) is False
+            took_over = f"previous executor ({prev.label()}) is no longer running" if gone else f"lease of {prev.label()} expired"
+        if lock_key is not None and RunState(state) in ACTIVE_STATES | {RunState.FAILED}:
+            try:
+                self._take_lock(c, lock_key, run_id)
+            except LockHeld:
+                return
+        c.execute("UPDATE runs SET holder=?, lease_expires_at=?, fence=? WHERE id=?", (_holder_json(holder), now + ttl, fence + 1, run_id))
+        leases.append(Lease(run_id, holder, fence + 1, ttl, previous=prev if prev != holder else None, previous_state=RunState(state),
+                            took_over=took_over))  # fmt: skip
 
     def queue_depth(self) -> int:
         """See :meth:`Store.queue_depth`."""
         return int(self._conn().execute("SELECT COUNT(*) FROM runs WHERE state='queued'").fetchone()[0])
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, rules: PruneRules, *, dry_run: bool = False, batch: int = 500,
+              should_stop: Callable[[], bool] | None = None, vacuum: str = "auto") -> PruneReport:  # fmt: skip
+        """See :meth:`Store.prune` (and :mod:`runbook_sqlite._prune`)."""
+        from runbook_sqlite._prune import prune
+
+        return prune(self, rules, dry_run=dry_run, batch=batch, should_stop=should_stop, vacuum=vacuum)
 
     # ------------------------------------------------------------------ alert deliveries
 
@@ -686,13 +889,14 @@ class SQLiteStore(Store):
         """See :meth:`Store.list_decisions`."""
         where: list[str] = []
         args: list[Any] = []
-        for column, value in (
-            ("route", route),
-            ("source", source),
-            ("decision", decision),
-            ("delivery_id", delivery_id),
-            ("run_id", run_id),
-        ):
+        from runner.alerts import DECISIONS
+
+        if decision in DECISIONS:  # a known name, as a literal: a partial index (breaker resets) can serve it
+            where.append(f"decision='{decision}'")
+        elif decision is not None:
+            where.append("decision=?")
+            args.append(decision)
+        for column, value in (("route", route), ("source", source), ("delivery_id", delivery_id), ("run_id", run_id)):
             if value is not None:
                 where.append(f"{column}=?")
                 args.append(value)

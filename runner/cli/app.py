@@ -136,7 +136,7 @@ class _Group(click.Group):
 
 def build_cli() -> click.Group:
     """The root group with the core's commands and every plugin's."""
-    from runner.cli import catalog_cmds, control_cmds, init_cmd, inspect_cmds, run_cmds, test_cmd
+    from runner.cli import catalog_cmds, control_cmds, init_cmd, inspect_cmds, journal_cmds, run_cmds, test_cmd
     from runner.plugin import PluginHost
 
     host = PluginHost()
@@ -170,6 +170,7 @@ def build_cli() -> click.Group:
         *control_cmds.COMMANDS,
         *inspect_cmds.COMMANDS,
         *test_cmd.COMMANDS,
+        *journal_cmds.COMMANDS,
     ):
         cli.add_command(command)
     host.add_commands(cli)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from runner.policy import Policy
     from runner.settings import Settings
     from runner.store.base import Store
-    from runner.store.records import Event
+    from runner.store.records import Event, Lease
     from runner.views import RunView
 
 __all__ = ["Engine"]
@@ -239,37 +239,45 @@ class Engine:
             self.notices.append(str(exc))
             return self.view(run.id)
 
-    def drive(self, run_id: str, options: DriveOptions) -> RunView:
+    def drive(self, run_id: str, options: DriveOptions, *, lease: Lease | None = None) -> RunView:
         """Acquire the run's lease and execute it until it stops; returns the resulting view.
 
-        A run a detached executor holds is waited for (within ``options.deadline``) and then continued.
+        A run a detached executor holds is waited for (within ``options.deadline``) and then continued. ``lease``:
+        one a worker's claim took (issue 19): the first execution uses it instead of acquiring the run a second
+        time, and it is released if no execution happens.
         """
         from runner.engine.detach import await_detached, held_by_detached
 
-        while True:
-            run = self.store.get_run(run_id)
-            if held_by_detached(run) and not await_detached(self, run_id, options.deadline):
-                return self.view(run_id)
-            run = self.store.get_run(run_id)
-            if run.state in TERMINAL_STATES:
-                return self.view(run_id)
-            detached = self._execute(run, options)  # the drive's records are freed before the view is built
-            if detached is None:
-                break
-            if not await_detached(self, run_id, options.deadline, detached):
-                return self.view(run_id)
-            if detached.poll() is not None and detached.returncode != 0 and not _was_taken(self, run_id):
-                options.detach = False  # it could not run: do the step here rather than start it again
-            if not _continue_after_detached(self, run_id):
-                break
+        try:
+            while True:
+                run = self.store.get_run(run_id)
+                if held_by_detached(run) and not await_detached(self, run_id, options.deadline):
+                    return self.view(run_id)
+                run = self.store.get_run(run_id)
+                if run.state in TERMINAL_STATES:
+                    return self.view(run_id)
+                claimed, lease = lease, None
+                detached = self._execute(run, options, claimed)  # the drive's records are freed before the view is built
+                if detached is None:
+                    break
+                if not await_detached(self, run_id, options.deadline, detached):
+                    return self.view(run_id)
+                if detached.poll() is not None and detached.returncode != 0 and not _was_taken(self, run_id):
+                    options.detach = False  # it could not run: do the step here rather than start it again
+                if not _continue_after_detached(self, run_id):
+                    break
+        finally:
+            if lease is not None:
+                self.store.release(lease)
         return self.view(run_id)
 
-    def _execute(self, run: RunRecord, options: DriveOptions) -> subprocess.Popen[bytes] | None:
-        """Drive the run once; returns the detached executor it handed a step to, if it did."""
+    def _execute(self, run: RunRecord, options: DriveOptions, lease: Lease | None = None) -> subprocess.Popen[bytes] | None:
+        """Drive the run once (under ``lease`` if given, else one acquired now); returns the detached executor it
+        handed a step to, if it did."""
         rb = self.runbook_for(run)
         try:
-            lease = self.store.acquire(run.id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive,
-                                       take_lock=options.take_lock)  # fmt: skip
+            lease = lease or self.store.acquire(run.id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive,
+                                                take_lock=options.take_lock)  # fmt: skip
         except LockHeld as exc:
             raise self.conflict(exc) from None
         exe = Execution(self, self.store.get_run(run.id), rb, lease, options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -92,32 +93,101 @@ class Resources:
 
 
 class Heartbeat:
-    """Renews a lease in the background and reports outside requests (pause, cancel) as they appear."""
+    """Renews a lease in the background and reports outside requests (pause, cancel) as they appear.
+
+    Used as a context manager around a drive. Every heartbeat of the process is served by one long-lived
+    daemon thread (:class:`_Beats`), started on first use: a server's workers start and join no thread per
+    run, and the thread keeps one store connection however many runs it renews. Leaving the context waits
+    for a renewal of this lease that is in progress, so no callback runs after it.
+    """
 
     def __init__(self, store: Store, lease: Lease, on_flags: Callable[[Flags], None], on_lost: Callable[[], None],
                  interval: float) -> None:  # fmt: skip
         self.store, self.lease, self.on_flags, self.on_lost = store, lease, on_flags, on_lost
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.run_id}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        _BEATS.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        _BEATS.remove(self)
+
+    def beat(self) -> bool:
+        """Renew once and report requests; False once the lease is lost (no more beats then)."""
+        try:
+            flags = self.store.renew(self.lease)
+        except LeaseLost:
+            self.on_lost()
+            return False
+        except StoreError as exc:  # a busy or briefly unavailable store: try again next beat
+            log.warning("heartbeat for run %s failed: %s", self.lease.run_id, exc)
+            return True
+        if flags.pause_requested or flags.cancel_requested:
+            self.on_flags(flags)
+        return True
+
+
+class _Beats:
+    """The process's heartbeat thread: renews every registered :class:`Heartbeat` at its interval."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._due: dict[Heartbeat, float] = {}
+        self._busy: Heartbeat | None = None
+        self._thread: threading.Thread | None = None
+        self._sleeping_until: float | None = None
+        """When the beater wakes next on its own (None: not before it is notified)."""
+
+    def add(self, beat: Heartbeat) -> None:
+        with self._cond:
+            due = self._due[beat] = time.monotonic() + beat.interval
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="runbook-heartbeats", daemon=True)
+                self._thread.start()
+            if self._sleeping_until is None or due < self._sleeping_until:  # else it wakes in time anyway: a drive
+                self._cond.notify_all()  # of a server's worker costs no wake-up (notify_all: not a remover instead)
+
+    def remove(self, beat: Heartbeat) -> None:
+        with self._cond:
+            self._due.pop(beat, None)
+            while self._busy is beat:
+                self._cond.wait()
+
+    def _next(self) -> Heartbeat:
+        """Wait (holding the condition) until a heartbeat is due; mark it busy and schedule its next beat."""
+        while True:
+            if not self._due:
+                self._sleeping_until = None
+                self._cond.wait()
+                continue
+            beat, due = min(self._due.items(), key=lambda item: item[1])
+            now = time.monotonic()
+            if due > now:
+                self._sleeping_until = due
+                self._cond.wait(due - now)
+                continue
+            self._sleeping_until = now
+            self._due[beat] = max(due + beat.interval, now)
+            self._busy = beat
+            return beat
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            with self._cond:
+                beat = self._next()
+            alive = False
             try:
-                flags = self.store.renew(self.lease)
-            except LeaseLost:
-                self.on_lost()
-                return
-            except StoreError as exc:  # a busy or briefly unavailable store: try again next beat
-                log.warning("heartbeat for run %s failed: %s", self.lease.run_id, exc)
-                continue
-            if flags.pause_requested or flags.cancel_requested:
-                self.on_flags(flags)
+                alive = beat.beat()
+            except Exception:  # a callback's bug must not stop every run's heartbeat
+                log.exception("heartbeat for run %s failed", beat.lease.run_id)
+                alive = True
+            finally:
+                with self._cond:
+                    self._busy = None
+                    if not alive:
+                        self._due.pop(beat, None)
+                    self._cond.notify_all()
+
+
+_BEATS = _Beats()

@@ -16,15 +16,23 @@ arbitrates who may execute a run:
 - Workers :meth:`claim` runnable runs: queued ones, waiting ones whose
   ``wake_at`` is due, and running ones whose holder is gone. A PostgreSQL store
   implements this with ``FOR UPDATE SKIP LOCKED``; SQLite serialises writers.
+  Either finds them through an index of live work only, never by scanning finished
+  runs, and an idle worker sleeps on :attr:`Store.work` until a write makes a run
+  claimable (polling only as a fallback).
+- :meth:`batch` groups one thread's writes into one transaction (alert intake
+  records a delivery, its decisions and their runs at once); :meth:`prune` deletes
+  finished history under :class:`~runner.store.retention.PruneRules`.
 
 ``tests/store_contract.py`` is the contract suite every store must pass.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.errors import StoreError
 from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepRecord
@@ -33,11 +41,51 @@ if TYPE_CHECKING:
     from runner.alerts import DecisionRecord, DeliveryRecord, NewDecision, RouteRun
     from runner.notify.outbox import NotificationState
     from runner.notify.records import ChannelStatus, NotificationRecord
+    from runner.store.retention import PruneReport, PruneRules
 
-__all__ = ["IsAlive", "Store"]
+__all__ = ["IsAlive", "Store", "WorkSignal"]
 
 IsAlive = Callable[[Holder], bool | None]
 """``is_alive(holder)``: True/False when it can tell (same host), None when it cannot (remote)."""
+
+_SIGNAL_LOCK = threading.Lock()
+
+
+class WorkSignal:
+    """Wakes idle workers when a run may have become claimable: a generation counter under a condition variable.
+
+    A worker reads :meth:`generation` *before* it claims; if the claim finds nothing it calls :meth:`wait` with
+    that number, which returns at once if anything was signalled since (no wake-up is lost between the claim
+    and the wait). A store calls :meth:`notify` after committing a write that leaves a run claimable now
+    (created queued, requested, released in a due state); a store that hears other processes (PostgreSQL
+    ``LISTEN/NOTIFY``) calls it for their writes too. Polling remains the fallback for what nobody signals
+    (a ``wait`` step coming due, a writer in another process of an SQLite journal).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._generation = 0
+
+    def generation(self) -> int:
+        """The number of signals so far (read it before claiming)."""
+        return self._generation
+
+    def notify(self, n: int = 1) -> None:
+        """Work appeared: wake up to ``n`` waiting workers (cheap when nobody waits)."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify(n)
+
+    def notify_all(self) -> None:
+        """Wake every waiting worker (new work for all of them, or a pool stopping)."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Sleep until a signal newer than ``seen`` or ``timeout`` seconds; True if signalled."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._generation != seen, timeout=timeout)
 
 
 def _no_op() -> None:
@@ -49,6 +97,41 @@ class Store(ABC):
 
     url: str
     """The store's URL for display: any password is masked (it is printed in banners and errors)."""
+
+    signals_work: ClassVar[bool] = False
+    """True if the store's writes that leave a run claimable signal :attr:`work` (the contract tests it then);
+    a store without it leaves idle workers to their polling."""
+
+    @property
+    def work(self) -> WorkSignal:
+        """The store's :class:`WorkSignal`: idle workers of this process sleep on it (one per store object)."""
+        signal: WorkSignal | None = self.__dict__.get("_work_signal")
+        if signal is None:
+            with _SIGNAL_LOCK:
+                signal = self.__dict__.setdefault("_work_signal", WorkSignal())
+        return signal
+
+    def long_running(self) -> None:
+        """Called once by a long-running process (``runbook serve``, ``runbook worker``) before its threads start.
+
+        A store may start background maintenance here; the SQLite store checkpoints its write-ahead log on a
+        thread of its own from then on, so no commit waits for the disk. The default does nothing.
+        """
+        return
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every store call this thread makes inside the block into one transaction.
+
+        Reads inside the block see its own writes. The block's writes commit together when it ends, or none of
+        them does if it raises (a call that raises inside the block undoes only its own writes: it ran in a
+        savepoint, so the caller may catch its error, e.g. :class:`~runner.errors.LockHeld`, and carry on).
+        Calls made by other threads are not part of the batch. Nesting is allowed (the outermost commits).
+        Keep blocks short: on SQLite the journal's single writer is held for the whole block.
+
+        The default groups nothing (every call commits on its own); stores that can, override it.
+        """
+        yield
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -178,6 +261,24 @@ class Store(ABC):
         store's and must return quickly. A store that cannot tell keeps this default, which never calls it.
         """
         return _no_op
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, rules: PruneRules, *, dry_run: bool = False, batch: int = 500,
+              should_stop: Callable[[], bool] | None = None, vacuum: str = "auto") -> PruneReport:  # fmt: skip
+        """Delete finished runs that ``rules`` let go, with everything that belongs to them; see
+        :mod:`runner.store.retention` for the rules (what is always kept and why).
+
+        A run goes with its sub-runbook runs, steps, events, snapshot, and the alert decisions and deliveries that
+        only concern pruned runs. Works in transactions of at most ``batch`` runs read (other writers run
+        between them); ``should_stop()`` is asked between batches (a server stopping). ``dry_run`` counts what
+        would go and deletes nothing. ``vacuum`` says how freed space goes back to the file system: ``auto``
+        (SQLite: incremental vacuum; an older journal is switched to it once by a full ``VACUUM``),
+        ``incremental`` (never rewrite the whole file: the server's background retention) or ``none`` (keep it
+        for reuse); a store whose database does this on its own (PostgreSQL's autovacuum) ignores it.
+        Returns what was (or would be) deleted and kept.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot prune its journal")
 
     # ------------------------------------------------------------------ alert deliveries
     # Used by ``runbook serve`` (plugins/runbook_server): webhook deliveries, the decision taken for each
