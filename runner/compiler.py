@@ -418,8 +418,3 @@ def _rollback(ctx: _Ctx, path: Path_, raw: Any) -> Action | None:
         ctx.add((*path, type_name), f"unknown step type '{type_name}'; known: {', '.join(ctx.registry.names())}")
         return None
     return _action(ctx, path, type_name, config)
-
-
-def is_valid_name(name: str) -> bool:
-    """True if ``name`` is a valid runbook name."""
-    return re.fullmatch(NAME_PATTERN, name) is not None

@@ -30,7 +30,8 @@ from runbook_server.guard import judge
 from runbook_server.routing import run_key
 from runbook_server.runs import gate_config, start_queued
 from runner.alerts import NewDecision
-from runner.errors import ConflictError, LockHeld, ParamsError, RunbookError, StoreError, TemplateError, UsageError
+from runner.authority import Principal
+from runner.errors import ConflictError, LockHeld, ParamsError, StoreError, TemplateError, UsageError
 from runner.store.records import RunState
 
 if TYPE_CHECKING:
@@ -214,7 +215,8 @@ class Intake:
             steps = engine.catalog.get(route.spec.runbook).spec.steps
             gates = {s.id: gate_config(f"route '{route.name}': {gated}") for s in steps}
         return start_queued(engine, route.spec.runbook, params, started_by=f"alert:{alert.source}/{route.name}",
-                            idempotency_key=self._run_key(route, base.dedupe_key or "", alert), trigger=trigger, gates=gates)  # fmt: skip
+                            idempotency_key=self._run_key(route, base.dedupe_key or "", alert), trigger=trigger, gates=gates,
+                            principal=Principal("route", f"{alert.source}/{route.name}"))  # fmt: skip
 
     def _run_key(self, route: CompiledRoute, key: str, alert: Alert) -> str:
         """The run's idempotency key: the alert episode's, else "the firing after the key's last run".
@@ -261,8 +263,3 @@ def _with(base: NewDecision, decision: str, *, reason: str, run_id: str | None =
     from dataclasses import replace
 
     return replace(base, decision=decision, reason=reason, run_id=run_id)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Errors after which the sender should retry (5xx): the store, or anything unexpected."""
-    return isinstance(exc, StoreError) or not isinstance(exc, RunbookError)

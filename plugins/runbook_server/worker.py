@@ -47,7 +47,6 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._stores = list({id(e.store): e.store for e in self.engines}.values())
         self._stopping = False
-        self._interrupts = 0
         self.busy = 0
         self.drives = 0
         self._unsubscribe: Callable[[], None] = lambda: None
@@ -72,17 +71,11 @@ class WorkerPool:
         """Stop claiming; interrupt running executions (first call: after the current step; second: now)."""
         with self._cond:
             self._stopping = True
-            self._interrupts += 1
         for store in self._stores:
             store.work.notify_all()
         self._unsubscribe()
         for engine in self.engines:
             engine.interrupt()
-
-    @property
-    def stopping(self) -> bool:
-        """True once :meth:`stop` was called."""
-        return self._stopping
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the threads to finish; True if all did."""

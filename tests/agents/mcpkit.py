@@ -2,10 +2,9 @@
 against the MCP specification's JSON Schema for the negotiated protocol version.
 
 The schema is the specification's artifact (``schema/<version>/schema.json`` of the
-modelcontextprotocol/modelcontextprotocol repository, MIT/Apache-2.0). It is not vendored in this repository:
-it is read from ``RUNBOOK_MCP_SCHEMA_DIR`` (a directory holding ``<version>/schema.json``) or from
-``shared/fixtures/mcp-schema/<version>/schema.json`` beside the checkout; without it the conformance check is
-skipped locally and fails in CI (``require``).
+modelcontextprotocol/modelcontextprotocol repository, MIT/Apache-2.0), vendored unchanged in
+``tests/data/mcp-schema/<version>/schema.json``; ``RUNBOOK_MCP_SCHEMA_DIR`` (a directory holding
+``<version>/schema.json``) takes precedence. A version found in neither is skipped locally and fails in CI.
 """
 
 from __future__ import annotations
@@ -46,14 +45,14 @@ NOTIFICATIONS = {
 @lru_cache(maxsize=4)
 def _schema_file(version: str) -> Path | None:
     candidates = [Path(os.environ["RUNBOOK_MCP_SCHEMA_DIR"]) / version / "schema.json"] if os.environ.get("RUNBOOK_MCP_SCHEMA_DIR") else []
-    candidates.append(REPO.parent / "shared" / "fixtures" / "mcp-schema" / version / "schema.json")
+    candidates.append(REPO / "tests" / "data" / "mcp-schema" / version / "schema.json")
     return next((p for p in candidates if p.is_file()), None)
 
 
 def schema_for(version: str) -> dict[str, Any]:
     """The specification's JSON Schema for protocol ``version`` (skip locally, fail in CI, when absent)."""
     path = _schema_file(version)
-    require(path is not None, f"the MCP specification's schema for {version} (RUNBOOK_MCP_SCHEMA_DIR or shared/fixtures/mcp-schema)")
+    require(path is not None, f"the MCP specification's schema for {version} (RUNBOOK_MCP_SCHEMA_DIR or tests/data/mcp-schema)")
     assert path is not None
     return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 

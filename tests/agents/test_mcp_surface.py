@@ -116,16 +116,26 @@ def test_cancel_stops_at_the_next_boundary_and_resume_completes_each_step_once(p
     """must-show 2: a cancel during a long step returns at once; the run pauses within 1 s of the step's end
     (a pause by the agent); resuming completes it, each step once."""
     log = project.root / "steps.log"
-    project.write("steps.yaml", STEPS.format(log=log, long=2))
+    project.write("steps.yaml", STEPS.format(log=log, long=3))
     capture = Capture()
     got: dict[str, Any] = {}
 
     async def scenario() -> None:
         async with connect_stdio(project, capture=capture) as agent:
             got["tools"] = await agent.tools()
-            started = time.monotonic()
-            with anyio.move_on_after(1.0):  # during step two (2 s)
-                await agent.call("start_run", {"runbook": "steps", "budget": "30s"})
+            scope = anyio.CancelScope()
+
+            async def call() -> None:
+                with scope:
+                    await agent.call("start_run", {"runbook": "steps", "budget": "30s"})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                with anyio.fail_after(60):  # step two (3 s) under way, whatever the machine's load
+                    while not await anyio.to_thread.run_sync(_step_two_running, project):
+                        await anyio.sleep(0.05)
+                started = time.monotonic()
+                scope.cancel()
             got["cancel_returned"] = time.monotonic() - started
             rid = project.run("runs", "--json").json()["runs"][0]["run_id"]
             got["paused"] = await _poll(agent, rid, lambda v: v["state"] != "running")
@@ -145,6 +155,14 @@ def test_cancel_stops_at_the_next_boundary_and_resume_completes_each_step_once(p
     assert got["done"].data["state"] == "succeeded", got["done"]
     assert lines(log) == ["one", "two", "three"], "each step once"
     validate_capture(capture, got["tools"])
+
+
+def _step_two_running(project: Project) -> bool:
+    runs = project.run("runs", "--json").json()["runs"]
+    if not runs:
+        return False
+    steps = project.run("status", runs[0]["run_id"], "--json").json()["steps"]
+    return bool(steps[1]["state"] == "running")
 
 
 def _ts(event: dict[str, Any]) -> float:
