@@ -8,6 +8,7 @@ step printed masked.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -74,6 +75,34 @@ def test_piped_output_is_plain_and_line_prefixed(project: Project) -> None:
     assert any(line.startswith("  boom stderr (last 1 line(s), exit code 3)") for line in lines), lines
     quiet = project.run("run", "ticker", "--quiet")
     assert "tick-1" not in quiet.out.split("boom stderr (last")[0], "--quiet shows no live lines"
+
+
+def test_logs_follow_prints_lines_while_the_step_runs_and_stops_with_the_run(project: Project) -> None:
+    """``runbook logs RUN --follow --json``: each line once, in order, the first while its step still runs; the
+    command ends when the run does."""
+    project.write("ticker.yaml", TICKER.replace("1 2 3 4 5 6", " ".join(map(str, range(1, 13)))))
+    run = project.popen("run", "ticker", "--quiet")
+    try:
+        deadline = time.monotonic() + 60
+        while not (runs := project.run("runs", "--json").json()["runs"]):
+            assert time.monotonic() < deadline, "the run never appeared"
+            time.sleep(0.1)
+        follow = project.popen("logs", runs[0]["run_id"], "--follow", "--json")
+        assert follow.stdout is not None
+        first = json.loads(follow.stdout.readline())
+        running_at_first = run.poll() is None
+        out, err = follow.communicate(timeout=120)
+    finally:
+        run.communicate(timeout=120)
+    assert follow.returncode == 0, err
+    lines = [first, *(json.loads(line) for line in out.splitlines())]
+    assert first == {"step": "tick", "target": None, "stream": "stdout", "n": first["n"], "line": first["line"]}
+    assert running_at_first, "the first line arrived while the step ran"
+    ticks = [line["line"] for line in lines if line["step"] == "tick"]
+    assert ticks == [f"tick-{i}" for i in range(1, 13)], "every line once, in order"
+    assert {"step": "boom", "stream": "stderr", "line": "cause: the disk is full"}.items() <= next(
+        line for line in lines if line["step"] == "boom" and line["stream"] == "stderr"
+    ).items()
 
 
 def test_a_python_steps_log_messages_appear_with_their_text(project: Project) -> None:
