@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from psycopg.types.json import Jsonb
+
+from runner.store.jsontext import compact_encoder
 
 __all__ = ["NOW", "json_text", "jsonb", "text"]
 
@@ -28,19 +29,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _encoder() -> Callable[[Any], str]:
-    """Compact JSON (``default=str``, UTF-8 kept) through one C encoder built once, as the SQLite store does
-    (``json.dumps`` with options builds an encoder per call)."""
-    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-
-    if c_make_encoder is None:  # an interpreter without the C accelerator
-        return json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
-    chunks = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
-    join = "".join
-    return lambda value: join(chunks(value, 0))
-
-
-_encode = _encoder()
+_encode = compact_encoder()
 
 
 def json_text(value: Any) -> str:

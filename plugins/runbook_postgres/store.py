@@ -65,6 +65,8 @@ _RUN_UPDATABLE = frozenset(
 class PostgresStore(NotificationOutbox, AlertDeliveries):
     """Store in a PostgreSQL database (one schema); safe for many processes on many hosts."""
 
+    signals_work = True
+
     def __init__(self, url: str) -> None:
         parsed = parse_url(url)
         self.url = parsed.safe  # printed by `runbook worker`/`serve`: never the password
@@ -136,7 +138,9 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
                     self._take_lock(cur, new.lock_key, new.id)
                     if row["claimable"]:
                         cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
+                        row["notified"] = 1
         if row is not None:
+            self._signal(row)
             return RunRecord.model_validate(row), True
         # the key was used before (or by a transaction that committed while this insert waited on it)
         with self._read("creating a run") as conn:
@@ -304,7 +308,13 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     def release(self, lease: Lease) -> None:
         """See :meth:`Store.release`. Wakes the workers if the run is runnable without its holder."""
-        self._one("releasing a lease", _sql.RELEASE, {"id": lease.run_id, "fence": lease.fence, "channel": self._channel})
+        self._signal(self._one("releasing a lease", _sql.RELEASE, {"id": lease.run_id, "fence": lease.fence, "channel": self._channel}))
+
+    def _signal(self, row: dict[str, Any] | None) -> None:
+        """After a statement that notified the channel (a run became claimable): wake this process's idle workers
+        at once (``LISTEN`` brings the same news to the other processes' workers)."""
+        if row is not None and row.get("notified"):
+            self.work.notify()
 
     def commit(
         self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
@@ -363,6 +373,7 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         })  # fmt: skip
         if row is None:
             raise RunNotFound(run_id)
+        self._signal(row)
         return Event(run_id=run_id, seq=row["last_seq"], ts=row["ts"], type=f"request.{kind}", step_id=step_id, actor=actor, data=payload)
 
     # ------------------------------------------------------------------ workers

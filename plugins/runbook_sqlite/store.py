@@ -36,6 +36,7 @@ from runbook_sqlite._wake import WakeChannel
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.notify.outbox import run_notifications
 from runner.store.base import IsAlive, Store, WorkSignal
+from runner.store.jsontext import compact_encoder
 from runner.store.records import (
     ACTIVE_STATES,
     Event,
@@ -177,23 +178,7 @@ class _Owned:
             self.conn.close()
 
 
-def _encoder() -> Callable[[Any], str]:
-    """Compact JSON (``default=str``, UTF-8 kept) through one C encoder built once.
-
-    ``json.dumps`` with options, and ``JSONEncoder.encode``, build a new encoder per call: a third of the cost
-    of the small documents a commit writes. The shared encoder keeps no circular-reference markers (a marker
-    dict would be shared between threads); a cyclic value ends in ``RecursionError`` instead of ``ValueError``.
-    """
-    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-
-    if c_make_encoder is None:  # an interpreter without the C accelerator
-        return json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
-    chunks = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
-    join = "".join
-    return lambda value: join(chunks(value, 0))
-
-
-_dumps = _encoder()
+_dumps = compact_encoder()
 _STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
