@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from runbook_server.schedules import CompiledSchedule
     from runbook_server.state import ServerState
 
-__all__ = ["ScheduleDetail", "router"]
+__all__ = ["ScheduleDetail", "router", "schedule_listing"]
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 _READ = scope("read")
@@ -61,14 +61,19 @@ def _listing(state: ServerState, principal: Principal, schedules: list[CompiledS
     return listing
 
 
-@router.get("", response_model=ScheduleList, summary="Schedules with their next slot and last run")
-def list_schedules(request: Request, principal: Principal = _READ) -> ScheduleList:
-    """Every schedule in the server config (enabled or not)."""
-    state = get_state(request)
+def schedule_listing(state: ServerState, principal: Principal) -> ScheduleList:
+    """Every schedule of the server config (enabled or not) that ``principal`` may see, with its next slot and its newest
+    decision and run: what ``GET /v1/schedules`` answers and the console's ``/schedules`` page shows."""
     scheduler = _scheduler(state)
     if scheduler is None:
         return ScheduleList(schedules=[], now=at(time.time()).isoformat(timespec="seconds"))
     return _listing(state, principal, _visible(state, principal), scheduler.clock.now())
+
+
+@router.get("", response_model=ScheduleList, summary="Schedules with their next slot and last run")
+def list_schedules(request: Request, principal: Principal = _READ) -> ScheduleList:
+    """Every schedule in the server config (enabled or not)."""
+    return schedule_listing(get_state(request), principal)
 
 
 @router.get("/{name}", response_model=ScheduleDetail, summary="One schedule: next slots and newest decisions")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSOLE_PREFIXES", "is_console_path", "mount"]
 
-CONSOLE_PREFIXES = ("/login", "/logout", "/runs", "/runbooks", "/decisions", "/static/")
+CONSOLE_PREFIXES = ("/login", "/logout", "/runs", "/runbooks", "/decisions", "/schedules", "/static/")
 """Paths the console serves besides ``/`` (the API is under ``/v1``; nothing here starts with it)."""
 
 

@@ -1,4 +1,4 @@
-"""The console's pages (GET): overview, catalog, start form, runs, run, step output, decisions, live events, assets."""
+"""The console's pages (GET): overview, catalog, start form, runs, run, step output, decisions, schedules, live events, assets."""
 
 from __future__ import annotations
 
@@ -172,6 +172,21 @@ def decisions(request: Request, route: Annotated[str, Query(max_length=200)] = "
                                           run_id=run_id or None, limit=50, before=before)  # fmt: skip
         query = {k: v for k, v in flt.items() if v}
         return "decisions.html", {**base, "rows": rows, "next_before": rows[-1].id if len(rows) == 50 else None, "query": query}
+
+    return respond(request, "read", build)
+
+
+# ---------------------------------------------------------------------- schedules
+
+
+@router.get("/schedules")
+def schedules(request: Request) -> Response:
+    """The server config's schedules as ``GET /v1/schedules`` lists them: next slot, newest decision and run."""
+    from runbook_server.api_schedules import schedule_listing
+
+    def build(state: ServerState, viewer: Viewer) -> Built:
+        listing = schedule_listing(state, viewer.principal)
+        return "schedules.html", {"listing": listing, "configured": state.scheduler is not None}
 
     return respond(request, "read", build)
 
