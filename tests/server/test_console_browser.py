@@ -3,7 +3,8 @@
 
 A person logs in with their token, finds the run an alert started waiting for their approval, approves it,
 watches its steps complete without reloading the page, and opens the failed step's output. A person whose
-token lacks the ``approve`` scope sees no approve button and a POST forged from their session is refused;
+token lacks the ``approve`` scope sees no approve button and a POST forged from their session is refused, and
+finds the schedules from the navigation;
 a page of another origin posting the approve form with the approver's session is refused too. Screenshots go
 to ``$RUNBOOK_TEST_ARTIFACTS/console`` (else the test's tmp dir) and their paths are printed.
 """
@@ -44,6 +45,8 @@ routes:
     match: {alertname: WebDown}
     runbook: remediate
     params: {host: "{{ alert.labels.instance }}"}
+schedules:
+  - {name: weekly-drain, runbook: remediate, cron: "0 4 * * 1", timezone: Europe/Paris, params: {host: web9}, enabled: false}
 """
 RUNBOOK = """
 name: remediate
@@ -206,6 +209,13 @@ def test_an_on_call_person_approves_an_alert_run_and_watches_it_live(
             return {status: r.status, text: await r.text()};
         }""", f"/runs/{second}/approve")  # fmt: skip
         assert forged["status"] == 403 and "lacks the &#39;approve&#39; scope" in forged["text"]
+
+        # The schedules, reached from the navigation.
+        viewer.get_by_role("link", name="Schedules", exact=True).click()
+        viewer.wait_for_url(server.url + "/schedules")
+        schedule = viewer.locator("#schedule-weekly-drain").inner_text()
+        assert "remediate" in schedule and "0 4 * * 1" in schedule and "Europe/Paris" in schedule and "disabled" in schedule
+        shot(viewer, artifacts, "04b-schedules")
 
         # The approver's own page, posting without the form's CSRF token: refused.
         no_token = page.evaluate("""async (path) => {
