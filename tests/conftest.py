@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -58,6 +59,7 @@ class Project:
         keep = {"RUNBOOK_DISABLE_PLUGINS", "RUNBOOK_CACHE_DIR"}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_") or k in keep}
         self.env.update(RUNBOOK_ACTOR="tester", PYTHONUNBUFFERED="1", COLUMNS="200")
+        self.started: list[subprocess.Popen[str]] = []
 
     @property
     def journal(self) -> Path:
@@ -83,8 +85,23 @@ class Project:
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start ``runbook ARGS`` without waiting (for kill and signal tests)."""
-        return subprocess.Popen(self.cmd(*args), cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(self.cmd(*args), cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.started.append(proc)
+        return proc
+
+    def reap(self) -> None:
+        """Kill and reap every process :meth:`popen` started that a test left running, and close their pipes (a
+        leftover would outlive the test, and its ResourceWarning would fail whichever test the GC ran in)."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self.started.clear()
 
 
 def kill(proc: subprocess.Popen[str], sig: int | None = None) -> tuple[str, str]:
@@ -110,5 +127,7 @@ def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    """A fresh project directory."""
-    yield Project(tmp_path / "proj")
+    """A fresh project directory (processes a test left running are reaped after it)."""
+    made = Project(tmp_path / "proj")
+    yield made
+    made.reap()

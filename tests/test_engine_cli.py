@@ -130,7 +130,7 @@ def test_approval_expiry_denies_by_default(project: Project) -> None:
 
 def test_pause_from_another_process_stops_at_the_next_boundary(project: Project) -> None:
     log = project.root / "steps.log"
-    steps = "\n".join(f'  - {{id: s{i}, shell: {{script: "echo s{i} >> {log}; sleep 0.8"}}}}' for i in range(1, 7))
+    steps = "\n".join(f'  - {{id: s{i}, shell: {{script: "echo s{i} >> {log}; sleep 0.8"}}}}' for i in range(1, 13))
     project.write("slow.yaml", f"name: slow\nsteps:\n{steps}\n")
     proc = project.popen("run", "slow", "--json")
     wait_for(lambda: log.exists() and "s2" in log.read_text(), what="step s2 to start")
@@ -147,10 +147,10 @@ def test_pause_from_another_process_stops_at_the_next_boundary(project: Project)
     # the step in flight when the pause was recorded finishes; no later step starts (one may have started
     # between the pause being committed and this test reading the log)
     assert started_when_paused - 1 <= len(done_before) <= started_when_paused, (done_before, started_when_paused)
-    assert len(done_before) < 6
+    assert len(done_before) < 12
     res = project.run("resume", run_id, "--json")
     assert res.code == 0, res
-    assert log.read_text().split() == [f"s{i}" for i in range(1, 7)], "no step twice, none skipped"
+    assert log.read_text().split() == [f"s{i}" for i in range(1, 13)], "no step twice, none skipped"
 
 
 def test_step_without_check_killed_mid_action_becomes_unknown(project: Project) -> None:

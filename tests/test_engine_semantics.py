@@ -310,7 +310,7 @@ def test_wait_for_runs_in_process_without_budget_and_exits_4_with_one(project: P
 
 
 def test_wait_condition_polls_and_times_out(project: Project) -> None:
-    flag = project.root / "flag"
+    flag, polls = project.root / "flag", project.root / "polls.log"
     project.write(
         "cond.yaml",
         f"""
@@ -321,11 +321,14 @@ def test_wait_condition_polls_and_times_out(project: Project) -> None:
               every: 0.2s
               within: 10s
               checks:
-                - shell: [test, -f, {flag}]
+                - shell: {{script: "echo poll >> {polls}; test -f {flag}"}}
     """,
     )
     proc = project.popen("run", "cond", "--json")
-    time.sleep(0.8)
+    deadline = time.monotonic() + 60
+    while not polls.exists():  # the first poll failed (no flag yet): the next one holds
+        assert time.monotonic() < deadline, "the condition was never polled"
+        time.sleep(0.05)
     flag.touch()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
