@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from runner.compile_cache import CompileCache
     from runner.model import RunbookSpec
     from runner.registry import StepTypeRegistry
+    from runner.store.records import JSONText
     from runner.yamlsafe import Located
 
 __all__ = ["Catalog", "LoadedRunbook", "RunbookSummary", "search_path", "summary_of"]
@@ -73,6 +74,9 @@ class LoadedRunbook:
     located: Located | None = field(default=None, repr=False)
     source: bytes | None = field(default=None, repr=False)
     """The YAML it was compiled from, when positions are to be found on demand (a compile cache hit)."""
+    spec_text: JSONText | None = field(default=None, repr=False)
+    """The compiled runbook's JSON text as the compile cache holds it (a cache hit): :attr:`spec_json` is decoded
+    from it on first use only, and a new run stores it as it is (see :meth:`snapshot`)."""
 
     @classmethod
     def of(cls, spec: RunbookSpec, file: str, registry: StepTypeRegistry, *, located: Located | None = None,
@@ -91,9 +95,26 @@ class LoadedRunbook:
     def spec_json(self) -> dict[str, Any]:
         """The compiled runbook as JSON (the snapshot stored with each run, and what the hashes are taken of).
 
-        Callers must not change it: it is computed once per loaded runbook.
+        Callers must not change it: it is computed once per loaded runbook. A runbook read from the compile cache
+        decodes it from :attr:`spec_text` (only edits and analysis need it; a run stores :meth:`snapshot`).
         """
+        if self.spec_text is not None:
+            data: dict[str, Any] = json.loads(self.spec_text)
+            return data
         return self.spec.model_dump(mode="json", by_alias=True)
+
+    def snapshot(self) -> dict[str, Any] | JSONText:
+        """What a new run stores as its runbook snapshot: :attr:`spec_text` when there is one (not decoded), else
+        :attr:`spec_json`."""
+        if self.spec_text is not None and "spec_json" not in self.__dict__:
+            return self.spec_text
+        return self.spec_json
+
+    def snapshot_text(self) -> str:
+        """The snapshot as compact JSON text (what the compile cache keeps)."""
+        if self.spec_text is not None:
+            return str(self.spec_text)
+        return json.dumps(self.spec_json, separators=(",", ":"))
 
     @cached_property
     def step_hashes(self) -> dict[str, str]:

@@ -15,8 +15,11 @@ As for ``.pyc`` files, a module's stamp is the one this process first saw: a lon
 plugin is upgraded under it keeps reading entries for the code it runs, and writes none once a stamp on disk
 no longer matches. No entry is written while any stamp is unknown (a module without its source file).
 
-An entry is two lines of JSON: a header (format, key, the step types' stamps and the runbook's summary: name,
-description, version, tags, step count, params and their JSON Schema), then the compiled runbook. The catalog
+An entry is three lines of JSON: a header (format, key, the step types' stamps and the runbook's summary: name,
+description, version, tags, step count, params and their JSON Schema), the content hashes, then the compiled
+runbook. The compiled runbook is validated straight from its JSON text (no intermediate dicts) and that text is
+kept as the snapshot a new run stores (:attr:`~runner.catalog.LoadedRunbook.spec_text`): a large runbook is held
+once, as its models, plus its text (issue 19: bounded memory per run). The catalog
 reads only headers to learn which runbooks exist (:meth:`CompileCache.peek`: a listing, duplicate names) and
 decodes the one runbook a command needs (:meth:`CompileCache.load`), so a large runbook elsewhere in the project
 costs a command that does not use it only the reading and hashing of its file.
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompileCache", "default_cache"]
 
-FORMAT = 3  # 3: a header line with the summary, then the compiled runbook
+FORMAT = 4  # 4: a header line with the summary, a line of content hashes, then the compiled runbook (its JSON text)
 MAX_ENTRIES = 2000  # a write that finds more removes the least recently used
 STALE_TMP = 3600.0  # seconds after which a temporary file is a crashed writer's, removed by the next trim
 _OFF = frozenset({"", "0", "off", "false", "no", "none"})
@@ -272,24 +275,26 @@ class CompileCache:
     @staticmethod
     def _decode(data: bytes, key: str, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         from runner.catalog import LoadedRunbook
-        from runner.model import RunbookSpec
+        from runner.model import RunbookSpec, compact
         from runner.steptypes import remember_reusable_configs
+        from runner.store.records import JSONText
 
-        head, _, body = data.partition(b"\n")
+        head, _, rest = data.partition(b"\n")
         header = json.loads(head)
         if header.get("key") != key or header.get("format") != FORMAT:
             return None
-        entry = json.loads(body)
+        hashes_line, _, spec_text = rest.partition(b"\n")
+        hashes = json.loads(hashes_line)
         for name, stamp in header["types"].items():
             if name not in registry or _type_stamp(registry.get(name)) != stamp:
                 return None  # a step type changed, moved or went away: compile again (and report it if gone)
-        spec = RunbookSpec.model_validate(entry["spec"])
+        spec = compact(RunbookSpec.model_validate_json(spec_text))
         remember_reusable_configs(spec.step_actions(), registry)
         rb = LoadedRunbook.of(spec, file, registry, source=source)
-        rb.__dict__["spec_json"] = entry["spec"]  # the cached properties, as the compile that wrote the entry had them
-        if entry.get("step_hashes") is not None:
-            rb.__dict__["step_hashes"] = entry["step_hashes"]
-            rb.__dict__["content_hash"] = entry["content_hash"]
+        rb.spec_text = JSONText(spec_text.decode("utf-8"))  # the snapshot runs store, as the compile that wrote it had it
+        if hashes.get("step_hashes") is not None:
+            rb.__dict__["step_hashes"] = hashes["step_hashes"]
+            rb.__dict__["content_hash"] = hashes["content_hash"]
         return rb
 
     def store(self, source: bytes, rb: LoadedRunbook) -> None:
@@ -305,13 +310,13 @@ class CompileCache:
                 return  # code changed on disk since this process loaded it: a new process would compile otherwise
             fingerprinted = any(_fingerprints(rb.registry.get(name)) for name in used)
             header = {"format": FORMAT, "key": key, "types": types, "summary": summary_of(rb).as_dict(with_file=False)}
-            entry = {
-                "spec": rb.spec_json,
+            hashes = {
                 "step_hashes": None if fingerprinted else rb.step_hashes,
                 "content_hash": None if fingerprinted else rb.content_hash,
             }  # fmt: skip
             if self._usable(create=True):
-                self._write(key, json.dumps(header, separators=(",", ":")) + "\n" + json.dumps(entry, separators=(",", ":")))
+                lines = (json.dumps(header, separators=(",", ":")), json.dumps(hashes, separators=(",", ":")), rb.snapshot_text())
+                self._write(key, "\n".join(lines))
         except Exception as exc:  # never fail a command for the cache's sake
             log.debug("compile cache: %s not stored: %s", rb.file, exc)
 

@@ -144,7 +144,7 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tmp_path: Path, cache_dir: Pa
     load(file, registry)
     [entry] = entries(cache_dir)
     good = entry.read_text()
-    header, doc = (json.loads(line) for line in good.splitlines())
+    header, hashes, spec = (json.loads(line) for line in good.splitlines())
     if damage == "truncated":
         entry.write_text(good[: len(good) // 2])
     elif damage == "not json":
@@ -153,11 +153,11 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tmp_path: Path, cache_dir: Pa
         entry.write_bytes(b"\xff\xfe garbage")
     elif damage == "other key":  # e.g. a file copied from another key: its spec is some other runbook
         header["key"] = "0" * 64
-        doc["spec"]["steps"][0]["action"]["config"] = {"command": ["echo", "wrong"]}
-        entry.write_text(json.dumps(header) + "\n" + json.dumps(doc))
+        spec["steps"][0]["action"]["config"] = {"command": ["echo", "wrong"]}
+        entry.write_text("\n".join(json.dumps(part) for part in (header, hashes, spec)))
     else:  # what a foreign or tampered entry holding a runbook no compile would give looks like
-        doc["spec"]["steps"][0]["action"] = {"type": "shell"}
-        entry.write_text(json.dumps(header) + "\n" + json.dumps(doc))
+        spec["steps"][0]["action"] = {"type": "shell"}
+        entry.write_text("\n".join(json.dumps(part) for part in (header, hashes, spec)))
     rb = load(file, registry)
     assert not was_hit(rb)
     assert rb.spec.steps[0].action.config == {"command": ["echo", "right"]}

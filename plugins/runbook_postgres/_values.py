@@ -8,6 +8,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from runner.store.jsontext import compact_encoder
+from runner.store.records import JSONText
 
 __all__ = ["NOW", "json_text", "jsonb", "text"]
 
@@ -41,8 +42,16 @@ def json_text(value: Any) -> str:
 
 
 def jsonb(value: Any) -> Jsonb | None:
-    """``value`` as a ``jsonb`` parameter (None stays SQL NULL), dumped like the SQLite store dumps JSON."""
+    """``value`` as a ``jsonb`` parameter (None stays SQL NULL), dumped like the SQLite store dumps JSON; a
+    :class:`~runner.store.records.JSONText` (already encoded) is sent as it is."""
+    if isinstance(value, JSONText):
+        return Jsonb(value, dumps=_raw)
     return None if value is None else Jsonb(value, dumps=json_text)
+
+
+def _raw(text: str) -> str:
+    """Encoded JSON as it is, unless it holds an escaped NUL (jsonb refuses it): then scrubbed like any value."""
+    return json_text(json.loads(text)) if "\\u0000" in text else str(text)
 
 
 def text(value: str | None) -> str | None:

@@ -42,6 +42,7 @@ from runner.store.records import (
     Event,
     Flags,
     Holder,
+    JSONText,
     Lease,
     NewEvent,
     NewRun,
@@ -179,6 +180,12 @@ class _Owned:
 
 
 _dumps = compact_encoder()
+
+
+def _spec_text(spec: dict[str, Any] | JSONText) -> str:
+    """A run's runbook snapshot as stored: already-encoded text as it is, else encoded."""
+    return str(spec) if isinstance(spec, JSONText) else _dumps(spec)
+
 _STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
@@ -543,7 +550,7 @@ class SQLiteStore(Store):
                  1 if new.holder else 0),
             )  # fmt: skip
             c.execute(
-                "INSERT INTO run_specs (run_id, step_hashes, spec) VALUES (?,?,?)", (new.id, _dumps(new.step_hashes), _dumps(new.spec))
+                "INSERT INTO run_specs (run_id, step_hashes, spec) VALUES (?,?,?)", (new.id, _dumps(new.step_hashes), _spec_text(new.spec))
             )
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",

@@ -185,7 +185,7 @@ class Engine:
             lock_key = str(self.renderer.render(rb.spec.lock, {"params": stored, "run": {"started_by": actor}}, file=rb.file, field="lock"))
         new = NewRun(
             id=new_run_id(), runbook=name, params=stored, started_by=actor, content_hash=rb.content_hash,
-            step_hashes=rb.step_hashes, spec=rb.spec_json, file=rb.file,
+            step_hashes=rb.step_hashes, spec=rb.snapshot(), file=rb.file,
             step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
             parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None, options=run_options,
             created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
@@ -287,6 +287,7 @@ class Engine:
         finally:
             self._active.remove(exe)
             self.notices.extend(n for n in options.notices if n not in self.notices)
+            exe.forget()  # its records are freed now, not by a later cyclic collection after the view is built
         return exe.detached
 
     def interrupt(self) -> None:

@@ -149,6 +149,14 @@ class Execution:
                 self.journal.flush()
                 self.store.release(self.lease)
 
+    def forget(self) -> None:
+        """The drive is over: drop what it held per step (records, outputs), which reference cycles through this
+        execution would otherwise keep until a full garbage collection (issue 19: bounded memory per run)."""
+        self.steps = {}
+        self.outputs = {}
+        self.steps_view = {}
+        self._live = {}
+
     def _preflight(self, unresolved: SecretsUnavailable | None) -> bool:
         """Pre-flight the steps left (see runner.engine.preflight); False if it failed the run.
 

@@ -20,6 +20,7 @@ __all__ = [
     "Event",
     "Flags",
     "Holder",
+    "JSONText",
     "Lease",
     "NewEvent",
     "NewRun",
@@ -204,9 +205,16 @@ class StepPatch:
                    rec.finished_at, rec.not_before, rec.progress.to_json())  # fmt: skip
 
 
+class JSONText(str):
+    """A JSON document already encoded (a runbook snapshot read from the compile cache): a store writes it as it is
+    rather than encoding a decoded copy (``json.loads`` gives the document)."""
+
+    __slots__ = ()
+
+
 @dataclass
 class NewRun:
-    """What ``Store.create_run`` needs."""
+    """What ``Store.create_run`` needs (``spec``: the snapshot, a JSON object or its :class:`JSONText`)."""
 
     id: str
     runbook: str
@@ -214,7 +222,7 @@ class NewRun:
     started_by: str
     content_hash: str
     step_hashes: dict[str, str]
-    spec: dict[str, Any]
+    spec: dict[str, Any] | JSONText
     file: str
     step_ids: list[str]
     state: RunState = RunState.QUEUED
