@@ -137,3 +137,19 @@ def test_catalog_benchmark_measures_every_project(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["results"]
     assert set(rows) == {"alone", "big", "many", "both"} and rows["alone"]["ratio"] == 1.0
     assert all(r["median_ms"] > 0 for r in rows.values())
+
+
+def test_memory_benchmark_measures_each_n_through_its_launcher(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    res = subprocess.run(
+        [sys.executable, str(BENCH / "memory_bench.py"), "--ns", "2,4", "--reps", "1", "--out", str(out)],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]  # no N=5000: no verdict, exit 0
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"2", "4"}
+    for row in doc["results"].values():
+        # a run's own peak (the launcher's fork starts far below it), and its cold (compiling) run's
+        assert row["rss_mib"] > 2 * row["launcher_floor_mib"] and row["cold_rss_mib"] > 5, row
+        assert row["median_ms"] > 0 and len(row["samples"]) == 1
+    assert "peak MiB" in res.stdout and "no verdict" in res.stdout
