@@ -122,8 +122,10 @@ def measure(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> dic
             "cpu_median_ms": statistics.median(s.cpu_ms for s in warm),
             "ms_per_step": wall / n,
             "launcher_floor_mib": true.maxrss_mib,
-            "samples": [{"wall_ms": round(s.wall_ms, 2), "cpu_ms": round(s.cpu_ms, 2), "maxrss_mib": round(s.maxrss_mib, 2),
-                         "delay": s.delay} for s in warm],  # fmt: skip
+            "samples": [
+                {"wall_ms": round(s.wall_ms, 2), "cpu_ms": round(s.cpu_ms, 2), "maxrss_mib": round(s.maxrss_mib, 2), "delay": s.delay}
+                for s in warm
+            ],
         }
         print(f"  N={n}: peak {rows[n]['rss_mib']:.1f} MiB (cold {cold.maxrss_mib:.1f}), {wall:.0f} ms", file=sys.stderr, flush=True)
     return rows

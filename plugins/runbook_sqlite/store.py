@@ -186,6 +186,7 @@ def _spec_text(spec: dict[str, Any] | JSONText) -> str:
     """A run's runbook snapshot as stored: already-encoded text as it is, else encoded."""
     return str(spec) if isinstance(spec, JSONText) else _dumps(spec)
 
+
 _STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
