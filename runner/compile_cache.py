@@ -275,7 +275,7 @@ class CompileCache:
     @staticmethod
     def _decode(data: bytes, key: str, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         from runner.catalog import LoadedRunbook
-        from runner.model import RunbookSpec, compact
+        from runner.model import RunbookSpec
         from runner.steptypes import remember_reusable_configs
         from runner.store.records import JSONText
 
@@ -288,7 +288,7 @@ class CompileCache:
         for name, stamp in header["types"].items():
             if name not in registry or _type_stamp(registry.get(name)) != stamp:
                 return None  # a step type changed, moved or went away: compile again (and report it if gone)
-        spec = compact(RunbookSpec.model_validate_json(spec_text))
+        spec = RunbookSpec.model_validate_json(spec_text)
         remember_reusable_configs(spec.step_actions(), registry)
         rb = LoadedRunbook.of(spec, file, registry, source=source)
         rb.spec_text = JSONText(spec_text.decode("utf-8"))  # the snapshot runs store, as the compile that wrote it had it

@@ -37,7 +37,6 @@ __all__ = [
     "Step",
     "TextExpect",
     "Verify",
-    "compact",
 ]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
@@ -239,44 +238,3 @@ class RunbookSpec(_Model):
     def index(self, step_id: str) -> int:
         """Position of ``step_id`` in ``steps``."""
         return [s.id for s in self.steps].index(step_id)
-
-
-_DEFAULT_RETRY = Retry()
-
-
-def compact(spec: RunbookSpec) -> RunbookSpec:
-    """``spec`` with what its steps hold alike held once (in place; it returns ``spec``): an unset ``retry`` is one
-    shared default, equal sets of set fields one set, equal strings inside action configs one string.
-
-    The models are frozen, so sharing immutable parts cannot be seen from outside (equality, dumps and hashes are
-    unchanged); for a runbook of thousands of steps it is a good part of the memory its models take (issue 19:
-    bounded memory per run). The compile cache applies it to what it decodes.
-    """
-    strings: dict[str, str] = {}
-    sets: dict[frozenset[str], set[str]] = {}
-
-    def share_set(model: BaseModel) -> None:
-        fields = model.__pydantic_fields_set__
-        object.__setattr__(model, "__pydantic_fields_set__", sets.setdefault(frozenset(fields), fields))
-
-    def share(value: Any) -> Any:
-        if isinstance(value, str):
-            return strings.setdefault(value, value)
-        if type(value) is dict:
-            return {strings.setdefault(k, k) if isinstance(k, str) else k: share(v) for k, v in value.items()}
-        if type(value) is list:
-            return [share(v) for v in value]
-        return value
-
-    for step in spec.steps:
-        fields = step.__dict__
-        retry = fields["retry"]
-        if retry is not _DEFAULT_RETRY and not retry.__pydantic_fields_set__ and retry.__dict__ == _DEFAULT_RETRY.__dict__:
-            fields["retry"] = _DEFAULT_RETRY
-        share_set(step)
-        for action in (step.action, step.rollback):
-            if action is not None and action.validated is None:
-                share_set(action)
-                action.__dict__["type"] = share(action.type)
-                action.__dict__["config"] = share(action.config)
-    return spec
