@@ -1,49 +1,21 @@
-"""Agent-side test kit: the MCP SDK's own stdio client talking to a real ``runbook mcp`` process, and CLI helpers."""
+"""Agent-side test kit: the MCP SDK's own stdio client talking to a real ``runbook mcp`` process (through
+:mod:`tests.agents.mcpkit`, so every server message is validated against the spec's schema), and CLI helpers."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
+from tests.agents.mcpkit import Called, Capture, McpAgent, connect_stdio
 from tests.conftest import Project, Result
 
-
-@dataclass
-class ToolCall:
-    """One tool call's result and how long the client waited for it."""
-
-    name: str
-    elapsed: float
-    is_error: bool
-    data: Any
-    text: str
-
-    def __repr__(self) -> str:
-        return f"<tool {self.name} error={self.is_error} {self.elapsed:.2f}s {self.text[:2000]}>"
-
-
-class Agent:
-    """An MCP client session over stdio to ``python -m runner mcp`` started in a project."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-
-    async def tools(self) -> dict[str, Any]:
-        """Tool name -> tool, as the server lists them."""
-        return {t.name: t for t in (await self.session.list_tools()).tools}
-
-    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolCall:
-        """Call a tool and time it from the client's side."""
-        start = time.monotonic()
-        result = await self.session.call_tool(name, arguments or {}, read_timeout_seconds=120)
-        elapsed = time.monotonic() - start
-        text = "".join(getattr(c, "text", "") for c in result.content)
-        return ToolCall(name, elapsed, bool(result.is_error), result.structured_content, text)
+Agent = McpAgent
+"""An MCP client session (the SDK's ``ClientSession``) whose server messages are captured and validated."""
+ToolCall = Called
+"""One tool call's result and how long the client waited for it."""
 
 
 class MCPServerProcess:
@@ -53,16 +25,11 @@ class MCPServerProcess:
         self.project = project
 
     @asynccontextmanager
-    async def connect(self, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[Agent]:
-        """``python -m runner mcp ARGS`` as a subprocess, initialized through ``ClientSession``."""
-        from mcp import ClientSession, StdioServerParameters
-        from mcp.client.stdio import stdio_client
-
-        params = StdioServerParameters(command=sys.executable, args=["-m", "runner", "mcp", *args],
-                                       env={**self.project.env, **(env or {})}, cwd=str(self.project.root))  # fmt: skip
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            yield Agent(session)
+    async def connect(self, *args: str, env: dict[str, str] | None = None, capture: Capture | None = None) -> AsyncIterator[Agent]:
+        """``python -m runner mcp ARGS`` as a subprocess through :func:`~tests.agents.mcpkit.connect_stdio`: every
+        message the server sends is checked against the MCP spec's schema when the connection closes."""
+        async with connect_stdio(self.project, *args, env=env, capture=capture) as agent:
+            yield agent
 
 
 def lines(path: Any) -> list[str]:

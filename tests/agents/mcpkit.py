@@ -1,6 +1,12 @@
 """MCP test kit: the SDK's own clients (stdio and Streamable HTTP) with every server message captured and checked
 against the MCP specification's JSON Schema for the negotiated protocol version.
 
+Every connection made through :func:`connect_stdio` or :func:`connect_http` (and so through
+``tests.agents.agentkit.MCPServerProcess``) is validated when it closes normally: each message the server sent
+against the spec's schema, each tool result against the ``outputSchema`` the server listed for that tool (the
+tools are listed once more before closing when the test never listed them). A test may call
+:func:`validate_capture` earlier to check messages mid-connection.
+
 The schema is the specification's artifact (``schema/<version>/schema.json`` of the
 modelcontextprotocol/modelcontextprotocol repository, MIT/Apache-2.0), vendored unchanged in
 ``tests/data/mcp-schema/<version>/schema.json``; ``RUNBOOK_MCP_SCHEMA_DIR`` (a directory holding
@@ -71,6 +77,20 @@ class Capture:
         """The notifications of ``method`` the server sent."""
         return [m for m in self.received if m.get("method") == method and "id" not in m]
 
+    def output_schemas(self) -> dict[str, dict[str, Any] | None]:
+        """Tool name → the ``outputSchema`` the server's ``tools/list`` results gave it (the last listing wins)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for msg in self.received:
+            if "result" in msg and self.requests.get(msg.get("id")) == "tools/list":
+                out |= {tool["name"]: tool.get("outputSchema") for tool in msg["result"].get("tools", [])}
+        return out
+
+    def unlisted_results(self) -> set[str]:
+        """Tools whose results were received though no ``tools/list`` result names them."""
+        listed = self.output_schemas()
+        called = {self.calls[m["id"]] for m in self.received if "result" in m and m.get("id") in self.calls}
+        return called - set(listed)
+
 
 def _dump(message: Any) -> dict[str, Any]:
     inner = getattr(message, "message", message)
@@ -78,40 +98,47 @@ def _dump(message: Any) -> dict[str, Any]:
     return root.model_dump(by_alias=True, mode="json", exclude_unset=True)  # type: ignore[no-any-return]
 
 
-def validate_capture(capture: Capture, tools: dict[str, Any] | None = None) -> int:
-    """Validate every captured server message against the spec's schema (and tool results against their tool's
-    ``outputSchema``, errors included); returns how many were checked."""
-    import jsonschema
-
+def validate_capture(capture: Capture) -> int:
+    """Validate every captured server message against the spec's schema (and tool results, errors included,
+    against the ``outputSchema`` the server listed for their tool); returns how many were checked."""
     assert capture.version, "no initialize result was captured"
-    spec = schema_for(capture.version)
-    cls = jsonschema.validators.validator_for(spec)
-
-    def check(doc: Any, name: str) -> None:
-        ref = {"$ref": f"#/$defs/{name}", "$defs": spec["$defs"]}
-        errors = sorted(cls(ref).iter_errors(doc), key=str)
-        assert not errors, f"server message does not validate as {name}: {errors[0].message}\n{json.dumps(doc)[:2000]}"
-
+    schemas = capture.output_schemas()
     for msg in capture.received:
-        check(msg, "JSONRPCMessage")
+        _check(capture.version, msg, "JSONRPCMessage")
         if "method" in msg and "id" not in msg:
-            check(msg, NOTIFICATIONS.get(msg["method"], "ServerNotification"))
-            check(msg, "ServerNotification")
+            _check(capture.version, msg, NOTIFICATIONS.get(msg["method"], "ServerNotification"))
+            _check(capture.version, msg, "ServerNotification")
         elif "result" in msg:
             method = capture.requests.get(msg["id"])
-            check(msg["result"], RESULTS.get(method or "", "Result"))
-            if method == "tools/call" and tools is not None:
-                _check_output(msg["result"], tools[capture.calls[msg["id"]]].output_schema)
+            _check(capture.version, msg["result"], RESULTS.get(method or "", "Result"))
+            if method == "tools/call":
+                name = capture.calls[msg["id"]]
+                assert name in schemas, f"tool {name!r} was called but never listed: its outputSchema is unknown"
+                _check_output(msg["result"], schemas[name], name)
     return len(capture.received)
 
 
-def _check_output(result: dict[str, Any], schema: dict[str, Any] | None) -> None:
+@lru_cache(maxsize=64)
+def _validator(version: str, name: str) -> Any:
+    import jsonschema
+
+    spec = schema_for(version)
+    ref = {"$ref": f"#/$defs/{name}", "$defs": spec["$defs"]}
+    return jsonschema.validators.validator_for(spec)(ref)
+
+
+def _check(version: str, doc: Any, name: str) -> None:
+    errors = sorted(_validator(version, name).iter_errors(doc), key=str)
+    assert not errors, f"server message does not validate as {name}: {errors[0].message}\n{json.dumps(doc)[:2000]}"
+
+
+def _check_output(result: dict[str, Any], schema: dict[str, Any] | None, name: str) -> None:
     """A tool result's structured content (a result or, with ``isError``, the error document) fits the tool's schema."""
     import jsonschema
 
-    assert schema is not None and "structuredContent" in result, result
+    assert schema is not None and "structuredContent" in result, (name, result)
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(result["structuredContent"]))
-    assert not errors, f"structured content does not fit the tool's outputSchema: {errors[0].message}"
+    assert not errors, f"structured content of {name} does not fit its outputSchema: {errors[0].message}\n{json.dumps(result)[:2000]}"
 
 
 @dataclass
@@ -123,6 +150,9 @@ class Called:
     is_error: bool
     data: Any
     text: str
+
+    def __repr__(self) -> str:
+        return f"<tool {self.name} error={self.is_error} {self.elapsed:.2f}s {self.text[:2000]}>"
 
 
 class McpAgent:
@@ -145,6 +175,7 @@ class McpAgent:
 
 @asynccontextmanager
 async def _session(read: Any, write: Any, capture: Capture) -> AsyncIterator[McpAgent]:
+    """An initialized ``ClientSession`` whose traffic is captured; validated when the body ends normally."""
     from mcp import ClientSession
 
     to_client, from_pump = anyio.create_memory_object_stream[Any](1000)
@@ -176,7 +207,10 @@ async def _session(read: Any, write: Any, capture: Capture) -> AsyncIterator[Mcp
         async with ClientSession(from_pump, to_server) as session:
             await session.initialize()
             yield McpAgent(session, capture)
+            if capture.unlisted_results():  # only errors came back, so the SDK never listed the tools: list them now
+                await session.list_tools()
         tg.cancel_scope.cancel()
+    validate_capture(capture)
 
 
 @asynccontextmanager

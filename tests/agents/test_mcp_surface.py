@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from tests.agents.agentkit import dump, lines
-from tests.agents.mcpkit import REPO, Capture, McpAgent, connect_stdio, validate_capture
+from tests.agents.mcpkit import REPO, Capture, McpAgent, connect_stdio
 from tests.conftest import Project, require
 
 pytestmark = pytest.mark.usefixtures("mcp_server")  # skipped locally without the mcp SDK; a failure in CI
@@ -74,7 +74,6 @@ def test_tool_list_is_lean_named_and_annotated_for_the_shipped_examples(project:
     names = sorted(p.stem.replace("_", "-") for p in (REPO / "runbooks").iterdir() if p.suffix in (".yaml", ".py"))
     assert tools["start_run"].input_schema["properties"]["runbook"]["enum"] == names
     assert not any(n.startswith("run_") and n != "run_id" for n in tools), "no per-runbook tools: start_run takes the name"
-    validate_capture(capture)
 
 
 def _may_approve(project: Project) -> Path:
@@ -109,7 +108,6 @@ def test_progress_per_step_and_results_once(project: Project) -> None:
     assert "\n" not in done.text and done.text.startswith(f"run {done.data['run_id']} (steps) succeeded"), done.text
     assert json.dumps(done.data)[:50] not in done.text, "the text is a summary, not a copy of the JSON"
     assert len(capture.notifications("notifications/progress")) == 3
-    validate_capture(capture, got["tools"])
 
 
 def test_cancel_stops_at_the_next_boundary_and_resume_completes_each_step_once(project: Project) -> None:
@@ -154,7 +152,6 @@ def test_cancel_stops_at_the_next_boundary_and_resume_completes_each_step_once(p
     assert _ts(pause) - _ts(two_done) < 1.0, (two_done, pause)
     assert got["done"].data["state"] == "succeeded", got["done"]
     assert lines(log) == ["one", "two", "three"], "each step once"
-    validate_capture(capture, got["tools"])
 
 
 def _step_two_running(project: Project) -> bool:
@@ -228,7 +225,6 @@ def test_resources_prompt_subscription_and_list_changed(project: Project) -> Non
     assert "start_run" in got["prompt"] and "resume_run" in got["prompt"] and "`gate`" in got["prompt"]
     assert "steps2" in got["after"]["start_run"].input_schema["properties"]["runbook"]["enum"]
     assert got["logs"] == "stdout| one\n"
-    validate_capture(capture, got["tools"] | got["after"])
 
 
 async def _subscribe(session: Any, uri: str) -> None:
@@ -269,7 +265,6 @@ def test_errors_are_tool_errors_that_fit_the_declared_schema(project: Project) -
         assert call.is_error and call.text.startswith("error: ") and set(call.data) >= {"error"}, (key, call)
         assert set(call.data["error"]) >= {"type", "message", "hint", "exit_code"}, call
     assert got["no run"].data["error"]["type"] == "RunNotFound"
-    validate_capture(capture, got["tools"])
 
 
 def test_the_conformance_schema_is_there_in_ci() -> None:
