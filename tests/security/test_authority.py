@@ -10,6 +10,7 @@ executor (SIGSTOPped past its lease, taken over) never starts another action.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import time
@@ -164,6 +165,59 @@ def test_a_policy_edit_applies_to_the_next_call_of_a_running_mcp_server(world: A
     assert not got["before"].is_error, got["before"]
     assert got["after"].is_error and "'mine' is denied to agents" in got["after"].text, got["after"]
     assert "mine" not in got["tools"]["start_run"].input_schema["properties"]["runbook"].get("enum", [])
+
+
+def test_an_mcp_agent_cannot_steer_or_read_a_persons_run_of_a_denied_runbook(world: Any) -> None:
+    """must-show 1 over MCP (stdio): every tool on a person's run of a denied runbook is a tool error naming the rule,
+    and so are reading and subscribing to its resources; ``agents_may_read`` opens reading only."""
+    from mcp.shared.exceptions import MCPError
+
+    from tests.agents.agentkit import MCPServerProcess
+
+    require(importlib.util.find_spec("mcp") is not None, "the mcp SDK")
+    project, policy, log = world
+    person = project.run("run", "db-migrate", "--json")
+    assert person.code == 1, person
+    rid = person.json()["run_id"]
+    calls = {"resume_run": {"run_id": rid, "retry": True}, "cancel_run": {"run_id": rid}, "pause_run": {"run_id": rid},
+             "get_run": {"run_id": rid}, "read_events": {"run_id": rid}, "read_logs": {"run_id": rid}}  # fmt: skip
+    uris = [f"runbook://runs/{rid}", f"runbook://runs/{rid}/logs/a"]
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with MCPServerProcess(project).connect("--policy", str(policy)) as agent:
+            got["tools"] = {name: await agent.call(name, args) for name, args in calls.items()}
+            got["resources"] = []
+            for uri in uris:
+                with pytest.raises(MCPError) as refused:
+                    await agent.session.read_resource(uri)
+                got["resources"].append(refused.value)
+            with pytest.raises(MCPError) as refused:
+                await _subscribe(agent.session, uris[0])
+            got["resources"].append(refused.value)
+            policy.write_text(POLICY + "  db-migrate:\n    agents_may_read: true\n")  # a grant to read, not to steer
+            got["granted"] = json.loads((await agent.session.read_resource(uris[0])).contents[0].text)
+            got["read"] = await agent.call("get_run", {"run_id": rid})
+            got["steer"] = await agent.call("resume_run", {"run_id": rid, "retry": True})
+
+    anyio.run(scenario)
+    for name, call in got["tools"].items():  # steering names the deny rule; reading the missing grant
+        rule = "agents_may_read" if name in ("get_run", "read_events", "read_logs") else "deny pattern 'db-*'"
+        assert call.is_error and call.data["error"]["type"] == "PolicyDenied", (name, call)
+        assert rule in call.text and str(policy) in call.text, (name, call.text)
+    for error in got["resources"]:
+        assert "agents_may_read" in error.error.message and str(policy) in error.error.message, error.error
+        assert error.error.data["type"] == "PolicyDenied", error.error
+    assert got["granted"]["run_id"] == rid and not got["read"].is_error and got["read"].data["state"] == "failed"
+    assert got["steer"].is_error and "deny pattern 'db-*'" in got["steer"].text, got["steer"]
+    assert _effects(log) == ["db"], "no step of the person's run ran again"
+    assert project.run("status", rid, "--json").json()["state"] == "failed"
+
+
+async def _subscribe(session: Any, uri: str) -> None:
+    import mcp.types as types
+
+    await session.send_request(types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)), types.EmptyResult)
 
 
 FENCED = """
