@@ -47,6 +47,7 @@ class Session:
         """False for commands that only read or steer existing runs: no journal is created (JournalNotFound)."""
         self._store: Store | None = None
         self._catalog: Catalog | None = None
+        self._live_catalog = False
 
     @classmethod
     def of(cls, settings: Settings, host: PluginHost, store: Store, catalog: Catalog, **kw: Any) -> Session:
@@ -96,12 +97,23 @@ class Session:
             from runner.catalog import Catalog, search_path
 
             dirs = search_path(self.settings.paths, self.host.runbook_sources.directories())
-            self._catalog = Catalog.load(self.host.step_types, dirs)
+            if self._live_catalog:
+                from runner.livecatalog import LiveCatalog
+
+                self._catalog = LiveCatalog.watching(self.host.step_types, dirs)
+            else:
+                self._catalog = Catalog.load(self.host.step_types, dirs)
         return self._catalog
 
     def reload(self) -> None:
         """Read the runbooks again (after files were added or edited)."""
         self._catalog = None
+
+    def watch_catalog(self) -> None:
+        """From now on the catalog notices its runbook files changing by itself (a long-running process; see
+        :class:`~runner.livecatalog.LiveCatalog`): one object, shared by every engine this session makes."""
+        if not self._live_catalog:
+            self._live_catalog, self._catalog = True, None
 
     def engine(self, hint: CommandHint | None = None, *, holder_kind: str | None = None) -> Engine:
         """A fresh engine over this session's store and catalog, acting for its principal; ``next`` spelled by ``hint``."""

@@ -10,7 +10,9 @@
   (:meth:`~runbook_server.state.ServerState.make_engine`), store, catalog and live agent policy, exactly as on
   ``/v1``. The Host/Origin defences (:mod:`runbook_server.browser`) wrap the whole app, ``/mcp`` included.
 - **Tools, resources, prompt**: the same :class:`~runbook_mcp.server.RunbookMCP` handlers as stdio. The catalog
-  is the server's (loaded at start, as for ``/v1``); a policy edit sends ``tools/list_changed``.
+  is the server's, shared with ``/v1`` and the workers, and live (:class:`~runner.livecatalog.LiveCatalog`): a
+  runbook file added, edited or removed is served from the next call, and open sessions hear
+  ``tools/list_changed`` (their watchers look at most every second), as they do after a policy edit.
 """
 
 from __future__ import annotations
@@ -108,11 +110,15 @@ class ServedSession(Session):
 
     @property
     def catalog(self) -> Catalog:
-        """The server's catalog (loaded at start)."""
+        """The server's catalog (it notices changed runbook files by itself)."""
         return self.server.catalog
 
     def reload(self) -> None:
-        """The server's catalog is not reloaded (as for ``/v1``)."""
+        """Look at the server's runbook files now."""
+        from runner.livecatalog import LiveCatalog
+
+        if isinstance(self.server.catalog, LiveCatalog):
+            self.server.catalog.refresh()
 
     def engine(self, hint: CommandHint | None = None, *, holder_kind: str | None = None) -> Engine:
         """One of the server's engines, acting for this session's principal."""
@@ -156,9 +162,17 @@ class HttpBackend:
             return client
 
     def stamp(self) -> object:
-        """The policy file's stamp (the server's catalog is fixed)."""
+        """The server catalog's generation (it reloads itself, at most every second, when its files change: see
+        :class:`~runner.livecatalog.LiveCatalog`) and the policy file's stamp."""
+        from runner.livecatalog import LiveCatalog
+
+        catalog = self.state.catalog
+        generation = 0
+        if isinstance(catalog, LiveCatalog):
+            catalog.refresh(now=False)
+            generation = catalog.generation
         policy = self.state.live_policy
-        return files_stamp([policy.path]) if policy is not None and policy.path else ()
+        return generation, files_stamp([policy.path]) if policy is not None and policy.path else ()
 
     def redact(self, text: str) -> str:
         """Mask the server's credentials."""

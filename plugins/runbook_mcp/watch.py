@@ -1,7 +1,7 @@
 """One watcher per MCP connection: ``list_changed`` when the catalog or the policy changes, ``resources/updated``
 when a subscribed run changes state.
 
-It polls cheaply while the connection is open (file stamps of the runbook directories and the policy file
+It polls cheaply while the connection is open (the backend's stamp of the runbook files and the policy file
 every :data:`STAMP_EVERY` seconds; the state of subscribed runs every :data:`RUNS_EVERY` seconds) and
 ends with the connection (the SDK unwinds the connection's exit stack).
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from runner.livecatalog import files_stamp
 
 if TYPE_CHECKING:
     from runbook_mcp.server import RunbookMCP
@@ -28,24 +28,6 @@ log = logging.getLogger("runbook.mcp")
 STAMP_EVERY = 1.0
 RUNS_EVERY = 0.25
 _KEY = "runbook.watch"
-
-
-def files_stamp(paths: Iterable[str | os.PathLike[str]]) -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime_ns, size) of every file and directory under ``paths`` (missing paths count as missing)."""
-    out: list[tuple[str, int, int]] = []
-    for root in paths:
-        root = os.fspath(root)
-        for dirpath, dirnames, filenames in os.walk(root) if os.path.isdir(root) else [("", [], [root])]:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in [".", *sorted(filenames)] if dirpath else filenames:
-                path = os.path.join(dirpath, name) if dirpath else name
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    out.append((path, -1, -1))
-                    continue
-                out.append((path, st.st_mtime_ns, st.st_size))
-    return tuple(out)
 
 
 class Watch:

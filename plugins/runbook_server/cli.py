@@ -32,11 +32,13 @@ def _logging(level: str) -> None:
 
 
 def _prime(state: AppState) -> None:
-    """Build the plugin registries before worker threads start (they are filled on first use); from here on
-    this is a long-lived process, so start-up's deferred garbage collection ends (``settle_startup``)."""
+    """Build the plugin registries before worker threads start (they are filled on first use) and the catalog,
+    live (:class:`~runner.livecatalog.LiveCatalog`); from here on this is a long-lived process, so start-up's
+    deferred garbage collection ends (``settle_startup``)."""
     host = state.host
     for registry in (host.step_types, host.stores, host.secret_providers, host.alert_sources, host.template_filters):
         registry.names()
+    state.session.watch_catalog()  # runbook files added or edited later are served without a restart
     _ = state.catalog, state.store
     state.store.long_running()  # e.g. SQLite checkpoints its WAL on a thread of its own from now on
     settle_startup()

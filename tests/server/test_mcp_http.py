@@ -67,10 +67,9 @@ def test_an_agent_token_drives_a_wait_and_an_approval_to_success_over_several_se
         capture = Capture()
         captures.append(capture)
         async with connect_http(url, AGENT, capture=capture) as agent:
-            tools = await agent.tools()
+            await agent.tools()
             result = await agent.call(tool, args)
             assert not result.is_error, result
-            validate_capture(capture, tools)
             views.append(result.data)
             return result.data  # type: ignore[no-any-return]
 
@@ -126,7 +125,6 @@ def test_scope_policy_and_browser_guards(project: Project, mcp_serve: ServerProc
     for key, rule in (("denied", "deny pattern 'db-*'"), ("value", "param 'env' = 'prod' is not allowed")):
         call = got[key]
         assert call.is_error and call.data["error"]["type"] == "PolicyDenied" and rule in call.data["error"]["message"], call
-    validate_capture(capture, got["tools"])
 
 
 def test_a_session_is_bound_to_its_token_and_its_streams_resume(project: Project, mcp_serve: ServerProcess) -> None:
@@ -140,6 +138,8 @@ def test_a_session_is_bound_to_its_token_and_its_streams_resume(project: Project
         opened = http.post(url, json=init, headers=headers)
         assert opened.status_code == 200, opened.text
         sid = opened.headers["mcp-session-id"]
+        capture = Capture(received=_sse(opened.text), requests={1: "initialize", 2: "tools/call", 4: "tools/list"}, calls={2: "start_run"})
+        capture.version = capture.received[0]["result"]["protocolVersion"]
         session = {**headers, "Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
         http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "start_run", "_meta": {"progressToken": "p"},
@@ -165,10 +165,21 @@ def test_a_session_is_bound_to_its_token_and_its_streams_resume(project: Project
                         events.append(json.loads(line[5:]))
                         if "result" in events[-1]:
                             break
+        listed = http.post(url, json={"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, headers=session)
+        assert listed.status_code == 200, listed.text
+        capture.received += [*events, *_sse(listed.text)]
         assert http.delete(url, headers=session).status_code in (200, 204)
+    assert validate_capture(capture) >= 4, "the raw messages validate against the spec's schema too"
     result = next(e for e in events if "result" in e)
     assert result["id"] == 2 and result["result"]["structuredContent"]["runbook"] == "deploy", result
     assert [e["params"]["progressToken"] for e in events if e.get("method") == "notifications/progress"] == ["p"], events
+
+
+def _sse(body: str) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of a response body: a JSON document or the data lines of an SSE stream."""
+    if body.lstrip().startswith("{"):
+        return [json.loads(body)]
+    return [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and line[5:].strip()]
 
 
 def test_a_policy_edit_sends_tools_list_changed_over_http(project: Project, mcp_serve: ServerProcess) -> None:
@@ -192,4 +203,40 @@ def test_a_policy_edit_sends_tools_list_changed_over_http(project: Project, mcp_
     assert got["before"]["start_run"].input_schema["properties"]["runbook"][enum] == ["deploy"]
     assert enum not in got["after"]["start_run"].input_schema["properties"]["runbook"], "nothing left to start"
     assert got["refused"].is_error and "'deploy' is denied to agents" in got["refused"].data["error"]["message"]
-    validate_capture(capture, got["before"])
+
+
+HELLO = "name: hello\ndescription: Added while the server runs.\nsteps:\n  - {id: hi, expected: 1s, shell: {script: 'echo hi >> LOG'}}\n"
+
+
+def test_a_runbook_file_added_while_serving_is_served_and_announced(project: Project, mcp_serve: ServerProcess) -> None:
+    """build 3 over HTTP: a runbook file added to the folder of a running server is served on /mcp and /v1 without a
+    restart and an open MCP session hears tools/list_changed; one removed is gone from both."""
+    log = project.root / "hello.log"
+    capture = Capture()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=capture) as agent:
+            got["before"] = await agent.tools()
+            project.write("hello.yaml", HELLO.replace("LOG", str(log)))
+            deadline = time.monotonic() + 15
+            while not capture.notifications("notifications/tools/list_changed"):
+                assert time.monotonic() < deadline, "no tools/list_changed after a runbook file was added"
+                await anyio.sleep(0.05)
+            got["after"] = await agent.tools()
+            got["ran"] = await agent.call("start_run", {"runbook": "hello", "budget": "20s"})
+            got["resource"] = json.loads((await agent.session.read_resource("runbook://runbooks/hello")).contents[0].text)
+
+    anyio.run(scenario)
+    enum = [got[k]["start_run"].input_schema["properties"]["runbook"]["enum"] for k in ("before", "after")]
+    assert enum == [["deploy"], ["deploy", "hello"]], enum
+    assert not got["ran"].is_error and got["ran"].data["state"] == "succeeded", got["ran"]
+    assert log.read_text().split() == ["hi"] and got["resource"]["description"] == "Added while the server runs."
+    reader = mcp_serve.client(READER)
+    assert "hello" in [rb["name"] for rb in reader.get("/v1/runbooks").json()["runbooks"]], "/v1 serves the same catalog"
+    (project.runbooks / "hello.yaml").unlink()
+    deadline = time.monotonic() + 15
+    while reader.post("/v1/runs", json={"runbook": "hello"}).status_code != 404:
+        assert time.monotonic() < deadline, "a removed runbook file is still served"
+        time.sleep(0.1)
+    assert "hello" not in [rb["name"] for rb in reader.get("/v1/runbooks").json()["runbooks"]]
