@@ -236,7 +236,9 @@ def test_a_runbook_file_added_while_serving_is_served_and_announced(project: Pro
     assert "hello" in [rb["name"] for rb in reader.get("/v1/runbooks").json()["runbooks"]], "/v1 serves the same catalog"
     (project.runbooks / "hello.yaml").unlink()
     deadline = time.monotonic() + 15
-    while reader.post("/v1/runs", json={"runbook": "hello"}).status_code != 404:
+    while reader.get("/v1/runbooks/hello").status_code != 404:
         assert time.monotonic() < deadline, "a removed runbook file is still served"
         time.sleep(0.1)
     assert "hello" not in [rb["name"] for rb in reader.get("/v1/runbooks").json()["runbooks"]]
+    refused = reader.post("/v1/runs", json={"runbook": "hello"})
+    assert refused.status_code == 404 and "no runbook named 'hello'" in refused.json()["error"]["message"], refused.text
