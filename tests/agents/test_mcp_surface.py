@@ -41,7 +41,7 @@ name: steps
 description: Three steps, each appending its id to a file; the second is long.
 steps:
   - {{id: one, expected: 1s, shell: {{script: "echo one | tee -a {log}"}}}}
-  - {{id: two, expected: 5s, shell: {{script: "sleep {long}; echo two >> {log}"}}}}
+  - {{id: two, expected: 10s, shell: {{script: "sleep {long}; echo two >> {log}"}}}}
   - {{id: three, expected: 1s, shell: {{script: "echo three >> {log}"}}}}
 """
 
@@ -114,7 +114,7 @@ def test_cancel_stops_at_the_next_boundary_and_resume_completes_each_step_once(p
     """must-show 2: a cancel during a long step returns at once; the run pauses within 1 s of the step's end
     (a pause by the agent); resuming completes it, each step once."""
     log = project.root / "steps.log"
-    project.write("steps.yaml", STEPS.format(log=log, long=3))
+    project.write("steps.yaml", STEPS.format(log=log, long=8))
     capture = Capture()
     got: dict[str, Any] = {}
 
@@ -129,7 +129,7 @@ def test_cancel_stops_at_the_next_boundary_and_resume_completes_each_step_once(p
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                with anyio.fail_after(60):  # step two (3 s) under way, whatever the machine's load
+                with anyio.fail_after(60):  # step two (8 s) under way, whatever the machine's load
                     while not await anyio.to_thread.run_sync(_step_two_running, project):
                         await anyio.sleep(0.05)
                 started = time.monotonic()
