@@ -275,12 +275,17 @@ class Engine:
         """Drive the run once (under ``lease`` if given, else one acquired now); returns the detached executor it
         handed a step to, if it did."""
         rb = self.runbook_for(run)
+        acquired = lease is None
         try:
             lease = lease or self.store.acquire(run.id, self.holder, self.lease_ttl, force=options.force, is_alive=is_alive,
                                                 take_lock=options.take_lock)  # fmt: skip
         except LockHeld as exc:
             raise self.conflict(exc) from None
-        exe = Execution(self, self.store.get_run(run.id), rb, lease, options)
+        current = self.store.get_run(run.id)
+        if acquired and current.state in TERMINAL_STATES and current.state != run.state:
+            self.store.release(lease)  # another executor finished it between the read and the lease: nothing to drive
+            return None
+        exe = Execution(self, current, rb, lease, options)
         self._active.append(exe)
         try:
             exe.drive()
