@@ -37,6 +37,9 @@ __all__ = ["RESERVE", "DriveOptions", "Execution"]
 RESERVE = 0.15
 """Seconds kept back from a budget for the final commit and exit."""
 
+CONFIRM_AFTER = 0.25
+"""Seconds after the store last confirmed the lease past which an action confirms it again (:meth:`Execution.confirm`)."""
+
 
 @dataclass
 class DriveOptions:
@@ -116,7 +119,20 @@ class Execution:
 
     def fence(self) -> None:
         """Check this executor still holds the run (raises LeaseLost otherwise): called before every nested action."""
-        self.journal.flags = self.store.flags(self.lease)
+        sent = time.monotonic()
+        self.journal.flags, self.journal.flags_read = self.store.flags(self.lease), sent
+
+    def confirm(self) -> None:
+        """Before an action: :meth:`fence` unless the store confirmed the lease a moment ago.
+
+        The ``step.started`` commit just before an action confirms it, so this costs nothing on the usual path. But
+        a process stopped after that commit (SIGSTOP, a paused VM, a swap storm) may wake up after its lease ran out
+        and another executor took the run over; its monotonic clock has moved on meanwhile, so it asks the store
+        again and stops (``LeaseLost``) instead of acting. The margin is far below the lease's TTL minus the
+        heartbeat interval, the least time left on a lease the store has just confirmed.
+        """
+        if time.monotonic() - self.journal.flags_read > min(CONFIRM_AFTER, self.lease.ttl / 4):
+            self.fence()
 
     # ------------------------------------------------------------------ drive
 

@@ -63,8 +63,9 @@ class Journal:
         run = self.redactor.value(run) if run else run  # a reason may quote what a probe saw (an echoed token)
         patches = [self._patch(r) for r in recs]
         with self._lock:
+            sent = time.monotonic()  # the store checked the fence after this: the lease was ours then
             first, flags = self.store.commit(self.lease, events=events, run=run, steps=patches)
-            self.flags, self.flags_read = flags, time.monotonic()
+            self.flags, self.flags_read = flags, sent
             for key, value in (run or {}).items():
                 if key in _RUN_FIELDS:  # the runbook snapshot ("spec") is stored apart from the run record
                     setattr(self.run, key, value)

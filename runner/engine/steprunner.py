@@ -159,6 +159,8 @@ class StepRunner:
                 self.exe.save(unit, events)
                 events = []
             ctx = self.exe.make_ctx(unit, rec.attempts, step.timeout)
+            if not repoll:
+                self.exe.confirm()  # a process frozen since step.started must not act after a takeover
             result, failure = self._invoke(unit, ctx)
             if isinstance(result, Wait):
                 outcome = self._wait(unit, result, ctx, first=not repoll)
