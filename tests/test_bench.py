@@ -103,6 +103,7 @@ def test_mcp_wakeup_bench_measures_both_transports(tmp_path: Path) -> None:
     assert report["http"]["n"] == report["stdio"]["n"] == 2 and report["http_p95_within_target"] is True
 
 
+@pytest.mark.timeout(900)  # some thirty whole runs, workers and a PostgreSQL server: minutes on a loaded machine
 def test_store_benchmark_runs_both_stores_side_by_side(tmp_path: Path, pg_dsn: str) -> None:
     """bench/store_bench.py on a tiny workload: every part measured on both stores, the targets judged."""
     out = tmp_path / "store.json"
