@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from _soak_parts import Component, Sender, SoakProject
 
-LIFETIMES = {"cli": (0.3, 2.5), "worker": (1.0, 6.0), "serve": (2.0, 8.0)}
+LIFETIMES = {"cli": (0.5, 4.0), "worker": (1.0, 6.0), "serve": (2.0, 8.0)}
 ACTIVE = ("queued", "running", "paused", "waiting", "interrupted")
 
 
@@ -48,9 +49,14 @@ class Chaos:
     pg_outages: list[float] = field(default_factory=list)
     resumed_at_end: Counter[str] = field(default_factory=Counter)
     comps: dict[str, Component] = field(default_factory=dict)
+    read_errors: Counter[str] = field(default_factory=Counter)
     _store: Any = None
     _cli_n: int = 0
     _stop: dict[str, Any] | None = None
+
+    def say(self, message: str) -> None:
+        """A progress line on stderr (kills so far, and what happened)."""
+        print(f"soak {time.strftime('%H:%M:%S')} {self.prefix} kills={self.killed}: {message}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ set-up
 
@@ -72,7 +78,8 @@ class Chaos:
         """``fn(store)``, or ``default`` while the store does not answer."""
         try:
             return fn(self.store())
-        except Exception:  # the store may be down (PostgreSQL killed): read again later
+        except Exception as exc:  # the store may be down (PostgreSQL killed): read again later
+            self.read_errors[type(exc).__name__] += 1
             self._reset_store()
             return default
 
@@ -122,7 +129,7 @@ class Chaos:
         stop_every = self.plan.kills / (self.plan.sigstops + 1)
         pg_every = self.plan.kills / (self.plan.pg_kills + 1)
         next_stop, next_pg = stop_every, pg_every
-        while self.killed < self.plan.kills:
+        while self.killed < self.plan.kills or not self._planned_done():
             time.sleep(0.05)
             self.supervise(kill=True)
             due = self._stop is None and len(self.sigstops) < self.plan.sigstops and self.killed >= next_stop
@@ -133,6 +140,11 @@ class Chaos:
             if self.pg is not None and len(self.pg_outages) < self.plan.pg_kills and self.killed >= next_pg:
                 self._kill_postgres()
                 next_pg += pg_every
+
+    def _planned_done(self) -> bool:
+        """Every planned SIGSTOP and PostgreSQL kill happened (a SIGSTOP waits for an executor holding a lease)."""
+        pg_done = self.pg is None or len(self.pg_outages) >= self.plan.pg_kills
+        return pg_done and self._stop is None and len(self.sigstops) >= self.plan.sigstops
 
     def supervise(self, *, kill: bool, new_cli: bool = True) -> None:
         """Restart what exited, and (with ``kill``) ``kill -9`` what reached its random lifetime."""
@@ -153,6 +165,8 @@ class Chaos:
                 c.start(self.project, self.rng.uniform(*LIFETIMES[c.kind]))
             elif kill and now >= c.kill_at and c.kill9():
                 self.kills[c.kind] += 1
+                if self.killed % 100 == 0:
+                    self.say(f"{dict(self.kills)}")
                 if c.kind == "cli":
                     self._start_cli(name)
                 else:
@@ -161,8 +175,8 @@ class Chaos:
     # ------------------------------------------------------------------ SIGSTOP past lease expiry
 
     def _sigstop(self) -> bool:
-        """SIGSTOP a worker or CLI executor that holds a running run's lease; False if none holds one now."""
-        by_pid = {c.pid: c for c in self.comps.values() if c.kind in ("cli", "worker") and c.alive() and not c.stopped}
+        """SIGSTOP a process (CLI, worker, server) that holds a running run's lease; False if none holds one now."""
+        by_pid = {c.pid: c for c in self.comps.values() if c.alive() and not c.stopped}
         running = self.read(lambda s: s.list_runs(states=("running",), limit=50), [])
         held = [r for r in running if r.holder is not None and r.holder.pid in by_pid]
         if not held:
@@ -172,6 +186,7 @@ class Chaos:
         victim.signal(signal.SIGSTOP)
         victim.stopped = True
         self._stop = {"comp": victim, "run_id": run.id, "fence": run.fence, "at": time.monotonic(), "kind": victim.kind}
+        self.say(f"SIGSTOP {victim.name} (pid {victim.pid}) holding run {run.id} (fence {run.fence})")
         return True
 
     def _sigstop_progress(self) -> None:
@@ -190,6 +205,7 @@ class Chaos:
         comp.kill_at = time.monotonic() + self.rng.uniform(3.0, 6.0)  # let it run on: its next write must be fenced
         self.sigstops.append({"kind": self._stop["kind"], "run_id": self._stop["run_id"], "stopped_s": round(waited, 1),
                               "taken_over": taken, "log": str(comp.log), "offset": comp.log.stat().st_size})  # fmt: skip
+        self.say(f"SIGCONT {comp.name} after {waited:.1f} s; run {'taken over' if taken else 'NOT taken over'}")
         self._stop = None
 
     # ------------------------------------------------------------------ PostgreSQL killed under load
@@ -220,6 +236,7 @@ class Chaos:
                     raise
                 time.sleep(0.5)
         self.pg_outages.append(round(time.monotonic() - t0, 2))
+        self.say(f"PostgreSQL killed (postmaster {pid}) and started again after {self.pg_outages[-1]} s")
 
     # ------------------------------------------------------------------ the end
 
