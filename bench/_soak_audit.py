@@ -42,6 +42,7 @@ class Audit:
     stuck: list[str] = field(default_factory=list)
     not_terminal: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    journals: dict[str, list[str]] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         """The counts (and the first few offenders of each check) as JSON."""
@@ -59,6 +60,7 @@ class Audit:
                                                  ("unknown_actions", self.unknown_actions), ("lost", self.lost),
                                                  ("stuck", self.stuck), ("not_terminal", self.not_terminal),
                                                  ("failed", self.failed)) if v},
+            "journals_of_runs_not_succeeded": self.journals,
         }  # fmt: skip
 
 
@@ -111,6 +113,8 @@ def audit(store: Any, ledger: Path, acked: list[Sent]) -> Audit:
             result.not_terminal.append(f"{run.id} ({tag}) {state}: {run.reason}")
         elif state == "failed":
             result.failed.append(f"{run.id} ({tag}): {run.reason}")
+        if state != "succeeded" and len(result.journals) < 10:  # what happened, for a reproduction
+            result.journals[run.id] = [_brief(ev) for ev in store.events(run.id, limit=100000)]
         for ev in store.events(run.id, limit=100000, types=("run.recovered", "step.recovered", "run.resumed")):
             if ev.type == "step.recovered":
                 result.recoveries[str(ev.data.get("decision"))] += 1
@@ -135,6 +139,12 @@ def audit(store: Any, ledger: Path, acked: list[Sent]) -> Audit:
     result.unknown_actions = sorted(f"{t} {s}" for t, s in lines if t not in tags)
     _check_acknowledged(store, acked, result)
     return result
+
+
+def _brief(ev: Any) -> str:
+    """One event as a line: time, sequence, type, step, and its data (executor, decision, reason...)."""
+    data = {k: v for k, v in ev.data.items() if k not in ("output", "evidence", "params", "spec")}
+    return f"{ev.ts:.3f} #{ev.seq} {ev.type} {ev.step_id or ''} a{ev.attempt or ''} {data}"[:600]
 
 
 def _check_acknowledged(store: Any, acked: list[Sent], result: Audit) -> None:
