@@ -197,16 +197,34 @@ class Chaos:
             return
         run = self.read(lambda s: s.get_run(self._stop["run_id"]) if self._stop else None, None)
         taken = run is not None and run.fence > self._stop["fence"]
-        if not taken and waited < self.project.lease_ttl + 60:
+        froze = not taken and waited > self.project.lease_ttl + 3 and self._sqlite_write_locked()
+        if not taken and not froze and waited < self.project.lease_ttl + 60:
             return
         comp: Component = self._stop["comp"]
         comp.signal(signal.SIGCONT)
         comp.stopped = False
         comp.kill_at = time.monotonic() + self.rng.uniform(3.0, 6.0)  # let it run on: its next write must be fenced
         self.sigstops.append({"kind": self._stop["kind"], "run_id": self._stop["run_id"], "stopped_s": round(waited, 1),
-                              "taken_over": taken, "log": str(comp.log), "offset": comp.log.stat().st_size})  # fmt: skip
-        self.say(f"SIGCONT {comp.name} after {waited:.1f} s; run {'taken over' if taken else 'NOT taken over'}")
+                              "taken_over": taken, "froze_journal": froze, "log": str(comp.log), "offset": comp.log.stat().st_size})  # fmt: skip
+        outcome = "taken over" if taken else "NOT taken over: it holds the SQLite journal's write lock" if froze else "NOT taken over"
+        self.say(f"SIGCONT {comp.name} after {waited:.1f} s; run {outcome}")
         self._stop = None
+
+    def _sqlite_write_locked(self) -> bool:
+        """True if no process can start a write on the SQLite journal (the stopped one is inside its write transaction)."""
+        import sqlite3
+
+        if not self.project.store_url.startswith("sqlite:///"):
+            return False
+        conn = sqlite3.connect(self.project.store_url[len("sqlite:///") :], timeout=0.5, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------ PostgreSQL killed under load
 
