@@ -72,6 +72,7 @@ def soak_store(kind: str, url: str, root: Path, plan: Plan, rng: random.Random, 
         "driver_read_errors": dict(chaos.read_errors),
         "cli_exit_codes": {str(k): v for k, v in sorted(chaos.cli_codes.items())},
         "resumed_by_hand_at_end": dict(chaos.resumed_at_end),
+        "log_problems": log_problems(root / "logs"),
         "final_exit_codes": final_codes,
         "deliveries_acked": sum(1 for s in acked if s.kind == "alert"),
         "api_runs_acked": sum(1 for s in acked if s.kind == "api"),
@@ -82,6 +83,21 @@ def soak_store(kind: str, url: str, root: Path, plan: Plan, rng: random.Random, 
         "chaos_s": round(chaos_s, 1),
         "duration_s": round(time.monotonic() - t0, 1),
     }
+
+
+def log_problems(logs: Path) -> dict[str, int]:
+    """Distinct error lines the components wrote (internal errors, tracebacks), with how often each appeared.
+
+    Run ids and ports are blanked so that one kind of error is one line."""
+    import re
+
+    found: dict[str, int] = {}
+    for path in sorted(logs.glob("*.log")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if ("internal error" in line and not line.startswith("{")) or line.startswith("Traceback") or " ERROR " in line:
+                key = re.sub(r"\b[0-9A-HJKMNP-TV-Z]{26}\b", "RUN", re.sub(r":\d{4,5}\b", ":PORT", line.strip()))[:300]
+                found[key] = found.get(key, 0) + 1
+    return found
 
 
 def _row(label: str, values: list[Any]) -> str:
@@ -121,6 +137,7 @@ def render(report: dict[str, Any]) -> str:
         ("checked steps whose action ran twice", lambda s: s["checked_steps_run_twice"]),
         ("lost deliveries", lambda s: s["lost_deliveries"]), ("stuck runs (running)", lambda s: s["stuck_runs"]),
         ("runs neither terminal nor resumed", lambda s: s["not_terminal"]), ("failed runs", lambda s: s["failed_runs"]),
+        ("internal errors and tracebacks in the logs", lambda s: sum(s["log_problems"].values())),
         ("duration (s)", lambda s: s["duration_s"]),
     ]  # fmt: skip
     lines += [_row(label, vals(fn)) for label, fn in rows]

@@ -54,7 +54,7 @@ def _soak(tmp_path: Path, *args: str, timeout: float) -> dict:  # type: ignore[t
         froze = fig["sigstops_froze_sqlite_journal"]
         assert kind == "sqlite" or froze == 0, fig["sigstop_detail"]
         assert fig["sigstops"] >= 1 and fig["sigstops_taken_over"] + froze == fig["sigstops"], fig["sigstop_detail"]
-        assert fig["sigstops_fenced"] == fig["sigstops_taken_over"], fig["sigstop_detail"]
+        assert fig["sigstops_fenced"] >= fig["sigstops_taken_over"], fig["sigstop_detail"]
         assert fig["deliveries_acked"] + fig["api_runs_acked"] >= 1, "the server acknowledged nothing"
     assert res.returncode == 0 and report["passed"], res.stdout[-3000:] + res.stderr[-3000:]
     return report  # type: ignore[no-any-return]
