@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the projects and logs here (default: a temporary directory)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the components and the cluster on the way out
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if not stores or set(stores) - {"sqlite", "postgresql"}:
         ap.error("--stores takes sqlite and/or postgresql")
