@@ -1,11 +1,14 @@
-"""Found by the soak (bench/soak.py): ``resume`` racing with the executor that finishes the run.
+"""Two races the soak (bench/soak.py) found in the engine, reproduced in-process; each a strict xfail until fixed.
 
-``runbook resume`` reads the run (still active), and before it acquires the lease another executor finishes the
-run and releases it. The acquisition then succeeds on the finished run and the drive fails with an internal
-error (exit 1: ``a run in state 'succeeded' cannot take the event 'drive'``) instead of reporting the outcome, as
-a resume of a finished run does. Nothing is written (the transition is refused), so no run is harmed; the soak
-saw it 7 times in 1000 kills. The fix belongs in ``Engine._execute`` (runner/engine/engine.py): after the
-acquisition, read the run again and, if another executor finished it meanwhile, release the lease and return.
+1. ``resume`` racing with the executor that finishes the run. ``runbook resume`` reads the run (still active),
+   and before it acquires the lease another executor finishes the run and releases it. The acquisition then
+   succeeds on the finished run and the drive fails with an internal error (exit 1: ``a run in state 'succeeded'
+   cannot take the event 'drive'``) instead of reporting the outcome, as a resume of a finished run does. Nothing
+   is written (the transition is refused), so no run is harmed; the soak saw it 7-10 times per 1000 kills. The
+   fix belongs in ``Engine._execute`` (runner/engine/engine.py): after the acquisition, read the run again and,
+   if another executor finished it meanwhile, release the lease and return.
+2. An executor frozen between committing ``step.started`` and starting the action acts after another executor
+   took the run over (see the test's docstring).
 """
 
 from __future__ import annotations
