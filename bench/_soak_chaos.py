@@ -201,11 +201,12 @@ class Chaos:
         if not taken and not froze and waited < self.project.lease_ttl + 60:
             return
         comp: Component = self._stop["comp"]
+        offset = comp.log.stat().st_size  # before SIGCONT: what it writes from then on is looked at
         comp.signal(signal.SIGCONT)
         comp.stopped = False
         comp.kill_at = time.monotonic() + self.rng.uniform(3.0, 6.0)  # let it run on: its next write must be fenced
         self.sigstops.append({"kind": self._stop["kind"], "run_id": self._stop["run_id"], "stopped_s": round(waited, 1),
-                              "taken_over": taken, "froze_journal": froze, "log": str(comp.log), "offset": comp.log.stat().st_size})  # fmt: skip
+                              "taken_over": taken, "froze_journal": froze, "log": str(comp.log), "offset": offset})  # fmt: skip
         outcome = "taken over" if taken else "NOT taken over: it holds the SQLite journal's write lock" if froze else "NOT taken over"
         self.say(f"SIGCONT {comp.name} after {waited:.1f} s; run {outcome}")
         self._stop = None
