@@ -113,7 +113,7 @@ def render(report: dict[str, Any]) -> str:
 
     def vals(fn: Any, total: bool = True) -> list[Any]:
         xs = [fn(s) for s in stores.values()]
-        return [*xs, sum(xs) if total else ""]
+        return [*xs, round(sum(xs), 1) if total else ""]
 
     def k(kind: str) -> Any:
         return lambda s: s["kills"].get(kind, 0)
@@ -126,7 +126,7 @@ def render(report: dict[str, Any]) -> str:
         ("SIGSTOP past lease expiry", lambda s: s["sigstops"]),
         ("  ... run taken over by another executor", lambda s: s["sigstops_taken_over"]),
         ("  ... fenced after SIGCONT (logged: taken over)", lambda s: s["sigstops_fenced"]),
-        ("  ... not taken over: stopped holding SQLite's write lock", lambda s: s["sigstops_froze_sqlite_journal"]),
+        ("  ... froze the SQLite journal (stopped in a commit)", lambda s: s["sigstops_froze_sqlite_journal"]),
         ("runs", lambda s: s["runs"]), ("  started by the CLI", lambda s: s["runs_by_origin"].get("cli", 0)),
         ("  started by alert deliveries", lambda s: s["runs_by_origin"].get("am", 0)),
         ("  queued over the API, run by workers", lambda s: s["runs_by_origin"].get("api", 0)),
