@@ -1,14 +1,12 @@
-"""Two races the soak (bench/soak.py) found in the engine, reproduced in-process; each a strict xfail until fixed.
+"""Regression tests for two races the soak (bench/soak.py) found in the engine, reproduced in-process.
 
-1. ``resume`` racing with the executor that finishes the run. ``runbook resume`` reads the run (still active),
-   and before it acquires the lease another executor finishes the run and releases it. The acquisition then
-   succeeds on the finished run and the drive fails with an internal error (exit 1: ``a run in state 'succeeded'
-   cannot take the event 'drive'``) instead of reporting the outcome, as a resume of a finished run does. Nothing
-   is written (the transition is refused), so no run is harmed; the soak saw it 7-10 times per 1000 kills. The
-   fix belongs in ``Engine._execute`` (runner/engine/engine.py): after the acquisition, read the run again and,
-   if another executor finished it meanwhile, release the lease and return.
-2. An executor frozen between committing ``step.started`` and starting the action acts after another executor
-   took the run over (see the test's docstring).
+1. ``resume`` racing with the executor that finishes the run: ``runbook resume`` read the run (still active),
+   another executor finished and released it before the acquisition, and the drive failed with an internal
+   error (exit 1: ``a run in state 'succeeded' cannot take the event 'drive'``) instead of reporting the outcome.
+   Fixed in ``Engine._execute``: the run is read again after the acquisition and, finished meanwhile, released.
+2. An executor frozen between committing ``step.started`` and starting the action started it after another
+   executor took the run over (a checked action ran twice). Fixed: before acting, an executor whose lease the
+   store last confirmed too long ago confirms it again (see the test's docstring).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import pytest
 from runner.catalog import Catalog, search_path
 from runner.engine import Engine
 from runner.engine.execution import DriveOptions
-from runner.errors import InvalidTransition
 from runner.plugin import PluginHost
 from runner.settings import Settings
 from runner.store.records import RunState
@@ -33,9 +30,6 @@ def _engine(root: Path) -> Engine:
     return Engine(host, host.stores.open(url), Catalog.load(host.step_types, search_path(settings.paths)), settings)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=InvalidTransition, reason="known race, see the module docstring: fix Engine._execute, then drop this mark"
-)
 def test_a_resume_that_loses_the_race_to_the_finishing_executor_reports_the_outcome(tmp_path: Path) -> None:
     (tmp_path / "runbooks").mkdir()
     (tmp_path / "runbooks" / "one.yaml").write_text('name: one\nsteps:\n  - {id: a, shell: ["true"]}\n', encoding="utf-8")
@@ -57,7 +51,6 @@ def test_a_resume_that_loses_the_race_to_the_finishing_executor_reports_the_outc
         other.store.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known: a frozen executor acts once after its fence was checked")
 @pytest.mark.timeout(120)
 def test_an_executor_frozen_between_its_step_start_and_its_action_does_not_act_after_a_takeover(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -65,9 +58,8 @@ def test_an_executor_frozen_between_its_step_start_and_its_action_does_not_act_a
     """Found by the soak: ``runbook serve`` SIGSTOPped after committing ``step.started`` and before spawning the
     action; its lease expired, another executor took the run over, found the check unmet and ran the action; on
     SIGCONT the stopped one spawned the same action too (a checked step's action ran twice), then was fenced at
-    its next commit. The fence is checked when ``step.started`` commits, not when the action starts. A fix: before
-    starting an action, an executor whose lease was last confirmed more than the TTL ago (a frozen process sees
-    the monotonic clock jump) confirms it with the store (``renew``: ``LeaseLost`` stops it) before it acts."""
+    its next commit. Now, before starting an action, an executor whose lease the store last confirmed a while ago
+    (a frozen process sees the monotonic clock jump) confirms it again: ``LeaseLost`` stops it before it acts."""
     import threading
     import time
 
