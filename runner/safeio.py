@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from runner.errors import Problem, RunbookError, ValidationError
 
-__all__ = ["decode_input", "input_limit", "read_head", "read_input", "read_input_text"]
+__all__ = ["Unreadable", "decode_input", "input_limit", "read_head", "read_input", "read_input_text", "read_regular"]
 
 Refuse = Callable[[str], RunbookError]
 
@@ -34,6 +34,45 @@ def input_limit() -> int:
         return DEFAULT_MAX_BYTES
 
 
+class Unreadable(Exception):
+    """Why :func:`read_regular` refused a file. ``problem``: ``"open"`` or ``"read"`` (``detail``: the OS error's text), ``"type"``
+    (``mode``: what the path is), ``"size"`` (``size``: its size, or None when it grew past the cap while read)."""
+
+    def __init__(self, problem: str, *, detail: str = "", mode: int = 0, size: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem, self.detail, self.mode, self.size = problem, detail, mode, size
+
+
+def read_regular(file: str, limit: int) -> bytes:
+    """The bytes of the regular file ``file``, read from the descriptor that was checked, at most ``limit`` of them
+    (bounded even if the file grows while it is read); anything else raises :class:`Unreadable`. A FIFO is opened
+    non-blocking, so it never hangs the reader."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Unreadable("open", detail=exc.strerror or str(exc)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable("type", mode=info.st_mode)
+        if info.st_size > limit:
+            raise Unreadable("size", size=info.st_size)
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise Unreadable("size")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise Unreadable("read", detail=exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+
+
 def read_input(path: str | os.PathLike[str], *, what: str = "file", refuse: Refuse | None = None,
                max_bytes: int | None = None, label: str | None = None) -> bytes:  # fmt: skip
     """At most the size cap of the regular file ``path``; anything else raises ``refuse(message)``.
@@ -46,30 +85,16 @@ def read_input(path: str | os.PathLike[str], *, what: str = "file", refuse: Refu
     shown = label or file
     limit = input_limit() if max_bytes is None else max_bytes
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise fail(f"cannot read {what} {shown}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
-            raise fail(f"{what} {shown} is {kind}, not a regular file")
-        if info.st_size > limit:
-            raise fail(f"{what} {shown} is {info.st_size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)")
-        chunks, total = [], 0
-        while total <= limit:  # bounded even if the file grows while it is read
-            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise fail(f"{what} {shown} is over the limit of {limit} bytes (RUNBOOK_MAX_FILE_BYTES)")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise fail(f"cannot read {what} {shown}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+        return read_regular(file, limit)
+    except Unreadable as exc:
+        if exc.problem in ("open", "read"):
+            raise fail(f"cannot read {what} {shown}: {exc.detail}") from None
+        if exc.problem == "type":
+            kind = "a directory" if stat.S_ISDIR(exc.mode) else "a FIFO" if stat.S_ISFIFO(exc.mode) else "a device or socket"
+            raise fail(f"{what} {shown} is {kind}, not a regular file") from None
+        if exc.size is not None:
+            raise fail(f"{what} {shown} is {exc.size} bytes; the limit is {limit} (RUNBOOK_MAX_FILE_BYTES)") from None
+        raise fail(f"{what} {shown} is over the limit of {limit} bytes (RUNBOOK_MAX_FILE_BYTES)") from None
 
 
 def decode_input(data: bytes, file: str, *, what: str = "file", refuse: Refuse | None = None) -> str:

@@ -46,30 +46,18 @@ def from_file(path: str) -> str:
 
 def _read_regular(path: str, where: str) -> bytes:
     """At most :data:`MAX_FILE_BYTES` of a regular file, read from the descriptor that was checked."""
+    from runner.safeio import Unreadable, read_regular
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise SecretError(f"{where}: cannot open the file ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SecretError(f"{where}: not a regular file ({_kind(info.st_mode)}); a secret file must be a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise SecretError(f"{where}: the file has {info.st_size} bytes, more than the {MAX_FILE_BYTES}-byte limit for a secret")
-        chunks, total = [], 0
-        while total <= MAX_FILE_BYTES:  # the file may grow after fstat: the cap holds while reading
-            chunk = os.read(fd, min(65536, MAX_FILE_BYTES + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > MAX_FILE_BYTES:
-            raise SecretError(f"{where}: the file holds more than the {MAX_FILE_BYTES}-byte limit for a secret")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise SecretError(f"{where}: cannot read the file ({exc.strerror})") from None
-    finally:
-        os.close(fd)
+        return read_regular(path, MAX_FILE_BYTES)
+    except Unreadable as exc:
+        if exc.problem in ("open", "read"):
+            raise SecretError(f"{where}: cannot {exc.problem} the file ({exc.detail})") from None
+        if exc.problem == "type":
+            raise SecretError(f"{where}: not a regular file ({_kind(exc.mode)}); a secret file must be a regular file") from None
+        if exc.size is not None:
+            raise SecretError(f"{where}: the file has {exc.size} bytes, more than the {MAX_FILE_BYTES}-byte limit for a secret") from None
+        raise SecretError(f"{where}: the file holds more than the {MAX_FILE_BYTES}-byte limit for a secret") from None
 
 
 def _kind(mode: int) -> str:
