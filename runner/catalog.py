@@ -74,9 +74,10 @@ class LoadedRunbook:
     located: Located | None = field(default=None, repr=False)
     source: bytes | None = field(default=None, repr=False)
     """The YAML it was compiled from, when positions are to be found on demand (a compile cache hit)."""
-    spec_text: JSONText | None = field(default=None, repr=False)
-    """The compiled runbook's JSON text as the compile cache holds it (a cache hit): :attr:`spec_json` is decoded
-    from it on first use only, and a new run stores it as it is (see :meth:`snapshot`)."""
+    spec_head: bytes | None = field(default=None, repr=False)
+    """A compile cache hit's compiled runbook without its steps, as JSON text ending in ``"steps":[]}``; its steps
+    are held as their texts (:attr:`runner.model.Steps.texts`). :attr:`spec_json` is decoded from both on first use
+    only, and a new run stores them joined as they are (see :meth:`snapshot`)."""
 
     @classmethod
     def of(cls, spec: RunbookSpec, file: str, registry: StepTypeRegistry, *, located: Located | None = None,
@@ -96,25 +97,33 @@ class LoadedRunbook:
         """The compiled runbook as JSON (the snapshot stored with each run, and what the hashes are taken of).
 
         Callers must not change it: it is computed once per loaded runbook. A runbook read from the compile cache
-        decodes it from :attr:`spec_text` (only edits and analysis need it; a run stores :meth:`snapshot`).
+        decodes it from its texts (only edits and analysis need it; a run stores :meth:`snapshot`).
         """
-        if self.spec_text is not None:
-            data: dict[str, Any] = json.loads(self.spec_text)
+        texts = self.spec.steps.texts
+        if self.spec_head is not None and texts is not None:
+            data: dict[str, Any] = json.loads(self.spec_head)
+            data["steps"] = [json.loads(text) for text in texts]
             return data
         return self.spec.model_dump(mode="json", by_alias=True)
 
-    def snapshot(self) -> dict[str, Any] | JSONText:
-        """What a new run stores as its runbook snapshot: :attr:`spec_text` when there is one (not decoded), else
-        :attr:`spec_json`."""
-        if self.spec_text is not None and "spec_json" not in self.__dict__:
-            return self.spec_text
-        return self.spec_json
+    def snapshot_lines(self) -> tuple[bytes, list[bytes]]:
+        """The snapshot as compact JSON: the runbook with ``"steps":[]`` and each step's text (the compile cache's lines)."""
+        texts = self.spec.steps.texts
+        if self.spec_head is not None and texts is not None:
+            return self.spec_head, list(texts)
+        data = self.spec_json
+        head = json.dumps({**data, "steps": []}, separators=(",", ":")).encode("utf-8")
+        return head, [json.dumps(step, separators=(",", ":")).encode("utf-8") for step in data["steps"]]
 
-    def snapshot_text(self) -> str:
-        """The snapshot as compact JSON text (what the compile cache keeps)."""
-        if self.spec_text is not None:
-            return str(self.spec_text)
-        return json.dumps(self.spec_json, separators=(",", ":"))
+    def snapshot(self) -> dict[str, Any] | JSONText:
+        """What a new run stores as its runbook snapshot: for a compile cache hit, its texts joined (not decoded),
+        else :attr:`spec_json`."""
+        texts = self.spec.steps.texts
+        if self.spec_head is not None and texts is not None and "spec_json" not in self.__dict__:
+            from runner.store.records import JSONText
+
+            return JSONText(_joined(self.spec_head, texts))
+        return self.spec_json
 
     @cached_property
     def step_hashes(self) -> dict[str, str]:
@@ -153,6 +162,11 @@ class LoadedRunbook:
         there, path = located.resolve(("steps", idx, key) if key else ("steps", idx))  # an included step: its own file
         line, _ = there.position(path)
         return f"{there.file}:{line}" if line else there.file
+
+
+def _joined(head: bytes, steps: Sequence[bytes]) -> str:
+    """The runbook's JSON text: ``head`` (ending in ``"steps":[]}``) with ``steps`` put in its list."""
+    return (head[:-2] + b",".join(steps) + b"]}").decode("utf-8")
 
 
 def actions_of(step: Any) -> list[Any]:

@@ -15,11 +15,12 @@ As for ``.pyc`` files, a module's stamp is the one this process first saw: a lon
 plugin is upgraded under it keeps reading entries for the code it runs, and writes none once a stamp on disk
 no longer matches. No entry is written while any stamp is unknown (a module without its source file).
 
-An entry is three lines of JSON: a header (format, key, the step types' stamps and the runbook's summary: name,
-description, version, tags, step count, params and their JSON Schema), the content hashes, then the compiled
-runbook. The compiled runbook is validated straight from its JSON text (no intermediate dicts) and that text is
-kept as the snapshot a new run stores (:attr:`~runner.catalog.LoadedRunbook.spec_text`): a large runbook is held
-once, as its models, plus its text (issue 19: bounded memory per run). The catalog
+An entry is lines of JSON: a header (format, key, the step types' stamps and the runbook's summary: name,
+description, version, tags, step count, params and their JSON Schema), the content hashes and step ids, the
+compiled runbook without its steps, then one line per compiled step. A step is held as its line and becomes a
+model only when used (:class:`runner.model.Steps`), and the snapshot a new run stores is joined from these same
+lines (:meth:`~runner.catalog.LoadedRunbook.snapshot`), never decoded: a large runbook costs about its text
+(issue 19: bounded memory per run). The catalog
 reads only headers to learn which runbooks exist (:meth:`CompileCache.peek`: a listing, duplicate names) and
 decodes the one runbook a command needs (:meth:`CompileCache.load`), so a large runbook elsewhere in the project
 costs a command that does not use it only the reading and hashing of its file.
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompileCache", "default_cache"]
 
-FORMAT = 4  # 4: a header line with the summary, a line of content hashes, then the compiled runbook (its JSON text)
+FORMAT = 5  # 5: header with the summary; content hashes and step ids; the runbook without steps; a line per step
 MAX_ENTRIES = 2000  # a write that finds more removes the least recently used
 STALE_TMP = 3600.0  # seconds after which a temporary file is a crashed writer's, removed by the next trim
 _OFF = frozenset({"", "0", "off", "false", "no", "none"})
@@ -275,23 +276,28 @@ class CompileCache:
     @staticmethod
     def _decode(data: bytes, key: str, source: bytes, file: str, registry: StepTypeRegistry) -> LoadedRunbook | None:
         from runner.catalog import LoadedRunbook
-        from runner.model import RunbookSpec
+        from runner.model import RunbookSpec, Steps
         from runner.steptypes import remember_reusable_configs
-        from runner.store.records import JSONText
 
-        head, _, rest = data.partition(b"\n")
-        header = json.loads(head)
+        lines = data.split(b"\n")
+        header = json.loads(lines[0])
         if header.get("key") != key or header.get("format") != FORMAT:
             return None
-        hashes_line, _, spec_text = rest.partition(b"\n")
-        hashes = json.loads(hashes_line)
+        hashes = json.loads(lines[1])
         for name, stamp in header["types"].items():
             if name not in registry or _type_stamp(registry.get(name)) != stamp:
                 return None  # a step type changed, moved or went away: compile again (and report it if gone)
-        spec = RunbookSpec.model_validate_json(spec_text)
-        remember_reusable_configs(spec.step_actions(), registry)
+        head, texts = lines[2], lines[3:]
+        if not head.endswith(_NO_STEPS):
+            return None
+
+        def prepare(step: Any) -> None:
+            remember_reusable_configs([a for a in (step.action, step.rollback) if a is not None], registry)
+
+        steps = Steps.lazy(texts, hashes["step_ids"], prepare, check=True)  # a damaged entry is a miss
+        spec = RunbookSpec.model_validate_json(head).model_copy(update={"steps": steps})
         rb = LoadedRunbook.of(spec, file, registry, source=source)
-        rb.spec_text = JSONText(spec_text.decode("utf-8"))  # the snapshot runs store, as the compile that wrote it had it
+        rb.spec_head = head
         if hashes.get("step_hashes") is not None:
             rb.__dict__["step_hashes"] = hashes["step_hashes"]
             rb.__dict__["content_hash"] = hashes["content_hash"]
@@ -313,19 +319,20 @@ class CompileCache:
             hashes = {
                 "step_hashes": None if fingerprinted else rb.step_hashes,
                 "content_hash": None if fingerprinted else rb.content_hash,
+                "step_ids": list(rb.spec.steps.ids),
             }  # fmt: skip
             if self._usable(create=True):
-                lines = (json.dumps(header, separators=(",", ":")), json.dumps(hashes, separators=(",", ":")), rb.snapshot_text())
-                self._write(key, "\n".join(lines))
+                head, steps = rb.snapshot_lines()
+                self._write(key, b"\n".join([_compact(header), _compact(hashes), head, *steps]))
         except Exception as exc:  # never fail a command for the cache's sake
             log.debug("compile cache: %s not stored: %s", rb.file, exc)
 
-    def _write(self, key: str, text: str) -> None:
+    def _write(self, key: str, text: bytes) -> None:
         import tempfile
 
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)  # O_EXCL, mode 0600
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with os.fdopen(fd, "wb") as f:
                 f.write(text)
             os.replace(tmp, self.directory / f"{key}.json")
         except BaseException:
@@ -349,6 +356,14 @@ class CompileCache:
         for _, path in sorted(entries)[: max(0, len(entries) - MAX_ENTRIES)]:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+_NO_STEPS = b'"steps":[]}'
+"""How the line of the runbook without its steps ends (``steps`` is the compiled runbook's last field)."""
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
 def _changed_since_seen(paths: list[str]) -> bool:

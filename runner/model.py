@@ -9,7 +9,9 @@ translation, with located errors, lives in :mod:`runner.compiler`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
@@ -25,6 +27,10 @@ from pydantic import (
 from runner.durations import Duration
 from runner.params import ParamSpec, Regex
 
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
+
 __all__ = [
     "NAME_PATTERN",
     "STEP_ID_PATTERN",
@@ -35,6 +41,7 @@ __all__ = [
     "Retry",
     "RunbookSpec",
     "Step",
+    "Steps",
     "TextExpect",
     "Verify",
 ]
@@ -211,6 +218,154 @@ class Step(_Model):
         return self.targets is not None or self.for_each is not None
 
 
+class Steps(Sequence[Step]):
+    """The steps of a compiled runbook, in order: held as models, or as their JSON texts made into models on use.
+
+    A runbook read from the compile cache holds each step as the JSON text the cache keeps (about 0.3 KiB for a
+    small step, against 2.5 KiB for its model) and its id; a step becomes a :class:`Step` when it is used, and the
+    last :data:`MODELS_KEPT` of them are kept (issue 19: a 5000-step run peaks under 50 MiB). Ids, positions and
+    lookups by id never make models. A runbook with at most that many steps keeps them all, as before.
+    """
+
+    MODELS_KEPT = 256
+
+    __slots__ = ("_cache", "_ids", "_index", "_lock", "_models", "_prepare", "_texts")
+
+    def __init__(self, models: Sequence[Step] = ()) -> None:
+        self._models: tuple[Step, ...] | None = tuple(models)
+        self._texts: Sequence[bytes] = ()
+        self._ids: tuple[str, ...] = tuple(s.id for s in self._models)
+        self._index: dict[str, int] | None = None
+        self._cache: dict[int, Step] = {}
+        self._lock = threading.Lock()
+        self._prepare: Callable[[Step], None] | None = None
+
+    @classmethod
+    def lazy(cls, texts: Sequence[bytes], ids: Sequence[str], prepare: Callable[[Step], None] | None = None, *,
+             check: bool = False) -> Steps:  # fmt: skip
+        """Steps held as their JSON ``texts`` (one compact object each) with their ``ids``; ``prepare`` is called on
+        each model made from a text (the compile cache gives it the step types' reusable configs).
+
+        ``check``: validate every text now (a text that is not a valid step with its id raises ``ValueError``), so
+        that a damaged text is found when it is read rather than when its step runs; the first models are kept.
+        """
+        if len(texts) != len(ids):
+            raise ValueError(f"{len(texts)} step texts for {len(ids)} step ids")
+        steps = cls()
+        steps._models, steps._texts, steps._ids, steps._prepare = None, texts, tuple(ids), prepare
+        if check:
+            for i, text in enumerate(texts):
+                step = Step.model_validate_json(text)
+                if step.id != steps._ids[i]:
+                    raise ValueError(f"step {i} has id {step.id!r}, not {steps._ids[i]!r}")
+                if i < cls.MODELS_KEPT:
+                    steps._keep(i, step)
+        return steps
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The step ids, in order (no model is made)."""
+        return self._ids
+
+    @property
+    def texts(self) -> Sequence[bytes] | None:
+        """Each step's JSON text, for steps held that way; None for steps held as models."""
+        return None if self._models is not None else self._texts
+
+    def select(self, keep: Callable[[str], bool]) -> Steps:
+        """The steps whose id ``keep`` is true of, in order, held as these are (no model is made)."""
+        chosen = [i for i, sid in enumerate(self._ids) if keep(sid)]
+        if self._models is not None:
+            return Steps([self._models[i] for i in chosen])
+        return Steps.lazy([self._texts[i] for i in chosen], [self._ids[i] for i in chosen], self._prepare)
+
+    def index(self, step_id: Any, start: int = 0, stop: int | None = None) -> int:
+        """Position of the step with id ``step_id``; ``ValueError`` if none."""
+        if self._index is None:
+            self._index = {sid: i for i, sid in enumerate(self._ids)}
+        i = self._index.get(step_id) if isinstance(step_id, str) else None
+        if i is None or i < start or (stop is not None and i >= stop):
+            raise ValueError(f"no step {step_id!r}")
+        return i
+
+    def get(self, step_id: str) -> Step:
+        """The step with id ``step_id``; ``KeyError`` if none."""
+        try:
+            return self[self.index(step_id)]
+        except ValueError:
+            raise KeyError(step_id) from None
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, str):
+            return value in self._ids
+        return isinstance(value, Step) and value.id in self._ids and self.get(value.id) == value
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, i: int) -> Step: ...
+    @overload
+    def __getitem__(self, i: slice) -> Steps: ...
+    def __getitem__(self, i: int | slice) -> Step | Steps:
+        if isinstance(i, slice):
+            if self._models is not None:
+                return Steps(self._models[i])
+            return Steps.lazy(self._texts[i], self._ids[i], self._prepare)
+        if self._models is not None:
+            return self._models[i]
+        n = len(self._ids)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("step index out of range")
+        step = self._cache.get(i)
+        if step is None:
+            step = self._keep(i, Step.model_validate_json(self._texts[i]))
+        return step
+
+    def _keep(self, i: int, step: Step) -> Step:
+        if self._prepare is not None:
+            self._prepare(step)
+        with self._lock:
+            if len(self._cache) >= self.MODELS_KEPT:
+                del self._cache[next(iter(self._cache))]  # the one made first
+            self._cache[i] = step
+        return step
+
+    def __iter__(self) -> Iterator[Step]:
+        for i in range(len(self._ids)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Steps):
+            if self._ids != other._ids:
+                return False
+            if self._models is None and other._models is None:
+                return list(self._texts) == list(other._texts)
+            return all(a == b for a, b in zip(self, other, strict=True))
+        if isinstance(other, tuple):
+            return self._ids == tuple(getattr(s, "id", None) for s in other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Steps({', '.join(self._ids[:5])}{', ...' if len(self._ids) > 5 else ''}; {len(self._ids)} steps)"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        items = handler.generate_schema(tuple[Step, ...])
+        from_items = core_schema.no_info_after_validator_function(cls, items)
+        return core_schema.json_or_python_schema(
+            json_schema=from_items,
+            python_schema=core_schema.union_schema([core_schema.is_instance_schema(cls), from_items]),
+            serialization=core_schema.plain_serializer_function_ser_schema(tuple, return_schema=items),
+        )
+
+
 class RunbookSpec(_Model):
     """A compiled, validated runbook."""
 
@@ -222,7 +377,7 @@ class RunbookSpec(_Model):
     secrets: dict[str, str] = Field(default_factory=dict)
     lock: str | None = None
     on_failure: Literal["stop", "rollback"] = "stop"
-    steps: tuple[Step, ...] = ()
+    steps: Steps = Field(default_factory=Steps)
 
     def step_actions(self) -> list[Action]:
         """Every step's action and rollback action, in step order."""
@@ -230,11 +385,8 @@ class RunbookSpec(_Model):
 
     def step(self, step_id: str) -> Step:
         """The step with id ``step_id``; ``KeyError`` if none."""
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+        return self.steps.get(step_id)
 
     def index(self, step_id: str) -> int:
-        """Position of ``step_id`` in ``steps``."""
-        return [s.id for s in self.steps].index(step_id)
+        """Position of ``step_id`` in ``steps`` (``ValueError`` if none)."""
+        return self.steps.index(step_id)

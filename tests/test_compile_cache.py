@@ -144,7 +144,8 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tmp_path: Path, cache_dir: Pa
     load(file, registry)
     [entry] = entries(cache_dir)
     good = entry.read_text()
-    header, hashes, spec = (json.loads(line) for line in good.splitlines())
+    header, hashes, head, *steps = (json.loads(line) for line in good.splitlines())
+    assert head["steps"] == [] and [s["id"] for s in steps] == hashes["step_ids"] == ["s"]
     if damage == "truncated":
         entry.write_text(good[: len(good) // 2])
     elif damage == "not json":
@@ -153,11 +154,11 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tmp_path: Path, cache_dir: Pa
         entry.write_bytes(b"\xff\xfe garbage")
     elif damage == "other key":  # e.g. a file copied from another key: its spec is some other runbook
         header["key"] = "0" * 64
-        spec["steps"][0]["action"]["config"] = {"command": ["echo", "wrong"]}
-        entry.write_text("\n".join(json.dumps(part) for part in (header, hashes, spec)))
+        steps[0]["action"]["config"] = {"command": ["echo", "wrong"]}
+        entry.write_text("\n".join(json.dumps(part) for part in (header, hashes, head, *steps)))
     else:  # what a foreign or tampered entry holding a runbook no compile would give looks like
-        spec["steps"][0]["action"] = {"type": "shell"}
-        entry.write_text("\n".join(json.dumps(part) for part in (header, hashes, spec)))
+        steps[0]["action"] = {"type": "shell"}
+        entry.write_text("\n".join(json.dumps(part) for part in (header, hashes, head, *steps)))
     rb = load(file, registry)
     assert not was_hit(rb)
     assert rb.spec.steps[0].action.config == {"command": ["echo", "right"]}

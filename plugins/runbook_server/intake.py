@@ -213,7 +213,7 @@ class Intake:
         gates = None
         if gated:
             steps = engine.catalog.get(route.spec.runbook).spec.steps
-            gates = {s.id: gate_config(f"route '{route.name}': {gated}") for s in steps}
+            gates = {sid: gate_config(f"route '{route.name}': {gated}") for sid in steps.ids}
         return start_queued(engine, route.spec.runbook, params, started_by=f"alert:{alert.source}/{route.name}",
                             idempotency_key=self._run_key(route, base.dedupe_key or "", alert), trigger=trigger, gates=gates,
                             principal=Principal("route", f"{alert.source}/{route.name}"))  # fmt: skip

@@ -201,7 +201,7 @@ class Scheduler:
         gates = None
         if gated:
             steps = self.engine.catalog.get(cs.spec.runbook).spec.steps
-            gates = {s.id: gate_config(f"schedule '{cs.name}': {gated}") for s in steps}
+            gates = {sid: gate_config(f"schedule '{cs.name}': {gated}") for sid in steps.ids}
         params = cs.params(self.engine.renderer, slot)
         return start_queued(self.engine, cs.spec.runbook, params, started_by=cs.route, idempotency_key=cs.key(slot),
                             trigger=cs.trigger(slot, catch_up=catch_up), gates=gates, principal=Principal(SOURCE, cs.name))  # fmt: skip

@@ -186,7 +186,7 @@ class Engine:
         new = NewRun(
             id=new_run_id(), runbook=name, params=stored, started_by=actor, content_hash=rb.content_hash,
             step_hashes=rb.step_hashes, spec=rb.snapshot(), file=rb.file,
-            step_ids=[s.id for s in rb.spec.steps], trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
+            step_ids=list(rb.spec.steps.ids), trigger=trigger, idempotency_key=idempotency_key, lock_key=lock_key,
             parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None, options=run_options,
             created_event={"runbook": name, "params": stored, "content_hash": rb.content_hash, "lock": lock_key,
                            "trigger": (trigger or {}).get("source"), "parent": parent[0] if parent else None},
@@ -206,7 +206,7 @@ class Engine:
         active = 0 if child else sum(1 for r in self.store.list_runs(states=list(ACTIVE_STATES), limit=10000) if r.options.get("agent"))
         action = Action.CHILD_START if child else Action.START
         enforce(decide(who, action, runbook=name, policy=policy, params=params, active_runs=active))
-        step_ids = [s.id for s in self.catalog.get(name).spec.steps]
+        step_ids = list(self.catalog.get(name).spec.steps.ids)
         unknown = [s for s in policy.approval_steps(name) if s not in step_ids]
         if unknown:  # fail closed: a typo must not leave the step it meant ungated
             raise PolicyDenied(f"the policy requires approval for step(s) {', '.join(unknown)} that runbook '{name}' does not have "

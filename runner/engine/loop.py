@@ -34,11 +34,11 @@ def run_steps(exe: Execution) -> None:
     steps = exe.spec.steps
     i = 0
     while i < len(steps):
-        step = steps[i]
-        rec = exe.steps[step.id]
+        rec = exe.steps[steps.ids[i]]
         if rec.state in DONE_STEP_STATES:
             i += 1
             continue
+        step = steps[i]
         if exe.journal.refresh_flags().cancel_requested:
             raise CancelRequested("cancel requested")
         if rec.state == StepState.UNKNOWN or any(t.state == StepState.UNKNOWN for t in rec.progress.targets.values()):
@@ -234,7 +234,7 @@ def finish_interrupted(exe: Execution, reason: str) -> None:
     now = time.time()
     events: list[NewEvent] = []
     closed: list[StepRecord] = []
-    ids = {s.id for s in exe.spec.steps}
+    ids = set(exe.spec.steps.ids)
     for rec in exe.steps.values():
         if rec.state == StepState.RUNNING:
             if rec.step_id in ids:  # what a resume will do with the step cut short, for `next` to say now

@@ -124,7 +124,7 @@ class _Planner:
         model = validate_params(rb.name, rb.params_model, params)
         values = model.model_dump(mode="json")
         tctx: dict[str, Any] = {
-            "params": ParamValues(values, rb.spec.params, self.resolver), "steps": KnownSteps({}, [s.id for s in rb.spec.steps]),
+            "params": ParamValues(values, rb.spec.params, self.resolver), "steps": KnownSteps({}, list(rb.spec.steps.ids)),
             "secrets": SecretsView(rb.spec.secrets, self.resolver), "alert": (self.trigger or {}).get("alert"), "target": None,
             "run": {"id": None, "runbook": rb.name, "started_by": engine.settings.actor, "trigger": self.trigger},
         }  # fmt: skip

@@ -228,7 +228,7 @@ class Preflight:
         except UsageError as exc:
             return [f"sub-runbook '{name}': {self.redactor.text(str(exc))}"]
         ctx = {"params": ParamValues(values, child.spec.params, self.resolver), "secrets": SecretsView(child.spec.secrets, self.resolver),
-               "steps": KnownSteps({}, [s.id for s in child.spec.steps]), "run": {**tctx["run"], "runbook": name},
+               "steps": KnownSteps({}, list(child.spec.steps.ids)), "run": {**tctx["run"], "runbook": name},
                "alert": tctx.get("alert"), "target": None}  # fmt: skip
         inner = self.runbook(child, child.spec.steps, ctx, trail=(*trail, name))
         return [f"in sub-runbook '{name}': {p.line()}" for p in inner]
@@ -258,11 +258,12 @@ def check_execution(exe: Execution) -> list[PreflightProblem]:
     """Pre-flight the steps of ``exe``'s run that are not done (the units of a fan-out that finished are skipped)."""
     from runner.store.records import DONE_STEP_STATES
 
-    todo = [s for s in exe.spec.steps if exe.steps[s.id].state not in DONE_STEP_STATES]
+    todo = exe.spec.steps.select(lambda sid: exe.steps[sid].state not in DONE_STEP_STATES)  # (no models held: issue 19)
     if not todo:
         return []
-    done_units = {s.id: {n for n, t in exe.steps[s.id].progress.targets.items() if t.state in DONE_STEP_STATES} for s in todo}
-    tctx = {**exe.template_ctx(None), "steps": KnownSteps(exe.steps_view, [s.id for s in exe.spec.steps])}
+    done_units = {sid: done for sid in todo.ids
+                  if (done := {n for n, t in exe.steps[sid].progress.targets.items() if t.state in DONE_STEP_STATES})}  # fmt: skip
+    tctx = {**exe.template_ctx(None), "steps": KnownSteps(exe.steps_view, list(exe.spec.steps.ids))}
     engine = exe.engine
     check = Preflight(engine.host, engine.renderer, engine.settings, engine.catalog, exe.redactor, exe.resolver)
     return check.runbook(exe.rb, todo, tctx, trail=(exe.spec.name,), done_units=done_units)
@@ -275,7 +276,7 @@ def refuse(exe: Execution, problems: list[PreflightProblem]) -> None:
 
     count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
     reason = f"pre-flight found {count}; nothing was changed:\n" + "\n".join(f"  - {p.line()}" for p in problems)
-    first = next((s.id for s in exe.spec.steps if exe.steps[s.id].state not in DONE_STEP_STATES), None)
+    first = next((sid for sid in exe.spec.steps.ids if exe.steps[sid].state not in DONE_STEP_STATES), None)
     detail = f"{count}: " + "; ".join(p.line() for p in problems)
     events = [NewEvent("run.preflight_failed", data={"problems": [p.as_json() for p in problems], "detail": detail}),
               NewEvent("run.failed", data={"reason": reason, "preflight": True})]  # fmt: skip

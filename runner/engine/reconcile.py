@@ -109,8 +109,11 @@ _RECOVERED = {
 
 def _recover(exe: Execution, begin: Begin) -> None:
     """Decide what happens to work that was in flight when the previous executor stopped."""
-    for step in exe.spec.steps:
-        rec = exe.steps[step.id]
+    for sid in exe.spec.steps.ids:
+        rec = exe.steps[sid]
+        if rec.state not in IN_FLIGHT_STEP_STATES and not any(t.state in IN_FLIGHT_STEP_STATES for t in rec.progress.targets.values()):
+            continue
+        step = exe.spec.step(sid)
         units = [Unit(step, rec)] if rec.state in IN_FLIGHT_STEP_STATES else []
         units += [target_unit(step, rec, n) for n, t in rec.progress.targets.items() if t.state in IN_FLIGHT_STEP_STATES]
         for unit in units:

@@ -121,7 +121,7 @@ class RollbackProgress:
         return cls([str(x) for x in _dict(data, "rollback").get("done") or []])
 
 
-@dataclass
+@dataclass(slots=True)
 class StepProgress:
     """Where a step (or one fan-out target) is inside its life. Empty for a step that has not begun."""
 
@@ -196,7 +196,7 @@ class StepProgress:
 _PROGRESS_KEYS = frozenset({"phase", "waiting", "gate", "recovery", "child", "rollback", "local", "targets"})
 
 
-@dataclass
+@dataclass(slots=True)
 class TargetRecord:
     """One target (or ``for_each`` item) of a fan-out step: its own outcome and progress (stored inside its step's progress)."""
 

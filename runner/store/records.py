@@ -129,7 +129,7 @@ class RunRecord(BaseModel):
     last_seq: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """A step of a run as stored (a plain dataclass: the engine updates it several times per step)."""
 
