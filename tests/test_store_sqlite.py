@@ -174,7 +174,7 @@ def test_a_journal_from_before_the_snapshot_table_is_upgraded(tmp_path: Path) ->
         conn.execute("PRAGMA user_version=1")
     store = SQLiteStore(url)
     assert store.get_spec(run.id) == {"name": "rb", "steps": []}
-    assert store.get_run(run.id).step_hashes == {"a": "1", "b": "2"}
+    assert store.get_step_hashes(run.id) == {"a": "1", "b": "2"}
     store.close()
 
 

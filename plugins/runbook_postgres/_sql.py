@@ -21,10 +21,11 @@ ACTIVE_SQL = ", ".join(f"'{s}'" for s in sorted(str(s) for s in ACTIVE_STATES))
 """The active states as SQL literals (literal, so the planner can match partial indexes)."""
 RUN = (
     "id, runbook, state, reason, params, started_by, trigger, created_at, updated_at, finished_at, content_hash,"
-    " step_hashes, file, cursor, idempotency_key, lock_key, parent_run_id, parent_step_id, holder, lease_expires_at,"
+    " file, cursor, idempotency_key, lock_key, parent_run_id, parent_step_id, holder, lease_expires_at,"
     " fence, pause_requested, cancel_requested, wake_at, options, last_seq"
 )
-"""Every column of ``runs`` but the runbook snapshot (``spec``, as large as the runbook: see ``get_spec``)."""
+"""Every column of ``runs`` but the runbook snapshot and step hashes (as large as the runbook: see ``get_spec``,
+``get_step_hashes``)."""
 _FREE = f"(holder IS NULL OR lease_expires_at < {NOW})"
 CLAIMABLE_ROW = (
     f"(parent_run_id IS NULL AND {_FREE} AND (state = 'running' OR (state = 'queued' AND NOT pause_requested)"

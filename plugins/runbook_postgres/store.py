@@ -187,6 +187,15 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         spec: dict[str, Any] = row["spec"]
         return spec
 
+    def get_step_hashes(self, run_id: str) -> dict[str, str]:
+        """See :meth:`Store.get_step_hashes`."""
+        with self._read() as conn:
+            row = conn.execute("SELECT step_hashes FROM runs WHERE id = %s", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        hashes: dict[str, str] = row["step_hashes"]
+        return hashes
+
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """See :meth:`Store.find_run_ids`."""
         with self._read() as conn:

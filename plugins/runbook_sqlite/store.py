@@ -64,6 +64,11 @@ __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("runbook.store")
 
+_CACHE_KIB = -512
+"""Page cache per connection (negative: KiB), a quarter of SQLite's default. A process has a connection per
+thread (a CLI run: its own and its heartbeat's); the operating system's page cache holds the journal's hot pages
+anyway, and a long run's writes spill to the WAL instead of growing each cache to 2 MiB (issue 19: memory per run)."""
+
 _MMAP = 1 << 31
 """Bytes of the journal a long-running process reads through a memory map (SQLite caps it at its compile-time
 maximum): its many connections share the page cache of the operating system instead of each copying the
@@ -150,8 +155,8 @@ _LAST_EVENT = "FROM events WHERE events.run_id = runs.id ORDER BY seq DESC LIMIT
 _RUNS = (
     f"SELECT {', '.join('runs.' + c for c in _RUN_COLUMNS)},"
     f" MAX(runs.updated_at, COALESCE((SELECT ts {_LAST_EVENT}), 0)) AS updated_at,"
-    f" COALESCE((SELECT seq {_LAST_EVENT}), 0) AS last_seq, run_specs.step_hashes"
-    " FROM runs LEFT JOIN run_specs ON run_specs.run_id = runs.id"
+    f" COALESCE((SELECT seq {_LAST_EVENT}), 0) AS last_seq"
+    " FROM runs"
 )
 _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id=?1"
 _FENCE = f"SELECT fence, pause_requested, cancel_requested, ({_LAST_SEQ}) FROM runs WHERE id=?1"
@@ -187,7 +192,7 @@ def _spec_text(spec: dict[str, Any] | JSONText) -> str:
     return str(spec) if isinstance(spec, JSONText) else _dumps(spec)
 
 
-_STEP_COLUMNS = "run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
+_STEP_COLUMNS = "step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, ts, type, step_id, attempt, actor, data) VALUES (?,?,?,?,?,?,?,?)"
 _UPSERT_STEP = (
     "INSERT INTO steps (run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data)"
@@ -315,6 +320,7 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._sync}")
                 conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(f"PRAGMA cache_size={_CACHE_KIB}")
                 if self._checkpointer is not None:
                     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
                     conn.execute(f"PRAGMA mmap_size={_MMAP}")
@@ -497,10 +503,11 @@ class SQLiteStore(Store):
         return RunRecord.model_validate(data)
 
     @staticmethod
-    def _step(row: tuple[Any, ...]) -> StepRecord:
+    def _step(run_id: str, row: tuple[Any, ...]) -> StepRecord:
         # Positional (rows of _STEP_COLUMNS) and without a dict per row: a run's steps are read whole, at
-        # every start and for every view, so this runs once per step of the runbook each time.
-        run_id, step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data = row
+        # every start and for every view, so this runs once per step of the runbook each time. Every record
+        # shares the caller's run id string (issue 19: a 5000-step run held 5000 copies of it).
+        step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data = row
         progress = StepProgress() if data == "{}" else StepProgress.from_json(json.loads(data))
         return StepRecord(run_id, step_id, idx, StepState(state), attempts, None if output is None else json.loads(output),
                           reason, started_at, finished_at, not_before, progress)  # fmt: skip
@@ -584,6 +591,14 @@ class SQLiteStore(Store):
         spec: dict[str, Any] = json.loads(row[0])
         return spec
 
+    def get_step_hashes(self, run_id: str) -> dict[str, str]:
+        """See :meth:`Store.get_step_hashes`."""
+        row = self._conn().execute("SELECT step_hashes FROM run_specs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        hashes: dict[str, str] = json.loads(row[0])
+        return hashes
+
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """See :meth:`Store.find_run_ids`."""
         upper = prefix + "\uffff"
@@ -621,8 +636,8 @@ class SQLiteStore(Store):
         """See :meth:`Store.get_steps`."""
         cursor = self._conn().cursor()
         cursor.row_factory = None  # plain tuples
-        rows = cursor.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id=? ORDER BY idx", (run_id,)).fetchall()
-        return [self._step(r) for r in rows]
+        rows = cursor.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id=? ORDER BY idx", (run_id,))
+        return [self._step(run_id, r) for r in rows]  # row by row: the rows are not all held beside the records
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()) -> list[Event]:
         """See :meth:`Store.events`."""

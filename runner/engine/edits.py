@@ -31,9 +31,12 @@ _HELD = frozenset({StepState.WAITING, StepState.UNKNOWN, *IN_FLIGHT_STEP_STATES}
 
 def reconcile_edits(exe: Execution, events: list[NewEvent], run_cols: dict[str, Any], changed: dict[str, StepRecord]) -> None:
     """Compare the run's stored step hashes with the runbook's; refuse or record the edit (see the module doc)."""
-    stored, current = exe.run.step_hashes, exe.rb.step_hashes
+    current = exe.rb.step_hashes
     # the order steps were declared in is their records' idx: a JSON object's key order is not kept by every
     # store (PostgreSQL's jsonb sorts keys)
+    if exe.run.content_hash == exe.rb.content_hash and _record_order(exe) == exe.spec.steps.ids:
+        return  # the same step hashes (the content hash is taken of them) in the same order: not edited
+    stored = exe.store.get_step_hashes(exe.run.id)
     last = len(exe.steps)
     stored_order = sorted(stored, key=lambda s: exe.steps[s].idx if s in exe.steps else last)
     if stored == current and stored_order == list(current):
@@ -67,6 +70,11 @@ def reconcile_edits(exe: Execution, events: list[NewEvent], run_cols: dict[str, 
     _close_removed(exe, removed, events, changed)
     _carry_gates(exe, removed, added, run_cols)
     run_cols.update(step_hashes=current, content_hash=exe.rb.content_hash, spec=exe.rb.spec_json)
+
+
+def _record_order(exe: Execution) -> tuple[str, ...]:
+    """The run's step ids in the order of their records (a step an accepted edit removed sorts after the rest)."""
+    return tuple(rec.step_id for rec in sorted(exe.steps.values(), key=lambda rec: rec.idx))
 
 
 def _same_behaviour(old: dict[str, Any], new: dict[str, Any]) -> bool:

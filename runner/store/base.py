@@ -164,6 +164,15 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def get_step_hashes(self, run_id: str) -> dict[str, str]:
+        """The per-step hashes stored with the run (``NewRun.step_hashes``, or those of its latest accepted edit).
+
+        Not part of :class:`~runner.store.records.RunRecord`: one entry per step, and only a run whose
+        ``content_hash`` differs from its runbook's needs them (issue 19: a record of a 5000-step run decoded
+        5000 of them on every read). :class:`~runner.errors.RunNotFound` if there is no such run.
+        """
+
+    @abstractmethod
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids starting with ``prefix`` (to accept unambiguous short ids)."""
 

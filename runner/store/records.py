@@ -112,7 +112,6 @@ class RunRecord(BaseModel):
     updated_at: float
     finished_at: float | None = None
     content_hash: str = ""
-    step_hashes: dict[str, str] = Field(default_factory=dict)
     file: str = ""
     cursor: str | None = None
     idempotency_key: str | None = None
