@@ -164,9 +164,14 @@ class LoadedRunbook:
         return f"{there.file}:{line}" if line else there.file
 
 
-def _joined(head: bytes, steps: Sequence[bytes]) -> str:
-    """The runbook's JSON text: ``head`` (ending in ``"steps":[]}``) with ``steps`` put in its list."""
-    return (head[:-2] + b",".join(steps) + b"]}").decode("utf-8")
+def _joined(head: bytes, steps: Sequence[bytes]) -> Iterator[bytes]:
+    """The runbook's JSON text in chunks: ``head`` (ending in ``"steps":[]}``) with ``steps`` put in its list."""
+    yield head[:-2]
+    for i, step in enumerate(steps):
+        if i:
+            yield b","
+        yield step
+    yield b"]}"
 
 
 def actions_of(step: Any) -> list[Any]:

@@ -20,7 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 from runner.defaults import Defaults
 from runner.errors import Problem, ValidationError
 from runner.includes import expand_includes, include_roots
-from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, Expect, RunbookSpec, Step
+from runner.model import NAME_PATTERN, STEP_ID_PATTERN, Action, Check, Expect, RunbookSpec, Step, Steps
 from runner.params import ParamSpec
 from runner.registry import StepTypeRegistry
 from runner.steptypes import is_template, remember_reusable_configs
@@ -158,7 +158,7 @@ def _partial(data: dict[str, Any], top: dict[str, Any] | None, params: dict[str,
     fields["tags"] = tuple(fields.get("tags") or ())
     if not isinstance(fields.get("lock"), str | None):
         fields.pop("lock")
-    return RunbookSpec.model_construct(**{**fields, "params": params, "steps": tuple(steps)})
+    return RunbookSpec.model_construct(**{**fields, "params": params, "steps": Steps(steps)})
 
 
 def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:

@@ -45,7 +45,7 @@ def jsonb(value: Any) -> Jsonb | None:
     """``value`` as a ``jsonb`` parameter (None stays SQL NULL), dumped like the SQLite store dumps JSON; a
     :class:`~runner.store.records.JSONText` (already encoded) is sent as it is."""
     if isinstance(value, JSONText):
-        return Jsonb(value, dumps=_raw)
+        return Jsonb(str(value), dumps=_raw)
     return None if value is None else Jsonb(value, dumps=json_text)
 
 

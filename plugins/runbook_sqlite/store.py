@@ -187,9 +187,18 @@ class _Owned:
 _dumps = compact_encoder()
 
 
-def _spec_text(spec: dict[str, Any] | JSONText) -> str:
-    """A run's runbook snapshot as stored: already-encoded text as it is, else encoded."""
-    return str(spec) if isinstance(spec, JSONText) else _dumps(spec)
+def _insert_spec(c: sqlite3.Connection, run_id: str, step_hashes: dict[str, str], spec: dict[str, Any] | JSONText) -> None:
+    """Store a run's runbook snapshot: encoded, or already-encoded text as it is (its UTF-8 bytes, never decoded).
+
+    The statement is run a second time with nothing to insert, so that SQLite lets go of its copy of the text: a
+    cached statement keeps its last values bound until it runs again (issue 19: a 5000-step runbook is 1.5 MB).
+    """
+    text: str | bytes = b"".join(spec.chunks) if isinstance(spec, JSONText) else _dumps(spec)
+    c.execute(_INSERT_SPEC, (run_id, _dumps(step_hashes), text, 1))
+    c.execute(_INSERT_SPEC, (None, None, None, 0))
+
+
+_INSERT_SPEC = "INSERT INTO run_specs (run_id, step_hashes, spec) SELECT ?1, ?2, CAST(?3 AS TEXT) WHERE ?4"
 
 
 _STEP_COLUMNS = "step_id, idx, state, attempts, output, reason, started_at, finished_at, not_before, data"
@@ -557,9 +566,7 @@ class SQLiteStore(Store):
                  new.holder.model_dump_json() if new.holder else None, now + new.lease_ttl if new.holder else None,
                  1 if new.holder else 0),
             )  # fmt: skip
-            c.execute(
-                "INSERT INTO run_specs (run_id, step_hashes, spec) VALUES (?,?,?)", (new.id, _dumps(new.step_hashes), _spec_text(new.spec))
-            )
+            _insert_spec(c, new.id, new.step_hashes, new.spec)
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
                 [(new.id, sid, i) for i, sid in enumerate(new.step_ids)],

@@ -8,8 +8,9 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
     from rich.console import Console
+
+    from runner.views import RunView
 
 __all__ = ["PIPE_WIDTH", "console", "emit_json", "err_console", "report_error"]
 
@@ -57,11 +58,24 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
-def emit_model(model: BaseModel) -> None:
-    """Write ``model`` as :func:`emit_json` would write its JSON form, serialized straight from the model (no
-    intermediate dicts: a view of a 5000-step run is written without a second copy of it, issue 19)."""
-    text = model.model_dump_json(indent=2 if sys.stdout.isatty() else None, fallback=str)
-    sys.stdout.write(text + "\n")
+def emit_view(view: RunView) -> None:
+    """Write a run view as :func:`emit_json` would write its JSON form, serialized straight from the model.
+
+    Through a pipe it is written a step at a time (the view's fields before ``steps``, each step, the fields
+    after): a 5000-step run's view is never one string, nor a tree of dicts (issue 19: memory per run).
+    """
+    if sys.stdout.isatty():
+        sys.stdout.write(view.model_dump_json(indent=2, fallback=str) + "\n")
+    else:
+        names = list(type(view).model_fields)
+        at = names.index("steps")
+        before = view.model_dump_json(include=set(names[:at]), fallback=str)
+        after = view.model_dump_json(include=set(names[at + 1 :]), fallback=str)
+        out = sys.stdout
+        out.write(before[:-1] + ',"steps":[')
+        for i, step in enumerate(view.steps):
+            out.write(("," if i else "") + step.model_dump_json(fallback=str))
+        out.write("]," + after[1:] + "\n")
     sys.stdout.flush()
 
 

@@ -128,10 +128,10 @@ def _drive(state: AppState, engine: Engine, fn: Any) -> int:
 def render_view(state: AppState, view: RunView, notices: list[str], *, steps: bool = False, what: str | None = None) -> int:
     """Print a run view (JSON, or the human summary) and return its exit code."""
     if state.json:
-        from runner.cli.output import emit_model
+        from runner.cli.output import emit_view
 
         view.notices = list(dict.fromkeys([*view.notices, *notices]))
-        emit_model(view)
+        emit_view(view)
         return view.exit_code
     from runner.cli.output import console
     from runner.cli.render import print_run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from runner.cursor import HELD_ALIVE, HELD_DETACHED, HELD_GONE, CommandHint, PauseCause, Snapshot, next_action, reason_now
@@ -82,14 +81,6 @@ def view_of(engine: Engine, run_id: str, hint: CommandHint | None = None) -> Run
     run = engine.store.get_run(run_id)
     snap = snapshot(engine, run)
     nxt, reason = next_action(snap, hint or engine.hint), reason_now(snap)
-    view = build_view(run, _drained(snap.steps), nxt, notices=engine.notices)
+    view = build_view(run, snap.steps, nxt, notices=engine.notices)
     view.reason = reason
     return view
-
-
-def _drained(records: list[StepRecord]) -> Iterator[StepRecord]:
-    """``records`` in order, each let go of once the next is asked for: a view of a long run is built while its
-    records are freed, not beside all of them (issue 19: bounded memory per run). ``records`` ends empty."""
-    records.reverse()
-    while records:
-        yield records.pop()

@@ -6,7 +6,7 @@ Times are epoch seconds (floats) in records and ISO 8601 UTC strings in JSON vie
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,11 +204,30 @@ class StepPatch:
                    rec.finished_at, rec.not_before, rec.progress.to_json())  # fmt: skip
 
 
-class JSONText(str):
-    """A JSON document already encoded (a runbook snapshot read from the compile cache): a store writes it as it is
-    rather than encoding a decoded copy (``json.loads`` gives the document)."""
+class JSONText:
+    """A JSON document already encoded (a runbook snapshot read from the compile cache), as UTF-8 chunks whose
+    concatenation is the document: a store writes it as it is (chunk by chunk where it can) rather than encoding a
+    decoded copy or joining a large runbook into one more string (issue 19). ``str()`` gives the document's text."""
 
-    __slots__ = ()
+    __slots__ = ("chunks", "size")
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks: tuple[bytes, ...] = tuple(chunks)
+        self.size = sum(len(c) for c in self.chunks)
+        """Bytes of the document."""
+
+    def __str__(self) -> str:
+        return b"".join(self.chunks).decode("utf-8")
+
+    def __repr__(self) -> str:
+        return f"JSONText({self.size} bytes)"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JSONText):
+            return b"".join(self.chunks) == b"".join(other.chunks)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass
