@@ -268,6 +268,11 @@ class Steps(Sequence[Step]):
         return self._ids
 
     @property
+    def models_held(self) -> int:
+        """How many models of steps held as text are kept now (at most :data:`MODELS_KEPT`; 0 for models)."""
+        return len(self._cache)
+
+    @property
     def texts(self) -> Sequence[bytes] | None:
         """Each step's JSON text, for steps held that way; None for steps held as models."""
         return None if self._models is not None else self._texts

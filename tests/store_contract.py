@@ -21,7 +21,7 @@ from runner.engine.runtime import new_run_id
 from runner.errors import LeaseHeld, LeaseLost, LockHeld, RunNotFound
 from runner.store.base import Store
 from runner.store.progress import ChildLink, Gate, GateStatus, Phase, Recovery, RollbackProgress, StepProgress, TargetRecord, WaitKind
-from runner.store.records import Holder, NewEvent, NewRun, RunState, StepPatch, StepState
+from runner.store.records import Holder, JSONText, NewEvent, NewRun, RunState, StepPatch, StepState
 
 ME = Holder(host="host-a", boot_id="boot-1", pid=100, start_time=5, kind="test")
 OTHER = Holder(host="host-b", boot_id="boot-2", pid=200, start_time=7, kind="test")
@@ -55,6 +55,15 @@ def test_create_and_read(store: Store) -> None:
     assert store.find_run_ids(run.id[:8]) == [run.id]
     with pytest.raises(RunNotFound):
         store.get_run("01NOPE")
+
+
+def test_an_encoded_snapshot_is_stored_as_the_document_it_encodes(store: Store) -> None:
+    chunks = [b'{"name":"rb","note":"caf\xc3\xa9",', b'"steps":[', b'{"id":"a"}', b",", b'{"id":"b"}', b"]}"]
+    run, _ = store.create_run(new_run(spec=JSONText(chunks)))
+    assert store.get_spec(run.id) == {"name": "rb", "note": "café", "steps": [{"id": "a"}, {"id": "b"}]}
+    assert store.get_step_hashes(run.id) == {"a": "1", "b": "2"}
+    other, _ = store.create_run(new_run(spec={"name": "rb"}))  # the statement run again with other values
+    assert store.get_spec(other.id) == {"name": "rb"} and store.get_spec(run.id)["note"] == "café"
 
 
 def test_the_runbook_snapshot_is_kept_apart_from_the_run(store: Store) -> None:
