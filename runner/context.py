@@ -71,7 +71,7 @@ class Context:
         attempt: int,
         params: BaseModel,
         param_values: Mapping[str, Any],
-        outputs: dict[str, Any],
+        outputs: Mapping[str, Any],
         settings: Settings,
         secrets: SecretsView,
         redactor: Redactor,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import (
@@ -284,11 +284,16 @@ class Steps(Sequence[Step]):
             return Steps([self._models[i] for i in chosen])
         return Steps.lazy([self._texts[i] for i in chosen], [self._ids[i] for i in chosen], self._prepare)
 
-    def index(self, step_id: Any, start: int = 0, stop: int | None = None) -> int:
-        """Position of the step with id ``step_id``; ``ValueError`` if none."""
+    @property
+    def index_set(self) -> Mapping[str, int]:
+        """Step id → position (a mapping: ``in`` is one lookup)."""
         if self._index is None:
             self._index = {sid: i for i, sid in enumerate(self._ids)}
-        i = self._index.get(step_id) if isinstance(step_id, str) else None
+        return self._index
+
+    def index(self, step_id: Any, start: int = 0, stop: int | None = None) -> int:
+        """Position of the step with id ``step_id``; ``ValueError`` if none."""
+        i = self.index_set.get(step_id) if isinstance(step_id, str) else None
         if i is None or i < start or (stop is not None and i >= stop):
             raise ValueError(f"no step {step_id!r}")
         return i
@@ -302,7 +307,7 @@ class Steps(Sequence[Step]):
 
     def __contains__(self, value: object) -> bool:
         if isinstance(value, str):
-            return value in self._ids
+            return value in self.index_set
         return isinstance(value, Step) and value.id in self._ids and self.get(value.id) == value
 
     def __len__(self) -> int:

@@ -569,7 +569,7 @@ class SQLiteStore(Store):
             _insert_spec(c, new.id, new.step_hashes, new.spec)
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
-                [(new.id, sid, i) for i, sid in enumerate(new.step_ids)],
+                ((new.id, sid, i) for i, sid in enumerate(new.step_ids)),  # (not a list of 5000 rows)
             )
             self._append(c, new.id, [NewEvent("run.created", actor=new.started_by, data=new.created_event)], now)
             row = c.execute(f"{_RUNS} WHERE runs.id=?", (new.id,)).fetchone()

@@ -11,6 +11,7 @@ import contextlib
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from runner.engine.steprunner import Unit
 from runner.engine.units import ITEM, host_of
 from runner.errors import CancelRequested, Interrupted, LeaseLost, RunControl, StoreError
 from runner.secrets import Redactor, SecretResolver, SecretsUnavailable, SecretsView
-from runner.store.records import Flags, NewEvent, RunRecord, StepRecord
+from runner.store.records import DONE_STEP_STATES, Flags, NewEvent, RunRecord, StepRecord
 
 if TYPE_CHECKING:
     from runner.catalog import LoadedRunbook
@@ -67,6 +68,29 @@ class DriveOptions:
     notices: list[str] = field(default_factory=list)
 
 
+class DoneSteps(Mapping[str, Any]):
+    """The completed steps of a drive by id, each shown as ``shape`` makes it from its step record when read.
+
+    A view of the drive's records rather than a copy per step (issue 19: a 5000-step run held 5000 of each); a
+    step shows once its record is done (succeeded, skipped ...), never while it runs.
+    """
+
+    def __init__(self, exe: Execution, shape: Callable[[StepRecord], Any]) -> None:
+        self._exe, self._shape = exe, shape
+
+    def __getitem__(self, step_id: str) -> Any:
+        rec = self._exe.steps.get(step_id)
+        if rec is None or rec.state not in DONE_STEP_STATES:
+            raise KeyError(step_id)
+        return self._shape(rec)
+
+    def __iter__(self) -> Iterator[str]:
+        return (sid for sid, rec in list(self._exe.steps.items()) if rec.state in DONE_STEP_STATES)
+
+    def __len__(self) -> int:
+        return sum(1 for rec in list(self._exe.steps.values()) if rec.state in DONE_STEP_STATES)
+
+
 class Execution:
     """Executes a run from its current state until it finishes, fails, waits or must stop."""
 
@@ -82,8 +106,10 @@ class Execution:
         self.output = LiveOutput(self.journal, self.redactor, engine.output_observers)
         self.services = StepServices(self)
         self.steps: dict[str, StepRecord] = {s.step_id: s for s in self.store.get_steps(run.id)}
-        self.outputs: dict[str, Any] = {}
-        self.steps_view: dict[str, dict[str, Any]] = {}
+        self.outputs: Mapping[str, Any] = DoneSteps(self, lambda rec: rec.output)
+        """Completed steps' outputs, for Python steps (``ctx.outputs``)."""
+        self.steps_view: Mapping[str, dict[str, Any]] = DoneSteps(self, lambda rec: {"output": rec.output, "state": str(rec.state)})
+        """Completed steps as templates see them (``steps.ID.output``, ``steps.ID.state``)."""
         self.resources = Resources()
         self.stop: str | None = None
         self.interrupts = 0
@@ -169,8 +195,6 @@ class Execution:
         """The drive is over: drop what it held per step (records, outputs), which reference cycles through this
         execution would otherwise keep until a full garbage collection (issue 19: bounded memory per run)."""
         self.steps = {}
-        self.outputs = {}
-        self.steps_view = {}
         self._live = {}
 
     def _preflight(self, unresolved: SecretsUnavailable | None) -> bool:
@@ -203,9 +227,9 @@ class Execution:
     # ------------------------------------------------------------------ contexts and templates
 
     def record_output(self, rec: StepRecord) -> None:
-        """Make a completed step's output visible to later templates."""
-        self.outputs[rec.step_id] = rec.output
-        self.steps_view[rec.step_id] = {"output": rec.output, "state": str(rec.state)}
+        """A step completed: its output is visible to later templates and steps (see :class:`DoneSteps`)."""
+        if rec.state not in DONE_STEP_STATES:
+            raise ValueError(f"step {rec.step_id} is {rec.state}, not done: its output is not known yet")
 
     def template_ctx(self, target: dict[str, Any] | None) -> dict[str, Any]:
         """What templates see: params, steps, run, secrets, alert, and ``target`` (a host) or ``item`` (a for_each unit)."""

@@ -263,7 +263,7 @@ def check_execution(exe: Execution) -> list[PreflightProblem]:
         return []
     done_units = {sid: done for sid in todo.ids
                   if (done := {n for n, t in exe.steps[sid].progress.targets.items() if t.state in DONE_STEP_STATES})}  # fmt: skip
-    tctx = {**exe.template_ctx(None), "steps": KnownSteps(exe.steps_view, list(exe.spec.steps.ids))}
+    tctx = {**exe.template_ctx(None), "steps": KnownSteps(exe.steps_view, exe.spec.steps.index_set)}
     engine = exe.engine
     check = Preflight(engine.host, engine.renderer, engine.settings, engine.catalog, exe.redactor, exe.resolver)
     return check.runbook(exe.rb, todo, tctx, trail=(exe.spec.name,), done_units=done_units)
