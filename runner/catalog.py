@@ -75,9 +75,10 @@ class LoadedRunbook:
     source: bytes | None = field(default=None, repr=False)
     """The YAML it was compiled from, when positions are to be found on demand (a compile cache hit)."""
     spec_head: bytes | None = field(default=None, repr=False)
-    """A compile cache hit's compiled runbook without its steps, as JSON text ending in ``"steps":[]}``; its steps
-    are held as their texts (:attr:`runner.model.Steps.texts`). :attr:`spec_json` is decoded from both on first use
-    only, and a new run stores them joined as they are (see :meth:`snapshot`)."""
+    """The compiled runbook without its steps, as JSON text ending in ``"steps":[]}`` (a compile cache hit's line;
+    made on first use otherwise). A compiled runbook's steps are held as their texts
+    (:attr:`runner.model.Steps.texts`): :attr:`spec_json` is decoded from both on first use only, and a new run
+    stores them joined as they are (see :meth:`snapshot`)."""
 
     @classmethod
     def of(cls, spec: RunbookSpec, file: str, registry: StepTypeRegistry, *, located: Located | None = None,
@@ -100,17 +101,25 @@ class LoadedRunbook:
         decodes it from its texts (only edits and analysis need it; a run stores :meth:`snapshot`).
         """
         texts = self.spec.steps.texts
-        if self.spec_head is not None and texts is not None:
-            data: dict[str, Any] = json.loads(self.spec_head)
+        if texts is not None:
+            data: dict[str, Any] = json.loads(self.head_text)
             data["steps"] = [json.loads(text) for text in texts]
             return data
         return self.spec.model_dump(mode="json", by_alias=True)
 
+    @property
+    def head_text(self) -> bytes:
+        """The compiled runbook without its steps as compact JSON ending in ``"steps":[]}`` (see :attr:`spec_head`)."""
+        if self.spec_head is None:
+            head = self.spec.model_dump(mode="json", by_alias=True, exclude={"steps"})
+            self.spec_head = json.dumps({**head, "steps": []}, separators=(",", ":")).encode("utf-8")
+        return self.spec_head
+
     def snapshot_lines(self) -> tuple[bytes, list[bytes]]:
         """The snapshot as compact JSON: the runbook with ``"steps":[]`` and each step's text (the compile cache's lines)."""
         texts = self.spec.steps.texts
-        if self.spec_head is not None and texts is not None:
-            return self.spec_head, list(texts)
+        if texts is not None:
+            return self.head_text, list(texts)
         data = self.spec_json
         head = json.dumps({**data, "steps": []}, separators=(",", ":")).encode("utf-8")
         return head, [json.dumps(step, separators=(",", ":")).encode("utf-8") for step in data["steps"]]
@@ -119,10 +128,10 @@ class LoadedRunbook:
         """What a new run stores as its runbook snapshot: for a compile cache hit, its texts joined (not decoded),
         else :attr:`spec_json`."""
         texts = self.spec.steps.texts
-        if self.spec_head is not None and texts is not None and "spec_json" not in self.__dict__:
+        if texts is not None and "spec_json" not in self.__dict__:
             from runner.store.records import JSONText
 
-            return JSONText(_joined(self.spec_head, texts))
+            return JSONText(_joined(self.head_text, texts))
         return self.spec_json
 
     @cached_property
@@ -419,7 +428,12 @@ def _compile_yaml(raw: bytes, file: str, registry: StepTypeRegistry, search: Seq
         partial = getattr(exc, "partial", None)
         exc.partials = [partial] if partial is not None else []  # type: ignore[attr-defined]
         raise
-    rb = LoadedRunbook.of(spec, file, registry, located=compiled)
+    if compiled is located and len(spec.steps) > spec.steps.MODELS_KEPT:
+        # A long runbook does not keep the position of every key (about 2 KiB a step) for the messages that may need
+        # one: they are found by parsing its source again, as for a compile cache hit (issue 19).
+        rb = LoadedRunbook.of(spec, file, registry, source=raw)
+    else:
+        rb = LoadedRunbook.of(spec, file, registry, located=compiled)
     if cache is not None and compiled is located:  # a runbook with includes depends on other files: not cached
         cache.store(raw, rb)
     return rb

@@ -8,6 +8,7 @@ field) and raised together as one :class:`~runner.errors.ValidationError`, so
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -106,25 +107,39 @@ def compile_document(located: Located, registry: StepTypeRegistry, *,
     top = _top(ctx, data)
     ctx.defaults.load(data.get("defaults"), ctx.add)
     params = _params(ctx, data["params"]) if isinstance(data.get("params"), dict) else {}
-    compiled = _steps(ctx, data.get("steps"))
+    compiled = _steps(ctx, data.get("steps"))  # each step as its JSON text: 5000 step models are 13 MiB (issue 19)
     if ctx.problems or top is None:
         error = ValidationError(_ordered(ctx.problems, located.file))
-        best = [s or ctx.best.get(("steps", i)) for i, s in enumerate(compiled)]
+        best = [_from_text(s) or ctx.best.get(("steps", i)) for i, s in enumerate(compiled)]
         error.partial = (_partial(data, top, params, best), expanded)  # type: ignore[attr-defined]
         raise error
-    steps = [s for s in compiled if s is not None]
-    out: dict[str, Any] = {**top, "params": params, "steps": steps}
     try:
-        spec = RunbookSpec.model_validate(out)
+        spec = RunbookSpec.model_validate({**top, "params": params})
     except PydanticValidationError as exc:
         ctx.pydantic((), exc)
         raise ValidationError(ctx.problems) from None
     # Runs keep the compiled runbook as JSON (the snapshot, the compile cache): compile to what reads back from
     # it, so that a YAML date or binary value in a param default or an expectation means the same in every run,
-    # after a resume from the snapshot and after a cache hit.
+    # after a resume from the snapshot and after a cache hit. Steps are held as a cache hit holds them.
     spec = RunbookSpec.model_validate(spec.model_dump(mode="json", by_alias=True))
-    remember_reusable_configs(spec.step_actions(), registry)
-    return spec, expanded
+    texts = [text for text, _ in (s for s in compiled if s is not None)]
+    ids = [ident for _, ident in (s for s in compiled if s is not None)]
+
+    def prepare(step: Step) -> None:
+        remember_reusable_configs([a for a in (step.action, step.rollback) if a is not None], registry)
+
+    return spec.model_copy(update={"steps": Steps.lazy(texts, ids, prepare, check=True)}), expanded
+
+
+def _as_text(step: Step | None) -> tuple[bytes, str] | None:
+    """A compiled step as the compact JSON text it is kept as, with its id."""
+    if step is None:
+        return None
+    return json.dumps(step.model_dump(mode="json", by_alias=True), separators=(",", ":")).encode("utf-8"), step.id
+
+
+def _from_text(compiled: tuple[bytes, str] | None) -> Step | None:
+    return None if compiled is None else Step.model_validate_json(compiled[0])
 
 
 def _top(ctx: _Ctx, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -161,7 +176,7 @@ def _partial(data: dict[str, Any], top: dict[str, Any] | None, params: dict[str,
     return RunbookSpec.model_construct(**{**fields, "params": params, "steps": Steps(steps)})
 
 
-def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:
+def _steps(ctx: _Ctx, raw: Any) -> list[tuple[bytes, str] | None]:
     if raw is None:
         ctx.add((), "missing required key 'steps': a runbook needs at least one step")
         return []
@@ -170,7 +185,7 @@ def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:
         return []
     if not raw:
         ctx.add(("steps",), "a runbook needs at least one step")
-    steps: list[Step | None] = []
+    steps: list[tuple[bytes, str] | None] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         step = _step(ctx, ("steps", i), item)
@@ -183,7 +198,7 @@ def _steps(ctx: _Ctx, raw: Any) -> list[Step | None]:
                 )
                 ctx.add(("steps", i, "id"), f"duplicate step id '{ident}' (first used at {at})")
             seen.setdefault(ident, i)
-        steps.append(step)
+        steps.append(_as_text(step))
     return steps
 
 

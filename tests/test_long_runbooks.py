@@ -59,8 +59,10 @@ def test_a_cached_runbook_holds_its_steps_as_text_and_is_the_runbook_a_compile_g
     file.write_text(long_yaml(), encoding="utf-8")
     fresh = load(file, registry)  # compiled (and stored)
     hit = load(file, registry)  # read back
-    assert fresh.spec.steps.texts is None and hit.spec.steps.texts is not None
-    assert hit.spec.steps.models_held == Steps.MODELS_KEPT  # the first ones, checked and kept; the rest are text
+    assert fresh.spec.steps.texts is not None and hit.spec.steps.texts == fresh.spec.steps.texts
+    assert fresh.located is None and fresh.positions() is not None  # positions parsed again when a message needs one
+    for rb in (fresh, hit):  # the first steps are checked and kept as models; the rest are text
+        assert rb.spec.steps.models_held == Steps.MODELS_KEPT
     assert hit.spec == fresh.spec and list(hit.spec.steps) == list(fresh.spec.steps)
     assert hit.spec.steps.ids == tuple(f"s{i}" for i in range(N)) and len(hit.spec.steps) == N
     assert hit.spec.step(f"s{N - 1}") == fresh.spec.step(f"s{N - 1}") and hit.spec.index(f"s{N - 1}") == N - 1
@@ -103,12 +105,13 @@ def test_a_damaged_step_line_makes_the_entry_a_miss(tmp_path: Path, cache_dir: P
     file.write_text(long_yaml(), encoding="utf-8")
     load(file, registry)
     [entry] = sorted(cache_dir.glob("*.json"))
-    lines = entry.read_bytes().split(b"\n")
+    good = entry.read_bytes()
+    lines = good.split(b"\n")
     lines[-1] = lines[-1].replace(b'"id":"s', b'"id":"t')  # the last step, never made into a model by a run
     entry.write_bytes(b"\n".join(lines))
     rb = load(file, registry)
-    assert rb.spec.steps.texts is None, "compiled again, not read from the damaged entry"
-    assert rb.spec.steps.ids[-1] == f"s{N - 1}"
+    assert entry.read_bytes() == good, "compiled again and written again, not read from the damaged entry"
+    assert rb.spec.steps.ids[-1] == f"s{N - 1}" and rb.spec.steps[-1].id == f"s{N - 1}"
 
 
 # ---------------------------------------------------------------------- a long run, end to end
