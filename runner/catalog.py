@@ -138,7 +138,9 @@ class LoadedRunbook:
     def step_hashes(self) -> dict[str, str]:
         """Per-step content hash (config, probes, and step-type fingerprints such as function source)."""
         out = {}
-        for step, dumped in zip(self.spec.steps, self.spec_json["steps"], strict=True):
+        texts = self.spec.steps.texts
+        for i, step in enumerate(self.spec.steps):  # a step at a time: no decoded copy of the whole runbook
+            dumped = json.loads(texts[i]) if texts is not None else step.model_dump(mode="json", by_alias=True)
             data = {**dumped, "_fingerprints": [self._fingerprint(a.type, a.config) for a in actions_of(step)]}
             out[step.id] = _digest(data)
         return out
@@ -154,7 +156,8 @@ class LoadedRunbook:
     @cached_property
     def content_hash(self) -> str:
         """Hash of the whole compiled runbook."""
-        data = {key: value for key, value in self.spec_json.items() if key != "steps"}
+        head = self.spec_json if "spec_json" in self.__dict__ else json.loads(self.head_text)
+        data = {key: value for key, value in head.items() if key != "steps"}
         return _digest({"runbook": data, "steps": self.step_hashes})
 
     def _fingerprint(self, type_name: str, config: Any) -> str | None:

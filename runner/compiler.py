@@ -382,8 +382,10 @@ def _step(ctx: _Ctx, path: Path_, raw: Any) -> Step | None:
     except PydanticValidationError as exc:
         ctx.pydantic(path, exc, fields)
         return None
-    ctx.best[path] = step  # with its problems, still what `validate` checks the templates of
-    return None if failed else step
+    if failed:
+        ctx.best[path] = step  # with its problems, still what `validate` checks the templates of
+        return None
+    return step
 
 
 def _fan_out_fields(ctx: _Ctx, path: Path_, raw: dict[str, Any]) -> None:

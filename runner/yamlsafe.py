@@ -189,47 +189,97 @@ def _mark(mark: Any) -> tuple[int, int]:
 
 
 class _Builder:
-    """Turns a composed node tree into plain data, recording positions and refusing duplicates."""
+    """Builds plain data straight from the parser's events, recording positions and refusing aliases, merge keys,
+    duplicate and non-scalar keys.
+
+    No node tree is composed first (PyYAML's composer keeps a node, with two marks, per scalar of the document:
+    about 12 MiB for a 5000-step runbook, issue 19); an alias is refused where it appears, so it is never expanded.
+    """
 
     def __init__(self, loader: Any, located: Located) -> None:
-        self.loader, self.located = loader, located
-        self.seen: set[int] = set()
+        import yaml
 
-    def build(self, node: Any, path: Path_) -> Any:
-        # The composer turns an alias into a second reference to the anchored node; refusing any
-        # node met twice stops alias bombs before a single expansion happens.
-        if id(node) in self.seen:
-            line, col = self.located.position(path)
-            anchored = _mark(node.start_mark)
-            raise _Refused(
-                f"YAML aliases are not allowed in runbooks (this refers to the anchor at line {anchored[0]})",
-                pos=(line, col) if line is not None and col is not None else anchored,
+        self.loader, self.located, self.yaml = loader, located, yaml
+        self.anchors: dict[str, tuple[int, int]] = {}
+
+    def document(self) -> Any:
+        """The stream's one document (None if it has none)."""
+        events = self.yaml.events
+        self.loader.get_event()  # stream start
+        if self.loader.check_event(events.StreamEndEvent):
+            return None
+        start = self.loader.get_event().start_mark  # document start
+        data = self.build(())
+        self.loader.get_event()  # document end
+        if not self.loader.check_event(events.StreamEndEvent):
+            found = self.loader.get_event()
+            raise self.yaml.composer.ComposerError(
+                "expected a single document in the stream", start, "but found another document", found.start_mark
             )
-        self.seen.add(id(node))
-        self.located.positions.setdefault(path, _mark(node.start_mark))
-        self.located.values[path] = _mark(node.start_mark)
-        if node.id == "mapping":
-            return self._mapping(node, path)
-        if node.id == "sequence":
-            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        if node.tag == _STR_TAG:  # what the constructor would do for a plain string, without its dispatch
-            return node.value
+        return data
+
+    def build(self, path: Path_) -> Any:
+        events = self.yaml.events
+        event = self.loader.get_event()
+        if isinstance(event, events.AliasEvent):
+            anchored = self.anchors.get(event.anchor)
+            if anchored is None:
+                raise self.yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+            raise _Refused(  # where the alias is used: its key, or the alias itself (a list item)
+                f"YAML aliases are not allowed in runbooks (this refers to the anchor at line {anchored[0]})",
+                pos=self.located.positions.get(path) or _mark(event.start_mark),
+            )
+        at = _mark(event.start_mark)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = at
+        self.located.positions.setdefault(path, at)
+        self.located.values[path] = at
+        if isinstance(event, events.MappingStartEvent):
+            return self._mapping(path)
+        if isinstance(event, events.SequenceStartEvent):
+            items: list[Any] = []
+            while not self.loader.check_event(events.SequenceEndEvent):
+                items.append(self.build((*path, len(items))))
+            self.loader.get_event()
+            return items
+        return self._scalar(event)
+
+    def _scalar(self, event: Any) -> Any:
+        nodes = self.yaml.nodes
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(nodes.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:  # what the constructor would do for a plain string, without its dispatch
+            return event.value
+        node = nodes.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
         return self.loader.construct_object(node, deep=True)
 
-    def _mapping(self, node: Any, path: Path_) -> dict[Any, Any]:
+    def _mapping(self, path: Path_) -> dict[Any, Any]:
+        events = self.yaml.events
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _Refused("YAML merge keys (<<) are not allowed in runbooks", key_node.start_mark)
-            key = key_node.value if key_node.tag == _STR_TAG else self.loader.construct_object(key_node, deep=True)
+        while not self.loader.check_event(events.MappingEndEvent):
+            key_event = self.loader.peek_event()
+            if not isinstance(key_event, events.ScalarEvent):
+                raise _Refused("mapping keys must be plain scalars", key_event.start_mark)
+            self.loader.get_event()
+            if key_event.anchor is not None:
+                self.anchors[key_event.anchor] = _mark(key_event.start_mark)
+            tag = key_event.tag
+            if tag is None or tag == "!":
+                tag = self.loader.resolve(self.yaml.nodes.ScalarNode, key_event.value, key_event.implicit)
+            if tag == "tag:yaml.org,2002:merge":
+                raise _Refused("YAML merge keys (<<) are not allowed in runbooks", key_event.start_mark)
+            key = self._scalar(key_event)
             if not isinstance(key, str | int | float | bool) and key is not None:
-                raise _Refused("mapping keys must be plain scalars", key_node.start_mark)
+                raise _Refused("mapping keys must be plain scalars", key_event.start_mark)
             if key in out:
                 first = self.located.positions.get((*path, str(key)))
                 at = f" (first defined at line {first[0]})" if first else ""
-                raise _Refused(f"duplicate key '{key}'{at}", key_node.start_mark)
-            self.located.positions[(*path, str(key))] = _mark(key_node.start_mark)
-            out[key] = self.build(value_node, (*path, str(key)))
+                raise _Refused(f"duplicate key '{key}'{at}", key_event.start_mark)
+            child = (*path, str(key))  # one tuple for the key's position and the value's
+            self.located.positions[child] = _mark(key_event.start_mark)
+            out[key] = self.build(child)
+        self.loader.get_event()
         return out
 
 
@@ -244,8 +294,8 @@ def load_yaml(text: str | bytes, file: str, *, max_bytes: int | None = None) -> 
     located = Located(data=None, file=file)
     loader = _loader_class()(text)
     try:
-        node = loader.get_single_node()
-        located.data = {} if node is None else _Builder(loader, located).build(node, ())
+        data = _Builder(loader, located).document()
+        located.data = {} if data is None else data
     except _Refused as exc:
         raise ValidationError([Problem(exc.message, file=file, line=exc.pos[0], column=exc.pos[1])]) from None
     except yaml.MarkedYAMLError as exc:
