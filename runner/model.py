@@ -279,10 +279,15 @@ class Steps(Sequence[Step]):
 
     def select(self, keep: Callable[[str], bool]) -> Steps:
         """The steps whose id ``keep`` is true of, in order, held as these are (no model is made)."""
-        chosen = [i for i, sid in enumerate(self._ids) if keep(sid)]
+        return self._subset([i for i, sid in enumerate(self._ids) if keep(sid)])
+
+    def _subset(self, chosen: Sequence[int]) -> Steps:
+        """The steps at positions ``chosen``, held as these are; models already made are shared, not made again."""
         if self._models is not None:
             return Steps([self._models[i] for i in chosen])
-        return Steps.lazy([self._texts[i] for i in chosen], [self._ids[i] for i in chosen], self._prepare)
+        sub = Steps.lazy([self._texts[i] for i in chosen], [self._ids[i] for i in chosen], self._prepare)
+        sub._cache = {j: model for j, i in enumerate(chosen) if (model := self._cache.get(i)) is not None}
+        return sub
 
     @property
     def index_set(self) -> Mapping[str, int]:
@@ -319,9 +324,7 @@ class Steps(Sequence[Step]):
     def __getitem__(self, i: slice) -> Steps: ...
     def __getitem__(self, i: int | slice) -> Step | Steps:
         if isinstance(i, slice):
-            if self._models is not None:
-                return Steps(self._models[i])
-            return Steps.lazy(self._texts[i], self._ids[i], self._prepare)
+            return self._subset(range(len(self._ids))[i])
         if self._models is not None:
             return self._models[i]
         n = len(self._ids)
