@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from runbook_server.guard import judge
 from runbook_server.routing import run_key
-from runbook_server.runs import gate_config, start_queued
+from runbook_server.runs import gate_config
 from runner.alerts import NewDecision
 from runner.authority import Principal
 from runner.errors import ConflictError, LockHeld, ParamsError, StoreError, TemplateError, UsageError
-from runner.store.records import RunState
+from runner.store.records import RunRecord, RunState
 
 if TYPE_CHECKING:
     from runbook_server.routing import CompiledRoute
@@ -193,30 +193,37 @@ class Intake:
         if p.params is None:
             return self._record([_with(base, "invalid_params", reason=p.problem or "")])[0]
         try:
-            view = self._start(route, alert, p.params, base, gated=verdict.reason if verdict.gated else None)
+            run = self._start(route, alert, p.params, base, gated=verdict.reason if verdict.gated else None)
         except (ParamsError, TemplateError) as exc:
             return self._record([_with(base, "invalid_params", reason=str(exc))])[0]
         except LockHeld as exc:
             return self._record([_with(base, "locked", reason=str(exc), run_id=exc.run_id)])[0]
-        trigger = view.trigger or {}
+        trigger = run.trigger or {}
         if trigger.get("delivery") != base.delivery_id:
-            if trigger.get("route") != route.name or view.runbook != route.spec.runbook:
-                return self._record([_with(base, "conflict", run_id=view.run_id, reason=f"run {view.run_id} ({view.runbook}) holds this "
+            if trigger.get("route") != route.name or run.runbook != route.spec.runbook:
+                return self._record([_with(base, "conflict", run_id=run.id, reason=f"run {run.id} ({run.runbook}) holds this "
                                            f"alert's run key but was not started by route '{route.name}'; no run started")])[0]  # fmt: skip
-            return self._record([_with(base, "deduped", reason=f"this alert episode already has run {view.run_id} ({view.state})",
-                                       run_id=view.run_id)])[0]  # fmt: skip
-        return self._record([_with(base, verdict.decision, reason=verdict.reason or f"started run {view.run_id}", run_id=view.run_id)])[0]
+            return self._record([_with(base, "deduped", reason=f"this alert episode already has run {run.id} ({run.state})",
+                                       run_id=run.id)])[0]  # fmt: skip
+        return self._record([_with(base, verdict.decision, reason=verdict.reason or f"started run {run.id}", run_id=run.id)])[0]
 
-    def _start(self, route: CompiledRoute, alert: Alert, params: dict[str, Any], base: NewDecision, *, gated: str | None) -> Any:
+    def _start(self, route: CompiledRoute, alert: Alert, params: dict[str, Any], base: NewDecision, *, gated: str | None) -> RunRecord:
         engine = self.state.api_engine
         trigger = {"source": alert.source, "alert": alert.model_dump(mode="json"), "route": route.name, "delivery": base.delivery_id}
         gates = None
         if gated:
             steps = engine.catalog.get(route.spec.runbook).spec.steps
             gates = {sid: gate_config(f"route '{route.name}': {gated}") for sid in steps.ids}
-        return start_queued(engine, route.spec.runbook, params, started_by=f"alert:{alert.source}/{route.name}",
-                            idempotency_key=self._run_key(route, base.dedupe_key or "", alert), trigger=trigger, gates=gates,
-                            principal=Principal("route", f"{alert.source}/{route.name}"))  # fmt: skip
+        run, _ = engine.create(
+            route.spec.runbook,
+            params,
+            started_by=f"alert:{alert.source}/{route.name}",
+            idempotency_key=self._run_key(route, base.dedupe_key or "", alert),
+            trigger=trigger,
+            run_options={"gates": gates} if gates else None,
+            principal=Principal("route", f"{alert.source}/{route.name}"),
+        )  # the record: no view is built
+        return run
 
     def _run_key(self, route: CompiledRoute, key: str, alert: Alert) -> str:
         """The run's idempotency key: the alert episode's, else "the firing after the key's last run".

@@ -118,7 +118,7 @@ class WorkerPool:
     def _drive(self, engine: Engine, lease: Lease) -> None:
         run_id = lease.run_id
         try:  # the execution releases the lease when it ends; on an error before it began, it is released here
-            view = engine.drive(run_id, self._options(engine, run_id), lease=lease)
+            engine.execute(run_id, self._options(engine, run_id), lease=lease)
         except ConflictError as exc:  # a lock key is held
             self._release(engine, lease)
             log.info("run %s: %s", run_id, exc)
@@ -127,7 +127,7 @@ class WorkerPool:
             self._release(engine, lease)
             self._park(engine, run_id, exc)
             return
-        if view.state == RunState.INTERRUPTED and self._stopping:
+        if self._stopping and engine.store.get_run(run_id).state == RunState.INTERRUPTED:
             try:
                 requeue(engine, run_id, actor="worker", reason="worker stopped; the run continues on the next worker")
             except (RunbookError, StoreError) as exc:

@@ -195,9 +195,12 @@ def _insert_spec(c: sqlite3.Connection, run_id: str, step_hashes: dict[str, str]
     """
     text: str | bytes = b"".join(spec.chunks) if isinstance(spec, JSONText) else _dumps(spec)
     c.execute(_INSERT_SPEC, (run_id, _dumps(step_hashes), text, 1))
-    c.execute(_INSERT_SPEC, (None, None, None, 0))
+    if len(text) > _LARGE_SPEC:
+        c.execute(_INSERT_SPEC, (None, None, None, 0))
 
 
+_LARGE_SPEC = 1 << 16
+"""A snapshot longer than this is let go of by SQLite once written (a shorter one stays bound until the next)."""
 _INSERT_SPEC = "INSERT INTO run_specs (run_id, step_hashes, spec) SELECT ?1, ?2, CAST(?3 AS TEXT) WHERE ?4"
 
 

@@ -138,6 +138,20 @@ class Engine:
         An agent principal (or ``agent=True``) starts under the agent policy: it is checked first, and the steps
         it names get a human approval gate before they act. ``run_options`` are stored with the run.
         """
+        run, created = self.create(name, params, started_by=started_by, idempotency_key=idempotency_key, trigger=trigger,
+                                   parent=parent, execute=execute, agent=agent, run_options=run_options, principal=principal)  # fmt: skip
+        if not created or not execute:
+            return self.view(run.id)
+        return self.drive(run.id, options or DriveOptions(actor=run.started_by))
+
+    def create(self, name: str, params: dict[str, Any], *, started_by: str | None = None, idempotency_key: str | None = None,
+               trigger: dict[str, Any] | None = None, parent: tuple[str, str] | None = None, execute: bool = False,
+               agent: bool = False, run_options: dict[str, Any] | None = None,
+               principal: Principal | None = None) -> tuple[RunRecord, bool]:  # fmt: skip
+        """Create a run of ``name`` as :meth:`start` does (checked the same way), without driving or viewing it:
+        ``(run, True)``, or ``(the earlier run, False)`` for a repeated ``idempotency_key`` (alert intake reads only
+        the record). ``execute``: the run is created leased to this engine, to be driven at once. A repeated key that
+        asks for another runbook or other params is a :class:`~runner.errors.UsageError` (see :meth:`start`)."""
         rb = self.catalog.get(name)
         if parent is None:
             from runner.engine.children import refuse_static_cycle
@@ -157,9 +171,7 @@ class Engine:
             run, created = self._create(rb, name, stored, actor, idempotency_key, trigger, parent, execute, opts)
         if not created and trigger is None and parent is None:
             _refuse_another_request(idempotency_key or "", run, name, stored)
-        if not created or not execute:
-            return self.view(run.id)
-        return self.drive(run.id, options or DriveOptions(actor=actor))
+        return run, created
 
     def _create(self, rb: LoadedRunbook, name: str, stored: dict[str, Any], actor: str, idempotency_key: str | None,
                 trigger: dict[str, Any] | None, parent: tuple[str, str] | None, execute: bool,
@@ -240,7 +252,12 @@ class Engine:
             return self.view(run.id)
 
     def drive(self, run_id: str, options: DriveOptions, *, lease: Lease | None = None) -> RunView:
-        """Acquire the run's lease and execute it until it stops; returns the resulting view.
+        """Acquire the run's lease and execute it until it stops (see :meth:`execute`); returns the resulting view."""
+        self.execute(run_id, options, lease=lease)  # the drive's records are freed before the view is built
+        return self.view(run_id)
+
+    def execute(self, run_id: str, options: DriveOptions, *, lease: Lease | None = None) -> None:
+        """Acquire the run's lease and execute it until it stops, building no view (a worker reads only its state).
 
         A run a detached executor holds is waited for (within ``options.deadline``) and then continued. ``lease``:
         one a worker's claim took (issue 19): the first execution uses it instead of acquiring the run a second
@@ -251,25 +268,25 @@ class Engine:
         try:
             while True:
                 run = self.store.get_run(run_id)
-                if held_by_detached(run) and not await_detached(self, run_id, options.deadline):
-                    return self.view(run_id)
-                run = self.store.get_run(run_id)
+                if held_by_detached(run):
+                    if not await_detached(self, run_id, options.deadline):
+                        return
+                    run = self.store.get_run(run_id)
                 if run.state in TERMINAL_STATES:
-                    return self.view(run_id)
+                    return
                 claimed, lease = lease, None
-                detached = self._execute(run, options, claimed)  # the drive's records are freed before the view is built
+                detached = self._execute(run, options, claimed)
                 if detached is None:
-                    break
+                    return
                 if not await_detached(self, run_id, options.deadline, detached):
-                    return self.view(run_id)
+                    return
                 if detached.poll() is not None and detached.returncode != 0 and not _was_taken(self, run_id):
                     options.detach = False  # it could not run: do the step here rather than start it again
                 if not _continue_after_detached(self, run_id):
-                    break
+                    return
         finally:
             if lease is not None:
                 self.store.release(lease)
-        return self.view(run_id)
 
     def _execute(self, run: RunRecord, options: DriveOptions, lease: Lease | None = None) -> subprocess.Popen[bytes] | None:
         """Drive the run once (under ``lease`` if given, else one acquired now); returns the detached executor it
@@ -281,7 +298,7 @@ class Engine:
                                                 take_lock=options.take_lock)  # fmt: skip
         except LockHeld as exc:
             raise self.conflict(exc) from None
-        current = self.store.get_run(run.id)
+        current = self.store.get_run(run.id) if acquired else run  # (a claimed run was read after its claim)
         if acquired and current.state in TERMINAL_STATES and current.state != run.state:
             self.store.release(lease)  # another executor finished it between the read and the lease: nothing to drive
             return None
