@@ -721,3 +721,106 @@ def test_a_subscriber_may_unsubscribe_from_its_own_wake_up(pg_dsn: str) -> None:
     assert listener._listener._thread is None
     listener.close()
     writer.close()
+
+
+# ---------------------------------------------------------------------- batches (issue 19)
+
+
+def _clean(s: PostgresStore) -> bool:
+    """Every connection of the store's pool is idle and outside any transaction (none left mid-batch)."""
+    from psycopg.pq import TransactionStatus
+
+    stats = s._pool.stats()
+    idle = [conn for conn, _ in s._pool._idle]
+    return stats["open"] == stats["idle"] and all(c.pgconn.transaction_status == TransactionStatus.IDLE for c in idle)
+
+
+def test_every_kind_of_call_in_a_batch_runs_in_a_savepoint_of_one_transaction(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?pool_size=2")
+    holder, _ = s.create_run(new_run(lock_key="host:x"))
+    leased, _ = s.create_run(new_run())
+    backends: set[int] = set()
+    with s.batch():
+        batch = s._pool.current_batch()
+        assert batch is not None
+        backends.add(batch.conn.info.backend_pid)
+        lease = s.acquire(leased.id, ME, 30, force=False, is_alive=alive)
+        first, _ = s.commit(lease, events=[NewEvent("step.started", step_id="a", attempt=1)], run={"state": RunState.RUNNING},
+                            steps=[StepPatch("a", 0, StepState.RUNNING, attempts=1)])  # fmt: skip
+        assert [e.seq for e in s.events(leased.id, types=["step.started"])] == [first], "the per-step commit, seen by the batch"
+        assert s.get_steps(leased.id)[0].state == StepState.RUNNING and s.get_run(leased.id).state == RunState.RUNNING
+        with pytest.raises(LeaseLost):  # a stale fence: the statement writes nothing, the batch goes on
+            s.commit(dataclasses.replace(lease, fence=lease.fence - 1), events=[NewEvent("late")])
+        with pytest.raises(StoreError, match="LIMIT must not be negative"):  # the server refused a statement ...
+            s.list_runs(limit=-1)
+        with pytest.raises(LockHeld):  # ... and a transaction of create_run's own
+            s.create_run(new_run(lock_key="host:x"))
+        kept, _ = s.create_run(new_run(idempotency_key="kept"))  # ... yet the batch's transaction is still usable
+        with pytest.raises(StoreError, match="duplicate key"):  # a one-statement call the server refused
+            s.create_run(new_run(id=kept.id))
+        s.request(kept.id, "pause", actor="alice", reason="r")
+        with pytest.raises(RuntimeError), s.batch():  # a nested batch that raises undoes only its own writes
+            s.create_run(new_run(idempotency_key="inner"))
+            raise RuntimeError("inner")
+        with s.batch():
+            nested, _ = s.create_run(new_run(idempotency_key="nested"))
+        s.release(lease)
+        assert _sql(pg_dsn, "SELECT count(*) FROM runs WHERE id = %s", kept.id) == [(0,)], "nothing is visible outside yet"
+        backends.add(s._pool.current_batch().conn.info.backend_pid)  # type: ignore[union-attr]
+    assert len(backends) == 1 and s._pool.current_batch() is None
+    assert {r.idempotency_key for r in s.list_runs(limit=10)} == {None, "kept", "nested"} and len(s.list_runs(limit=10)) == 4
+    assert s.get_run(kept.id).pause_requested and s.get_run(leased.id).holder is None
+    assert [e.type for e in s.events(leased.id)][-1:] == ["step.started"] and s.get_run(holder.id).lock_key == "host:x"
+    assert s.get_run(nested.id).id == nested.id and _clean(s)
+    s.close()
+
+
+def test_other_threads_during_a_batch_neither_join_it_nor_wait_for_it(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?pool_size=2")
+    seen: list[Any] = []
+
+    def beside(batch_run: str) -> None:
+        assert s._pool.current_batch() is None, "another thread's calls are not in the batch"
+        mine, _ = s.create_run(new_run(idempotency_key="beside"))
+        seen.extend([s.get_run(mine.id).id, s.find_run_ids(batch_run)])
+
+    with pytest.raises(RuntimeError), s.batch():
+        inside, _ = s.create_run(new_run(idempotency_key="inside"))
+        other = threading.Thread(target=beside, args=(inside.id,))
+        other.start()
+        other.join(timeout=60)
+        assert not other.is_alive(), "the other thread's calls do not wait for the batch"
+        raise RuntimeError("give the batch up")
+    assert len(seen) == 2 and seen[1] == [], "it committed its own run and saw nothing of the batch"
+    assert [r.idempotency_key for r in s.list_runs(limit=10)] == ["beside"], "the rolled-back batch left nothing"
+    assert _clean(s), "the batch's connection went back idle, outside any transaction"
+    s.close()
+
+
+def test_in_process_wake_ups_of_a_batch_come_after_its_commit(store: Store) -> None:
+    signal = store.work
+    seen = signal.generation()
+    with store.batch():
+        run, _ = store.create_run(new_run())
+        store.request(run.id, "wake", actor="a", reason="r")
+        assert signal.generation() == seen, "a worker woken now would not find the run: it is not committed"
+    assert signal.generation() != seen, "the commit wakes the workers"
+    seen = signal.generation()
+    with pytest.raises(RuntimeError), store.batch():
+        store.create_run(new_run())
+        raise RuntimeError("rolled back")
+    assert signal.generation() == seen, "a rolled-back batch wakes nobody"
+
+
+def test_a_batch_whose_connection_dies_rolls_back_and_gives_its_slot_back(pg_dsn: str) -> None:
+    s = PostgresStore(pg_dsn + "?pool_size=1")
+    with pytest.raises(StoreError, match=r"PostgreSQL store .* failed"), s.batch():
+        lost, _ = s.create_run(new_run())
+        batch = s._pool.current_batch()
+        assert batch is not None
+        _sql(pg_dsn, "SELECT pg_terminate_backend(%s)", batch.conn.info.backend_pid)
+        s.get_run(lost.id)
+    assert s._pool.stats()["open"] == 0, "the broken connection was discarded, not pooled"
+    run, _ = s.create_run(new_run())  # the only slot is free again
+    assert [r.id for r in s.list_runs(limit=10)] == [run.id], "nothing of the dead batch was committed"
+    s.close()

@@ -14,6 +14,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from harness.procs import free_port, wait_for
 from runbook_postgres.store import PostgresStore
@@ -208,3 +209,47 @@ def test_an_idle_worker_is_woken_by_a_run_queued_by_another_process(cluster: Clu
         run_id = cluster.queue(n, hold=0)
         cluster.wait_states([run_id], RunState.SUCCEEDED, timeout=30)
         assert cluster.lines(n, "done") == ["done"]
+
+
+def _intake_rows(dsn: str) -> tuple[int, ...]:
+    """How many runs, alert decisions, deliveries and finished deliveries the journal holds."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM alert_decisions),"
+                           " (SELECT count(*) FROM alert_deliveries), (SELECT count(*) FROM alert_deliveries WHERE state = 'done')").fetchone()  # fmt: skip
+    assert row is not None
+    return tuple(row)
+
+
+def test_alert_intake_on_postgresql_commits_a_delivery_whole_or_not_at_all(cluster: Cluster, project: Project) -> None:
+    """A delivery that fails half-way (fault injection: after its run and decision, before its ``done`` mark) leaves
+    nothing in the PostgreSQL journal (``Store.batch``); the sender's retry starts the run once."""
+    import importlib.util
+
+    from tests.conftest import require
+    from tests.server.alertkit import am_alert, am_body
+    from tests.server.serverkit import start_server
+
+    require(importlib.util.find_spec("fastapi") is not None and importlib.util.find_spec("uvicorn") is not None,
+            "fastapi and uvicorn (pip install 'runbook[server]')")  # fmt: skip
+    config = f"""
+    routes:
+      - name: work
+        source: alertmanager
+        match: {{alertname: Work}}
+        runbook: work
+        params: {{n: 1, out: "{cluster.out}", hold: 0}}
+    """
+    server = start_server(project, config, env={"RUNBOOK_TEST_FAIL_DELIVERIES": "1"})
+    try:
+        body, headers = am_body(am_alert({"alertname": "Work"})), {"content-type": "application/json"}
+        failed = server.client(None).post("/v1/alerts/alertmanager", content=body, headers=headers)
+        assert failed.status_code == 503, failed.text
+        assert _intake_rows(cluster.dsn) == (0, 0, 0, 0), "the delivery, its decision and its run commit together, or none of them"
+        ok = server.client(None).post("/v1/alerts/alertmanager", content=body, headers=headers)
+        assert ok.status_code == 200 and [d["decision"] for d in ok.json()["decisions"]] == ["started"], ok.text
+        run_id = ok.json()["decisions"][0]["run_id"]
+        cluster.wait_states([run_id], RunState.SUCCEEDED)
+        assert [r.id for r in cluster.store.list_runs()] == [run_id] and len(cluster.lines(1)) == 1
+        assert _intake_rows(cluster.dsn) == (1, 1, 1, 1)
+    finally:
+        server.stop()

@@ -6,6 +6,10 @@ engine's heartbeat threads come and go, and a thread-local connection per thread
 gets back the connection it used last whenever that one is idle, so in a steady state each worker thread
 has a connection of its own, with its prepared statements ready: a thread that has none takes the idle
 connection of a thread that ended, else opens one while the pool has room, else borrows another's.
+
+The one exception is a thread's batch (:meth:`Pool.batch`, behind ``Store.batch``): the thread holds one
+connection in one transaction until the block ends, and every call it makes meanwhile runs on that connection
+in a savepoint of its own. Other threads are not affected: they borrow other connections as before.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from psycopg.rows import DictRow, dict_row
 
 from runner.errors import ConfigError, StoreError
 
-__all__ = ["Conn", "Cursor", "Pool", "StoreURL", "mask_url", "parse_url"]
+__all__ = ["Batch", "Conn", "Cursor", "Pool", "StoreURL", "mask_url", "parse_url"]
 
 Conn = psycopg.Connection[DictRow]
 Cursor = psycopg.Cursor[DictRow]
@@ -108,6 +112,17 @@ def _has_input(conn: Conn) -> bool:
     return bool(readable)
 
 
+class Batch:
+    """One thread's batch on one pool: the connection it holds in a transaction, and the in-process wake-ups
+    its writes owe the workers once it commits (see ``PostgresStore.batch``)."""
+
+    __slots__ = ("conn", "wakes")
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.wakes = 0
+
+
 class Pool:
     """Up to ``size`` autocommit connections with ``search_path`` set to the store's schema."""
 
@@ -120,6 +135,7 @@ class Pool:
         self._generation: dict[int, int] = {}  # id(conn) -> generation it was opened in
         self._current = 0  # bumped by close(): older connections are closed when they come back
         self._cond = threading.Condition()
+        self._batches = threading.local()  # .batch: this thread's Batch while it is inside batch()
 
     @contextmanager
     def errors(self, what: str) -> Iterator[None]:
@@ -141,22 +157,30 @@ class Pool:
         return rows[0] if rows else None
 
     def run(self, what: str, query: str, params: dict[str, Any], *, first: bool = False) -> list[DictRow]:
-        """Run one statement and return its rows (only the first with ``first``)."""
+        """Run one statement and return its rows (only the first with ``first``); in this thread's batch, on the
+        batch's connection in a savepoint."""
         try:
+            batch: Batch | None = getattr(self._batches, "batch", None)
+            if batch is not None:
+                with self._savepoint(batch):
+                    return self._execute(batch.conn, query, params, first)
             conn = self._get()
             try:
-                cursor = self._cursors.get(id(conn))
-                if cursor is None:  # one per connection, used again and again (making one costs as much as a send)
-                    cursor = self._cursors[id(conn)] = conn.cursor()
-                cursor.execute(query, params)
-                if first:
-                    row = cursor.fetchone()
-                    return [] if row is None else [row]
-                return cursor.fetchall()
+                return self._execute(conn, query, params, first)
             finally:
                 self._put(conn)
         except psycopg.Error as exc:
             raise self.failure(what, exc) from exc
+
+    def _execute(self, conn: Conn, query: str, params: dict[str, Any], first: bool) -> list[DictRow]:
+        cursor = self._cursors.get(id(conn))
+        if cursor is None:  # one per connection, used again and again (making one costs as much as a send)
+            cursor = self._cursors[id(conn)] = conn.cursor()
+        cursor.execute(query, params)
+        if first:
+            row = cursor.fetchone()
+            return [] if row is None else [row]
+        return cursor.fetchall()
 
     def _describe(self, exc: psycopg.Error) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -166,12 +190,79 @@ class Pool:
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
-        """A connection for one unit of work; a broken one, or one left in a transaction, is discarded."""
+        """A connection for one unit of work; a broken one, or one left in a transaction, is discarded.
+
+        In this thread's batch: the batch's connection, with the unit of work in a savepoint (so a statement that
+        fails undoes only this unit's writes and leaves the batch usable).
+        """
+        batch: Batch | None = getattr(self._batches, "batch", None)
+        if batch is not None:
+            with self._savepoint(batch):
+                yield batch.conn
+            return
         conn = self._get()
         try:
             yield conn
         finally:
             self._put(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """A connection in a transaction, committed when the block ends and rolled back if it raises; in this
+        thread's batch, a savepoint of the batch's transaction instead (committed with the batch)."""
+        batch: Batch | None = getattr(self._batches, "batch", None)
+        if batch is not None:
+            with self._savepoint(batch):
+                yield batch.conn
+            return
+        conn = self._get()
+        try:
+            with conn.transaction():
+                yield conn
+        finally:
+            self._put(conn)
+
+    def current_batch(self) -> Batch | None:
+        """This thread's batch, if it is inside :meth:`batch`."""
+        batch: Batch | None = getattr(self._batches, "batch", None)
+        return batch
+
+    @contextmanager
+    def batch(self, what: str) -> Iterator[Batch]:
+        """Hold one connection in one transaction for every call this thread makes in the block.
+
+        The outermost block commits when it ends and rolls everything back if it raises; then the connection goes
+        back to the pool idle (one that cannot be rolled back, e.g. broken, is discarded, never reused in a
+        transaction). A nested block joins the batch in a savepoint: if it raises, only its writes are undone.
+        Errors of the database are :class:`StoreError` naming ``what``.
+        """
+        batch: Batch | None = getattr(self._batches, "batch", None)
+        if batch is not None:
+            with self.errors(what), self._savepoint(batch):
+                yield batch
+            return
+        with self.errors(what):
+            conn = self._get()
+        batch = self._batches.batch = Batch(conn)
+        try:
+            with self.errors(what), conn.transaction():
+                yield batch
+        finally:
+            self._batches.batch = None
+            self._put(conn)  # idle after COMMIT or ROLLBACK; in any other state it is closed
+
+    @staticmethod
+    @contextmanager
+    def _savepoint(batch: Batch) -> Iterator[None]:
+        """A savepoint in ``batch`` (psycopg nests ``transaction()`` blocks as savepoints): released when the block
+        ends, rolled back to if it raises, so the batch's transaction stays usable after a failed call."""
+        wakes = batch.wakes
+        try:
+            with batch.conn.transaction():
+                yield
+        except BaseException:
+            batch.wakes = wakes  # the writes that owed these wake-ups were undone
+            raise
 
     def _get(self) -> Conn:
         deadline = time.monotonic() + self.url.pool_timeout

@@ -84,23 +84,48 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     @contextmanager
     def _tx(self, what: str = "a write") -> Iterator[Cursor]:
-        """One transaction on a pooled connection; committed on success, rolled back on any exception."""
-        with self._pool.errors(what), self._pool.connection() as conn, conn.transaction():
+        """One transaction on a pooled connection; committed on success, rolled back on any exception.
+
+        Inside this thread's :meth:`batch`: a savepoint of the batch's transaction (it commits with the batch).
+        """
+        with self._pool.errors(what), self._pool.transaction() as conn:
             yield conn.cursor()
 
     @contextmanager
     def _read(self, what: str = "a read") -> Iterator[Conn]:
-        """A pooled connection in autocommit mode (each statement sees the latest committed data)."""
+        """A pooled connection in autocommit mode (each statement sees the latest committed data).
+
+        Inside this thread's :meth:`batch`: the batch's connection, in a savepoint (its statements see the batch's
+        writes, and one that fails undoes only this call's).
+        """
         with self._pool.errors(what), self._pool.connection() as conn:
             yield conn
 
     def _one(self, what: str, query: str, params: dict[str, Any]) -> DictRow | None:
-        """Run one statement (one round trip, its own transaction) and return its first row.
+        """Run one statement (one round trip, its own transaction; in a batch, in a savepoint) and return its first row.
 
         psycopg prepares a statement on the server once a connection has run it five times (one more round trip,
         once): the statements of every step are prepared, the ones a short command runs once are not.
         """
         return self._pool.one(what, query, params)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """See :meth:`Store.batch`: one transaction on one pooled connection that this thread holds until the block
+        ends; every store call the thread makes inside runs on it in a savepoint (so a call that raises, e.g.
+        :class:`LockHeld`, undoes only its own writes). Other threads borrow other connections and see nothing of
+        the batch until it commits. A nested block joins in a savepoint of its own. Times stored inside the block
+        are the batch's (``now()`` is the transaction's start).
+
+        ``pg_notify`` wake-ups sent inside are delivered by PostgreSQL at the commit, and only if it commits; this
+        process's own workers are woken (:attr:`Store.work`) after the commit too, not when the call returns: a
+        worker woken earlier would claim before the commit, find nothing and go back to sleep until its next poll.
+        """
+        outermost = self._pool.current_batch() is None
+        with self._pool.batch("a batch of writes") as state:
+            yield
+        if outermost and state.wakes:
+            self.work.notify(state.wakes)
 
     def close(self) -> None:
         """Close the pooled connections and stop listening (the store reconnects if it is used again)."""
@@ -323,7 +348,11 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
         """After a statement that notified the channel (a run became claimable): wake this process's idle workers
         at once (``LISTEN`` brings the same news to the other processes' workers)."""
         if row is not None and row.get("notified"):
-            self.work.notify()
+            batch = self._pool.current_batch()
+            if batch is None:
+                self.work.notify()
+            else:  # after the batch commits (see batch()); a nested batch that raises takes its wake-ups back
+                batch.wakes += 1
 
     def commit(
         self, lease: Lease, *, events: Sequence[NewEvent] = (), run: dict[str, Any] | None = None,
