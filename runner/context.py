@@ -86,7 +86,9 @@ class Context:
         release: Callable[[Context], None] | None = None,
     ) -> None:
         self.run_id, self.runbook, self.step_id, self.attempt = run_id, runbook, step_id, attempt
-        self.params, self.outputs, self.settings = params, outputs, settings
+        self.params, self.settings = params, settings
+        self._outputs: Mapping[str, Any] = outputs
+        self._outputs_copy: dict[str, Any] | None = None
         self.param_values = param_values  # plain values, secret params resolved (and redacted everywhere)
         self.secrets, self.redactor, self.services = secrets, redactor, services
         self.started_by = started_by
@@ -108,6 +110,14 @@ class Context:
         self.kind = "action"
         """What this context runs: ``action``, ``rollback``, or a probe (``check``, ``precondition``, ``verify``, ``wait``)."""
         self._cancel_exc: type[CancelRequested | Interrupted] = CancelRequested
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """The outputs of the steps completed before this one, by step id: a dict of its own, made on first read
+        (a long run holds each output once, in its step record; only an action that reads this pays for the copy)."""
+        if self._outputs_copy is None:
+            self._outputs_copy = dict(self._outputs)
+        return self._outputs_copy
 
     # ------------------------------------------------------------------ time and cancellation
 

@@ -297,7 +297,11 @@ class Steps(Sequence[Step]):
         return self._index
 
     def index(self, step_id: Any, start: int = 0, stop: int | None = None) -> int:
-        """Position of the step with id ``step_id``; ``ValueError`` if none."""
+        """Position of the step with id ``step_id`` (or of that step); ``ValueError`` if none."""
+        if isinstance(step_id, Step):
+            if step_id not in self:
+                raise ValueError(f"no step {step_id.id!r} like this one")
+            step_id = step_id.id
         i = self.index_set.get(step_id) if isinstance(step_id, str) else None
         if i is None or i < start or (stop is not None and i >= stop):
             raise ValueError(f"no step {step_id!r}")
@@ -362,6 +366,15 @@ class Steps(Sequence[Step]):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __copy__(self) -> Steps:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Steps:
+        return self  # immutable (its lock cannot be copied)
+
+    def __reduce__(self) -> tuple[type[Steps], tuple[tuple[Step, ...]]]:
+        return Steps, (tuple(self),)  # pickled as models (the texts' prepare hook is a closure)
 
     def __repr__(self) -> str:
         return f"Steps({', '.join(self._ids[:5])}{', ...' if len(self._ids) > 5 else ''}; {len(self._ids)} steps)"

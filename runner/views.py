@@ -89,6 +89,10 @@ class StepViews(Sequence[StepView]):
     A view of a long run holds its records only (each view is made, written and let go of while the view is
     serialized: issue 19, a 5000-step run peaks under 50 MiB). Read from JSON (an API client), the views are
     held as they came. Either way it is a sequence of :class:`StepView` and serializes as a list of them.
+
+    A read-only sequence: each read of a view made from records gives a new :class:`StepView` (setting a field
+    of it changes nothing the view holds), and ``model_dump(include=/exclude=)`` applies to the run view's own
+    fields, not inside each step (take ``[s.model_dump(...) for s in view.steps]`` for that).
     """
 
     __slots__ = ("_records", "_views")

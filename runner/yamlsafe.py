@@ -200,14 +200,14 @@ class _Builder:
         import yaml
 
         self.loader, self.located, self.yaml = loader, located, yaml
-        self.anchors: dict[str, tuple[int, int]] = {}
+        self.anchors: dict[str, Any] = {}  # anchor → the mark where it was set
 
     def document(self) -> Any:
-        """The stream's one document (None if it has none)."""
+        """The stream's one document (:data:`_UNSET` if it has none; None for an explicit null one, ``~``)."""
         events = self.yaml.events
         self.loader.get_event()  # stream start
         if self.loader.check_event(events.StreamEndEvent):
-            return None
+            return _UNSET
         start = self.loader.get_event().start_mark  # document start
         data = self.build(())
         self.loader.get_event()  # document end
@@ -222,16 +222,9 @@ class _Builder:
         events = self.yaml.events
         event = self.loader.get_event()
         if isinstance(event, events.AliasEvent):
-            anchored = self.anchors.get(event.anchor)
-            if anchored is None:
-                raise self.yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
-            raise _Refused(  # where the alias is used: its key, or the alias itself (a list item)
-                f"YAML aliases are not allowed in runbooks (this refers to the anchor at line {anchored[0]})",
-                pos=self.located.positions.get(path) or _mark(event.start_mark),
-            )
+            self._refuse_alias(event, self.located.positions.get(path))
         at = _mark(event.start_mark)
-        if event.anchor is not None:
-            self.anchors[event.anchor] = at
+        self._anchor(event)
         self.located.positions.setdefault(path, at)
         self.located.values[path] = at
         if isinstance(event, events.MappingStartEvent):
@@ -243,6 +236,26 @@ class _Builder:
             self.loader.get_event()
             return items
         return self._scalar(event)
+
+    def _refuse_alias(self, event: Any, used_at: tuple[int, int] | None) -> None:
+        anchored = self.anchors.get(event.anchor)
+        if anchored is None:
+            raise self.yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+        raise _Refused(  # where the alias is used: its key, or the alias itself (a list item, a key)
+            f"YAML aliases are not allowed in runbooks (this refers to the anchor at line {_mark(anchored)[0]})",
+            pos=used_at or _mark(event.start_mark),
+        )
+
+    def _anchor(self, event: Any) -> None:
+        """Remember ``event``'s anchor; one set twice is an error (as PyYAML's composer says)."""
+        if event.anchor is None:
+            return
+        first = self.anchors.get(event.anchor)
+        if first is not None:
+            raise self.yaml.composer.ComposerError(
+                f"found duplicate anchor {event.anchor!r}; first occurrence", first, "second occurrence", event.start_mark
+            )
+        self.anchors[event.anchor] = event.start_mark
 
     def _scalar(self, event: Any) -> Any:
         nodes = self.yaml.nodes
@@ -259,11 +272,12 @@ class _Builder:
         out: dict[Any, Any] = {}
         while not self.loader.check_event(events.MappingEndEvent):
             key_event = self.loader.peek_event()
+            if isinstance(key_event, events.AliasEvent):
+                self._refuse_alias(self.loader.get_event(), None)
             if not isinstance(key_event, events.ScalarEvent):
                 raise _Refused("mapping keys must be plain scalars", key_event.start_mark)
             self.loader.get_event()
-            if key_event.anchor is not None:
-                self.anchors[key_event.anchor] = _mark(key_event.start_mark)
+            self._anchor(key_event)
             tag = key_event.tag
             if tag is None or tag == "!":
                 tag = self.loader.resolve(self.yaml.nodes.ScalarNode, key_event.value, key_event.implicit)
@@ -295,7 +309,7 @@ def load_yaml(text: str | bytes, file: str, *, max_bytes: int | None = None) -> 
     loader = _loader_class()(text)
     try:
         data = _Builder(loader, located).document()
-        located.data = {} if data is None else data
+        located.data = {} if data is _UNSET else data
     except _Refused as exc:
         raise ValidationError([Problem(exc.message, file=file, line=exc.pos[0], column=exc.pos[1])]) from None
     except yaml.MarkedYAMLError as exc:

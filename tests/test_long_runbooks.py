@@ -180,3 +180,62 @@ def test_an_encoded_snapshot_is_stored_as_text(tmp_path: Path) -> None:
             assert conn.execute("SELECT typeof(spec) FROM run_specs").fetchall() == [("text",)]
     finally:
         store.close()
+
+
+def test_a_python_step_gets_the_earlier_outputs_as_a_dict(project: Project, tmp_path: Path) -> None:
+    """``ctx.outputs`` is a plain dict (JSON-ready, its own copy), though the engine holds outputs in the records."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "outlib.py").write_text(
+        "import json\n"
+        "def report(ctx, params):\n"
+        "    seen = json.loads(json.dumps(ctx.outputs))\n"
+        "    ctx.outputs['scratch'] = 1  # its own copy: changes nothing the engine holds\n"
+        "    return {'seen': seen, 'is_dict': type(ctx.outputs) is dict}\n",
+        encoding="utf-8",
+    )
+    project.write(
+        "outs.yaml",
+        "name: outs\nsteps:\n  - {id: first, shell: [echo, one]}\n  - {id: report, python: {call: 'outlib:report'}}\n"
+        "  - {id: after, shell: [echo, '{{ steps.report.output.is_dict }} {{ steps.first.output.stdout | trim }}']}\n",
+    )
+    res = project.run("run", "outs", "--json", env={"PYTHONPATH": str(lib)})
+    assert res.code == 0, res
+    steps = {s["id"]: s for s in res.json()["steps"]}
+    assert steps["report"]["output"]["is_dict"] is True
+    assert steps["report"]["output"]["seen"]["first"]["stdout"] == "one\n" and "scratch" not in steps["report"]["output"]["seen"]
+    assert steps["after"]["output"]["stdout"] == "True one\n"
+
+
+def test_an_output_that_is_not_utf8_is_kept_as_its_escape(project: Project, tmp_path: Path) -> None:
+    """A lone surrogate in an output (a file name that is not UTF-8) cannot be written as UTF-8: the journal keeps
+    the six characters of its escape, so the step succeeds and every view of it is one JSON document."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "badname.py").write_text("def name(ctx, params):\n    return {'file': 'f\\udcff.log'}\n", encoding="utf-8")
+    project.write("bad.yaml", "name: bad\nsteps:\n  - {id: first, shell: [echo, one]}\n  - {id: name, python: {call: 'badname:name'}}\n")
+    res = project.run("run", "bad", "--json", env={"PYTHONPATH": str(lib)})
+    assert res.code == 0, res
+    view = res.json()
+    assert [s["state"] for s in view["steps"]] == ["succeeded", "succeeded"]
+    assert view["steps"][1]["output"] == {"file": "f\\udcff.log"}
+    status = project.run("status", view["run_id"], "--json")
+    assert status.code == 0 and status.json()["steps"][1]["output"] == {"file": "f\\udcff.log"}
+
+
+def test_editing_a_completed_python_steps_function_is_refused_without_accept_changes(project: Project, tmp_path: Path) -> None:
+    """A python step's hash covers its function's source: an edit there is behaviour, never words only."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    code = lib / "codelib.py"
+    code.write_text("def act(ctx, params):\n    return {'n': 1}\n", encoding="utf-8")
+    project.write("code.yaml", "name: code\nsteps:\n  - {id: act, python: {call: 'codelib:act'}}\n  - {id: then, shell: [echo, x]}\n")
+    env = {"PYTHONPATH": str(lib)}
+    first = project.run("run", "code", "--max-steps", "1", "--json", env=env)
+    assert first.code == 3, first
+    code.write_text("def act(ctx, params):\n    return {'n': 2}\n", encoding="utf-8")
+    refused = project.run("resume", first.json()["run_id"], env=env)
+    assert refused.code == 2, refused
+    assert "completed step 'act' changed" in refused.err and "function source" in refused.err
+    ok = project.run("resume", first.json()["run_id"], "--accept-changes", "--json", env=env)
+    assert ok.code == 0 and ok.json()["steps"][0]["output"] == {"n": 1}, ok

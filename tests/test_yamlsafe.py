@@ -31,6 +31,8 @@ def test_positions_are_one_based_line_and_column() -> None:
         ("a: *nowhere\n", 1, 4, "found undefined alias 'nowhere'"),
         ("a: 1\n---\nb: 2\n", 2, 1, "expected a single document in the stream: but found another document"),
         ("- &x 1\n- *x\n", 2, 3, "this refers to the anchor at line 1"),
+        ("a: &x 1\nb: &x 2\n", 2, 4, "found duplicate anchor 'x'"),
+        ("&k a: 1\nb: *k\n", 2, 1, "YAML aliases are not allowed"),
     ],
     ids=[
         "duplicate-key",
@@ -42,6 +44,8 @@ def test_positions_are_one_based_line_and_column() -> None:
         "undefined-alias",
         "two-documents",
         "alias-in-a-list",
+        "duplicate-anchor",
+        "alias-of-a-key",
     ],
 )
 def test_refusals_are_located(text: str, line: int, col: int, message: str) -> None:
@@ -105,3 +109,8 @@ def test_the_document_is_what_pyyaml_builds_with_the_same_resolvers() -> None:
 
 def _uses_refused_yaml(text: bytes) -> bool:
     return (b"*" in text and b"&" in text) or b"<<:" in text
+
+
+def test_an_explicit_null_document_is_null_and_an_empty_one_is_an_empty_mapping() -> None:
+    assert load_yaml("~\n", "f.yaml").data is None and load_yaml("---\n", "f.yaml").data is None
+    assert load_yaml("", "f.yaml").data == {} and load_yaml("# only a comment\n", "f.yaml").data == {}

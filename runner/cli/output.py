@@ -62,7 +62,9 @@ def emit_view(view: RunView) -> None:
     """Write a run view as :func:`emit_json` would write its JSON form, serialized straight from the model.
 
     Through a pipe it is written a step at a time (the view's fields before ``steps``, each step, the fields
-    after): a 5000-step run's view is never one string, nor a tree of dicts (issue 19: memory per run).
+    after): a 5000-step run's view is never one more string, nor a tree of dicts (issue 19: memory per run). Every
+    step is serialized once before anything is written, so a value that cannot be (a lone surrogate in an output)
+    raises before stdout holds half a document.
     """
     if sys.stdout.isatty():
         sys.stdout.write(view.model_dump_json(indent=2, fallback=str) + "\n")
@@ -71,10 +73,13 @@ def emit_view(view: RunView) -> None:
         at = names.index("steps")
         before = view.model_dump_json(include=set(names[:at]), fallback=str)
         after = view.model_dump_json(include=set(names[at + 1 :]), fallback=str)
+        for step in view.steps:
+            step.model_dump_json(fallback=str)
         out = sys.stdout
         out.write(before[:-1] + ',"steps":[')
         for i, step in enumerate(view.steps):
-            out.write(("," if i else "") + step.model_dump_json(fallback=str))
+            part = step.model_dump_json(fallback=str)
+            out.write("," + part if i else part)
         out.write("]," + after[1:] + "\n")
     sys.stdout.flush()
 

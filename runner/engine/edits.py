@@ -54,7 +54,7 @@ def reconcile_edits(exe: Execution, events: list[NewEvent], run_cols: dict[str, 
     refused = [s for s in changed_ids + removed if s in done] + [s for s in removed if s in held and s not in done]
     order = _order_changes(stored_order, list(current), done | held)
     if (refused or order) and not exe.opts.accept_changes:
-        details = [f"{sid}: {d}" for sid in refused for d in _diff(old_spec.get(sid), new_spec.get(sid))[:3]]
+        details = [f"{sid}: {d}" for sid in refused for d in _changes(old_spec.get(sid), new_spec.get(sid))[:3]]
         details += [f"{sid}: it is {state[sid]} and was removed" for sid in removed if sid in held]
         names = list(dict.fromkeys([*refused, *(s for s, _ in order)]))
         raise RunbookChanged(exe.run.id, names, details + [f"{sid}: {why}" for sid, why in order])
@@ -78,6 +78,10 @@ def _record_order(exe: Execution) -> tuple[str, ...]:
 
 
 def _same_behaviour(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True for an edit of words only. Called for a step whose hash changed: if its stored form is the same, what
+    changed is outside it (a Python step's function source, a step type's fingerprint), which is behaviour."""
+    if old == new:
+        return False
     return {k: v for k, v in old.items() if k not in _COSMETIC} == {k: v for k, v in new.items() if k not in _COSMETIC}
 
 
@@ -108,6 +112,13 @@ def _carry_gates(exe: Execution, removed: list[str], added: list[str], run_cols:
 
 def _approved(rec: StepRecord | None) -> bool:
     return rec is not None and rec.progress.gate is not None and rec.progress.gate.status == GateStatus.APPROVED
+
+
+def _changes(old: Any, new: Any) -> list[str]:
+    """What changed in a step whose hash changed: its fields, or the code its hash covers besides them."""
+    if old is not None and old == new:
+        return ["its code changed (a python step's function source, or its step type's)"]
+    return _diff(old, new)
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:

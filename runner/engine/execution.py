@@ -72,7 +72,8 @@ class DoneSteps(Mapping[str, Any]):
     """The completed steps of a drive by id, each shown as ``shape`` makes it from its step record when read.
 
     A view of the drive's records rather than a copy per step (issue 19: a 5000-step run held 5000 of each); a
-    step shows once its record is done (succeeded, skipped ...), never while it runs.
+    step shows once its record is done (succeeded, skipped ...), never while it runs, with its state as it is now
+    (a step a failure's rollback undid shows ``rolled_back``).
     """
 
     def __init__(self, exe: Execution, shape: Callable[[StepRecord], Any]) -> None:

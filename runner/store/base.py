@@ -163,14 +163,17 @@ class Store(ABC):
         or deleted runbook needs it. :class:`~runner.errors.RunNotFound` if there is no such run.
         """
 
-    @abstractmethod
     def get_step_hashes(self, run_id: str) -> dict[str, str]:
         """The per-step hashes stored with the run (``NewRun.step_hashes``, or those of its latest accepted edit).
 
         Not part of :class:`~runner.store.records.RunRecord`: one entry per step, and only a run whose
         ``content_hash`` differs from its runbook's needs them (issue 19: a record of a 5000-step run decoded
         5000 of them on every read). :class:`~runner.errors.RunNotFound` if there is no such run.
+
+        Not abstract, so that a store written for an earlier release still loads; until it implements this, a
+        resume of a run whose runbook changed fails with this error.
         """
+        raise NotImplementedError(f"{type(self).__name__} does not implement Store.get_step_hashes (needed to compare an edited runbook)")
 
     @abstractmethod
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
