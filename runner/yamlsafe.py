@@ -222,7 +222,8 @@ class _Builder:
         events = self.yaml.events
         event = self.loader.get_event()
         if isinstance(event, events.AliasEvent):
-            self._refuse_alias(event, self.located.positions.get(path))
+            line, col = self.located.position(path)  # its key's, else its nearest ancestor's (as before)
+            self._refuse_alias(event, (line, col) if line is not None and col is not None else None)
         at = _mark(event.start_mark)
         self._anchor(event)
         self.located.positions.setdefault(path, at)
@@ -241,7 +242,7 @@ class _Builder:
         anchored = self.anchors.get(event.anchor)
         if anchored is None:
             raise self.yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
-        raise _Refused(  # where the alias is used: its key, or the alias itself (a list item, a key)
+        raise _Refused(  # where the alias is used (the alias itself when it is a key)
             f"YAML aliases are not allowed in runbooks (this refers to the anchor at line {_mark(anchored)[0]})",
             pos=used_at or _mark(event.start_mark),
         )

@@ -30,7 +30,7 @@ def test_positions_are_one_based_line_and_column() -> None:
         ("? [a, b]\n: 1\n", 1, 3, "mapping keys must be plain scalars"),
         ("a: *nowhere\n", 1, 4, "found undefined alias 'nowhere'"),
         ("a: 1\n---\nb: 2\n", 2, 1, "expected a single document in the stream: but found another document"),
-        ("- &x 1\n- *x\n", 2, 3, "this refers to the anchor at line 1"),
+        ("a:\n  - &x 1\n  - *x\n", 1, 1, "this refers to the anchor at line 2"),
         ("a: &x 1\nb: &x 2\n", 2, 4, "found duplicate anchor 'x'"),
         ("&k a: 1\nb: *k\n", 2, 1, "YAML aliases are not allowed"),
     ],
