@@ -62,9 +62,9 @@ def emit_view(view: RunView) -> None:
     """Write a run view as :func:`emit_json` would write its JSON form, serialized straight from the model.
 
     Through a pipe it is written a step at a time (the view's fields before ``steps``, each step, the fields
-    after): a 5000-step run's view is never one more string, nor a tree of dicts (issue 19: memory per run). Every
-    step is serialized once before anything is written, so a value that cannot be (a lone surrogate in an output)
-    raises before stdout holds half a document.
+    after): a 5000-step run's view is never one more string, nor a tree of dicts (issue 19: memory per run). A
+    step's view is made from its journal record, which is JSON a store could write (a lone surrogate is kept as
+    its escape: runner/store/jsontext.py), so writing it does not fail half-way.
     """
     if sys.stdout.isatty():
         sys.stdout.write(view.model_dump_json(indent=2, fallback=str) + "\n")
@@ -73,8 +73,6 @@ def emit_view(view: RunView) -> None:
         at = names.index("steps")
         before = view.model_dump_json(include=set(names[:at]), fallback=str)
         after = view.model_dump_json(include=set(names[at + 1 :]), fallback=str)
-        for step in view.steps:
-            step.model_dump_json(fallback=str)
         out = sys.stdout
         out.write(before[:-1] + ',"steps":[')
         for i, step in enumerate(view.steps):
