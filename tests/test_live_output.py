@@ -91,7 +91,10 @@ def test_logs_follow_prints_lines_while_the_step_runs_and_stops_with_the_run(pro
         assert follow.stdout is not None
         first = json.loads(follow.stdout.readline())
         running_at_first = run.poll() is None
-        out, err = follow.communicate(timeout=120)
+        follow.wait(timeout=120)
+        # The rest through the same buffered reader: lines it read ahead with the first one stay in its buffer
+        # (Popen.communicate reads the pipe's descriptor and would never see them).
+        out, err = follow.stdout.read(), follow.stderr.read() if follow.stderr is not None else ""
     finally:
         run.communicate(timeout=120)
     assert follow.returncode == 0, err

@@ -71,8 +71,18 @@
     }
   }
 
+  // One refresh at a time: an event that arrives while one is in flight asks for another once it is done. Two
+  // fetches in flight could answer out of order, and the older page would then stay until the next event.
+  var busy = false;
+  var again = false;
+
   function refresh() {
     timer = null;
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
     fetch(liveUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) {
         if (response.redirected && response.url.indexOf("/login") !== -1) {
@@ -86,6 +96,13 @@
       .then(swap)
       .catch(function (err) {
         say("Could not refresh the page (" + err.message + "); reload it to see the latest state.");
+      })
+      .then(function () {
+        busy = false;
+        if (again) {
+          again = false;
+          schedule();
+        }
       });
   }
 
