@@ -11,9 +11,12 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from runner.registry import StepTypeRegistry
 
 pytest_plugins = ["harness.sshd", "harness.httpserver", "harness.postgres", "harness.smtpserver"]
 
@@ -131,3 +134,19 @@ def project(tmp_path: Path) -> Iterator[Project]:
     made = Project(tmp_path / "proj")
     yield made
     made.reap()
+
+
+@pytest.fixture
+def registry() -> StepTypeRegistry:
+    """The step types of the installed plugins (a module may define its own)."""
+    from runner.plugin import PluginHost
+
+    return PluginHost().step_types
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A compile cache of the test's own (``RUNBOOK_CACHE_DIR``)."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("RUNBOOK_CACHE_DIR", str(path))
+    return path

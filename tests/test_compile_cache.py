@@ -16,7 +16,6 @@ import pytest
 import runner.compile_cache as cc
 from runner.catalog import LoadedRunbook, load_file
 from runner.errors import ValidationError
-from runner.plugin import PluginHost
 from runner.registry import StepTypeRegistry
 
 RUNBOOK = """\
@@ -48,18 +47,6 @@ steps:
   - id: pause
     wait: {for: 1s}
 """
-
-
-@pytest.fixture
-def registry() -> StepTypeRegistry:
-    return PluginHost().step_types
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("RUNBOOK_CACHE_DIR", str(path))
-    return path
 
 
 def write(path: Path, text: str) -> Path:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.catalog import LoadedRunbook, load_file
 from runner.model import RunbookSpec, Step, Steps
-from runner.plugin import PluginHost
 from runner.registry import StepTypeRegistry
 from runner.store.records import JSONText, NewRun, RunRecord, RunState, StepRecord
 from runner.views import NextAction, RunView, StepView, StepViews, build_view
 from tests.conftest import Project
+from tests.test_compile_cache import load
 
 N = Steps.MODELS_KEPT + 44  # more steps than a runbook keeps as models
 
@@ -30,23 +29,6 @@ def long_yaml(n: int = N) -> str:
     steps = [f"  - id: s{i}\n    shell: [echo, 'step {i}']\n" for i in range(n - 1)]
     steps.append(f"  - id: s{n - 1}\n    shell: [echo, 'first said {{{{ steps.s0.output.stdout | trim }}}}']\n")
     return f"name: long\ndescription: {n} steps\nsteps:\n" + "".join(steps)
-
-
-@pytest.fixture
-def registry() -> StepTypeRegistry:
-    return PluginHost().step_types
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("RUNBOOK_CACHE_DIR", str(path))
-    return path
-
-
-def load(path: Path, registry: StepTypeRegistry) -> LoadedRunbook:
-    [rb] = load_file(path, registry)
-    return rb
 
 
 # ---------------------------------------------------------------------- steps held as text

@@ -210,17 +210,13 @@ class Pool:
     def transaction(self) -> Iterator[Conn]:
         """A connection in a transaction, committed when the block ends and rolled back if it raises; in this
         thread's batch, a savepoint of the batch's transaction instead (committed with the batch)."""
-        batch: Batch | None = getattr(self._batches, "batch", None)
-        if batch is not None:
-            with self._savepoint(batch):
-                yield batch.conn
-            return
-        conn = self._get()
-        try:
-            with conn.transaction():
+        in_batch = getattr(self._batches, "batch", None) is not None
+        with self.connection() as conn:  # in a batch: already in a savepoint of it
+            if in_batch:
                 yield conn
-        finally:
-            self._put(conn)
+            else:
+                with conn.transaction():
+                    yield conn
 
     def current_batch(self) -> Batch | None:
         """This thread's batch, if it is inside :meth:`batch`."""

@@ -205,21 +205,21 @@ class PostgresStore(NotificationOutbox, AlertDeliveries):
 
     def get_spec(self, run_id: str) -> dict[str, Any]:
         """See :meth:`Store.get_spec`."""
-        with self._read() as conn:
-            row = conn.execute("SELECT spec FROM runs WHERE id = %s", (run_id,)).fetchone()
-        if row is None:
-            raise RunNotFound(run_id)
-        spec: dict[str, Any] = row["spec"]
+        spec: dict[str, Any] = self._run_json(run_id, "spec")
         return spec
 
     def get_step_hashes(self, run_id: str) -> dict[str, str]:
         """See :meth:`Store.get_step_hashes`."""
+        hashes: dict[str, str] = self._run_json(run_id, "step_hashes")
+        return hashes
+
+    def _run_json(self, run_id: str, column: str) -> Any:
+        """One ``jsonb`` column of the run's row, decoded (RunNotFound if there is no such run)."""
         with self._read() as conn:
-            row = conn.execute("SELECT step_hashes FROM runs WHERE id = %s", (run_id,)).fetchone()
+            row = conn.execute(f"SELECT {column} FROM runs WHERE id = %s", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
-        hashes: dict[str, str] = row["step_hashes"]
-        return hashes
+        return row[column]
 
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """See :meth:`Store.find_run_ids`."""

@@ -595,19 +595,20 @@ class SQLiteStore(Store):
 
     def get_spec(self, run_id: str) -> dict[str, Any]:
         """See :meth:`Store.get_spec`."""
-        row = self._conn().execute("SELECT spec FROM run_specs WHERE run_id=?", (run_id,)).fetchone()
-        if row is None:
-            raise RunNotFound(run_id)
-        spec: dict[str, Any] = json.loads(row[0])
+        spec: dict[str, Any] = self._run_spec(run_id, "spec")
         return spec
 
     def get_step_hashes(self, run_id: str) -> dict[str, str]:
         """See :meth:`Store.get_step_hashes`."""
-        row = self._conn().execute("SELECT step_hashes FROM run_specs WHERE run_id=?", (run_id,)).fetchone()
+        hashes: dict[str, str] = self._run_spec(run_id, "step_hashes")
+        return hashes
+
+    def _run_spec(self, run_id: str, column: str) -> Any:
+        """One JSON column of the run's ``run_specs`` row, decoded (RunNotFound if there is no such run)."""
+        row = self._conn().execute(f"SELECT {column} FROM run_specs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
-        hashes: dict[str, str] = json.loads(row[0])
-        return hashes
+        return json.loads(row[0])
 
     def find_run_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """See :meth:`Store.find_run_ids`."""
