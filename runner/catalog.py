@@ -118,11 +118,7 @@ class LoadedRunbook:
     def snapshot_lines(self) -> tuple[bytes, list[bytes]]:
         """The snapshot as compact JSON: the runbook with ``"steps":[]`` and each step's text (the compile cache's lines)."""
         texts = self.spec.steps.texts
-        if texts is not None:
-            return self.head_text, list(texts)
-        data = self.spec_json
-        head = json.dumps({**data, "steps": []}, separators=(",", ":")).encode("utf-8")
-        return head, [json.dumps(step, separators=(",", ":")).encode("utf-8") for step in data["steps"]]
+        return self.head_text, list(texts) if texts is not None else [step.json_text() for step in self.spec.steps]
 
     def snapshot(self) -> dict[str, Any] | JSONText:
         """What a new run stores as its runbook snapshot: for a compile cache hit, its texts joined (not decoded),

@@ -8,7 +8,6 @@ field) and raised together as one :class:`~runner.errors.ValidationError`, so
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -135,7 +134,7 @@ def _as_text(step: Step | None) -> tuple[bytes, str] | None:
     """A compiled step as the compact JSON text it is kept as, with its id."""
     if step is None:
         return None
-    return json.dumps(step.model_dump(mode="json", by_alias=True), separators=(",", ":")).encode("utf-8"), step.id
+    return step.json_text(), step.id
 
 
 def _from_text(compiled: tuple[bytes, str] | None) -> Step | None:

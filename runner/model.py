@@ -8,6 +8,7 @@ translation, with located errors, lives in :mod:`runner.compiler`.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -211,6 +212,10 @@ class Step(_Model):
             if out.get(key, 0) is None:
                 del out[key]
         return out
+
+    def json_text(self) -> bytes:
+        """This step as the compact JSON text a runbook holds it as (:class:`Steps`) and the compile cache keeps."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True), separators=(",", ":")).encode("utf-8")
 
     @property
     def fans_out(self) -> bool:
