@@ -62,7 +62,9 @@ def _intake_endpoint(name: str, intake: Intake) -> Callable[[Request], Awaitable
                 _log_refusal(name, request, exc)
             return error_response(exc, state)
         state.metrics.delivery(name, _outcome(None, result))
-        return JSONResponse(DeliveryResult.model_validate(result).model_dump(mode="json"))
+        if result.get("duplicate"):  # the first answer, as stored (possibly by an earlier release): in today's shape
+            result = DeliveryResult.model_validate(result).model_dump(mode="json")
+        return JSONResponse(result)  # built in the DeliveryResult shape by the intake
 
     receive_alerts.__name__ = f"receive_{name}_alerts"
     return receive_alerts

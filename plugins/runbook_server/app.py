@@ -133,8 +133,8 @@ def create_app(state: ServerState) -> FastAPI:
                   responses={401: {"model": _error_model()}, 403: {"model": _error_model()}})  # fmt: skip
     app.state.runbook = state
     _handlers(app)
+    app.include_router(api_alerts.make_router(state))  # first: routes are matched in order, and webhooks are the busiest
     app.include_router(api_runs.router)
-    app.include_router(api_alerts.make_router(state))
     app.include_router(api_schedules.router)
     _ops(app)
     _mcp(app, state)

@@ -153,14 +153,15 @@ class Intake:
 
     def _prepare(self, source: str, delivery_id: str, idx: int, alert: Alert) -> _Prepared:
         """Route the alert and render its dedupe key and params (no store access)."""
-        alert_json = alert.model_dump(mode="json", exclude={"raw"})
+        dumped = alert.model_dump(mode="json")  # once: the decision, the templates and the run's trigger share it
+        alert_json = {k: v for k, v in dumped.items() if k != "raw"}
         base = NewDecision(delivery_id, idx, source, "no_route", fingerprint=alert.fingerprint, status=alert.status, alert=alert_json,
                            reason="no route matches this alert")  # fmt: skip
         route = self.state.router.route(alert)
         if route is None:
             return _Prepared(idx, alert, base)
         base.route = route.name
-        out = _Prepared(idx, alert, base, route, {"alert": alert.model_dump(mode="json")})
+        out = _Prepared(idx, alert, base, route, {"alert": dumped})
         renderer = self.state.api_engine.renderer
         try:
             base.dedupe_key = route.dedupe_key(renderer, out.context, alert)
@@ -193,7 +194,7 @@ class Intake:
         if p.params is None:
             return self._record([_with(base, "invalid_params", reason=p.problem or "")])[0]
         try:
-            run = self._start(route, alert, p.params, base, gated=verdict.reason if verdict.gated else None)
+            run = self._start(route, alert, p.params, base, p.context["alert"], gated=verdict.reason if verdict.gated else None)
         except (ParamsError, TemplateError) as exc:
             return self._record([_with(base, "invalid_params", reason=str(exc))])[0]
         except LockHeld as exc:
@@ -207,9 +208,10 @@ class Intake:
                                        run_id=run.id)])[0]  # fmt: skip
         return self._record([_with(base, verdict.decision, reason=verdict.reason or f"started run {run.id}", run_id=run.id)])[0]
 
-    def _start(self, route: CompiledRoute, alert: Alert, params: dict[str, Any], base: NewDecision, *, gated: str | None) -> RunRecord:
+    def _start(self, route: CompiledRoute, alert: Alert, params: dict[str, Any], base: NewDecision, dumped: dict[str, Any], *,
+               gated: str | None) -> RunRecord:  # fmt: skip
         engine = self.state.api_engine
-        trigger = {"source": alert.source, "alert": alert.model_dump(mode="json"), "route": route.name, "delivery": base.delivery_id}
+        trigger = {"source": alert.source, "alert": dumped, "route": route.name, "delivery": base.delivery_id}
         gates = None
         if gated:
             steps = engine.catalog.get(route.spec.runbook).spec.steps

@@ -123,7 +123,8 @@ class LimitsMiddleware:
             return f"JSON body is nested too deeply (limit {self.max_depth})"
         except ValueError as exc:
             return f"request body is not valid JSON: {exc}"
-        if json_depth(doc, self.max_depth) > self.max_depth:
+        # A document cannot nest deeper than it has brackets: most deliveries are checked by two byte counts
+        if body.count(b"{") + body.count(b"[") > self.max_depth and json_depth(doc, self.max_depth) > self.max_depth:
             return f"JSON body is nested deeper than {self.max_depth} levels"
         scope.setdefault("state", {})["json_body"] = doc
         return None

@@ -14,6 +14,7 @@ from runner.store.records import NewEvent, RunState
 if TYPE_CHECKING:
     from runner.authority import Principal
     from runner.engine import Engine, RunView
+    from runner.store.records import RunRecord
 
 __all__ = ["drive_request", "gate_config", "park", "requeue", "start_queued"]
 
@@ -57,16 +58,18 @@ def park(engine: Engine, run_id: str, why: str) -> None:
             reason=f"a worker could not drive this run: {why}")  # fmt: skip
 
 
-def drive_request(engine: Engine, run_id: str) -> dict[str, Any]:
-    """What the next drive should do: a pending ``resume`` request's options, else the first drive's from the trigger."""
+def drive_request(engine: Engine, run_id: str, run: RunRecord | None = None) -> dict[str, Any]:
+    """What the next drive should do: a pending ``resume`` request's options, else the first drive's from the trigger.
+
+    ``run``: the run's record when the caller has it (a worker just claimed it); read otherwise. One journal read.
+    """
     store = engine.store
-    requests = store.events(run_id, types=("request.resume",), limit=100000)
-    if requests:
-        last = requests[-1]
-        if not store.events(run_id, after=last.seq, types=_DRIVES, limit=1):
-            return {**last.data, "actor": last.actor}
-    run = store.get_run(run_id)
-    if not store.events(run_id, types=("run.started",), limit=1):
+    events = store.events(run_id, types=("request.resume", *_DRIVES), limit=100000)
+    last = next((e for e in reversed(events) if e.type == "request.resume"), None)
+    if last is not None and not any(e.seq > last.seq and e.type in _DRIVES for e in events):
+        return {**last.data, "actor": last.actor}
+    if not any(e.type == "run.started" for e in events):
+        run = run or store.get_run(run_id)
         trigger = run.trigger or {}
         return {"budget": trigger.get("budget"), "max_steps": trigger.get("max_steps"), "actor": run.started_by}
     return {}

@@ -30,7 +30,7 @@ from runner.store.records import RunState
 
 if TYPE_CHECKING:
     from runner.engine import DriveOptions, Engine
-    from runner.store.records import Lease
+    from runner.store.records import Lease, RunRecord
 
 __all__ = ["WorkerPool"]
 
@@ -118,7 +118,8 @@ class WorkerPool:
     def _drive(self, engine: Engine, lease: Lease) -> None:
         run_id = lease.run_id
         try:  # the execution releases the lease when it ends; on an error before it began, it is released here
-            engine.execute(run_id, self._options(engine, run_id), lease=lease)
+            run = engine.store.get_run(run_id)  # read once, after the claim: for the drive's options and its start
+            engine.execute(run_id, self._options(engine, run), lease=lease, run=run)
         except ConflictError as exc:  # a lock key is held
             self._release(engine, lease)
             log.info("run %s: %s", run_id, exc)
@@ -133,10 +134,10 @@ class WorkerPool:
             except (RunbookError, StoreError) as exc:
                 log.warning("run %s: could not re-queue after stopping: %s", run_id, exc)
 
-    def _options(self, engine: Engine, run_id: str) -> DriveOptions:
+    def _options(self, engine: Engine, run: RunRecord) -> DriveOptions:
         from runner.engine import DriveOptions
 
-        req = drive_request(engine, run_id)
+        req = drive_request(engine, run.id, run)
         budget = req.get("budget")
         return DriveOptions(
             deadline=time.monotonic() + float(budget) if budget else None, max_steps=req.get("max_steps"),

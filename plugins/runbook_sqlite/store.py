@@ -574,7 +574,9 @@ class SQLiteStore(Store):
                 "INSERT INTO steps (run_id, step_id, idx, state) VALUES (?,?,?,'pending')",
                 ((new.id, sid, i) for i, sid in enumerate(new.step_ids)),  # (not a list of 5000 rows)
             )
-            self._append(c, new.id, [NewEvent("run.created", actor=new.started_by, data=new.created_event)], now)
+            self._insert_events(
+                c, new.id, [NewEvent("run.created", actor=new.started_by, data=new.created_event)], now, first=1
+            )  # a new run
             row = c.execute(f"{_RUNS} WHERE runs.id=?", (new.id,)).fetchone()
             if new.state == RunState.QUEUED and new.holder is None and new.parent_run_id is None:
                 self._notify()
@@ -866,22 +868,16 @@ class SQLiteStore(Store):
     def begin_delivery(self, delivery_id: str, source: str, body_sha256: str) -> DeliveryRecord:
         """See :meth:`Store.begin_delivery`."""
         self._alerts()
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO alert_deliveries (id, source, body_sha256, received_at) VALUES (?,?,?,?)"
-                " ON CONFLICT (id) DO UPDATE SET seen = seen + 1",
-                (delivery_id, source, body_sha256, time.time()),
-            )
-            row = c.execute("SELECT * FROM alert_deliveries WHERE id=?", (delivery_id,)).fetchone()
-        return self._delivery(row)
+        rows = self._write("INSERT INTO alert_deliveries (id, source, body_sha256, received_at) VALUES (?,?,?,?)"
+                           " ON CONFLICT (id) DO UPDATE SET seen = seen + 1 RETURNING *", (delivery_id, source, body_sha256, time.time()))  # fmt: skip
+        return self._delivery(rows[0])
 
     def finish_delivery(self, delivery_id: str, result: dict[str, Any]) -> None:
         """See :meth:`Store.finish_delivery`."""
         self._alerts()
-        with self._tx() as c:
-            c.execute(
-                "UPDATE alert_deliveries SET state='done', finished_at=?, result=? WHERE id=?", (time.time(), _dumps(result), delivery_id)
-            )
+        self._write(
+            "UPDATE alert_deliveries SET state='done', finished_at=?, result=? WHERE id=?", (time.time(), _dumps(result), delivery_id)
+        )
 
     def record_decisions(self, decisions: Sequence[NewDecision]) -> list[DecisionRecord]:
         """See :meth:`Store.record_decisions`."""

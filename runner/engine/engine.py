@@ -256,18 +256,20 @@ class Engine:
         self.execute(run_id, options, lease=lease)  # the drive's records are freed before the view is built
         return self.view(run_id)
 
-    def execute(self, run_id: str, options: DriveOptions, *, lease: Lease | None = None) -> None:
+    def execute(self, run_id: str, options: DriveOptions, *, lease: Lease | None = None, run: RunRecord | None = None) -> None:
         """Acquire the run's lease and execute it until it stops, building no view (a worker reads only its state).
 
         A run a detached executor holds is waited for (within ``options.deadline``) and then continued. ``lease``:
         one a worker's claim took (issue 19): the first execution uses it instead of acquiring the run a second
-        time, and it is released if no execution happens.
+        time, and it is released if no execution happens. ``run``: the run's record as read since that claim; the
+        first execution starts from it instead of reading it again.
         """
         from runner.engine.detach import await_detached, held_by_detached
 
+        known = run
         try:
             while True:
-                run = self.store.get_run(run_id)
+                run, known = (known or self.store.get_run(run_id)), None
                 if held_by_detached(run):
                     if not await_detached(self, run_id, options.deadline):
                         return
