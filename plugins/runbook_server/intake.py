@@ -5,7 +5,8 @@ from the route, dedupe key and firing episode), and the delivery's ``done`` mark
 transaction (:meth:`Store.batch <runner.store.base.Store.batch>`) before the 2xx: all of it is durable, or
 none. Any failure before that is a 5xx, so the sender retries; the retry finds the same runs and decisions
 (nothing is doubled, also on a store that commits them one by one), and a retry of a finished delivery gets
-the first answer back.
+the first answer back. Deliveries that arrive while another is being written share the next transaction
+(:meth:`Store.grouped <runner.store.base.Store.grouped>`, group commit), each in a savepoint of its own.
 
 Everything that needs no store (routing, dedupe keys, params rendered from the alert) is worked out before
 the transaction, so the journal's writer is held only for the guard's reads and the writes. The storm guard
@@ -103,10 +104,15 @@ class Intake:
         delivery_id = f"{source.name}:{sender_id}" if sender_id else f"{source.name}:sha256:{sha[:40]}"
         prepared = [self._prepare(source.name, delivery_id, i, alert) for i, alert in enumerate(alerts)]
         cancels = any(p.route is not None and p.alert.status == "resolved" and p.route.spec.on_resolved == "cancel" for p in prepared)
-        self._counted.decisions = []
-        with self._guarded(prepared), contextlib.nullcontext() if cancels else self.store.batch():
-            result = self._record_delivery(source.name, delivery_id, sender_id, sha, body, prepared, source.group_info(body))
-        for route, decision in self._counted.decisions:  # counted once the decisions are durable
+        group = source.group_info(body)
+
+        def record() -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+            self._counted.decisions = []  # (on the thread that writes: a group's leader)
+            return self._record_delivery(source.name, delivery_id, sender_id, sha, body, prepared, group), self._counted.decisions
+
+        with self._guarded(prepared):
+            result, counted = record() if cancels else self.store.grouped(record)
+        for route, decision in counted:  # counted once the decisions are durable
             self.state.metrics.decision(route, decision)
         return result
 

@@ -10,6 +10,8 @@ import threading
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from runner.store.groupcommit import GroupCommit
+
 if TYPE_CHECKING:
     from runner.store.base import Store
     from runner.store.records import Event, RunRecord
@@ -92,6 +94,12 @@ class Metrics:
                [(f"runbook_webhook_deliveries_total{_labels(source=s, outcome=o)}", n) for (s, o), n in deliveries])  # fmt: skip
         family("runbook_alert_decisions_total", "counter", "Alert routing decisions by route and decision.",
                [(f"runbook_alert_decisions_total{_labels(route=r, decision=d)}", n) for (r, d), n in decisions])  # fmt: skip
+        group = getattr(store, "group", None)
+        if isinstance(group, GroupCommit):
+            family("runbook_journal_group_commits_total", "counter", "Journal transactions of grouped writes (group commit).",
+                   [("runbook_journal_group_commits_total", group.groups)])  # fmt: skip
+            family("runbook_journal_grouped_writes_total", "counter", "Grouped writes (deliveries, executors' commits) they held.",
+                   [("runbook_journal_grouped_writes_total", group.units)])  # fmt: skip
         samples: list[tuple[str, float]] = []
         for rb, row in hist.items():
             samples += [(f"runbook_step_duration_seconds_bucket{_labels(runbook=rb, le=_num(b))}", row[i]) for i, b in enumerate(BUCKETS)]

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 
 from runbook_sqlite import _queue
@@ -36,6 +36,7 @@ from runbook_sqlite._wake import WakeChannel
 from runner.errors import ConfigError, LeaseHeld, LeaseLost, LockHeld, RunNotFound, StoreError
 from runner.notify.outbox import run_notifications
 from runner.store.base import IsAlive, Store, WorkSignal
+from runner.store.groupcommit import GroupCommit
 from runner.store.jsontext import compact_encoder
 from runner.store.records import (
     ACTIVE_STATES,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the alert records are imported where used: a plain `runbook
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("runbook.store")
+T = TypeVar("T")
 
 _CACHE_KIB = -512
 """Page cache per connection (negative: KiB), a quarter of SQLite's default. A process has a connection per
@@ -313,6 +315,8 @@ class SQLiteStore(Store):
         """Held by the thread inside a write transaction (see the module docstring)."""
         self._fresh = path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0
         self._checkpointer: threading.Thread | None = None
+        self.group = GroupCommit(self)
+        """Group commit of :meth:`grouped` units (executors' commits, alert deliveries)."""
         self._closed = threading.Event()
         self._wake = WakeChannel(path) if path != ":memory:" else None
         self._work_signal = _Signal(self._wake)  # what Store.work returns
@@ -735,7 +739,12 @@ class SQLiteStore(Store):
                 continue
             columns.append(key)
             args.append(_dumps(value) if key in _RUN_JSON else (str(value) if isinstance(value, RunState) else value))
-        with self._tx() as c:
+        step_rows = [_step_row(lease.run_id, p) for p in steps]
+        state = (run or {}).get("state")
+        finished = state is not None and RunState(state) not in ACTIVE_STATES
+
+        def write() -> tuple[int, Flags]:
+            c = self._conn()
             row = c.execute(_FENCE, (lease.run_id,)).fetchone()
             if row is None or row[0] != lease.fence:
                 raise LeaseLost(lease.run_id)
@@ -743,17 +752,26 @@ class SQLiteStore(Store):
                 c.execute(_run_update(tuple(columns)), (*args, lease.run_id))
             if specs:
                 c.execute(f"UPDATE run_specs SET {', '.join(f'{k}=?' for k in specs)} WHERE run_id=?", (*specs.values(), lease.run_id))
-            if steps:
-                c.executemany(_UPSERT_STEP, [_step_row(lease.run_id, p) for p in steps])
+            if step_rows:
+                c.executemany(_UPSERT_STEP, step_rows)
             first = row[3] + 1
             if events:
                 c.executemany(_INSERT_EVENT, [_event_row(lease.run_id, first + i, now, ev) for i, ev in enumerate(events)])
                 if outbox := run_notifications(lease.run_id, first, events):  # notifications: with their event
                     self._outbox.add_for_run(c, outbox, now)
-            state = (run or {}).get("state")
-            if state is not None and RunState(state) not in ACTIVE_STATES:
+            if finished:
                 c.execute("DELETE FROM locks WHERE run_id=?", (lease.run_id,))
-        return first, Flags(bool(row[1]), bool(row[2]))
+            return first, Flags(bool(row[1]), bool(row[2]))
+
+        return self.grouped(write)  # other executors' commits of this moment share its transaction
+
+    def grouped(self, fn: Callable[[], T]) -> T:
+        """See :meth:`Store.grouped`: units of concurrent threads share one transaction (:class:`GroupCommit`)."""
+        if getattr(self._local, "depth", 0):
+            with self._tx():
+                return fn()
+        result: T = self.group.run(fn)
+        return result
 
     # ------------------------------------------------------------------ outside requests
 

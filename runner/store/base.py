@@ -20,7 +20,8 @@ arbitrates who may execute a run:
   runs, and an idle worker sleeps on :attr:`Store.work` until a write makes a run
   claimable (polling only as a fallback).
 - :meth:`batch` groups one thread's writes into one transaction (alert intake
-  records a delivery, its decisions and their runs at once); :meth:`prune` deletes
+  records a delivery, its decisions and their runs at once); :meth:`grouped` writes
+  such a unit in a transaction it may share with other threads' (group commit); :meth:`prune` deletes
   finished history under :class:`~runner.store.retention.PruneRules`.
 
 ``tests/store_contract.py`` is the contract suite every store must pass.
@@ -32,7 +33,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from runner.errors import StoreError
 from runner.store.records import Event, Flags, Holder, Lease, NewEvent, NewRun, RunRecord, RunState, StepPatch, StepRecord
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from runner.store.retention import PruneReport, PruneRules
 
 __all__ = ["IsAlive", "Store", "WorkSignal"]
+
+T = TypeVar("T")
 
 IsAlive = Callable[[Holder], bool | None]
 """``is_alive(holder)``: True/False when it can tell (same host), None when it cannot (remote)."""
@@ -132,6 +135,17 @@ class Store(ABC):
         The default groups nothing (every call commits on its own); stores that can, override it.
         """
         yield
+
+    def grouped(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (it makes store calls) as one unit of writes: they commit together, or none does, before this
+        returns; an error of ``fn`` undoes its writes and is raised here.
+
+        A store may commit the units of several threads in one transaction (group commit,
+        :mod:`runner.store.groupcommit`), each in a savepoint; the SQLite store does. The default runs each unit
+        in a :meth:`batch` of its own. Inside a batch, the unit joins it.
+        """
+        with self.batch():
+            return fn()
 
     # ------------------------------------------------------------------ lifecycle
 
