@@ -596,6 +596,61 @@ def test_a_failed_batch_leaves_nothing_and_a_failed_call_inside_only_undoes_itse
     assert {r.id for r in store.list_runs(limit=10)} == {holder.id, kept.id}, "the refused create left nothing; the rest committed"
 
 
+def test_grouped_units_of_many_threads_each_commit_or_fail_alone(store: Store) -> None:
+    """Units written by many threads at once (a store may share one transaction among them): each thread gets its own
+    result; a unit that raises leaves nothing and fails only its own thread."""
+    _requires(store, "batch")
+    results: dict[int, Any] = {}
+    start = threading.Barrier(12)
+
+    def unit(i: int) -> str:
+        run, _ = store.create_run(new_run(idempotency_key=f"group-{i}"))
+        if i == 5:
+            raise ValueError("unit 5 failed after its write")
+        return run.id
+
+    def worker(i: int) -> None:
+        start.wait(timeout=60)
+        try:
+            results[i] = store.grouped(lambda: unit(i))
+        except ValueError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert isinstance(results.pop(5), ValueError)
+    assert {r.idempotency_key: r.id for r in store.list_runs(limit=100)} == {f"group-{i}": rid for i, rid in results.items()}
+
+
+def test_grouped_commits_with_a_lost_lease_fail_alone(store: Store) -> None:
+    """Executors committing at the same moment: the one whose lease was taken over gets LeaseLost, the rest commit."""
+    leases = [_leased_run(store) for _ in range(6)]
+    stale = leases[2]
+    store.acquire(stale.run_id, OTHER, 30, force=True, is_alive=alive)
+    outcome: dict[str, Any] = {}
+    start = threading.Barrier(len(leases))
+
+    def commit(lease: Any) -> None:
+        start.wait(timeout=60)
+        try:
+            outcome[lease.run_id] = store.commit(lease, events=[NewEvent("step.started", "a")])[0]
+        except LeaseLost as exc:
+            outcome[lease.run_id] = exc
+
+    threads = [threading.Thread(target=commit, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert isinstance(outcome.pop(stale.run_id), LeaseLost)
+    assert [e.type for e in store.events(stale.run_id)] == ["run.created"], "the stale executor wrote nothing"
+    for run_id, first in outcome.items():
+        assert [(e.seq, e.type) for e in store.events(run_id)] == [(1, "run.created"), (first, "step.started")]
+
+
 # ---------------------------------------------------------------------- retention (issue 19)
 
 DAY = 86400.0
