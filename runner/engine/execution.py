@@ -172,7 +172,10 @@ class Execution:
             with Heartbeat(self.store, self.lease, self._on_flags, self._on_lost, interval=min(1.0, self.lease.ttl / 3)):
                 if self.lease.took_over:  # under the heartbeat: stopping them may take seconds
                     reconcile.stop_leftovers(begin, self.run.id)
-                self.journal.commit(begin.events, begin.run, begin.steps)
+                if begin.steps or self.lease.took_over:
+                    self.journal.commit(begin.events, begin.run, begin.steps)
+                else:  # nothing to reconcile: the start goes out with the first step's (one transaction fewer per run)
+                    self.journal.defer_start(begin.events, begin.run)
                 try:
                     if self._preflight(begin.unresolved):
                         loop.run_steps(self)

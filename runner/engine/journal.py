@@ -2,7 +2,9 @@
 
 A step's successful outcome may be *deferred* into the next write (the next step's start is
 committed in the same transaction), which halves the commits of a run of quick steps while
-keeping the rule that a step's outcome is durable before the next step acts.
+keeping the rule that a step's outcome is durable before the next step acts. The drive's start
+(``run.started`` or ``run.resumed`` and the run's ``running`` state) is deferred the same way when
+it has nothing to reconcile: it goes out with the first step's start.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ class Journal:
         self._lock = threading.RLock()
         self._deferred_events: list[NewEvent] = []
         self._deferred_steps: list[StepRecord] = []
+        self._deferred_run: dict[str, Any] = {}
 
     @property
     def has_deferred(self) -> bool:
-        """True if a step outcome waits to go out with the next write."""
-        return bool(self._deferred_events or self._deferred_steps)
+        """True if a step outcome (or the drive's start) waits to go out with the next write."""
+        return bool(self._deferred_events or self._deferred_steps or self._deferred_run)
 
     def commit(self, events: list[NewEvent], run: dict[str, Any] | None = None, steps: Iterable[StepRecord] = ()) -> None:
         """One fenced transaction; redacts events, run columns and step rows; applies the run columns locally; tells observers.
@@ -56,7 +59,9 @@ class Journal:
                 given = {r.step_id for r in recs}
                 recs = [r for r in self._deferred_steps if r.step_id not in given] + recs
                 events = [*self._deferred_events, *events]
-                self._deferred_events, self._deferred_steps = [], []
+                if self._deferred_run:
+                    run = {**self._deferred_run, **(run or {})}
+                self._deferred_events, self._deferred_steps, self._deferred_run = [], [], {}
         for ev in events:
             ev.data = self.redactor.value(ev.data)
             ev.actor = ev.actor or self.actor or None
@@ -96,6 +101,20 @@ class Journal:
         with self._lock:
             self._deferred_events.extend(events)
             self._deferred_steps.append(rec)
+
+    def defer_start(self, events: list[NewEvent], run: dict[str, Any]) -> None:
+        """Record the drive's start (its events and run columns) with the next commit instead of a commit of its own.
+
+        The columns apply to the local run record now (the drive goes on as ``running``); the outside requests
+        are read again before the first step (:meth:`refresh_flags`), as the start's commit would have read them.
+        Nothing external may happen before the next commit; every path of a drive ends with one (:meth:`flush`).
+        """
+        with self._lock:
+            self._deferred_events.extend(events)
+            self._deferred_run.update(run)
+            for key, value in run.items():
+                if key in _RUN_FIELDS:
+                    setattr(self.run, key, value)
 
     def flush(self) -> None:
         """Commit a deferred step outcome now, if there is one."""
