@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -296,3 +298,26 @@ def test_the_event_lists_problems_as_data(project: Project) -> None:
         {"step": "t", "target": None, "message": f"program 'no-such-xyz' is not found on PATH ({project.env['PATH']})"},
     ]  # fmt: skip
     assert failed[0]["data"]["detail"].startswith("2 problems: cannot resolve the run's secrets: ")
+
+
+def test_a_program_found_before_is_looked_up_again_once_it_is_gone(tmp_path: Path) -> None:
+    """The shell step remembers where a program was found (a server pre-flights it for every run) but never
+    believes a program that was removed since, and finds it where it moved."""
+    from runbook_shell.step import _which
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    search = f"{first}{os.pathsep}{second}"
+    tool = first / "rb-tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert _which("rb-tool", search) == str(tool)
+    tool.unlink()
+    assert _which("rb-tool", search) is None
+    moved = second / "rb-tool"
+    moved.write_text("#!/bin/sh\n")
+    moved.chmod(0o755)
+    assert _which("rb-tool", search) == str(moved)
+    moved.chmod(0o644)
+    assert _which("rb-tool", search) is None

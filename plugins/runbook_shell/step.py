@@ -339,10 +339,28 @@ def _program(program: str, config: ShellConfig, facts: PreflightFacts) -> str | 
     search = config.env.get("PATH") or facts.env.get("PATH", os.defpath)
     key = ("shell.which", program, search)
     if key not in facts.memo:
-        import shutil
-
-        facts.memo[key] = shutil.which(program, path=search)
+        facts.memo[key] = _which(program, search)
     return None if facts.memo[key] else f"program '{program}' is not found on PATH ({search})"
+
+
+_FOUND: dict[tuple[str, str], str] = {}
+"""Where each program was last found on each PATH: checked again with one ``access`` before it is believed."""
+
+
+def _which(program: str, search: str) -> str | None:
+    """``shutil.which``, answered from where the program was found before while it is still executable there (a
+    server pre-flights the same few programs for every run: one system call instead of one per PATH entry)."""
+    known = _FOUND.get((program, search))
+    if known is not None and os.access(known, os.X_OK) and not os.path.isdir(known):
+        return known
+    import shutil
+
+    found = shutil.which(program, path=search)
+    if found is not None:
+        if len(_FOUND) > 1024:
+            _FOUND.clear()
+        _FOUND[(program, search)] = found
+    return found
 
 
 class ShellStep(StepType):

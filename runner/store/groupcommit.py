@@ -4,11 +4,11 @@ A *unit* is a callable that makes store calls which must commit together (alert 
 decisions and runs; an executor's fenced :meth:`~runner.store.base.Store.commit`). One transaction per unit
 repeats the fixed cost of a commit: on SQLite, every page a commit touches is appended to the write-ahead log
 whole (about 90 KiB for a delivery), and the pages at the end of each table and index are the same for
-consecutive units. :class:`GroupCommit` lets the first thread that arrives while no group is being written
-lead: it takes every unit queued so far (its own first) and runs them one after another inside one
-:meth:`Store.batch <runner.store.base.Store.batch>`, each in a nested batch (a savepoint), commits once, and
-hands each thread its own result or error. Threads that arrive meanwhile queue for the next group, which the
-first of them leads.
+consecutive units. With :class:`GroupCommit`, a thread that arrives while nothing is being written writes its
+unit at once. Threads that arrive meanwhile queue; when that write is done, the first of them leads: it takes
+every unit queued so far (its own first), runs them one after another inside one
+:meth:`Store.batch <runner.store.base.Store.batch>`, each in a nested batch (a savepoint), commits once, hands
+each thread its own result or error, and passes the lead to the first thread queued meanwhile.
 
 - **Nothing is reported done before it is durable.** :meth:`GroupCommit.run` returns only after the commit that
   holds its unit. If that commit fails, every unit of the group gets the error.
@@ -56,51 +56,62 @@ class GroupCommit:
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` in the next group; return its result (or raise its error) once the group is committed."""
-        unit = _Unit(fn)
         with self._lock:
-            self._queue.append(unit)
-            lead = not self._leading
+            alone = not self._leading
             self._leading = True
-        if not lead:
-            unit.done.wait()
-            lead = unit.lead
-        if lead:
+            if not alone:
+                unit = _Unit(fn)
+                self._queue.append(unit)
+        if alone:  # nothing being written: this thread writes its unit at once, then passes the lead on
+            try:
+                return self._write_alone(fn)
+            finally:
+                self._pass_lead()
+        unit.done.wait()
+        if unit.lead:
             self._lead()
         if unit.error is not None:
             raise unit.error
         return unit.result
 
+    def _write_alone(self, fn: Callable[[], Any]) -> Any:
+        with self.store.batch():  # its error rolls the transaction back: no savepoint needed
+            result = fn()
+        self.groups += 1
+        self.units += 1
+        return result
+
     def _lead(self) -> None:
-        """Write one group (the queue's head first), then hand the lead to the next waiting thread, if any."""
+        """Write one group (the queue's head, this thread's unit, first), then pass the lead on."""
         with self._lock:
             group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]
         try:
             self._write(group)
         finally:
-            with self._lock:
-                following = self._queue[0] if self._queue else None
-                if following is not None:
-                    following.lead = True
-                else:
-                    self._leading = False
             for unit in group:
                 unit.done.set()
-            if following is not None:
-                following.done.set()
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """Wake the first waiting thread to lead the next group, or end the lead if none waits."""
+        with self._lock:
+            following = self._queue[0] if self._queue else None
+            if following is None:
+                self._leading = False
+                return
+            following.lead = True
+        following.done.set()
 
     def _write(self, group: list[_Unit]) -> None:
         try:
             with self.store.batch():
-                if len(group) == 1:  # alone: its error rolls the transaction back, no savepoint needed
-                    group[0].result = group[0].fn()
-                else:
-                    for unit in group:
-                        try:
-                            with self.store.batch():  # a savepoint: a unit that fails undoes only its own writes
-                                unit.result = unit.fn()
-                        except Exception as exc:
-                            unit.error = exc
-        except BaseException as exc:  # the commit failed (or the lone unit did): nothing of what failed is durable
+                for unit in group:
+                    try:
+                        with self.store.batch():  # a savepoint: a unit that fails undoes only its own writes
+                            unit.result = unit.fn()
+                    except Exception as exc:
+                        unit.error = exc
+        except BaseException as exc:  # the commit failed: nothing of the group is durable
             for unit in group:
                 if unit.error is None:
                     unit.error, unit.result = exc, None
