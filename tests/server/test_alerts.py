@@ -300,3 +300,30 @@ def test_decisions_are_listed_by_the_cli_and_filtered(intake: ServerProcess) -> 
     assert [d["decision"] for d in decisions(intake, route="queue")] == ["started"]
     text = intake.project.run("alerts", "decisions")
     assert text.code == 0 and "no_route" in text.out
+
+
+def test_concurrent_deliveries_are_each_recorded_once_with_their_runs(intake: ServerProcess) -> None:
+    """Many senders at once (deliveries and the workers' commits share journal transactions): every acknowledged
+    delivery has its decision and one run, every run executes once, and the grouped writes are counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.server.serverkit import parse_metrics
+
+    names = [f"c{i}" for i in range(48)]
+
+    def send(name: str) -> tuple[int, str]:
+        resp = post(intake, "alertmanager", am_body(am_alert({"alertname": "QueueStuck", "queue": name})), AM_AUTH)
+        return resp.status_code, resp.json()["decisions"][0]["run_id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(send, names))
+    assert {status for status, _ in answers} == {200}
+    run_ids = {rid for _, rid in answers}
+    assert len(run_ids) == len(names)
+    poll(lambda: sorted(hits(intake)) == sorted(names), what="every run to execute once")
+    assert {r["run_id"] for r in runs(intake)} == run_ids
+    assert sorted(d["run_id"] for d in decisions(intake, decision="started")) == sorted(run_ids)
+    metrics = parse_metrics(intake.client().get("/metrics").text)
+    commits, writes = metrics["runbook_journal_group_commits_total"], metrics["runbook_journal_grouped_writes_total"]
+    # each delivery is one grouped write, and each run's executor commits at least twice (step start, end)
+    assert writes >= len(names) * 3 and 0 < commits <= writes
