@@ -175,3 +175,21 @@ def test_sqlite_executors_commits_and_deliveries_share_transactions(tmp_path: Pa
         assert store.group.units == 400 and store.group.groups < 400, (store.group.groups, store.group.units)
     finally:
         store.close()
+
+
+def test_a_thread_that_stops_waiting_with_the_lead_passes_it_on() -> None:
+    """A waiting thread interrupted (KeyboardInterrupt in a main thread) after it was given the lead: the next waiting
+    thread leads instead, so the queue never stalls; an abandoned unit that no group took never runs."""
+    from runner.store.groupcommit import _Unit
+
+    store = FakeStore()
+    group = GroupCommit(store)  # type: ignore[arg-type]
+    ran: list[str] = []
+    gone, waiting, dropped = _Unit(lambda: ran.append("gone")), _Unit(lambda: ran.append("waiting")), _Unit(lambda: ran.append("x"))
+    group._leading, group._queue = True, [gone, waiting, dropped]
+    group._abandon(dropped)
+    gone.lead = True
+    group._abandon(gone)
+    assert waiting.lead and waiting.done.is_set() and group._queue == [waiting]
+    group._lead()  # what the woken thread does
+    assert ran == ["waiting"] and group._leading is False and group._queue == []

@@ -67,7 +67,11 @@ class GroupCommit:
                 return self._write_alone(fn)
             finally:
                 self._pass_lead()
-        unit.done.wait()
+        try:
+            unit.done.wait()
+        except BaseException:  # (KeyboardInterrupt in a main thread): never leave the queue without a leader
+            self._abandon(unit)
+            raise
         if unit.lead:
             self._lead()
         if unit.error is not None:
@@ -90,6 +94,15 @@ class GroupCommit:
         finally:
             for unit in group:
                 unit.done.set()
+            self._pass_lead()
+
+    def _abandon(self, unit: _Unit) -> None:
+        """The thread of ``unit`` stopped waiting: drop the unit if no group took it, and pass on a lead it was given."""
+        with self._lock:
+            queued = unit in self._queue
+            if queued:
+                self._queue.remove(unit)
+        if queued and unit.lead:
             self._pass_lead()
 
     def _pass_lead(self) -> None:
