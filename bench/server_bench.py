@@ -19,7 +19,8 @@ Reported per point: accepted/s (200 answers over the sending window), executed/s
 first scheduled delivery to last first step), ack and delivery → first-step p50/p99 from each delivery's
 *scheduled* time, server CPU per delivery (its threads and its reaped ``true`` children, from sending to the
 last run finished), the server's CPU share while loaded, and how long its threads waited for a CPU
-(``run_delay``: the machine's contention). Results go to ``bench/results/server-<UTC time>.json``.
+(``run_delay``: the machine's contention), and ``grp``: journal writes per SQLite transaction of the serve
+process (group commit, from its ``/metrics``). Results go to ``bench/results/server-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,17 @@ def _idle(server: Server, seconds: float) -> dict[str, float]:
     return {"seconds": round(wall, 1), "cpu_s": round(used, 3), "core_percent": round(100 * used / wall, 2)}
 
 
+def _grouping(server: Server) -> float | None:
+    """Journal writes per transaction of the serve process (group commit: ``/metrics``); None for the floor."""
+    if server.system == FLOOR:
+        return None
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("runbook_journal_"))
+    commits = float(values.get("runbook_journal_group_commits_total", 0))
+    return round(float(values.get("runbook_journal_grouped_writes_total", 0)) / commits, 2) if commits else None
+
+
 def _load(server: Server, rate: float, duration: float, drain: float, tag: str) -> dict[str, Any]:
     out = server.root / f"load-{rate:g}.json"
     c0, d0, t0 = _cpu(server), _delay(server), time.monotonic()
@@ -110,6 +123,7 @@ def _load(server: Server, rate: float, duration: float, drain: float, tag: str) 
         "cpu_ms_per_delivery": round(1000 * cpu / accepted, 2) if accepted else None,
         "server_core_percent_loaded": round(100 * (c_sent - c0) / sent_wall, 1), "server_run_delay_percent": round(100 * delay / wall, 1),
         "client_cpu_s": rec["client_cpu_s"], "connections": rec["connections"], "loadavg_before": round(load0, 2),
+        "writes_per_commit": _grouping(server),
         "loadavg_after": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 
@@ -123,11 +137,12 @@ def _row(system: str, history: int, idle: dict[str, float] | None, point: dict[s
     idle_s = f"{idle['core_percent']:.2f}%" if idle else "-"
     return (f"{system:<10} {history:>8} {point['offered_per_s']:>6g} {point['accepted_per_s']:>8} {point['executed_per_s'] or '-':>8} "
             f"{a['p50'] or '-':>8} {a['p99'] or '-':>8} {f['p50'] or '-':>9} {f['p99'] or '-':>9} {point['cpu_ms_per_delivery'] or '-':>8} "
-            f"{point['server_core_percent_loaded']:>7} {point['server_run_delay_percent']:>6} {idle_s:>7} {point['errors']:>5}")  # fmt: skip
+            f"{point['server_core_percent_loaded']:>7} {point['server_run_delay_percent']:>6} {idle_s:>7} {point['errors']:>5} "
+            f"{point['writes_per_commit'] or '-':>5}")  # fmt: skip
 
 
 HEADER = (f"{'system':<10} {'history':>8} {'offer':>6} {'acc/s':>8} {'exec/s':>8} {'ack p50':>8} {'ack p99':>8} {'1st p50':>9} "
-          f"{'1st p99':>9} {'cpu ms':>8} {'core%':>7} {'wait%':>6} {'idle':>7} {'errs':>5}")  # fmt: skip
+          f"{'1st p99':>9} {'cpu ms':>8} {'core%':>7} {'wait%':>6} {'idle':>7} {'errs':>5} {'grp':>5}")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
