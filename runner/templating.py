@@ -6,6 +6,10 @@ runbook's own strings are templates; values (params, outputs, alert labels)
 are inserted as data and never rendered again, so a param such as
 ``{{ 7*7 }}`` or ``x; rm -rf /`` arrives literally.
 
+On a mapping (``params``, ``steps``, ``steps.ID.output``, ``target``, ``item``, ``alert``), ``x.NAME`` is the key
+``NAME`` when there is one, even where the mapping has a method of that name (a param called ``items`` or
+``keys``); ``x.items()`` is the method only when no key has that name.
+
 A field that is exactly one expression (``"{{ params.port }}"``) evaluates to
 the expression's native value (an int stays an int); any other template
 renders to a string.
@@ -50,7 +54,18 @@ class Renderer:
                         return str(describe(self._undefined_name))
                     return str(super()._undefined_message)
 
-            env = ImmutableSandboxedEnvironment(undefined=Undefined, autoescape=False, keep_trailing_newline=True)
+            class Environment(ImmutableSandboxedEnvironment):  # type: ignore[misc]
+                """``params.items`` is the param ``items``: on a mapping, a key comes before a method of the same name."""
+
+                def getattr(self, obj: Any, attribute: str) -> Any:
+                    if isinstance(obj, Mapping) and isinstance(attribute, str):
+                        try:
+                            return obj[attribute]  # what `obj[attribute]` gives anyway: the sandbox exposes nothing new
+                        except KeyError:
+                            pass
+                    return super().getattr(obj, attribute)
+
+            env = Environment(undefined=Undefined, autoescape=False, keep_trailing_newline=True)
             env.filters.update(self._filters)
             env.filters.setdefault("shquote", _shquote)
             self._env = env

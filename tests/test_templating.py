@@ -74,6 +74,39 @@ def test_sandbox_blocks_escapes(renderer: Renderer, template: str) -> None:
         renderer.render(template, {"params": {"x": 0}}, file="f", step="s", field="x")
 
 
+@pytest.mark.parametrize("name", ["items", "keys", "values", "get", "update", "pop", "copy", "setdefault", "clear"])
+def test_a_key_named_like_a_mapping_method_is_the_key(renderer: Renderer, name: str) -> None:
+    from runner.engine.runtime import ParamValues
+    from runner.params import ParamSpec
+
+    value = ["x", "y"]
+    plain = {"params": {name: value}, "steps": {"a": {"output": {name: 7}}}, "item": {name: "i"}}
+    assert renderer.render(f"{{{{ params.{name} }}}}", plain) == value
+    assert renderer.render(f"n={{{{ params.{name} | length }}}}", plain) == "n=2"
+    assert renderer.render(f"{{{{ steps.a.output.{name} }}}}", plain) == 7
+    assert renderer.render(f"{{{{ item.{name} }}}}", plain) == "i"
+    spec = ParamSpec.model_validate({"type": "array"})
+    values = ParamValues({name: value}, {name: spec}, resolver=None)  # type: ignore[arg-type]
+    assert renderer.render(f"{{{{ params.{name} }}}}", {"params": values}) == value
+
+
+def test_mapping_methods_stay_methods_when_no_key_has_their_name(renderer: Renderer) -> None:
+    ctx = {"params": {"a": 1, "b": 2}}
+    assert renderer.render("{% for k, v in params.items() %}{{ k }}={{ v }} {% endfor %}", ctx) == "a=1 b=2 "
+    assert renderer.render("{{ params.get('a') }}", ctx) == 1
+    with pytest.raises(TemplateError, match="sandbox"):
+        renderer.render("{{ params.update({'x': 1}) }}", ctx)  # a mutating method is still refused
+    with pytest.raises(TemplateError):
+        renderer.render("{{ params.missing }}", ctx)  # and a missing key is still an error
+
+
+def test_a_data_key_named_like_a_dunder_gives_data_not_internals(renderer: Renderer) -> None:
+    ctx = {"params": {"x": {"__class__": "data"}}}
+    assert renderer.render("{{ params.x.__class__ }}", ctx) == "data"
+    with pytest.raises(TemplateError):
+        renderer.render("{{ params.x.__class__.__mro__ }}", ctx)
+
+
 def test_conditions(renderer: Renderer) -> None:
     ctx = {"params": {"n": 3, "env": "prod"}}
     assert renderer.truthy("params.n > 2", ctx, file=None, step="s", field="when") is True
