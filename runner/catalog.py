@@ -230,7 +230,7 @@ class Catalog:
                 found = _scan_file(file, registry, paths, store, indexes.of(file), stats.get(file))
             except ValidationError as exc:
                 problems.extend(exc.problems)
-                for name in declared_names(file):
+                for name in names_of_broken(file):
                     invalid.setdefault(name, []).extend(exc.problems)
                 partial += [LoadedRunbook.of(spec, str(file), registry, located=where) for spec, where in getattr(exc, "partials", [])]
                 found = [(rb.name, Entry(rb.file, rb=rb)) for rb in getattr(exc, "loaded", [])]  # a Python file's good ones
@@ -344,6 +344,15 @@ def declared_names(path: Path) -> list[str]:
     head = read_head(path, 256 * 1024)  # never blocks on a FIFO, never reads a device
     pattern = _NAME_CALL if path.suffix == ".py" else _NAME_LINE
     return list(dict.fromkeys(m.decode() for m in pattern.findall(head)))
+
+
+def names_of_broken(path: Path) -> list[str]:
+    """The names a file that does not load answers to: those it declares, and a YAML file's own name (``NAME.yaml``),
+    so that ``runbook run NAME`` shows the file's problems even when its ``name:`` differs or cannot be read."""
+    names = declared_names(path)
+    if path.suffix in (".yaml", ".yml") and path.stem not in names:
+        names.append(path.stem)
+    return names
 
 
 def declared_runbooks(paths: Sequence[Path]) -> dict[str, str]:
