@@ -18,10 +18,10 @@ file, or a ``defaults:`` entry.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runner.analysis.runbooks import check_cycles, check_subrunbooks
+from runner.analysis.runbooks import Finder, check_cycles, check_subrunbooks
 from runner.analysis.templates import Scope, StepInfo, check_template, reads_secret
 from runner.analysis.walk import configs, source_path, strings
 from runner.errors import Problem
@@ -36,21 +36,28 @@ __all__ = ["check_catalog", "check_runbook", "locate"]
 Path_ = tuple[str | int, ...]
 
 
-def check_catalog(catalog: Catalog, host: PluginHost, env: Mapping[str, str] | None = None) -> list[Problem]:
-    """Problems found statically in every runbook of ``catalog`` and across them (not those of loading)."""
+def check_catalog(catalog: Catalog, host: PluginHost, env: Mapping[str, str] | None = None, *,
+                  elsewhere: Sequence[Catalog] = ()) -> list[Problem]:  # fmt: skip
+    """Problems found statically in every runbook of ``catalog`` and across them (not those of loading).
+
+    Sub-runbooks are looked up in ``catalog``, then in ``elsewhere`` (``validate FILE``: the runbooks beside the
+    file and on the search path), whose own problems are not reported.
+    """
     from runner.templating import Renderer
 
     renderer = Renderer(dict(host.template_filters.items()))
+    finder = Finder(catalog, elsewhere)
     problems: list[Problem] = []
     for rb in [*catalog, *catalog.partial]:  # a runbook with problems gets its templates checked too
-        problems += check_runbook(rb, catalog, host, renderer=renderer, env=env)
-    problems += check_cycles(catalog)
+        problems += check_runbook(rb, catalog, host, renderer=renderer, env=env, finder=finder)
+    problems += check_cycles(catalog, finder)
     return problems
 
 
 def check_runbook(rb: LoadedRunbook, catalog: Catalog, host: PluginHost, *, renderer: Renderer | None = None,
-                  env: Mapping[str, str] | None = None) -> list[Problem]:  # fmt: skip
-    """Problems found statically in one runbook: templates, secret references, step-type rules, sub-runbooks."""
+                  env: Mapping[str, str] | None = None, finder: Finder | None = None) -> list[Problem]:  # fmt: skip
+    """Problems found statically in one runbook: templates, secret references, step-type rules, sub-runbooks
+    (looked up with ``finder``, by default in ``catalog``)."""
     from runner.steptypes import StaticFacts
     from runner.templating import Renderer
 
@@ -77,7 +84,7 @@ def check_runbook(rb: LoadedRunbook, catalog: Catalog, host: PluginHost, *, rend
         if config.type in registry:
             for finding in registry.get(config.type).lint(config.config, facts):
                 problems.append(locate(rb, (*config.path, *finding.path), finding.message))
-    problems += check_subrunbooks(rb, catalog)
+    problems += check_subrunbooks(rb, finder or Finder(catalog))
     return problems
 
 

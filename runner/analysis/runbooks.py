@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import Problem
@@ -11,9 +11,41 @@ from runner.steptypes import has_template
 if TYPE_CHECKING:
     from runner.catalog import Catalog, LoadedRunbook
 
-__all__ = ["check_cycles", "check_subrunbooks", "subrunbook_steps"]
+__all__ = ["Finder", "check_cycles", "check_subrunbooks", "subrunbook_steps"]
 
 Path_ = tuple[str | int, ...]
+
+
+class Finder:
+    """Where sub-runbooks are looked up: the catalog being checked, then ``more`` in order (``validate FILE``: the
+    file's own directory, then the project's search path), the first that knows a name winning."""
+
+    def __init__(self, catalog: Catalog, more: Sequence[Catalog] = ()) -> None:
+        self.catalogs = (catalog, *more)
+
+    def get(self, name: str) -> LoadedRunbook | None:
+        """The runbook called ``name`` that loads, or None."""
+        for catalog in self.catalogs:
+            if name in catalog:
+                rb = catalog.runbooks.get(name)
+                if rb is not None:
+                    return rb
+            if name in catalog.invalid:
+                return None
+        return None
+
+    def problems(self, name: str) -> list[Problem] | None:
+        """The problems of the file called ``name`` that does not load, or None."""
+        for catalog in self.catalogs:
+            if name in catalog:
+                return None
+            if name in catalog.invalid:
+                return catalog.invalid[name]
+        return None
+
+    def names(self) -> list[str]:
+        """Every name a sub-runbook step may use, sorted."""
+        return sorted({n for catalog in self.catalogs for n in catalog.names()})
 
 
 def subrunbook_steps(rb: LoadedRunbook) -> Iterator[tuple[Path_, str, dict[str, Any]]]:
@@ -25,23 +57,24 @@ def subrunbook_steps(rb: LoadedRunbook) -> Iterator[tuple[Path_, str, dict[str, 
                 yield ("steps", i, key), str(action.config.get("name")), params if isinstance(params, dict) else {}
 
 
-def check_subrunbooks(rb: LoadedRunbook, catalog: Catalog) -> list[Problem]:
+def check_subrunbooks(rb: LoadedRunbook, finder: Finder) -> list[Problem]:
     """Each sub-runbook exists and loads; its required params are given, no unknown one is, literal values fit."""
     from runner.analysis import locate
 
     out: list[Problem] = []
     for path, name, given in subrunbook_steps(rb):
         at: Path_ = (*path, "config")
-        child = catalog.runbooks.get(name)
+        child = finder.get(name)
         if child is None:
-            if name in catalog.invalid:
-                first = catalog.invalid[name][0]
-                out.append(locate(rb, (*at, "name"), f"sub-runbook '{name}' does not load ({first}); fix that file first"))
+            broken = finder.problems(name)
+            if broken:
+                out.append(locate(rb, (*at, "name"), f"sub-runbook '{name}' does not load ({broken[0]}); fix that file first"))
             else:
                 import difflib
 
-                close = difflib.get_close_matches(name, [n for n in catalog.names() if n != rb.name], n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"runbooks: {', '.join(catalog.names()[:10]) or 'none'}"
+                names = finder.names()
+                close = difflib.get_close_matches(name, [n for n in names if n != rb.name], n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"runbooks: {', '.join(names[:10]) or 'none'}"
                 out.append(locate(rb, (*at, "name"), f"no runbook named '{name}' for this sub-runbook step ({hint})"))
             continue
         out += _params(rb, at, child, given)
@@ -79,17 +112,26 @@ def _params(rb: LoadedRunbook, at: Path_, child: LoadedRunbook, given: dict[str,
     return out
 
 
-def check_cycles(catalog: Catalog) -> list[Problem]:
+def check_cycles(catalog: Catalog, finder: Finder | None = None) -> list[Problem]:
     """A runbook that starts itself again through sub-runbooks (directly or not) would never finish: each step
-    on such a cycle is reported, naming the whole cycle."""
+    on such a cycle is reported, naming the whole cycle (the steps of ``catalog``'s runbooks; with ``finder``, a
+    cycle may pass through the runbooks it finds elsewhere)."""
     from runner.analysis import locate
 
+    finder = finder or Finder(catalog)
     edges: dict[str, list[tuple[str, Path_]]] = {}
-    for rb in catalog:
-        edges[rb.name] = [(child, (*path, "config", "name")) for path, child, _ in subrunbook_steps(rb)]
+    todo = [rb.name for rb in catalog]
+    while todo:
+        name = todo.pop()
+        found = finder.get(name) if name not in edges else None
+        if found is not None:
+            edges[name] = [(child, (*path, "config", "name")) for path, child, _ in subrunbook_steps(found)]
+            todo += [child for child, _ in edges[name] if child not in edges]
     out: list[Problem] = []
     seen: set[tuple[str, ...]] = set()
     for start in sorted(edges):
+        if start not in catalog:
+            continue  # a cycle is reported where it passes through the runbooks checked
         for cycle in _cycles_from(start, edges):
             key = _canonical(cycle)
             if key in seen:
@@ -98,6 +140,8 @@ def check_cycles(catalog: Catalog) -> list[Problem]:
             text = " → ".join([*cycle, cycle[0]])
             for i, name in enumerate(cycle):
                 nxt = cycle[(i + 1) % len(cycle)]
+                if name not in catalog:
+                    continue
                 for child, path in edges[name]:
                     if child == nxt:
                         out.append(locate(catalog.runbooks[name], path, f"sub-runbook cycle: {text} (a run would start "

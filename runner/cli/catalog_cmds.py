@@ -143,8 +143,11 @@ def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], 
     """(loaded runbooks, problems, files checked) for ``paths`` (or the search path): everything compiling finds and
     everything :mod:`runner.analysis` finds statically, across runbooks."""
     from runner.analysis import check_catalog
+    from runner.analysis.runbooks import subrunbook_steps
     from runner.catalog import Catalog, search_path
 
+    project = search_path(state.settings.paths, state.host.runbook_sources.directories())
+    elsewhere: list[Catalog] = []
     if paths:
         catalog = Catalog.load(state.host.step_types, [Path(p) for p in paths], cache=False)
         for p in paths:
@@ -152,12 +155,21 @@ def validate_files(state: AppState, paths: tuple[str, ...]) -> tuple[list[Any], 
                 from runner.errors import Problem
 
                 catalog.problems.append(Problem("no such file or directory", file=p))
+        if any(next(subrunbook_steps(rb), None) for rb in [*catalog, *catalog.partial]):
+            elsewhere = [Catalog.load(state.host.step_types, _beside(paths)), Catalog.load(state.host.step_types, project)]
     else:
-        catalog = Catalog.load(state.host.step_types, search_path(state.settings.paths, state.host.runbook_sources.directories()),
-                               cache=False)  # fmt: skip
-    problems = [*catalog.problems, *check_catalog(catalog, state.host)]
+        catalog = Catalog.load(state.host.step_types, project, cache=False)
+    problems = [*catalog.problems, *check_catalog(catalog, state.host, elsewhere=elsewhere)]
     problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
     return list(catalog), problems, catalog.files
+
+
+def _beside(paths: tuple[str, ...]) -> list[Path]:
+    """The YAML runbooks next to each file of ``paths`` (not below, and no Python file is imported for this)."""
+    out: set[Path] = set()
+    for folder in {Path(p).parent for p in paths if Path(p).is_file()}:
+        out.update(f for f in folder.iterdir() if f.suffix in (".yaml", ".yml") and not f.name.startswith((".", "_")) and f.is_file())
+    return sorted(out)
 
 
 def _plural(n: int, word: str) -> str:
