@@ -44,6 +44,7 @@ class _Ctx:
         self.problems: list[Problem] = []
         self.defaults = Defaults(located, registry)
         self.best: dict[Path_, Step] = {}
+        self.partial_top: dict[str, Any] | None = None  # the top-level fields without a problem, when some have one
 
     def add(self, path: Path_, message: str, *, value: bool = False) -> None:
         self.problems.append(self.located.problem(path, message, where=_where(self.located.data, path), value=value))
@@ -110,7 +111,7 @@ def compile_document(located: Located, registry: StepTypeRegistry, *,
     if ctx.problems or top is None:
         error = ValidationError(_ordered(ctx.problems, located.file))
         best = [_from_text(s) or ctx.best.get(("steps", i)) for i, s in enumerate(compiled)]
-        error.partial = (_partial(data, top, params, best), expanded)  # type: ignore[attr-defined]
+        error.partial = (_partial(data, top or ctx.partial_top, params, best), expanded)  # type: ignore[attr-defined]
         raise error
     try:
         spec = RunbookSpec.model_validate({**top, "params": params})
@@ -143,10 +144,21 @@ def _from_text(compiled: tuple[bytes, str] | None) -> Step | None:
 
 def _top(ctx: _Ctx, data: dict[str, Any]) -> dict[str, Any] | None:
     """The top-level fields but ``steps`` (checked on their own, so a problem here hides none of theirs)."""
+    given = {k: v for k, v in data.items() if k != "steps"}
     try:
-        top = _Top.model_validate({k: v for k, v in data.items() if k != "steps"})
+        top = _Top.model_validate(given)
     except PydanticValidationError as exc:
         ctx.pydantic((), exc)
+        # the fields without a problem, for what `validate` checks beyond them (the lock's template): a top-level
+        # error hides no other error; with its problems recorded, the runbook never runs
+        bad = {e["loc"][0] for e in exc.errors(include_url=False) if e["loc"]}
+        try:
+            top = _Top.model_validate({k: v for k, v in given.items() if k not in bad})
+        except PydanticValidationError:
+            return None
+        out = top.model_dump(exclude={"params", "defaults"})
+        out["version"] = str(top.version)
+        ctx.partial_top = out
         return None
     out: dict[str, Any] = top.model_dump(exclude={"params", "defaults"})
     out["version"] = str(top.version)
@@ -291,13 +303,23 @@ def _action(ctx: _Ctx, path: Path_, type_name: str, raw_config: Any) -> Action |
         model = step_type.Config.model_validate(config)
     except PydanticValidationError as exc:
         ctx.pydantic((*path, type_name), exc, config)
-        return None
-    dumped = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        if not isinstance(config, dict):
+            return None
+        # the fields without a problem stay, unvalidated, so that `validate` checks their templates too (a type error
+        # in one field hides no template error in another); with its problems recorded, the runbook never runs
+        bad = {e["loc"][0] for e in exc.errors(include_url=False) if e["loc"]}
+        dumped = {k: v for k, v in config.items() if k not in bad}
+        partial = True
+    else:
+        dumped, partial = model.model_dump(mode="json", by_alias=True, exclude_unset=True), False
     for name in step_type.check_fields:
         if dumped.get(name) is not None:
             checks = _checks(ctx, (*path, type_name, name), config[name])
-            if checks is None:
+            if checks is None and not partial:
                 return None
+            if checks is None:
+                del dumped[name]
+                continue
             dumped[name] = [c.model_dump(mode="json", by_alias=True, exclude_defaults=True) for c in checks]
     return Action(type=type_name, config=dumped)
 
