@@ -120,7 +120,17 @@ def test_a_top_level_error_hides_no_lock_error(project: Project) -> None:
 # ---------------------------------------------------------------------- a forward `when`
 
 
-def test_a_forward_when_reference_fails_pre_flight_before_anything_runs(project: Project) -> None:
+@pytest.mark.parametrize(
+    "step_b",
+    [
+        """{id: b, when: "steps.c.state == 'succeeded'", shell: ['true']}""",
+        """{id: b, shell: [echo, "{{ steps.c.output.stdout }}"]}""",
+        """{id: b, for_each: "{{ steps.c.output.stdout }}", shell: [echo, "{{ item }}"]}""",
+        """{id: b, shell: [echo, "{{ steps.b.output.stdout }}"]}""",
+    ],
+    ids=["when", "action", "for_each", "itself"],
+)
+def test_a_forward_when_reference_fails_pre_flight_before_anything_runs(project: Project, step_b: str) -> None:
     marker = project.root / "marker"
     project.write(
         "fwd.yaml",
@@ -129,11 +139,10 @@ def test_a_forward_when_reference_fails_pre_flight_before_anything_runs(project:
         steps:
           - id: a
             shell: [touch, "{marker}"]
-          - id: b
-            when: "steps.c.state == 'succeeded'"
-            shell: ['true']
+          - {step_b}
           - id: c
-            shell: ['true']
+            shell: [echo, x]
+            rollback: {{shell: [echo, "{{{{ steps.c.output.stdout }}}} {{{{ steps.a.state }}}}"]}}
         """,
     )
     res = project.run("run", "fwd", "--json")
@@ -142,22 +151,27 @@ def test_a_forward_when_reference_fails_pre_flight_before_anything_runs(project:
     assert not marker.exists(), "step 'a' ran before the run failed"
     reason = str(doc["reason"])
     assert reason.startswith("pre-flight found 1 problem"), reason
-    assert "step 'b'" in reason and "'c'" in reason and "runs after" in reason, reason
+    assert "step 'b'" in reason, reason
+    assert ("step 'b' itself" in reason) if "steps.b" in step_b else ("step 'c', which runs after" in reason), reason
 
 
 def test_a_step_not_known_yet_is_named_at_run_time_not_an_internal_class() -> None:
     from runner.engine.execution import DoneSteps
     from runner.templating import Renderer
 
-    class Exe:
-        steps: dict[str, object] = {}
+    from types import SimpleNamespace
 
-    view = DoneSteps(Exe(), lambda rec: rec)  # type: ignore[arg-type]
-    with pytest.raises(Exception) as info:
-        Renderer().render("{{ steps.c.state }}", {"steps": view}, file="f.yaml", step="b", field="when")
-    text = str(info.value)
-    assert "DoneSteps" not in text and "runner." not in text, text
-    assert "step 'c'" in text, text
+    from runner.errors import TemplateError
+
+    exe = SimpleNamespace(steps={"a": SimpleNamespace(state="succeeded", output=1), "c": SimpleNamespace(state="pending")})
+    view = DoneSteps(exe, lambda rec: {"state": rec.state})  # type: ignore[arg-type]
+    assert Renderer().render("{{ steps.a.state }}", {"steps": view}) == "succeeded"
+    for name, wanted in (("c", "step 'c' has not finished yet"), ("zz", "no step 'zz'")):
+        with pytest.raises(TemplateError) as info:
+            Renderer().render(f"{{{{ steps.{name}.state }}}}", {"steps": view}, file="f.yaml", step="b", field="when")
+        text = str(info.value)
+        assert "DoneSteps" not in text and "runner." not in text, text
+        assert wanted in text, text
 
 
 # ---------------------------------------------------------------------- a broken file found by its file name

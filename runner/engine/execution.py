@@ -91,6 +91,12 @@ class DoneSteps(Mapping[str, Any]):
     def __len__(self) -> int:
         return sum(1 for rec in list(self._exe.steps.values()) if rec.state in DONE_STEP_STATES)
 
+    def describe_missing(self, step_id: str) -> str:
+        """What a template that asks for a step that has not finished (or does not exist) is told."""
+        if step_id in self._exe.steps:
+            return f"step '{step_id}' has not finished yet: its output and state are known only once it has (a step sees only the steps before it)"
+        return f"the runbook has no step '{step_id}'"
+
 
 class Execution:
     """Executes a run from its current state until it finishes, fails, waits or must stop."""

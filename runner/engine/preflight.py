@@ -12,7 +12,8 @@ edited, a secret or a key file removed meanwhile), over the steps still to run:
 - sub-runbooks: that they exist and load, their params, and (with those params) the same checks inside them.
 
 What depends on an earlier step's output (``{{ steps.x.output... }}``, a ``when`` on it) cannot be known yet and is
-left for when the step runs; a step whose ``when`` is false now is not checked. Nothing is changed: no action or
+left for when the step runs (a step that names a *later* step, or itself outside its rollback, is a problem: it
+could never see it); a step whose ``when`` is false now is not checked. Nothing is changed: no action or
 probe runs, no host is contacted. A run with problems ends ``failed`` before its first step with one
 ``run.preflight_failed`` event listing them (see :func:`refuse`); ``runbook retry`` and ``resume`` after the fix.
 """
@@ -163,8 +164,10 @@ class Preflight:
             try:
                 if not self.renderer.truthy(step.when, tctx, file=rb.file, step=step.id, field="when"):
                     return []  # it will be skipped
-            except NotYetKnown:
-                pass  # decided when the run gets there; checked as if it runs
+            except NotYetKnown as exc:
+                if (later := _not_before(rb, step, exc.step_id)) is not None:
+                    out.append(PreflightProblem(f"when: {later}", step.id))
+                # else: decided when the run gets there; checked as if it runs
             except UsageError as exc:
                 out.append(PreflightProblem(self.redactor.text(str(exc)), step.id))
         units: list[dict[str, Any] | None] = [None]
@@ -174,8 +177,10 @@ class Preflight:
                 try:
                     units = [u for u in resolve_units(step, self.renderer, tctx, file=rb.file, inventory=self.settings.inventory)
                              if u["name"] not in done]  # fmt: skip
-                except NotYetKnown:
-                    pass  # resolved when the step starts
+                except NotYetKnown as exc:
+                    if (later := _not_before(rb, step, exc.step_id)) is not None:
+                        out.append(PreflightProblem(later, step.id))
+                    # else: resolved when the step starts
                 except (UsageError, StepFailed) as exc:
                     out.append(PreflightProblem(_own(step.id, self.redactor.text(str(exc))), step.id))
         for unit in units:
@@ -195,8 +200,9 @@ class Preflight:
         where = "" if kind == "action" else "rollback: "
         try:
             model = prober.render_config(step_type, action.config, tctx, step.id, kind, action.validated)
-        except NotYetKnown:
-            return []
+        except NotYetKnown as exc:
+            later = _not_before(rb, step, exc.step_id, rollback=kind == "rollback")
+            return [] if later is None else [where + later]
         except SecretError:
             return []  # reported once, with the secret's name
         except (UsageError, StepFailed) as exc:
@@ -244,6 +250,18 @@ def _unique(problems: list[PreflightProblem]) -> list[PreflightProblem]:
             seen.add(p)
             out.append(p)
     return out
+
+
+def _not_before(rb: LoadedRunbook, step: Step, needed: str, *, rollback: bool = False) -> str | None:
+    """Why ``step`` can never see step ``needed`` (one that comes after it, or itself outside its rollback), or None
+    when ``needed`` runs before it (its outcome is then known when ``step`` runs)."""
+    index = rb.spec.steps.index_set
+    at, there = index.get(step.id), index.get(needed)
+    if at is None or there is None or there < at or (there == at and rollback):
+        return None
+    if there == at:
+        return f"refers to step '{needed}' itself, whose output and state are known only once it has finished"
+    return f"refers to step '{needed}', which runs after this one: a step sees only the steps before it"
 
 
 def _own(step_id: str, text: str) -> str:
