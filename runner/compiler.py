@@ -7,6 +7,7 @@ field) and raised together as one :class:`~runner.errors.ValidationError`, so
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -152,14 +153,13 @@ def _top(ctx: _Ctx, data: dict[str, Any]) -> dict[str, Any] | None:
         # the fields without a problem, for what `validate` checks beyond them (the lock's template): a top-level
         # error hides no other error; with its problems recorded, the runbook never runs
         bad = {e["loc"][0] for e in exc.errors(include_url=False) if e["loc"]}
-        try:
-            top = _Top.model_validate({k: v for k, v in given.items() if k not in bad})
-        except PydanticValidationError:
-            return None
-        out = top.model_dump(exclude={"params", "defaults"})
-        out["version"] = str(top.version)
-        ctx.partial_top = out
+        with contextlib.suppress(PydanticValidationError):
+            ctx.partial_top = _top_fields(_Top.model_validate({k: v for k, v in given.items() if k not in bad}))
         return None
+    return _top_fields(top)
+
+
+def _top_fields(top: _Top) -> dict[str, Any]:
     out: dict[str, Any] = top.model_dump(exclude={"params", "defaults"})
     out["version"] = str(top.version)
     return out

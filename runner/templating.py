@@ -54,7 +54,7 @@ class Renderer:
                         return str(describe(self._undefined_name))
                     return str(super()._undefined_message)
 
-            class Environment(ImmutableSandboxedEnvironment):  # type: ignore[misc]
+            class Environment(ImmutableSandboxedEnvironment):
                 """``params.items`` is the param ``items``: on a mapping, a key comes before a method of the same name."""
 
                 def getattr(self, obj: Any, attribute: str) -> Any:

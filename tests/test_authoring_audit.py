@@ -156,12 +156,11 @@ def test_a_forward_when_reference_fails_pre_flight_before_anything_runs(project:
 
 
 def test_a_step_not_known_yet_is_named_at_run_time_not_an_internal_class() -> None:
-    from runner.engine.execution import DoneSteps
-    from runner.templating import Renderer
-
     from types import SimpleNamespace
 
+    from runner.engine.execution import DoneSteps
     from runner.errors import TemplateError
+    from runner.templating import Renderer
 
     exe = SimpleNamespace(steps={"a": SimpleNamespace(state="succeeded", output=1), "c": SimpleNamespace(state="pending")})
     view = DoneSteps(exe, lambda rec: {"state": rec.state})  # type: ignore[arg-type]
