@@ -29,6 +29,7 @@ from runner.errors import Problem
 if TYPE_CHECKING:
     from runner.catalog import Catalog, LoadedRunbook
     from runner.plugin import PluginHost
+    from runner.steptypes import StepType
     from runner.templating import Renderer
 
 __all__ = ["check_catalog", "check_runbook", "locate"]
@@ -48,16 +49,19 @@ def check_catalog(catalog: Catalog, host: PluginHost, env: Mapping[str, str] | N
     renderer = Renderer(dict(host.template_filters.items()))
     finder = Finder(catalog, elsewhere)
     problems: list[Problem] = []
-    for rb in [*catalog, *catalog.partial]:  # a runbook with problems gets its templates checked too
+    for rb in catalog:
         problems += check_runbook(rb, catalog, host, renderer=renderer, env=env, finder=finder)
+    for rb in catalog.partial:  # a runbook with problems gets its templates checked too
+        problems += check_runbook(rb, catalog, host, renderer=renderer, env=env, finder=finder, compiled=False)
     problems += check_cycles(catalog, finder)
     return problems
 
 
 def check_runbook(rb: LoadedRunbook, catalog: Catalog, host: PluginHost, *, renderer: Renderer | None = None,
-                  env: Mapping[str, str] | None = None, finder: Finder | None = None) -> list[Problem]:  # fmt: skip
+                  env: Mapping[str, str] | None = None, finder: Finder | None = None, compiled: bool = True) -> list[Problem]:  # fmt: skip
     """Problems found statically in one runbook: templates, secret references, step-type rules, sub-runbooks
-    (looked up with ``finder``, by default in ``catalog``)."""
+    (looked up with ``finder``, by default in ``catalog``). ``compiled=False``: what compiled of a runbook with
+    problems, whose configs with problems a step type's own rules are not asked about."""
     from runner.steptypes import StaticFacts
     from runner.templating import Renderer
 
@@ -81,11 +85,22 @@ def check_runbook(rb: LoadedRunbook, catalog: Catalog, host: PluginHost, *, rend
     secret_params = {n for n, p in rb.spec.params.items() if p.secret}
     facts = StaticFacts(lambda text: reads_secret(renderer, text, secret_params), os.environ if env is None else env)
     for config in configs(spec, registry):
-        if config.type in registry:
+        if config.type in registry and (compiled or _validates(registry.get(config.type), config.config)):
             for finding in registry.get(config.type).lint(config.config, facts):
                 problems.append(locate(rb, (*config.path, *finding.path), finding.message))
     problems += check_subrunbooks(rb, finder or Finder(catalog))
     return problems
+
+
+def _validates(step_type: StepType, config: dict[str, Any]) -> bool:
+    """True if ``config`` is valid for ``step_type`` (a config with problems is kept, unvalidated, for its templates)."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    try:
+        step_type.Config.model_validate(config)
+    except PydanticValidationError:
+        return False
+    return True
 
 
 def _step_infos(rb: LoadedRunbook) -> dict[str, StepInfo]:
