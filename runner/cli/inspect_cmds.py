@@ -225,14 +225,14 @@ def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None,
     rid = engine.resolve_id(run_id)
     engine.status(rid)  # who may not read the run may not read its output
     settled = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED}
-    seen: set[tuple[str, str | None, str, int]] = set()
+    seen: set[tuple[str, str | None, int | None, str, str, int]] = set()
     lines_json: list[dict[str, Any]] = []
 
     def emit(done_only: bool) -> None:
         from runner.cli.output import console
 
         for line in collect(state.store, rid, step=step, target=target, stream=stream, finished_only=done_only):
-            key = (line.step, line.target, line.stream, line.n)
+            key = line.key()
             if key in seen:
                 continue
             seen.add(key)
