@@ -144,6 +144,11 @@ def event_line(ev: Event) -> str:
         detail += f"; retrying in {data['retry_in']}s"
     if ev.type == "step.output":
         detail = f"{data.get('stream')}: {len(data.get('lines') or [])} line(s) so far"
+    if ev.type in ("step.attempt_output", "step.call_output") or (ev.type == "rollback.finished" and data.get("output")):
+        kept = data.get("output") if isinstance(data.get("output"), dict) else {}
+        counts = ", ".join(f"{s} {len(str(kept[s]).splitlines())} line(s)" for s in ("stdout", "stderr", "body") if kept.get(s))
+        kept_note = f"output kept ({counts or 'empty'}): runbook logs"
+        detail = f"{detail}; {kept_note}" if detail else f"{data.get('call', '')} {kept_note}".strip()
     said += [escape(detail)] if detail else []
     return f"[dim]{ev.seq:>4} {iso(ev.ts)}[/] {head}" + "".join(f" {s}" for s in said)
 
