@@ -3,6 +3,9 @@ Python step's ``ctx.shell`` calls printed, and what rollback actions printed, ea
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import Project
@@ -114,3 +117,22 @@ def test_a_rollbacks_output_is_captured_and_labelled(project: Project) -> None:
     human = project.run("logs", rid, "change").out
     assert "change [rollback] stderr| cannot-undo" in human, human
     assert [x["line"] for x in _lines(project, rid, "change", "--stream", "stderr")] == ["cannot-undo"]
+
+
+def test_logs_read_every_run_of_a_journal_written_by_the_previous_release(tmp_path: Path) -> None:
+    """The previous release journaled no ``step.attempt_output``/``step.call_output`` and no rollback output: its runs'
+    logs read, each unit's output labelled with its last attempt (counted from its ``step.started`` events)."""
+    data = Path(__file__).parent / "data" / "legacy_journal"
+    project = Project(tmp_path)
+    shutil.copytree(data / "runbooks", project.runbooks, dirs_exist_ok=True)
+    (tmp_path / ".runbook").mkdir()
+    shutil.copy(data / "journal.db", project.journal)
+    runs = json.loads((data / "runs.json").read_text())
+    for run in runs:
+        lines = _lines(project, run["run_id"])
+        assert all(x["part"] in ("action", "rollback") and (x["attempt"] is None or x["attempt"] >= 1) for x in lines), lines
+    fanout = next(r["run_id"] for r in runs if r["runbook"] == "legacy-fanout")
+    (tmp_path / "fixed.flag").touch()
+    assert project.run("retry", fanout).code == 0
+    assert project.run("resume", fanout).code == 0
+    assert project.run("logs", fanout).code == 0

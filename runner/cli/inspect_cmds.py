@@ -145,7 +145,8 @@ def event_line(ev: Event) -> str:
     if ev.type == "step.output":
         detail = f"{data.get('stream')}: {len(data.get('lines') or [])} line(s) so far"
     if ev.type in ("step.attempt_output", "step.call_output") or (ev.type == "rollback.finished" and data.get("output")):
-        kept = data.get("output") if isinstance(data.get("output"), dict) else {}
+        value = data.get("output")
+        kept: dict[str, Any] = value if isinstance(value, dict) else {}
         counts = ", ".join(f"{s} {len(str(kept[s]).splitlines())} line(s)" for s in ("stdout", "stderr", "body") if kept.get(s))
         kept_note = f"output kept ({counts or 'empty'}): runbook logs"
         detail = f"{detail}; {kept_note}" if detail else f"{data.get('call', '')} {kept_note}".strip()

@@ -34,6 +34,7 @@ def has_streams(output: Any) -> bool:
     return isinstance(output, dict) and (bool(output.get("truncated")) or any(isinstance(output.get(k), str) and output[k]
                                                                                 for k in STREAMS))  # fmt: skip
 
+
 OutputObserver = Callable[[str, "str | None", str, str], None]
 """``observer(step_id, target, stream, line)``: a line a running step wrote (already redacted)."""
 
