@@ -109,3 +109,36 @@ def test_runs_filter_by_starter_and_creation_time(project: Project) -> None:
     assert project.run("runs", "--started-by", "nobody").out.strip() == "no runs match"
     bad = project.run("runs", "--since", "yesterday")
     assert bad.code == 2 and "Invalid value for '--since'" in bad.err and "ISO 8601" in bad.err, bad
+
+
+LISTERS = [
+    (["notify", "list"], "no notifications: no journal at", {"notifications": [], "next_before": None}),
+    (["alerts", "decisions"], "no decisions recorded: no journal at", {"decisions": [], "next_before": None}),
+    (["prune", "--older-than", "1d", "--dry-run"], "nothing to prune: no journal at", None),
+]
+
+
+@pytest.mark.parametrize(("args", "note", "doc"), LISTERS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+@pytest.mark.parametrize("json", [False, True], ids=["human", "json"])
+def test_listing_commands_in_an_empty_directory_create_nothing(tmp_path: Path, args: list[str], note: str,
+                                                                 doc: dict[str, object] | None, json: bool) -> None:  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli(empty, *args, *(["--json"] if json else []))
+    assert tree(empty) == [], f"{args} created {tree(empty)}"
+    assert res.code == 0, res
+    if not json:
+        assert note in res.out, res
+    elif doc is not None:
+        assert res.json() == doc
+    else:
+        body = res.json()
+        assert body["dry_run"] is True and body["runs"] == 0 and body["journal"] is False, body
+
+
+@pytest.mark.parametrize("args", [a for a, _, _ in LISTERS], ids=lambda a: a[0])
+def test_listing_commands_refuse_a_store_url_whose_directory_does_not_exist(tmp_path: Path, args: list[str]) -> None:
+    res = cli(tmp_path, "--store", f"sqlite:///{tmp_path}/nowhere/j.db", *args)
+    assert res.code == 2, res
+    assert f"the directory {tmp_path}/nowhere does not exist" in res.err, res
+    assert not (tmp_path / "nowhere").exists()

@@ -99,7 +99,8 @@ def test_logs_follow_prints_lines_while_the_step_runs_and_stops_with_the_run(pro
         run.communicate(timeout=120)
     assert follow.returncode == 0, err
     lines = [first, *(json.loads(line) for line in out.splitlines())]
-    assert first == {"step": "tick", "target": None, "stream": "stdout", "n": first["n"], "line": first["line"]}
+    assert first == {"step": "tick", "target": None, "stream": "stdout", "n": first["n"], "line": first["line"], "attempt": 1,
+                     "part": "action"}  # fmt: skip
     assert running_at_first, "the first line arrived while the step ran"
     ticks = [line["line"] for line in lines if line["step"] == "tick"]
     assert ticks == [f"tick-{i}" for i in range(1, 13)], "every line once, in order"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.app import AppState, existing_journal, json_option, pass_state
 
 if TYPE_CHECKING:
     from runner.notify.config import NotifySettings
@@ -99,12 +99,20 @@ def test_cmd(state: AppState, channels: tuple[str, ...], config_file: str | None
 @click.option("--before", type=float, metavar="TS", help="Page: notifications created before this time (next_before of --json).")
 @json_option
 @pass_state
+@existing_journal
 def list_cmd(state: AppState, run_id: str | None, states: tuple[str, ...], limit: int, before: float | None) -> int:
     """List notifications (the outbox), newest first, with each channel's outcome."""
     from runner.engine.views import iso
+    from runner.errors import JournalNotFound
 
-    rid = state.engine.resolve_id(run_id) if run_id else None
-    rows = state.store.list_notifications(run_id=rid, states=states, limit=limit, before=before)
+    empty = "no notifications"
+    try:
+        rid = state.engine.resolve_id(run_id) if run_id else None
+        rows = state.store.list_notifications(run_id=rid, states=states, limit=limit, before=before)
+    except JournalNotFound as exc:  # never creates one; without one, nothing was notified yet
+        if exc.missing_dir is not None or run_id:
+            raise  # a store URL naming a directory that does not exist is a mistake; a named run cannot exist
+        rows, empty = [], f"no notifications: no journal at {exc.where} (the first `runbook run` creates it)"
     if state.json:
         from runner.cli.output import emit_json
 
@@ -121,7 +129,7 @@ def list_cmd(state: AppState, run_id: str | None, states: tuple[str, ...], limit
     for r in rows:
         chans = ", ".join(f"{n}:{s.state}" for n, s in r.channels.items()) or "-"
         table.add_row(iso(r.created_at) or "", r.key, r.kind, r.runbook or "-", r.state, chans, r.last_error)
-    console().print(table if rows else "no notifications")
+    console().print(table if rows else empty)
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runbook_server.schedules_cli import schedules_cmd
-from runner.cli.app import AppState, json_option, pass_state, settle_startup
+from runner.cli.app import AppState, existing_journal, json_option, pass_state, settle_startup
 
 if TYPE_CHECKING:
     import socket
@@ -262,12 +262,20 @@ def alerts_group() -> None:
 @click.option("--before", type=int, metavar="ID", help="Page: decisions older than this id.")
 @json_option
 @pass_state
+@existing_journal
 def decisions_cmd(state: AppState, route: str | None, source: str | None, decision: str | None, run_id: str | None, limit: int,
                   before: int | None) -> int:  # fmt: skip
     """List what alert intake decided for each alert, newest first."""
+    from runner.errors import JournalNotFound
     from runner.views import iso
 
-    rows = state.store.list_decisions(route=route, source=source, decision=decision, run_id=run_id, limit=limit, before=before)
+    empty = "no decisions recorded"
+    try:
+        rows = state.store.list_decisions(route=route, source=source, decision=decision, run_id=run_id, limit=limit, before=before)
+    except JournalNotFound as exc:  # never creates one; without one, no alert was decided yet
+        if exc.missing_dir is not None:
+            raise  # a store URL naming a directory that does not exist is a mistake, not an empty journal
+        rows, empty = [], f"no decisions recorded: no journal at {exc.where} (`runbook serve` creates it)"
     if state.json:
         from runner.cli.output import emit_json
 
@@ -282,7 +290,7 @@ def decisions_cmd(state: AppState, route: str | None, source: str | None, decisi
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(str(r.id), iso(r.ts) or "", r.source, r.route or "-", r.status or "-", r.decision, r.run_id or "-", r.reason)
-    console().print(table if rows else "no decisions recorded")
+    console().print(table if rows else empty)
     return 0
 
 

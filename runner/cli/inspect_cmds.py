@@ -144,6 +144,12 @@ def event_line(ev: Event) -> str:
         detail += f"; retrying in {data['retry_in']}s"
     if ev.type == "step.output":
         detail = f"{data.get('stream')}: {len(data.get('lines') or [])} line(s) so far"
+    if ev.type in ("step.attempt_output", "step.call_output") or (ev.type == "rollback.finished" and data.get("output")):
+        value = data.get("output")
+        kept: dict[str, Any] = value if isinstance(value, dict) else {}
+        counts = ", ".join(f"{s} {len(str(kept[s]).splitlines())} line(s)" for s in ("stdout", "stderr", "body") if kept.get(s))
+        kept_note = f"output kept ({counts or 'empty'}): runbook logs"
+        detail = f"{detail}; {kept_note}" if detail else f"{data.get('call', '')} {kept_note}".strip()
     said += [escape(detail)] if detail else []
     return f"[dim]{ev.seq:>4} {iso(ev.ts)}[/] {head}" + "".join(f" {s}" for s in said)
 
@@ -225,14 +231,14 @@ def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None,
     rid = engine.resolve_id(run_id)
     engine.status(rid)  # who may not read the run may not read its output
     settled = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED, RunState.WAITING, RunState.INTERRUPTED}
-    seen: set[tuple[str, str | None, str, int]] = set()
+    seen: set[tuple[str, str | None, int | None, str, str, int]] = set()
     lines_json: list[dict[str, Any]] = []
 
     def emit(done_only: bool) -> None:
         from runner.cli.output import console
 
         for line in collect(state.store, rid, step=step, target=target, stream=stream, finished_only=done_only):
-            key = (line.step, line.target, line.stream, line.n)
+            key = line.key()
             if key in seen:
                 continue
             seen.add(key)

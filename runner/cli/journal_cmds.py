@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from runner.cli.app import AppState, json_option, pass_state
+from runner.cli.app import AppState, existing_journal, json_option, pass_state
 
 __all__ = ["COMMANDS"]
 
@@ -90,6 +90,7 @@ def _size(n: int | None) -> str:
 @click.option("--no-vacuum", is_flag=True, help="Keep the freed space in the journal for reuse instead of shrinking the file.")
 @json_option
 @pass_state
+@existing_journal
 def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_last: int, idempotency_window: float,
               alert_window: float, notification_window: float, batch: int, dry_run: bool, no_vacuum: bool) -> int:  # fmt: skip
     """Delete finished runs older than --older-than, keeping what is still referenced.
@@ -98,17 +99,30 @@ def prune_cmd(state: AppState, older_than: float, states: tuple[str, ...], keep_
     the sub-runbook runs of kept ones, the newest --keep-last runs of each runbook, runs whose idempotency key is
     inside its window, and runs of alerts that are still firing. See docs/durability.md, "Retention".
     """
+    from runner.errors import JournalNotFound
     from runner.store.records import RunState
-    from runner.store.retention import FINISHED_STATES, PruneRules
+    from runner.store.retention import FINISHED_STATES, PruneReport, PruneRules
 
     rules = PruneRules(older_than=older_than, states=frozenset(RunState(s) for s in states) or FINISHED_STATES, keep_last=keep_last,
                        idempotency_window=idempotency_window, alert_window=alert_window,
                        notification_window=notification_window)  # fmt: skip
-    report = state.store.prune(rules, dry_run=dry_run, batch=batch, vacuum="none" if no_vacuum else "auto")
+    try:
+        store = state.store
+    except JournalNotFound as exc:  # never creates one; without one, there is nothing to prune
+        if exc.missing_dir is not None:
+            raise  # a store URL naming a directory that does not exist is a mistake, not an empty journal
+        if state.json:
+            from runner.cli.output import emit_json
+
+            emit_json({"store": None, "journal": False, **PruneReport(dry_run=dry_run).as_dict()})
+            return 0
+        click.echo(f"nothing to prune: no journal at {exc.where} (the first `runbook run` creates it)")
+        return 0
+    report = store.prune(rules, dry_run=dry_run, batch=batch, vacuum="none" if no_vacuum else "auto")
     if state.json:
         from runner.cli.output import emit_json
 
-        emit_json({"store": state.store.url, **report.as_dict()})
+        emit_json({"store": store.url, **report.as_dict()})
         return 0
     click.echo(_summary(report.as_dict()))
     return 0

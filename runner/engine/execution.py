@@ -278,9 +278,9 @@ class Execution:
             self._live.pop(ctx, None)
         self.output.done(ctx.step_id, ctx.unit)
 
-    def live_output(self, ctx: Context, stream: str, line: str) -> None:
-        """A line the command of ``ctx``'s step wrote while it runs (see runner.engine.output)."""
-        self.output.line(ctx.step_id, ctx.unit, ctx.attempt, stream, line)
+    def live_output(self, ctx: Context, stream: str, line: str, part: str = "action") -> None:
+        """A line the command of ``ctx``'s step wrote while it runs (see runner.engine.output); ``part``: what wrote it."""
+        self.output.line(ctx.step_id, ctx.unit, ctx.attempt, stream, line, "rollback" if ctx.kind == "rollback" else part)
 
     def unit_of(self, ctx: Context) -> Unit | None:
         """The unit a live context acts for."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runner.engine.expect import evaluate
+from runner.engine.output import has_streams
 from runner.engine.steprunner import Unit
 from runner.engine.units import stored_target
 from runner.errors import RunControl, StepFailed, UsageError
@@ -52,13 +53,14 @@ def _rollback_one(exe: Execution, step: Step) -> bool:
             continue
         unit = Unit(step, rec, stored_target(step, rec, name) if name else None)
         exe.journal.commit([unit.event("rollback.started", {"type": step.rollback.type if step.rollback else ""})])
-        held, why = _invoke(exe, unit)
+        held, why, output = _invoke(exe, unit)
         if held:
             progress.done.append(name)
             if name:
                 target = rec.progress.targets[name]
                 target.state = str(step_after(target.state, StepEvent.ROLL_BACK))
-        exe.journal.commit([unit.event("rollback.finished", {"holds": held, "detail": why})], steps=[rec])
+        data = {"holds": held, "detail": why, **({"output": output} if has_streams(output) else {})}  # what it printed: logs
+        exe.journal.commit([unit.event("rollback.finished", data)], steps=[rec])
         if not held:
             ok, detail = False, f"rollback failed: {why}"
     if ok:
@@ -68,18 +70,20 @@ def _rollback_one(exe: Execution, step: Step) -> bool:
     return ok
 
 
-def _invoke(exe: Execution, unit: Unit) -> tuple[bool, str]:
+def _invoke(exe: Execution, unit: Unit) -> tuple[bool, str, Any]:
+    """Run the rollback action of ``unit``: (held, why, its captured output, redacted; None when it had none)."""
     step = unit.step
     assert step.rollback is not None
     ctx = exe.make_ctx(unit, unit.rec.attempts, step.timeout)
     try:
         result = exe.prober.invoke(step.rollback, exe.template_ctx(unit.target), ctx, "rollback")
         if not isinstance(result, ActionResult):
-            return False, "a rollback action cannot wait"
-        return evaluate(None, exe.host.step_types.get(step.rollback.type).default_expect, result)
+            return False, "a rollback action cannot wait", None
+        held, why = evaluate(None, exe.host.step_types.get(step.rollback.type).default_expect, result)
+        return held, why, exe.redactor.value(result.as_output())
     except RunControl:
         raise
     except (StepFailed, UsageError) as exc:
-        return False, exe.redactor.text(str(exc))
+        return False, exe.redactor.text(str(exc)), None
     finally:
         exe.forget_ctx(ctx)

@@ -22,6 +22,8 @@ class StepServices:
 
     def __init__(self, exe: Execution) -> None:
         self.exe = exe
+        self._calls: dict[int, str] = {}
+        """Contexts (by id) inside a call of another step type (``ctx.shell``), and what it is: their lines' part."""
 
     def run_action(self, ctx: Context, type_name: str, config: dict[str, Any]) -> ActionResult | Wait:
         """``ctx.shell(...)`` and friends: run another step type with concrete values, if this executor still holds the run."""
@@ -31,11 +33,35 @@ class StepServices:
         step_type = exe.host.step_types.get(type_name)
         model = step_type.Config.model_validate(step_type.shorthand(config), context={"rendered": True})
         previous, ctx.raw_config = ctx.raw_config, config  # these values are the caller's own, not templates
+        outer = self._calls.get(id(ctx))
+        self._calls[id(ctx)] = f"ctx.{type_name}"
         try:
             result: ActionResult | Wait = exe.host.execute_action(step_type, model, ctx)
         finally:
             ctx.raw_config = previous
+            if outer is None:
+                self._calls.pop(id(ctx), None)
+            else:
+                self._calls[id(ctx)] = outer
+        if outer is None and ctx.streaming:
+            self._keep_output(ctx, type_name, result)
         return result
+
+    def _keep_output(self, ctx: Context, type_name: str, result: ActionResult | Wait) -> None:
+        """Journal what a call of the action (``ctx.shell``) captured, like a step's output (redacted, capped by the
+        called step type's ``max_output``), so ``runbook logs`` shows it after the step ended (``step.call_output``)."""
+        from runner.engine.output import has_streams
+        from runner.steptypes import ActionResult
+
+        if not isinstance(result, ActionResult):
+            return
+        output = result.as_output() if result.output is None else None  # a step type's own value is not captured output
+        if not has_streams(output):
+            return
+        payload: dict[str, Any] = {"call": f"ctx.{type_name}", "kind": ctx.kind, "output": self.exe.redactor.value(output)}
+        if ctx.unit is not None:
+            payload["target"] = ctx.unit
+        self.exe.journal.commit([NewEvent("step.call_output", step_id=ctx.step_id, attempt=ctx.attempt, data=payload)])
 
     def evaluate_checks(self, ctx: Context, checks: list[Check], kind: str) -> tuple[bool, list[dict[str, Any]]]:
         """Evaluate compiled checks for the step of ``ctx`` (used by ``wait`` conditions)."""
@@ -75,7 +101,7 @@ class StepServices:
 
     def output(self, ctx: Context, stream: str, line: str) -> None:
         """A line the step's command wrote: to live views now, and journaled in chunks while a long step runs."""
-        self.exe.live_output(ctx, stream, line)
+        self.exe.live_output(ctx, stream, line, self._calls.get(id(ctx), "action"))
 
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:
         """A run-scoped resource (closed when this drive ends)."""

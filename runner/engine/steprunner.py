@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.expect import evaluate
+from runner.engine.output import has_streams
 from runner.engine.probes import evidence_of
 from runner.errors import RunControl, StepFailed, StoreError, UsageError
 from runner.steptypes import ActionResult, Wait
@@ -150,6 +151,9 @@ class StepRunner:
         step_type = self.exe.host.step_types.get(step.action.type)
         while True:
             if not repoll:
+                if has_streams(rec.output):  # an earlier attempt's output (this run's retry, or `runbook retry`): kept
+                    events.append(unit.event("step.attempt_output", {"output": rec.output}, attempt=rec.attempts or None))
+                rec.output = None
                 rec.attempts += 1
                 unit.move(StepEvent.BEGIN)
                 rec.reason, rec.finished_at = "", None
@@ -181,6 +185,7 @@ class StepRunner:
                 self._release_waiting(unit)
                 unit.move(StepEvent.RELEASE)
                 rec.reason = f"attempt {rec.attempts} failed: {why}; retrying in {delay:g}s"
+                rec.output = output  # kept as this attempt's output when the next one starts (runbook logs shows each)
                 self.exe.save(unit, [unit.event("step.attempt_failed", {**evidence, "retry_in": delay}, attempt=rec.attempts)])
                 if self.exe.sleep(delay):
                     return StepState.PENDING  # a pause or interrupt arrived: the next attempt runs on resume
