@@ -186,14 +186,16 @@ class LogList(BaseModel):
 
 
 def _start(client: Client, a: StartArgs, call: Call) -> RunResult:
-    queued = client.start(a.runbook, a.params, idempotency_key=a.idempotency_key, execute=False)
-    call.run_id = queued.run_id
-    fresh = str(queued.state) == "queued" and not any(s.attempts for s in queued.steps)
-    if not fresh:  # a repeated idempotency key: the run it started, as it is
-        return queued
-    if call.cancelled:  # cancelled while the run was being created: it waits, paused, for a resume_run
-        return client.pause(queued.run_id, reason="the MCP client cancelled the call")
-    return client.resume(queued.run_id, budget=call.budget, deadline=call.deadline, observers=call.observers)
+    """Create the run already held by this call (no worker of a server can claim it first) and drive it within the
+    budget; a repeated idempotency key returns its run as it is."""
+
+    def created(run_id: str) -> None:
+        call.run_id = run_id
+        if call.cancelled:  # cancelled while the run was being created: its drive pauses it before any step
+            client.pause(run_id, reason="the MCP client cancelled the call")
+
+    return client.start(a.runbook, a.params, idempotency_key=a.idempotency_key, budget=call.budget, deadline=call.deadline,
+                        observers=call.observers, on_created=created)  # fmt: skip
 
 
 def _resume(client: Client, a: ResumeArgs, call: Call) -> RunResult:

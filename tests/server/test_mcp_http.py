@@ -242,3 +242,50 @@ def test_a_runbook_file_added_while_serving_is_served_and_announced(project: Pro
     assert "hello" not in [rb["name"] for rb in reader.get("/v1/runbooks").json()["runbooks"]]
     refused = reader.post("/v1/runs", json={"runbook": "hello"})
     assert refused.status_code == 404 and "no runbook named 'hello'" in refused.json()["error"]["message"], refused.text
+
+
+SLOW = """
+name: slow
+description: Three steps, each longer than a short budget.
+steps:
+  - {id: one, expected: STEP, shell: {script: "sleep SLEEP; echo one >> LOG"}}
+  - {id: two, expected: STEP, shell: {script: "sleep SLEEP; echo two >> LOG"}}
+  - {id: three, expected: STEP, shell: {script: "sleep SLEEP; echo three >> LOG"}}
+"""
+
+
+def test_a_driving_call_keeps_its_run_from_the_servers_workers(project: Project, serve: Callable[..., ServerProcess]) -> None:
+    """A run start_run creates over HTTP is held by the call, not queued for the server's idle workers: a budget
+    shorter than the first step leaves it paused for a hand-over (no step runs, no worker takes it); a budget that
+    fits drives it to the end in the call, with a progress notification per step boundary."""
+    require(importlib.util.find_spec("mcp") is not None, "the mcp SDK (pip install 'runbook[agent]')")
+    log = project.root / "slow.log"
+    project.write("slow.yaml", SLOW.replace("STEP", "3s").replace("SLEEP", "2").replace("LOG", str(log)))
+    project.write("quick.yaml", SLOW.replace("slow", "quick").replace("STEP", "1s").replace("SLEEP", "0.1").replace("LOG", str(log)))
+    server = serve("tokens:\n  - {name: bot, token: env:RB_AGENT, scopes: [agent]}\n", env={"RB_AGENT": AGENT}, workers=2)
+    short: list[Any] = []
+    full: list[tuple[Any, list[float]]] = []
+
+    async def scenario() -> None:
+        async with connect_http(f"{server.url}/mcp", AGENT) as agent:
+            for _ in range(4):
+                short.append(await agent.call("start_run", {"runbook": "slow", "budget": "1s"}))
+            for _ in range(4):
+                seen: list[float] = []
+
+                async def progress(done: float, total: float | None, message: str | None, seen: list[float] = seen) -> None:
+                    seen.append(done)
+
+                full.append((await agent.call("start_run", {"runbook": "quick", "budget": "30s"}, progress=progress), seen))
+
+    anyio.run(scenario)
+    for called in short:
+        assert not called.is_error and (called.data["state"], called.data["next"]["action"]) == ("paused", "handoff"), called
+    for called, seen in full:
+        assert not called.is_error and called.data["state"] == "succeeded", called
+        assert seen == [1.0, 2.0, 3.0], (seen, called)
+    assert log.read_text().split() == ["one", "two", "three"] * 4, "only the quick runs ran, each step once"
+    reader = server.client(AGENT)
+    for called in short:
+        run = reader.get(f"/v1/runs/{called.data['run_id']}").json()
+        assert run["state"] == "paused" and all(s["attempts"] == 0 for s in run["steps"]), run
