@@ -289,3 +289,34 @@ def test_a_driving_call_keeps_its_run_from_the_servers_workers(project: Project,
     for called in short:
         run = reader.get(f"/v1/runs/{called.data['run_id']}").json()
         assert run["state"] == "paused" and all(s["attempts"] == 0 for s in run["steps"]), run
+
+
+def test_list_runs_fills_its_page_with_the_runs_the_agent_may_read(project: Project, mcp_serve: ServerProcess) -> None:
+    """list_runs pages over the runs the agent may read, not over the journal: runs it may not read (a person's, more
+    of them than the server reads at a time) neither take a page's places nor end the listing early."""
+    reader = mcp_serve.client(READER)
+
+    def person_runs(n: int) -> None:
+        for _ in range(n):
+            created = reader.post("/v1/runs", json={"runbook": "db-migrate"})
+            assert created.status_code in (200, 201, 202), created.text
+
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_http(f"{mcp_serve.url}/mcp", AGENT) as agent:
+            older = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "staging"}, "budget": "0.5s"})
+            await anyio.to_thread.run_sync(person_runs, 70)
+            newer = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "staging"}, "budget": "0.5s"})
+            await anyio.to_thread.run_sync(person_runs, 3)
+            got["ids"] = [older.data["run_id"], newer.data["run_id"]]
+            got["first"] = (await agent.call("list_runs", {"limit": 1})).data
+            got["second"] = (await agent.call("list_runs", {"limit": 1, "before": got["first"]["next_before"]})).data
+            got["all"] = (await agent.call("list_runs", {"limit": 5})).data
+
+    anyio.run(scenario)
+    older, newer = got["ids"]
+    assert [r["run_id"] for r in got["first"]["runs"]] == [newer] and got["first"]["next_before"] == newer, got["first"]
+    assert [r["run_id"] for r in got["second"]["runs"]] == [older] and got["second"]["next_before"] is None, got["second"]
+    assert [r["run_id"] for r in got["all"]["runs"]] == [newer, older] and got["all"]["next_before"] is None, got["all"]
+    assert len(reader.get("/v1/runs", params={"limit": 100}).json()["runs"]) == 75, "the person's runs are in the journal"
