@@ -320,3 +320,37 @@ def test_list_runs_fills_its_page_with_the_runs_the_agent_may_read(project: Proj
     assert [r["run_id"] for r in got["second"]["runs"]] == [older] and got["second"]["next_before"] is None, got["second"]
     assert [r["run_id"] for r in got["all"]["runs"]] == [newer, older] and got["all"]["next_before"] is None, got["all"]
     assert len(reader.get("/v1/runs", params={"limit": 100}).json()["runs"]) == 75, "the person's runs are in the journal"
+
+
+def test_a_session_hears_of_a_new_runbook_from_its_start_and_the_prompt_needs_its_runbook(
+    project: Project, mcp_serve: ServerProcess
+) -> None:
+    """A session is watched from its initialization, whatever it asked (nothing, or only the prompts): a runbook file
+    added sends it tools/list_changed and resources/list_changed. prompts/get without the required ``runbook``
+    argument is a JSON-RPC invalid-params error, not a prompt with a placeholder."""
+    from mcp.shared.exceptions import MCPError
+
+    idle, prompted = Capture(), Capture()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with (
+            connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=idle),
+            connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=prompted) as agent,
+        ):
+            got["prompts"] = [p.name for p in (await agent.session.list_prompts()).prompts]
+            with pytest.raises(MCPError) as refused:
+                await agent.session.get_prompt("operate-runbook", {"params": "{}"})
+            got["refused"] = refused.value
+            got["given"] = await agent.session.get_prompt("operate-runbook", {"runbook": "deploy"})
+            project.write("hello.yaml", HELLO.replace("LOG", str(project.root / "hello.log")))
+            deadline = time.monotonic() + 15
+            methods = ("notifications/tools/list_changed", "notifications/resources/list_changed")
+            while not all(c.notifications(m) for c in (idle, prompted) for m in methods):
+                assert time.monotonic() < deadline, [[m.get("method") for m in c.received] for c in (idle, prompted)]
+                await anyio.sleep(0.05)
+
+    anyio.run(scenario)
+    assert got["prompts"] == ["operate-runbook"]
+    assert got["refused"].code == -32602 and "'runbook'" in got["refused"].message, got["refused"]
+    assert "deploy" in got["given"].messages[0].content.text
