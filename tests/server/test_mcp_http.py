@@ -354,3 +354,50 @@ def test_a_session_hears_of_a_new_runbook_from_its_start_and_the_prompt_needs_it
     assert got["prompts"] == ["operate-runbook"]
     assert got["refused"].code == -32602 and "'runbook'" in got["refused"].message, got["refused"]
     assert "deploy" in got["given"].messages[0].content.text
+
+
+def test_a_cancelled_start_run_pauses_its_run_at_the_next_boundary_with_workers_idle(
+    project: Project, serve: Callable[..., ServerProcess]
+) -> None:
+    """With idle workers, a start_run call still drives its run until cancelled: the cancel pauses it after the step in
+    flight, as the agent, and no worker takes it over (the steps after it never run)."""
+    require(importlib.util.find_spec("mcp") is not None, "the mcp SDK (pip install 'runbook[agent]')")
+    log = project.root / "slow.log"
+    project.write("slow.yaml", SLOW.replace("STEP", "3s").replace("SLEEP", "1").replace("LOG", str(log)))
+    server = serve("tokens:\n  - {name: bot, token: env:RB_AGENT, scopes: [agent]}\n", env={"RB_AGENT": AGENT}, workers=2)
+    http = server.client(AGENT)
+    got: dict[str, Any] = {}
+
+    def step_one_running() -> bool:
+        runs = http.get("/v1/runs").json()["runs"]
+        if not runs:
+            return False
+        got["run_id"] = runs[0]["run_id"]
+        return bool(http.get(f"/v1/runs/{runs[0]['run_id']}").json()["steps"][0]["state"] == "running")
+
+    async def scenario() -> None:
+        async with connect_http(f"{server.url}/mcp", AGENT) as agent:
+            scope = anyio.CancelScope()
+
+            async def call() -> None:
+                with scope:
+                    got["returned"] = await agent.call("start_run", {"runbook": "slow", "budget": "30s"})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                with anyio.fail_after(30):
+                    while not await anyio.to_thread.run_sync(step_one_running):
+                        await anyio.sleep(0.05)
+                scope.cancel()
+            with anyio.fail_after(30):
+                while (view := (await agent.call("get_run", {"run_id": got["run_id"]})).data)["state"] == "running":
+                    await anyio.sleep(0.1)
+            got["paused"] = view
+
+    anyio.run(scenario)
+    assert "returned" not in got, f"the call returned before it was cancelled: {got['returned']}"
+    paused = got["paused"]
+    assert paused["state"] == "paused" and [s["state"] for s in paused["steps"]] == ["succeeded", "pending", "pending"], paused
+    events = http.get(f"/v1/runs/{got['run_id']}/events").json()["events"]
+    assert any(e["type"] == "request.pause" and e["actor"] == "bot" for e in events), events
+    assert log.read_text().split() == ["one"], "no worker ran the steps after the cancel"
