@@ -240,19 +240,30 @@ class Client:
 
     def start(self, name: str, params: dict[str, Any] | None = None, *, budget: Budget = None, max_steps: int | None = None,
               idempotency_key: str | None = None, execute: bool = True, deadline: float | None = None,
-              observers: Sequence[Observer] = ()) -> RunResult:  # fmt: skip
+              observers: Sequence[Observer] = (), on_created: Callable[[str], None] | None = None) -> RunResult:  # fmt: skip
         """Start a run of ``name`` and drive it until it finishes, waits, or the budget is spent.
 
         An agent client is checked against the policy first (:class:`~runner.errors.PolicyDenied`).
         ``execute=False`` only queues the run (for a worker or a later :meth:`resume`). The budget
         counts from this call; ``deadline`` (a ``time.monotonic()`` value) sets the end explicitly.
         ``observers`` are told every event the drive commits in this process (``Engine.observers``).
+        ``on_created(run_id)`` is called once a new run exists and before it is driven (not for a repeated
+        ``idempotency_key``); the run is created already leased to this call, so no worker can claim it meanwhile.
         """
         opts = self._options(budget, max_steps, deadline)
         engine = self.engine(budget, max_steps)
         engine.observers.extend(observers)
-        return engine.start(name, dict(params or {}), started_by=self.actor, idempotency_key=idempotency_key, options=opts,
-                            execute=execute)  # fmt: skip
+        if on_created is None or not execute:
+            return engine.start(name, dict(params or {}), started_by=self.actor, idempotency_key=idempotency_key, options=opts,
+                                execute=execute)  # fmt: skip
+        run, created = engine.create(name, dict(params or {}), started_by=self.actor, idempotency_key=idempotency_key, execute=True)
+        if not created:
+            return engine.view(run.id)
+        try:
+            on_created(run.id)
+        finally:  # the run is leased to this engine: only its drive (which may pause it at once) lets it go
+            view = engine.drive(run.id, opts)
+        return view
 
     def resume(self, run_id: str, *, budget: Budget = None, max_steps: int | None = None, retry: bool = False,
                retry_step: str | None = None, skip_step: str | None = None, accept_changes: bool = False,

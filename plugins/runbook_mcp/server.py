@@ -6,7 +6,7 @@ stdio has one client (``runbook mcp``), HTTP one per API token (:mod:`runbook_mc
 the tool table (:mod:`runbook_mcp.tools`), resources and prompt (:mod:`runbook_mcp.resources`) and the
 driving of runs (:mod:`runbook_mcp.driving`) are shared.
 
-Engine work is blocking, so it runs in worker threads. Each connection gets a watcher
+Engine work is blocking, so it runs in worker threads. Each connection gets a watcher from its initialization
 (:mod:`runbook_mcp.watch`) that sends ``notifications/tools/list_changed`` (and resources') when the catalog
 or the agent policy changes and ``notifications/resources/updated`` when a subscribed run changes state.
 """
@@ -119,6 +119,7 @@ class RunbookMCP:
             on_read_resource=self._read_resource, on_subscribe_resource=self._subscribe, on_unsubscribe_resource=self._unsubscribe,
             on_list_prompts=self._list_prompts, on_get_prompt=self._get_prompt,
         )  # fmt: skip
+        self.server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
 
     # ------------------------------------------------------------------ threads and connections
 
@@ -128,10 +129,21 @@ class RunbookMCP:
 
     async def _client(self, ctx: Any) -> Client:
         client: Client = await self.in_thread(self.backend.client, ctx)
-        watch = watch_of(self, ctx)
+        watch = await self._watch(ctx)
         if watch is not None:
             watch.client = client
         return client
+
+    async def _initialized(self, ctx: Any, _params: Any) -> None:
+        """The session is open: its watcher starts now, from the catalog and policy as they are (whatever it asks
+        first, or if it asks nothing, it hears of a change after this)."""
+        await self._watch(ctx)
+
+    async def _watch(self, ctx: Any) -> Watch | None:
+        watch = watch_of(self, ctx)
+        if watch is not None and watch.stamp is None:
+            watch.stamp = await self.in_thread(self.backend.stamp)
+        return watch
 
     def _tools(self, client: Client, watch: Watch | None = None) -> dict[str, ToolSpec]:
         stamp = self.backend.stamp()  # runbooks added or edited since the last call are seen
@@ -211,6 +223,7 @@ class RunbookMCP:
                                                                    mime_type=r.mime_type) for r in listed])  # fmt: skip
 
     async def _list_templates(self, ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
+        await self._watch(ctx)
         return types.ListResourceTemplatesResult(resource_templates=[
             types.ResourceTemplate(name=name, uri_template=uri, description=text, mime_type=mime) for name, uri, text, mime in resources.TEMPLATES
         ])  # fmt: skip
@@ -246,6 +259,7 @@ class RunbookMCP:
         return types.EmptyResult()
 
     async def _list_prompts(self, ctx: Any, _params: Any) -> types.ListPromptsResult:
+        await self._watch(ctx)
         return types.ListPromptsResult(prompts=[types.Prompt(
             name=resources.PROMPT, title="Operate a runbook", description="How to drive a runbook to the end: the heartbeat loop.",
             arguments=[types.PromptArgument(name="runbook", description="the runbook's name (list_runbooks)", required=True),
@@ -255,7 +269,11 @@ class RunbookMCP:
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         if params.name != resources.PROMPT:
             raise MCPError(-32602, f"unknown prompt '{params.name}'; prompts: {resources.PROMPT}")
-        text = resources.prompt_text(dict(params.arguments or {}))
+        await self._watch(ctx)
+        arguments = dict(params.arguments or {})
+        if not arguments.get("runbook"):  # declared required in prompts/list
+            raise MCPError(-32602, f"prompt '{resources.PROMPT}' needs the argument 'runbook' (the runbook's name, from list_runbooks)")
+        text = resources.prompt_text(arguments)
         return types.GetPromptResult(description="The heartbeat loop for one runbook",
                                      messages=[types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))])  # fmt: skip
 

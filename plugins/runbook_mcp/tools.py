@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runner.api import Client, EventList, PlanView, RunbookDetail, RunbookList, RunList, RunResult
 
 if TYPE_CHECKING:
+    from runner.store.records import RunRecord
     from runner.views import RunView
 
 __all__ = ["INSTRUCTIONS", "TOOL_NAME", "Call", "Hints", "LogList", "ToolSpec", "run_line", "summary", "tool_specs"]
@@ -186,14 +187,16 @@ class LogList(BaseModel):
 
 
 def _start(client: Client, a: StartArgs, call: Call) -> RunResult:
-    queued = client.start(a.runbook, a.params, idempotency_key=a.idempotency_key, execute=False)
-    call.run_id = queued.run_id
-    fresh = str(queued.state) == "queued" and not any(s.attempts for s in queued.steps)
-    if not fresh:  # a repeated idempotency key: the run it started, as it is
-        return queued
-    if call.cancelled:  # cancelled while the run was being created: it waits, paused, for a resume_run
-        return client.pause(queued.run_id, reason="the MCP client cancelled the call")
-    return client.resume(queued.run_id, budget=call.budget, deadline=call.deadline, observers=call.observers)
+    """Create the run already held by this call (no worker of a server can claim it first) and drive it within the
+    budget; a repeated idempotency key returns its run as it is."""
+
+    def created(run_id: str) -> None:
+        call.run_id = run_id
+        if call.cancelled:  # cancelled while the run was being created: its drive pauses it before any step
+            client.pause(run_id, reason="the MCP client cancelled the call")
+
+    return client.start(a.runbook, a.params, idempotency_key=a.idempotency_key, budget=call.budget, deadline=call.deadline,
+                        observers=call.observers, on_created=created)  # fmt: skip
 
 
 def _resume(client: Client, a: ResumeArgs, call: Call) -> RunResult:
@@ -202,18 +205,34 @@ def _resume(client: Client, a: ResumeArgs, call: Call) -> RunResult:
                          retry_step=a.retry_step, skip_step=a.skip_step, observers=call.observers)  # fmt: skip
 
 
+_SCAN = 50
+"""Runs read from the store at a time while filling a page of readable runs."""
+
+
 def _readable_runs(client: Client, a: ListRunsArgs) -> RunList:
-    """Runs, newest first, leaving out those the caller may not read (an agent reads what its policy lets it)."""
+    """Up to ``a.limit`` runs the caller may read, newest first (an agent reads what its policy lets it): pages of the
+    store are read until the page is filled or the journal is exhausted; ``next_before`` only when more may exist."""
     from runner.authority import Action, decide
     from runner.listings import run_summary
+    from runner.store.records import RunState
 
-    listing = client.list_runs(runbook=a.runbook, states=a.states, limit=a.limit, before=a.before)
     who = client.session.principal
     policy = client.policy if who.is_agent else None
-    ids = [r.run_id for r in listing.runs]
-    records = {r.id: r for r in (client.store.get_run(i) for i in ids)}
-    keep = [run_summary(records[i]) for i in ids if decide(who, Action.READ, runbook=records[i].runbook, run=records[i], policy=policy).ok]
-    return RunList(runs=keep, next_before=listing.next_before)
+    states = [RunState(s) for s in a.states]
+    keep: list[RunRecord] = []
+    before, batch = a.before, max(a.limit, _SCAN)
+    while True:
+        page = client.store.list_runs(runbook=a.runbook, states=states, limit=batch, before=before)
+        for i, run in enumerate(page):
+            if not decide(who, Action.READ, runbook=run.runbook, run=run, policy=policy).ok:
+                continue
+            keep.append(run)
+            if len(keep) == a.limit:  # more may exist if the store has rows after this one
+                more = i + 1 < len(page) or len(page) == batch
+                return RunList(runs=[run_summary(r) for r in keep], next_before=run.id if more else None)
+        if len(page) < batch:
+            return RunList(runs=[run_summary(r) for r in keep], next_before=None)
+        before = page[-1].id
 
 
 def _logs(client: Client, a: LogsArgs) -> LogList:

@@ -91,7 +91,8 @@ class Watch:
 
 
 def watch_of(mcp: RunbookMCP, ctx: Any) -> Watch | None:
-    """The watcher of the connection ``ctx`` belongs to, started on its first request."""
+    """The watcher of the connection ``ctx`` belongs to, started when the session is initialized (or on its first
+    request, if that comes first)."""
     connection = getattr(ctx.session, "_connection", None)  # the SDK's per-connection object (state, exit_stack)
     if connection is None:
         return None

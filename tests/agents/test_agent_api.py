@@ -119,3 +119,24 @@ def test_client_for_another_project_and_store(tmp_path: Path, project: Project) 
         assert view.started_by == "script" and view.state == "paused"
         assert f"--store {store}" in view.next.command and "--max-steps 1" in view.next.command
     assert (tmp_path / "elsewhere.db").exists() and not project.journal.exists()
+
+
+def test_start_on_created_holds_the_run_for_the_call_and_a_pause_asked_there_stops_it_before_any_step(here: Project) -> None:
+    """``Client.start(on_created=...)``: the new run is already leased to the call when the hook sees it (no worker may
+    claim it), and a pause asked in the hook (an MCP call cancelled meanwhile) leaves it paused with no step run."""
+    log = three_steps(here)
+    seen: list[tuple[str, bool | str]] = []
+    with Client(actor="script") as client:
+
+        def created(run_id: str) -> None:
+            run = client.store.get_run(run_id)
+            seen.append((str(run.state), run.holder is not None and run.lease_expires_at is not None))
+            client.pause(run_id, reason="the caller changed its mind")
+
+        view = client.start("three", budget="30s", on_created=created)
+        again = client.start("three", idempotency_key="k", on_created=lambda _: None)
+        repeated = client.start("three", idempotency_key="k", on_created=lambda rid: seen.append(("again", rid)))
+    assert seen == [("queued", True)], "held by this call's engine when created; a repeated key is not created again"
+    assert view.state == "paused" and [s.attempts for s in view.steps] == [0, 0, 0], view
+    assert again.state == "succeeded" and repeated.run_id == again.run_id and repeated.state == "succeeded"
+    assert lines(log) == ["a", "b", "c"], "only the second run's steps ran"

@@ -242,3 +242,162 @@ def test_a_runbook_file_added_while_serving_is_served_and_announced(project: Pro
     assert "hello" not in [rb["name"] for rb in reader.get("/v1/runbooks").json()["runbooks"]]
     refused = reader.post("/v1/runs", json={"runbook": "hello"})
     assert refused.status_code == 404 and "no runbook named 'hello'" in refused.json()["error"]["message"], refused.text
+
+
+SLOW = """
+name: slow
+description: Three steps, each longer than a short budget.
+steps:
+  - {id: one, expected: STEP, shell: {script: "sleep SLEEP; echo one >> LOG"}}
+  - {id: two, expected: STEP, shell: {script: "sleep SLEEP; echo two >> LOG"}}
+  - {id: three, expected: STEP, shell: {script: "sleep SLEEP; echo three >> LOG"}}
+"""
+
+
+def test_a_driving_call_keeps_its_run_from_the_servers_workers(project: Project, serve: Callable[..., ServerProcess]) -> None:
+    """A run start_run creates over HTTP is held by the call, not queued for the server's idle workers: a budget
+    shorter than the first step leaves it paused for a hand-over (no step runs, no worker takes it); a budget that
+    fits drives it to the end in the call, with a progress notification per step boundary."""
+    require(importlib.util.find_spec("mcp") is not None, "the mcp SDK (pip install 'runbook[agent]')")
+    log = project.root / "slow.log"
+    project.write("slow.yaml", SLOW.replace("STEP", "3s").replace("SLEEP", "2").replace("LOG", str(log)))
+    project.write("quick.yaml", SLOW.replace("slow", "quick").replace("STEP", "1s").replace("SLEEP", "0.1").replace("LOG", str(log)))
+    server = serve("tokens:\n  - {name: bot, token: env:RB_AGENT, scopes: [agent]}\n", env={"RB_AGENT": AGENT}, workers=2)
+    short: list[Any] = []
+    full: list[tuple[Any, list[float]]] = []
+
+    async def scenario() -> None:
+        async with connect_http(f"{server.url}/mcp", AGENT) as agent:
+            for _ in range(4):
+                short.append(await agent.call("start_run", {"runbook": "slow", "budget": "1s"}))
+            for _ in range(4):
+                seen: list[float] = []
+
+                async def progress(done: float, total: float | None, message: str | None, seen: list[float] = seen) -> None:
+                    seen.append(done)
+
+                full.append((await agent.call("start_run", {"runbook": "quick", "budget": "30s"}, progress=progress), seen))
+
+    anyio.run(scenario)
+    for called in short:
+        assert not called.is_error and (called.data["state"], called.data["next"]["action"]) == ("paused", "handoff"), called
+    for called, seen in full:
+        assert not called.is_error and called.data["state"] == "succeeded", called
+        assert seen == [1.0, 2.0, 3.0], (seen, called)
+    assert log.read_text().split() == ["one", "two", "three"] * 4, "only the quick runs ran, each step once"
+    reader = server.client(AGENT)
+    for called in short:
+        run = reader.get(f"/v1/runs/{called.data['run_id']}").json()
+        assert run["state"] == "paused" and all(s["attempts"] == 0 for s in run["steps"]), run
+
+
+def test_list_runs_fills_its_page_with_the_runs_the_agent_may_read(project: Project, mcp_serve: ServerProcess) -> None:
+    """list_runs pages over the runs the agent may read, not over the journal: runs it may not read (a person's, more
+    of them than the server reads at a time) neither take a page's places nor end the listing early."""
+    reader = mcp_serve.client(READER)
+
+    def person_runs(n: int) -> None:
+        for _ in range(n):
+            created = reader.post("/v1/runs", json={"runbook": "db-migrate"})
+            assert created.status_code in (200, 201, 202), created.text
+
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_http(f"{mcp_serve.url}/mcp", AGENT) as agent:
+            older = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "staging"}, "budget": "0.5s"})
+            await anyio.to_thread.run_sync(person_runs, 70)
+            newer = await agent.call("start_run", {"runbook": "deploy", "params": {"env": "staging"}, "budget": "0.5s"})
+            await anyio.to_thread.run_sync(person_runs, 3)
+            got["ids"] = [older.data["run_id"], newer.data["run_id"]]
+            got["first"] = (await agent.call("list_runs", {"limit": 1})).data
+            got["second"] = (await agent.call("list_runs", {"limit": 1, "before": got["first"]["next_before"]})).data
+            got["all"] = (await agent.call("list_runs", {"limit": 5})).data
+
+    anyio.run(scenario)
+    older, newer = got["ids"]
+    assert [r["run_id"] for r in got["first"]["runs"]] == [newer] and got["first"]["next_before"] == newer, got["first"]
+    assert [r["run_id"] for r in got["second"]["runs"]] == [older] and got["second"]["next_before"] is None, got["second"]
+    assert [r["run_id"] for r in got["all"]["runs"]] == [newer, older] and got["all"]["next_before"] is None, got["all"]
+    assert len(reader.get("/v1/runs", params={"limit": 100}).json()["runs"]) == 75, "the person's runs are in the journal"
+
+
+def test_a_session_hears_of_a_new_runbook_from_its_start_and_the_prompt_needs_its_runbook(
+    project: Project, mcp_serve: ServerProcess
+) -> None:
+    """A session is watched from its initialization, whatever it asked (nothing, or only the prompts): a runbook file
+    added sends it tools/list_changed and resources/list_changed. prompts/get without the required ``runbook``
+    argument is a JSON-RPC invalid-params error, not a prompt with a placeholder."""
+    from mcp.shared.exceptions import MCPError
+
+    idle, prompted = Capture(), Capture()
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with (
+            connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=idle),
+            connect_http(f"{mcp_serve.url}/mcp", AGENT, capture=prompted) as agent,
+        ):
+            got["prompts"] = [p.name for p in (await agent.session.list_prompts()).prompts]
+            with pytest.raises(MCPError) as refused:
+                await agent.session.get_prompt("operate-runbook", {"params": "{}"})
+            got["refused"] = refused.value
+            got["given"] = await agent.session.get_prompt("operate-runbook", {"runbook": "deploy"})
+            project.write("hello.yaml", HELLO.replace("LOG", str(project.root / "hello.log")))
+            deadline = time.monotonic() + 15
+            methods = ("notifications/tools/list_changed", "notifications/resources/list_changed")
+            while not all(c.notifications(m) for c in (idle, prompted) for m in methods):
+                assert time.monotonic() < deadline, [[m.get("method") for m in c.received] for c in (idle, prompted)]
+                await anyio.sleep(0.05)
+
+    anyio.run(scenario)
+    assert got["prompts"] == ["operate-runbook"]
+    assert got["refused"].code == -32602 and "'runbook'" in got["refused"].message, got["refused"]
+    assert "deploy" in got["given"].messages[0].content.text
+
+
+def test_a_cancelled_start_run_pauses_its_run_at_the_next_boundary_with_workers_idle(
+    project: Project, serve: Callable[..., ServerProcess]
+) -> None:
+    """With idle workers, a start_run call still drives its run until cancelled: the cancel pauses it after the step in
+    flight, as the agent, and no worker takes it over (the steps after it never run)."""
+    require(importlib.util.find_spec("mcp") is not None, "the mcp SDK (pip install 'runbook[agent]')")
+    log = project.root / "slow.log"
+    project.write("slow.yaml", SLOW.replace("STEP", "3s").replace("SLEEP", "1").replace("LOG", str(log)))
+    server = serve("tokens:\n  - {name: bot, token: env:RB_AGENT, scopes: [agent]}\n", env={"RB_AGENT": AGENT}, workers=2)
+    http = server.client(AGENT)
+    got: dict[str, Any] = {}
+
+    def step_one_running() -> bool:
+        runs = http.get("/v1/runs").json()["runs"]
+        if not runs:
+            return False
+        got["run_id"] = runs[0]["run_id"]
+        return bool(http.get(f"/v1/runs/{runs[0]['run_id']}").json()["steps"][0]["state"] == "running")
+
+    async def scenario() -> None:
+        async with connect_http(f"{server.url}/mcp", AGENT) as agent:
+            scope = anyio.CancelScope()
+
+            async def call() -> None:
+                with scope:
+                    got["returned"] = await agent.call("start_run", {"runbook": "slow", "budget": "30s"})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                with anyio.fail_after(30):
+                    while not await anyio.to_thread.run_sync(step_one_running):
+                        await anyio.sleep(0.05)
+                scope.cancel()
+            with anyio.fail_after(30):
+                while (view := (await agent.call("get_run", {"run_id": got["run_id"]})).data)["state"] == "running":
+                    await anyio.sleep(0.1)
+            got["paused"] = view
+
+    anyio.run(scenario)
+    assert "returned" not in got, f"the call returned before it was cancelled: {got['returned']}"
+    paused = got["paused"]
+    assert paused["state"] == "paused" and [s["state"] for s in paused["steps"]] == ["succeeded", "pending", "pending"], paused
+    events = http.get(f"/v1/runs/{got['run_id']}/events").json()["events"]
+    assert any(e["type"] == "request.pause" and e["actor"] == "bot" for e in events), events
+    assert log.read_text().split() == ["one"], "no worker ran the steps after the cancel"
