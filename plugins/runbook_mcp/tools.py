@@ -174,6 +174,10 @@ class LogLineView(BaseModel):
     stream: str
     n: int
     line: str
+    attempt: int | None = None
+    """The attempt that wrote it, counted over the run; None for a rollback's output."""
+    part: str = "action"
+    """``action``, ``rollback``, or a call the action made (``ctx.shell``, ``ctx.ssh``, ``ctx.http``)."""
 
 
 class LogList(BaseModel):

@@ -273,3 +273,29 @@ def test_the_conformance_schema_is_there_in_ci() -> None:
 
     require(True, "")
     assert "JSONRPCMessage" in schema_for("2025-11-25")["$defs"]
+
+
+RETRIED = """
+name: retried
+steps:
+  - id: flaky
+    retry: {{attempts: 2, delay: 0s}}
+    shell: [sh, -c, 'if [ -e {mark} ]; then echo second; else touch {mark}; echo first; exit 3; fi']
+"""
+
+
+def test_read_logs_labels_each_attempt(project: Project) -> None:
+    """read_logs gives every attempt's lines, each with its attempt and part (as ``runbook logs --json``)."""
+    project.write("retried.yaml", RETRIED.format(mark=project.root / "mark"))
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with connect_stdio(project, capture=Capture()) as agent:
+            done = await agent.call("start_run", {"runbook": "retried", "budget": "30s"})
+            got["done"] = done
+            got["logs"] = await agent.call("read_logs", {"run_id": done.data["run_id"]})
+
+    _run(scenario)
+    assert got["done"].data["state"] == "succeeded", got["done"]
+    lines = [(line["attempt"], line["part"], line["stream"], line["line"]) for line in got["logs"].data["lines"]]
+    assert lines == [(1, "action", "stdout", "first"), (2, "action", "stdout", "second")], lines
