@@ -85,7 +85,8 @@ class Client:
     :param paths: where runbooks are (default: ``RUNBOOK_PATH`` or ``<project>/runbooks``).
     :param store: journal store URL (default: ``RUNBOOK_STORE`` or SQLite under ``<project>/.runbook/``).
     :param policy: agent policy: a :class:`~runner.policy.Policy`, a file path (read again whenever the file
-        changes), or None (``RUNBOOK_AGENT_POLICY`` when ``agent`` is true).
+        changes), or None (``RUNBOOK_AGENT_POLICY`` when ``agent`` is true; without it, the default policy:
+        :func:`runner.policy.default_policy`).
     :param actor: who acts (recorded in the journal; default ``RUNBOOK_ACTOR`` or ``user@host``,
         prefixed ``agent:`` for an agent so that the human at the same account may approve its runs).
     :param agent: act as an agent: the policy applies to every call (starts, and actions on existing runs).
