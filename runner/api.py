@@ -85,7 +85,8 @@ class Client:
     :param paths: where runbooks are (default: ``RUNBOOK_PATH`` or ``<project>/runbooks``).
     :param store: journal store URL (default: ``RUNBOOK_STORE`` or SQLite under ``<project>/.runbook/``).
     :param policy: agent policy: a :class:`~runner.policy.Policy`, a file path (read again whenever the file
-        changes), or None (``RUNBOOK_AGENT_POLICY`` when ``agent`` is true).
+        changes), or None (``RUNBOOK_AGENT_POLICY`` when ``agent`` is true; without it, the default policy:
+        :func:`runner.policy.default_policy`).
     :param actor: who acts (recorded in the journal; default ``RUNBOOK_ACTOR`` or ``user@host``,
         prefixed ``agent:`` for an agent so that the human at the same account may approve its runs).
     :param agent: act as an agent: the policy applies to every call (starts, and actions on existing runs).
@@ -141,7 +142,7 @@ class Client:
 
     @property
     def policy(self) -> Policy | None:
-        """The agent policy as it is now (None: agents unrestricted)."""
+        """The agent policy as it is now (None: no policy file; an agent acts under :func:`runner.policy.default_policy`)."""
         from runner.authority import LivePolicy
 
         policy = self.session.policy
@@ -367,8 +368,15 @@ class Client:
         limit = max(1, min(limit, 1000))
         runs = self.store.list_runs(runbook=runbook, states=wanted, limit=limit, before=before, since=bounds[0], until=bounds[1],
                                     started_by=started_by)  # fmt: skip
-        rows = [run_summary(r) for r in runs]
-        return RunList(runs=rows, next_before=rows[-1].run_id if rows and len(rows) == limit else None)
+        who = self.session.principal
+        if who.is_agent:  # an agent lists only the runs it may read, like GET /v1/runs
+            from runner.authority import Action, decide
+
+            policy = self.policy
+            shown = [r for r in runs if decide(who, Action.READ, runbook=r.runbook, run=r, policy=policy).ok]
+        else:
+            shown = list(runs)
+        return RunList(runs=[run_summary(r) for r in shown], next_before=runs[-1].id if runs and len(runs) == limit else None)
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> EventList:
         """A run's journal events with ``seq > after`` (``runbook events --json``)."""

@@ -12,8 +12,9 @@ Rules (``docs/security.md``, "Principals and authority"):
 - A token's scopes bound what it may do at all: ``read`` reads; ``run`` starts, resumes, retries, pauses and cancels;
   ``approve`` approves, denies and records decisions on steps; ``admin`` everything. Principals without a
   token (a person at the CLI, the Python API) are not limited by scopes.
-- An agent acts under the agent policy, read again whenever its file changes: it may start only what the policy
-  allows (runbooks, param values, concurrency); it may act on runs it started, and on others' runs only where the
+- An agent acts under the agent policy, read again whenever its file changes (without a policy file, under the
+  default policy, :func:`runner.policy.default_policy`: it may start any runbook, and every grant below is off): it
+  may start only what the policy allows (runbooks, param values, concurrency); it may act on runs it started, and on others' runs only where the
   policy grants it for that runbook (``agents_may_read``, ``agents_may_steer``, ``agents_may_approve``); pausing and
   cancelling its own runs is always allowed. Its child runs inherit the policy: a sub-runbook the policy denies, or
   a forbidden param value passed through a wrapper, is refused at any depth, and the policy's gates apply to them.
@@ -145,12 +146,19 @@ class LivePolicy:
 
 def decide(principal: Principal, action: Action, *, runbook: str, run: RunRecord | None = None, policy: Policy | None = None,
            params: dict[str, Any] | None = None, active_runs: int = 0) -> Allowed | Refused:  # fmt: skip
-    """Whether ``principal`` may do ``action`` on ``runbook`` (and its ``run``, for actions on a run)."""
+    """Whether ``principal`` may do ``action`` on ``runbook`` (and its ``run``, for actions on a run).
+
+    ``policy`` is the agent policy; None (no policy file) means the default policy for an agent, never "unrestricted".
+    """
     scope = _SCOPE[action]
     if principal.scopes is not None and not ({scope, "admin"} & principal.scopes or (principal.is_agent and scope != "admin")):
         return Refused(f"scope '{scope}'", f"token '{principal.name}' lacks the '{scope}' scope needed to {action} runs", scope=True)
-    if not principal.is_agent or policy is None:
+    if not principal.is_agent:
         return Allowed()
+    if policy is None:
+        from runner.policy import default_policy
+
+        policy = default_policy()
     if action in (Action.START, Action.CHILD_START):
         try:
             policy.check_start(runbook, params or {}, active_runs=active_runs if action == Action.START else 0)

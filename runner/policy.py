@@ -2,8 +2,11 @@
 
 An agent (``runbook run --as-agent``, the MCP server, ``runner.Client(agent=True)``,
 an agent-scoped HTTP token) starts runs under a policy file, given with
-``--policy FILE`` or ``RUNBOOK_AGENT_POLICY``. Without one, agents are unrestricted
-but their runs are still marked as agent-started. See ``docs/policy.md``::
+``--policy FILE`` or ``RUNBOOK_AGENT_POLICY``. Without one, the default policy
+(:func:`default_policy`) applies: agents may start any runbook with any params its
+params model accepts, and act on (read, steer, pause, cancel) only the runs they
+started; they may not approve or deny anything, nor read or steer others' runs.
+Their runs are marked as agent-started. See ``docs/policy.md``::
 
     max_concurrent_runs: 3            # agent-started runs not yet finished
     allow: ["restart-*", disk-cleanup] # runbook name globs (default: every runbook)
@@ -35,9 +38,11 @@ from pydantic import ValidationError as PydanticValidationError
 from runner.errors import ConfigError, PolicyDenied, ValidationError
 from runner.params import Regex
 
-__all__ = ["ENV_VAR", "ParamRule", "Policy", "RunbookRule", "load_policy"]
+__all__ = ["ENV_VAR", "NO_POLICY_FILE", "ParamRule", "Policy", "RunbookRule", "default_policy", "load_policy"]
 
 ENV_VAR = "RUNBOOK_AGENT_POLICY"
+NO_POLICY_FILE = "the default agent policy (no policy file is set: --policy, RUNBOOK_AGENT_POLICY or agent_policy: set one)"
+"""What a refusal under :func:`default_policy` names in place of a file."""
 
 
 class _Strict(BaseModel):
@@ -165,8 +170,24 @@ class Policy(_Strict):
 # ---------------------------------------------------------------------- loading
 
 
+_DEFAULT: Policy | None = None
+
+
+def default_policy() -> Policy:
+    """The policy agents act under when no policy file is set: they may start every runbook (with any params its
+    params model accepts), act on the runs they started, and nothing else: no ``agents_may_read``,
+    ``agents_may_steer`` or ``agents_may_approve`` grant, no concurrency cap, no gates."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        policy = Policy()
+        policy._file = NO_POLICY_FILE
+        _DEFAULT = policy
+    return _DEFAULT
+
+
 def load_policy(path: str | os.PathLike[str] | None) -> Policy | None:
-    """The policy in ``path``, else in ``$RUNBOOK_AGENT_POLICY``; None when neither is set (agents unrestricted).
+    """The policy in ``path``, else in ``$RUNBOOK_AGENT_POLICY``; None when neither is set (agents then act under
+    :func:`default_policy`).
 
     Raises :class:`~runner.errors.ConfigError` if the file cannot be read and
     :class:`~runner.errors.ValidationError` (file:line:col) if it is invalid.

@@ -109,7 +109,9 @@ def _state(project: Project, run_id: str) -> str:
 
 async def test_next_is_the_same_on_every_surface_and_moves_the_run(world: Any, mcp_server: Any) -> None:
     project, server = world
-    async with mcp_server.connect() as agent:
+    policy = project.root / "read-all.yaml"  # the MCP agent reads runs a person started: only where a policy grants it
+    policy.write_text('runbooks:\n  "*": {agents_may_read: true}\n')
+    async with mcp_server.connect("--policy", str(policy)) as agent:
 
         async def check(run_id: str, action: str) -> dict[str, Any]:
             nxt = await _all_next(project, server, agent, run_id)

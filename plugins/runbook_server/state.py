@@ -122,7 +122,7 @@ class ServerState:
 
     @property
     def policy(self) -> Policy | None:
-        """The agent policy as its file says now (None: agents unrestricted)."""
+        """The agent policy as its file says now (None: no file; agents act under :func:`runner.policy.default_policy`)."""
         return self.live_policy.current() if self.live_policy is not None else None
 
     def _equip(self, engine: Engine) -> None:

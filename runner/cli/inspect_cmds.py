@@ -8,7 +8,7 @@ import click
 
 from runner.cli.app import AppState, existing_journal, json_option, pass_state, settle_startup
 from runner.cli.complete import complete_run_id, complete_runbook, complete_step
-from runner.cli.run_cmds import control_engine, max_steps_option, render_view
+from runner.cli.run_cmds import agent_options, control_engine, max_steps_option, render_view, with_options
 
 if TYPE_CHECKING:
     from runner.store.records import Event
@@ -26,11 +26,15 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--budget", callback=_duration, metavar="DURATION", help="Spell next.command with this budget (nothing runs).")
 @max_steps_option
+@with_options(agent_options("read"))
 @json_option
 @pass_state
 @existing_journal
-def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None) -> int:
+def status_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int | None, actor: str | None, as_agent: bool,
+               policy_file: str | None) -> int:  # fmt: skip
     """Show a run: state, every step (with the tail of its output), and what to do next."""
+    if as_agent:
+        state.as_agent(policy_file, actor)
     engine = control_engine(state, budget, max_steps)
     view = engine.status(engine.resolve_id(run_id))
     render_view(state, view, engine.notices, steps=True)
@@ -158,10 +162,11 @@ def event_line(ev: Event) -> str:
 @click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--after", default=0, type=click.IntRange(min=0), help="Only events after this sequence number.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (JSON lines with --json) until the run stops.")
+@with_options(agent_options("read"))
 @json_option
 @pass_state
 @existing_journal
-def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
+def events_cmd(state: AppState, run_id: str, after: int, follow: bool, actor: str | None, as_agent: bool, policy_file: str | None) -> int:
     """Show a run's journal of events."""
     import json
     import sys
@@ -169,6 +174,8 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
 
     from runner.store.records import RunState
 
+    if as_agent:
+        state.as_agent(policy_file, actor)
     engine = control_engine(state)
     rid = engine.resolve_id(run_id)
     engine.status(rid)  # who may not read the run may not read its events
@@ -215,10 +222,12 @@ def events_cmd(state: AppState, run_id: str, after: int, follow: bool) -> int:
     help="Only this stream (body: an http step's response; log: ctx.log messages).",
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing output as steps finish, until the run stops.")
+@with_options(agent_options("read"))
 @json_option
 @pass_state
 @existing_journal
-def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None, stream: str | None, follow: bool) -> int:
+def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None, stream: str | None, follow: bool, actor: str | None,
+             as_agent: bool, policy_file: str | None) -> int:  # fmt: skip
     """Print the output steps captured (stdout, stderr, ctx.log messages), complete up to the capture cap."""
     import json
     import sys
@@ -227,6 +236,8 @@ def logs_cmd(state: AppState, run_id: str, step: str | None, target: str | None,
     from runner.logs import collect
     from runner.store.records import RunState
 
+    if as_agent:
+        state.as_agent(policy_file, actor)
     engine = control_engine(state)
     rid = engine.resolve_id(run_id)
     engine.status(rid)  # who may not read the run may not read its output

@@ -192,7 +192,7 @@ params_options = [
 ]
 
 
-def _with(options: list[Any]) -> Callable[[F], F]:
+def with_options(options: list[Any]) -> Callable[[F], F]:
     """Apply a list of click decorators (shared option sets)."""
 
     def deco(fn: F) -> F:
@@ -203,12 +203,21 @@ def _with(options: list[Any]) -> Callable[[F], F]:
     return deco
 
 
+def agent_options(verb: str) -> list[Any]:
+    """``--as``, ``--as-agent`` and ``--policy`` for a command that ``verb``s a run (the agent policy decides it)."""
+    return [
+        click.option("--as", "actor", metavar="NAME", help="Who asks (default: RUNBOOK_ACTOR or user@host); with --as-agent, the agent's name."),
+        click.option("--as-agent", is_flag=True, help=f"{verb.capitalize()} as an agent: the agent policy (--policy / RUNBOOK_AGENT_POLICY) applies."),
+        click.option("--policy", "policy_file", type=click.Path(dir_okay=False), help="Agent policy file (default: RUNBOOK_AGENT_POLICY)."),
+    ]  # fmt: skip
+
+
 # ---------------------------------------------------------------------- run, resume, step, plan
 
 
 @click.command("run")
 @click.argument("name", shell_complete=complete_runbook)
-@_with(params_options)
+@with_options(params_options)
 @budget_option
 @max_steps_option
 @click.option("--idempotency-key", metavar="KEY", help="Return the existing run for a repeated key instead of starting another.")
@@ -264,12 +273,15 @@ def resume_cmd(state: AppState, run_id: str, budget: str | None, max_steps: int 
 @click.command("step")
 @click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--force", is_flag=True, help="Take the run over from another executor whose lease has not expired.")
+@with_options(agent_options("step"))
 @quiet_option
 @json_option
 @pass_state
 @existing_journal
-def step_cmd(state: AppState, run_id: str, force: bool) -> int:
+def step_cmd(state: AppState, run_id: str, force: bool, actor: str | None, as_agent: bool, policy_file: str | None) -> int:
     """Execute exactly one step of run RUN_ID, then stop."""
+    if as_agent:
+        state.as_agent(policy_file, actor)
     engine = _engine(state, None, None)
     rid = engine.resolve_id(run_id)
     engine.hint.resume_verb = "step"
@@ -279,7 +291,7 @@ def step_cmd(state: AppState, run_id: str, force: bool) -> int:
 
 @click.command("plan")
 @click.argument("name", shell_complete=complete_runbook)
-@_with(params_options)
+@with_options(params_options)
 @json_option
 @pass_state
 def plan_cmd(state: AppState, name: str, pairs: tuple[str, ...], params_file: str | None) -> int:

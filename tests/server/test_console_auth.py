@@ -240,6 +240,10 @@ def test_an_agent_token_sees_what_the_agent_policy_allows(console: ConsoleApp) -
     run = console.state.store.get_run(r.headers["location"].rsplit("/", 1)[1])
     assert run.started_by == "bot" and run.options.get("agent") is True, "an agent run"
     waiting = console.start("gated")
+    hidden = c.get(f"/runs/{waiting}")  # a run the agent did not start: read only where the policy grants it
+    assert hidden.status_code == 403 and "agents_may_read" in hidden.text
+    policy = console.root / "policy.yaml"
+    policy.write_text(policy.read_text() + "  gated: {agents_may_read: true}\n")
     page = c.get(f"/runs/{waiting}").text
     assert "Approve as" not in page and "the agent policy does not let agents approve runs of &#39;gated&#39;" in page
     refused = console.post(c, f"/runs/{waiting}/approve")

@@ -8,6 +8,7 @@ page and then offers to go on from where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -80,8 +81,9 @@ class RunPage:
     """The actor filter read :data:`SCAN_LIMIT` runs without filling the page (``next_before`` goes on)."""
 
 
-def find_runs(store: Store, flt: RunFilter, limit: int = 50) -> RunPage:
-    """The page of runs ``flt`` selects."""
+def find_runs(store: Store, flt: RunFilter, limit: int = 50, visible: Callable[[RunRecord], bool] | None = None) -> RunPage:
+    """The page of runs ``flt`` selects, of those ``visible`` says the viewer may read (like the actor filter, runs
+    it hides count towards :data:`SCAN_LIMIT`)."""
     since, until = flt.check()
     cursor: str | None = flt.before or (ulid_floor(until + 0.001) if until is not None else None)
     states = [RunState(flt.state)] if flt.state else []
@@ -99,6 +101,8 @@ def find_runs(store: Store, flt: RunFilter, limit: int = 50) -> RunPage:
             if since is not None and run.created_at < since:
                 return out  # newest first: everything further is older still
             if actor and actor not in run.started_by.lower():
+                continue
+            if visible is not None and not visible(run):
                 continue
             out.runs.append(run)
             if len(out.runs) == limit:

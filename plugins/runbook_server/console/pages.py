@@ -15,7 +15,7 @@ from runbook_server.console.forms import fields_for
 from runbook_server.console.listing import RunFilter, find_runs
 from runbook_server.console.outputs import step_panels
 from runbook_server.console.render import STATIC
-from runbook_server.console.runpage import run_context
+from runbook_server.console.runpage import check_read, may_read, run_context
 from runbook_server.console.session import identify, sessions_of, set_cookie
 from runner.alerts import DECISIONS
 from runner.errors import AuthError, PolicyDenied, UsageError
@@ -46,9 +46,9 @@ def visible_runbook(state: ServerState, viewer: Viewer, name: str) -> LoadedRunb
 @router.get("/")
 def home(request: Request) -> Response:
     def build(state: ServerState, viewer: Viewer) -> Built:
-        waiting = state.store.list_runs(states=[RunState.WAITING], limit=50)
+        waiting = [r for r in state.store.list_runs(states=[RunState.WAITING], limit=50) if may_read(state, viewer, r)]
         attention = [state.api_engine.view(r.id) for r in waiting]
-        recent = state.store.list_runs(limit=15)
+        recent = [r for r in state.store.list_runs(limit=50) if may_read(state, viewer, r)][:15]
         return "home.html", {"attention": attention, "recent": recent}
 
     return respond(request, "read", build)
@@ -95,7 +95,7 @@ def runs(request: Request, state_: Annotated[str, Query(alias="state", max_lengt
     def build(state: ServerState, viewer: Viewer) -> Built:
         base = {"flt": flt, "states": [str(s) for s in RunState], "names": sorted(rb.name for rb in state.catalog)}
         try:
-            found = find_runs(state.store, flt)
+            found = find_runs(state.store, flt, visible=lambda run: may_read(state, viewer, run))
         except UsageError as exc:
             return "runs.html", {**base, "page": None, "error": exc.message}, 400
         return "runs.html", {**base, "page": found}
@@ -121,6 +121,7 @@ def step_page(request: Request, run_id: str, step_id: str) -> Response:
     def build(state: ServerState, viewer: Viewer) -> Built:
         rid = state.api_engine.resolve_id(run_id)
         run = state.store.get_run(rid)
+        check_read(state, viewer, run)
         recs = [s for s in state.store.get_steps(rid) if s.step_id == step_id]
         if not recs:
             raise UsageError(f"run {rid} has no step '{step_id[:100]}'")
@@ -144,6 +145,7 @@ async def run_events(request: Request, run_id: str, after: Annotated[int, Query(
         if viewer is None or not viewer.can("read"):
             raise AuthError("log in to the console to follow this run", status=401 if viewer is None else 403)
         rid = await run_in_threadpool(state.api_engine.resolve_id, run_id)
+        await run_in_threadpool(lambda: check_read(state, viewer, state.store.get_run(rid)))
     except Exception as exc:
         from runbook_server.app import error_response
 
