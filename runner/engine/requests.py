@@ -111,7 +111,7 @@ def approve_or_deny(engine: Engine, run_id: str, *, actor: str, approve: bool, c
 
 def decide_step(engine: Engine, run_id: str, step_id: str, choice: str, *, actor: str, principal: Principal | None = None) -> RunView:
     """Record a decision on a step whose outcome is unknown (or that failed): ``retry`` it or ``skip`` it."""
-    from runner.engine.decisions import check_decision
+    from runner.engine.decisions import check_decision, check_undecided, pending
 
     if choice not in ("retry", "skip"):
         from runner.errors import UsageError
@@ -121,6 +121,7 @@ def decide_step(engine: Engine, run_id: str, step_id: str, choice: str, *, actor
     engine.authorize(principal, Action.DECIDE, run)
     how: Literal["retry", "skip"] = "retry" if choice == "retry" else "skip"
     check_decision(run, engine.store.get_steps(run_id), step_id, how)
+    check_undecided(run_id, step_id, how, pending(engine.store, run_id))
     engine.store.request(run_id, "decide", actor=actor, reason=f"{choice} step '{step_id}'", data={"step_id": step_id, "decision": how})
     _wake_parents(engine, run_id, actor, f"a decision in sub-runbook run {run_id}")
     return engine.view(run_id)
