@@ -78,3 +78,68 @@ def test_a_step_interrupted_into_a_decision_notifies_at_once(project: Project, h
     assert len(http_server.requests_to("/hook")) == 1
     assert [r["kind"] for r in project.run("notify", "list", "--json").json()["notifications"]] == ["unknown"]
     assert project.run(*shlex.split(msg["commands"]["skip_step"])[1:]).code == 0
+
+
+def undo_runbook(project: Project, name: str, two_rollback: str) -> str:
+    """Steps ``one`` and ``two`` with rollback actions (``two``'s is ``two_rollback``), then an approval: its run id."""
+    log = project.root / "undo.log"
+    project.write(f"{name}.yaml", f"""
+        name: {name}
+        steps:
+          - id: one
+            shell: [sh, -c, "echo one >> {log}"]
+            rollback: {{shell: [sh, -c, "echo undo-one >> {log}"]}}
+          - id: two
+            shell: [sh, -c, "echo two >> {log}"]
+            rollback: {{shell: [sh, -c, '{two_rollback}']}}
+          - id: gate
+            approval: {{message: go?}}
+        """)  # fmt: skip
+    started = project.run("run", name, "--json")
+    assert started.code == 4, started
+    return str(started.json()["run_id"])
+
+
+def test_the_rollback_a_plain_cancel_left_runs_with_the_command_it_advises(project: Project) -> None:
+    import re
+
+    log = project.root / "undo.log"
+    rid = undo_runbook(project, "left", f"echo undo-two >> {log}")
+    plain = project.run("cancel", rid, "--json")
+    assert plain.code == 0 and "not rolled back: two, one" in plain.json()["reason"], plain
+    (advice,) = [m for n in plain.json()["notices"] for m in re.findall(r"`(runbook cancel [^`]+)`", n)]
+    assert advice == f"runbook cancel {rid} --rollback"
+    done = project.run(*shlex.split(advice)[1:], "--json")
+    assert done.code == 0, done
+    doc = done.json()
+    assert doc["state"] == "cancelled" and doc["next"]["action"] == "none", doc
+    assert "rolled back two, one" in doc["reason"] and "not rolled back" not in doc["reason"], doc["reason"]
+    assert {s["id"]: s["state"] for s in doc["steps"]} == {"one": "rolled_back", "two": "rolled_back", "gate": "failed"}
+    assert log.read_text().split() == ["one", "two", "undo-two", "undo-one"], "each rollback once, last step first"
+    types = [e["type"] for e in project.run("events", rid, "--json").json()["events"]]
+    assert types.count("rollback.finished") == 2 and types[-1] == "run.rolled_back", types
+    again = project.run("cancel", rid, "--rollback", "--json")
+    assert again.code == 6 and log.read_text().split().count("undo-one") == 1, "nothing is left to roll back"
+
+
+def test_a_failed_rollback_needs_a_person_and_shows_no_success_mark(project: Project) -> None:
+    log, fixed = project.root / "undo.log", project.root / "fixed"
+    rid = undo_runbook(project, "stuck", f"test -f {fixed} && echo undo-two >> {log}")
+    res = project.run("cancel", rid, "--rollback", "--json")
+    doc = res.json()
+    assert doc["state"] == "cancelled" and "rollback failed for two" in doc["reason"], doc
+    nxt = doc["next"]
+    assert nxt["action"] == "fix_and_retry" and nxt["step"] == "two", nxt
+    assert nxt["human_command"] == f"runbook cancel {rid} --rollback --json" and "two" in nxt["reason"], nxt
+    two = next(s for s in doc["steps"] if s["id"] == "two")
+    assert two["state"] == "succeeded" and two["rollback_failed"] is True, two
+    human = project.run("status", rid)
+    line = next(ln for ln in human.out.splitlines() if " two " in ln)
+    assert "✓" not in line and "rollback failed" in line, human.out
+    assert f"runbook cancel {rid} --rollback" in human.out, human.out
+    fixed.touch()
+    again = project.run(*shlex.split(nxt["human_command"])[1:])
+    assert again.code == 0, again
+    final = project.run("status", rid, "--json").json()
+    assert final["next"]["action"] == "none" and {s["id"]: s["state"] for s in final["steps"]}["two"] == "rolled_back", final
+    assert log.read_text().split() == ["one", "two", "undo-one", "undo-two"], "undo-one ran once; two's rollback ran when fixed"

@@ -59,7 +59,9 @@ def test_commands_and_backoff() -> None:
         "status": "runbook --store 'sqlite:////a b.db' status R1",
     }
     assert commands_for("unknown", "R1", "s", None, "runbook") == {
-        "retry_step": "runbook decide R1 --retry-step s", "skip_step": "runbook decide R1 --skip-step s", "status": "runbook status R1"
+        "retry_step": "runbook decide R1 --retry-step s",
+        "skip_step": "runbook decide R1 --skip-step s",
+        "status": "runbook status R1",
     }
     assert commands_for("failed", "R1", "s", None, "runbook") == {"retry": "runbook retry R1", "status": "runbook status R1"}
     assert commands_for("storm_refused", None, None, "disk", "runbook") == {"decisions": "runbook alerts decisions --route disk"}

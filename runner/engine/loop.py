@@ -230,7 +230,7 @@ def _cancel_rollback(exe: Execution, wanted: bool) -> str:
         left = [s.id for s in undoable(exe, exe.spec.steps)]
         if left:
             exe.opts.notices.append(f"completed steps with a rollback action that was not run: {', '.join(left)} "
-                                    "(`runbook cancel RUN --rollback` runs them)")  # fmt: skip
+                                    f"(`runbook cancel {exe.run.id} --rollback` runs them)")  # fmt: skip
             return f"; not rolled back: {', '.join(left)}"
         return ""
     exe.cancelling = True  # the rollback's own actions are not stopped by the cancel that asked for them

@@ -2,8 +2,8 @@
 
 Each is authorised for its principal (:mod:`runner.authority`), checked against the run's typed state, and
 *recorded* (``store.request``): none runs a step in the requester's process — the run's driver (an agent, a
-worker, a person with ``resume``) applies it. The exception is ``cancel --rollback`` of an idle run, which
-runs the rollback actions there and then: that is the request.
+worker, a person with ``resume``) applies it. The exception is ``cancel --rollback`` of an idle run (or of one
+a plain ``cancel`` already cancelled), which runs the rollback actions there and then: that is the request.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from runner.authority import Action, Principal
-from runner.engine.cancel import settle
+from runner.engine.cancel import roll_back_cancelled, settle
 from runner.engine.inspect import holder_gone
 from runner.errors import InvalidState
 from runner.steptypes import Vote
@@ -49,6 +49,9 @@ def cancel(engine: Engine, run_id: str, *, actor: str, reason: str = "", rollbac
 
     run = engine.store.get_run(run_id)
     engine.authorize(principal, Action.CANCEL, run)
+    if rollback and run.state == RunState.CANCELLED and _undoable(engine, run_id):
+        roll_back_cancelled(engine, run_id, actor)  # a plain cancel left them (and said so): run them now
+        return engine.view(run_id)
     if run.state in TERMINAL_STATES:
         raise InvalidState(run.id, str(run.state), "cancel it")
     why = reason or f"cancelled by {actor}"
