@@ -243,8 +243,10 @@ class Engine:
             return self.view(run_id)
         decided = options.retry_failed or options.retry_step or options.skip_step
         if run.state == RunState.FAILED and not decided and not pending(self.store, run.id):
-            raise UsageError(f"run {run.id} failed: {run.reason}",
-                             hint=f"fix the cause, then record a retry with `runbook retry {run.id}` and resume")  # fmt: skip
+            # Not an error: the run's view says what to do (`next`: fix_and_retry), as for any other state.
+            self.notices.append(f"run {run.id} failed; resume runs nothing until the cause is fixed and a retry is recorded "
+                                f"(`runbook retry {run.id}`)")  # fmt: skip
+            return self.view(run_id)
         try:
             return self.drive(run.id, options)
         except LeaseHeld as exc:  # not an error for a driver: the view says wait_elsewhere (who, until when)
