@@ -143,3 +143,20 @@ def test_a_failed_rollback_needs_a_person_and_shows_no_success_mark(project: Pro
     final = project.run("status", rid, "--json").json()
     assert final["next"]["action"] == "none" and {s["id"]: s["state"] for s in final["steps"]}["two"] == "rolled_back", final
     assert log.read_text().split() == ["one", "two", "undo-one", "undo-two"], "undo-one ran once; two's rollback ran when fixed"
+
+
+def test_a_cancel_of_a_run_executing_elsewhere_says_it_was_requested(project: Project) -> None:
+    marker = project.root / "started"
+    project.write("busy.yaml", f"name: busy\nsteps:\n  - {{id: s, shell: [sh, -c, 'touch {marker}; sleep 60']}}\n")
+    proc = project.popen("run", "busy", "--json")
+    wait_for(marker.exists, what="the step started")
+    rid = project.run("runs", "--json").json()["runs"][0]["run_id"]
+    res = project.run("cancel", rid, "--reason", "wrong host", "--json")
+    assert res.code == 0, res
+    doc = res.json()
+    if doc["state"] == "running":  # (the executor may already have applied it: then the view says cancelled)
+        assert doc["exit_code"] == 0 and doc["reason"].startswith("cancel requested: wrong host"), doc
+        assert any("the run's executor (cli pid" in n and f"runbook status {rid}" in n for n in doc["notices"]), doc["notices"]
+        assert doc["next"]["action"] == "wait_elsewhere", doc["next"]
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 5 and json.loads(out)["state"] == "cancelled"

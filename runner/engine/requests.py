@@ -57,8 +57,8 @@ def cancel(engine: Engine, run_id: str, *, actor: str, reason: str = "", rollbac
     why = reason or f"cancelled by {actor}"
     engine.store.request(run_id, "cancel", actor=actor, reason=why, data={"rollback": True} if rollback else None)
     cancel_children(engine, run_id, why)  # a sub-runbook in flight stops now, not when its parent next looks
-    if run.state == RunState.RUNNING and not holder_gone(run):
-        return engine.view(run_id)  # its executor sees the request at once and finishes the cancel (and rollback)
+    if run.state == RunState.RUNNING and not holder_gone(run):  # its executor sees the request at once and finishes it
+        return _requested(engine, run_id, why, rollback)
     left = _undoable(engine, run_id)
     if rollback and left:  # the rollback runs here, journaled and resumable, then the run is cancelled
         engine.drive(run_id, DriveOptions(actor=actor, take_lock=False, wait_in_process=False, detach=False, accept_changes=True))
@@ -69,6 +69,19 @@ def cancel(engine: Engine, run_id: str, *, actor: str, reason: str = "", rollbac
                               f"(`runbook cancel {run_id} --rollback` runs them)")  # fmt: skip
     settle(engine, run_id, RunState.CANCELLED, why, actor)
     return engine.view(run_id)
+
+
+def _requested(engine: Engine, run_id: str, why: str, rollback: bool) -> RunView:
+    """The answer to a cancel of a run another live executor holds: requested, done by that executor (exit 0)."""
+    view = engine.view(run_id)
+    if view.state != RunState.RUNNING:  # it was quicker than this answer
+        return view
+    run = engine.store.get_run(run_id)
+    who = run.holder.label() if run.holder else "its executor"
+    then = "runs the rollback actions of the completed steps, then cancels it" if rollback else "stops its step in flight and cancels it"
+    note = f"cancel requested ({why}); the run's executor ({who}) {then}; `runbook status {run_id}` shows when it is cancelled"
+    engine.notices.append(note)
+    return view.model_copy(update={"reason": f"cancel requested: {why}; {who} applies it", "exit_code": 0})
 
 
 def _undoable(engine: Engine, run_id: str) -> list[str]:
