@@ -40,6 +40,8 @@ def test_a_second_decision_on_a_step_is_refused_until_the_first_is_applied(proje
         error = second.json()["error"]
         assert "already has a decision recorded: retry, by alice" in error["message"], error
         assert f"runbook resume {rid}" in error["hint"], error
+    legacy = project.run("resume", rid, "--skip-step", "s", "--json")  # the old one-call flag is held to it too
+    assert legacy.code == 2 and "retry, by alice" in legacy.json()["error"]["message"], legacy
     from runner.api import Client
     from runner.errors import UsageError
 
