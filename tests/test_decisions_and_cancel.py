@@ -73,6 +73,7 @@ def test_a_step_interrupted_into_a_decision_notifies_at_once(project: Project, h
     assert project.run("notify", "deliver", "--wait", "2s").code == 0
     (msg,) = [r.json() for r in http_server.requests_to("/hook")]
     assert msg["kind"] == "unknown" and msg["run"]["id"] == rid and msg["step"] == "s"
+    assert "step 's' needs a decision" in msg["reason"] and "needs a decision at step 's'" in msg["title"], msg
     assert msg["commands"]["skip_step"] == f"runbook decide {rid} --skip-step s"
     resumed = project.run("resume", rid, "--json")  # asks the same question again: no second message
     assert resumed.code == 4 and resumed.json()["next"]["action"] == "decide", resumed

@@ -261,6 +261,9 @@ def finish_interrupted(exe: Execution, reason: str) -> None:
             closed.append(rec)
     # a step cut short in its action with no check and not idempotent: the run needs a decision now (`next` is
     # `decide`), so the event says so and notifies `unknown` at once, not when someone next resumes
-    data: dict[str, object] = {"reason": reason} if unknown is None else {"reason": reason, "kind": "decision"}
+    data: dict[str, object] = {"reason": reason}
+    if unknown is not None:
+        data.update(kind="decision", reason=f"{reason}; step '{unknown}' needs a decision: it was cut short in its action, has no "
+                                            "check and is not idempotent, so whether it took effect is unknown")  # fmt: skip
     exe.journal.commit([*events, NewEvent("run.interrupted", step_id=unknown, data=data)],
                        {"state": run_after(exe.run.state, RunEvent.INTERRUPT), "reason": reason}, closed)  # fmt: skip
