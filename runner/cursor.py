@@ -16,7 +16,8 @@ resume             paused, queued, interrupted, recovered, a decision or retry r
 wait               a wait step (or a sub-runbook's) is not due: ``resume`` at ``not_before``
 await_approval     people must decide: ``human_command`` approves (deny in ``options``); ``resume`` polls
 decide             a step's outcome is unknown: ``human_command`` records ``--retry-step``/``--skip-step``
-fix_and_retry      failed: after the cause is fixed, ``human_command`` (``runbook retry``) records the retry
+fix_and_retry      failed: after the cause is fixed, ``human_command`` (``runbook retry``) records the retry;
+                   cancelled with a failed rollback: ``human_command`` (``cancel --rollback``) runs the rollbacks left
 wait_elsewhere     another live executor holds it: ``status`` at ``not_before`` (never ``resume``)
 conflict           its lock key is held by another run (``holder``): start again when that run is over
 handoff            no budget the caller gave can fit the next step: a bigger budget, or a person, continues
@@ -116,6 +117,9 @@ class Snapshot:
 def next_action(s: Snapshot, hint: CommandHint) -> NextAction:
     """The one thing to do next with the run in ``s`` (see the module doc's table)."""
     run = s.run
+    stuck = next((r for r in s.steps if r.progress.rollback is not None and r.progress.rollback.failed), None)
+    if run.state == RunState.CANCELLED and stuck is not None:
+        return _rollback_failed(s, stuck, hint)
     if run.state in (RunState.SUCCEEDED, RunState.CANCELLED):
         return NextAction(action="none", reason=f"run {run.state}")
     if s.decisions_recorded and run.state != RunState.RUNNING:
@@ -171,6 +175,18 @@ def _failed(s: Snapshot, hint: CommandHint) -> NextAction:
         then=hint.command(hint.resume_verb, rid),
         options=[{"action": "retry", "command": hint.command("resume", rid, "--retry"),
                   "meaning": "the cause is fixed: retry the failed steps now (drives the run)"}],
+    )  # fmt: skip
+
+
+def _rollback_failed(s: Snapshot, rec: StepRecord, hint: CommandHint) -> NextAction:
+    """A cancelled run whose rollback of ``rec`` failed: what the step changed is still in place; a person must act."""
+    rid, sid = s.run.id, rec.step_id
+    again = hint.person("cancel", rid, "--rollback")
+    why = rec.progress.rollback.failed if rec.progress.rollback is not None else ""
+    return NextAction(
+        action="fix_and_retry", step=sid, command=hint.command("status", rid, carry=False), not_before=iso(time.time() + _PERSON_POLL),
+        human_command=again, reason=f"run cancelled, but the rollback of step '{sid}' failed ({why}): what it changed is still in "
+                                    f"place; fix the cause, then run the rollbacks left again: {again} (or undo it by hand)",
     )  # fmt: skip
 
 

@@ -81,6 +81,7 @@ class StepView(BaseModel):
     reason: str = ""
     not_before: str | None = None
     targets: dict[str, Any] | None = None
+    rollback_failed: bool = Field(default=False, description="its rollback action failed: what it changed is still in place")
 
 
 class StepViews(Sequence[StepView]):
@@ -238,7 +239,8 @@ def _step_view(s: StepRecord) -> StepView:
     # Built from a stored record whose fields have these types already: constructed, not validated again.
     return StepView.model_construct(_STEP_FIELDS, id=s.step_id, state=s.state, attempts=s.attempts, exit_code=exit_code, output=output,
                                     truncated=truncated, sizes=sizes, started_at=iso(s.started_at), finished_at=iso(s.finished_at),
-                                    reason=s.reason, not_before=iso(s.not_before), targets=targets)  # fmt: skip
+                                    reason=s.reason, not_before=iso(s.not_before), targets=targets,
+                                    rollback_failed=bool(s.progress.rollback is not None and s.progress.rollback.failed))  # fmt: skip
 
 
 def build_view(run: RunRecord, steps: Iterable[StepRecord], nxt: NextAction, *, notices: list[str] | None = None) -> RunView:

@@ -7,6 +7,7 @@ import shlex
 import signal
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 from tests.conftest import Project, kill
 from tests.test_engine_cli import wait_for
@@ -105,8 +106,13 @@ def test_retry_exhausted_fails_then_resume_retry_after_fix(project: Project) -> 
     assert " status " in nxt["command"], "the driver waits for a person; it never retries blindly"
     assert [o["command"] for o in nxt["options"]] == [f"runbook resume {doc['run_id']} --retry --json"]
     assert "exit code 1, expected 0" in doc["reason"]
-    plain = project.run("resume", doc["run_id"])
-    assert plain.code == 2 and "runbook retry" in plain.err
+    events = len(project.run("events", doc["run_id"], "--json").json()["events"])
+    plain = project.run("resume", doc["run_id"], "--json")  # without a recorded retry: the view says what to do
+    assert plain.code == 1 and plain.json()["state"] == "failed" and plain.json()["next"] == {**nxt, "not_before": ANY}, plain
+    assert any(f"runbook retry {doc['run_id']}" in n for n in plain.json()["notices"]), plain.json()["notices"]
+    assert len(project.run("events", doc["run_id"], "--json").json()["events"]) == events, "a plain resume ran nothing"
+    human = project.run("resume", doc["run_id"])
+    assert human.code == 1 and f"fix the cause, then: runbook retry {doc['run_id']}" in human.out, human
     flag.touch()
     recorded = project.run("retry", doc["run_id"], "--json")  # a person records the retry: nothing runs here
     assert recorded.code == 0 and recorded.json()["state"] == "failed"

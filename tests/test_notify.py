@@ -112,8 +112,9 @@ def test_waiting_for_approval_and_failing_each_send_one_message_per_channel(
     assert (len(hooks), len(chats), len(mails)) == (2, 2, 2)
     doc = hooks[1].json()
     assert (doc["kind"], doc["step"], doc["run"]["id"]) == ("failed", "break", fid)
-    assert doc["reason"] == "step 'break' failed: exit code 3, expected 0" and doc["commands"]["retry"] == f"runbook resume {fid} --retry"
-    assert "exit code 3" in json.dumps(chats[1].json()) and f"Retry: runbook resume {fid} --retry" in mails[1].body
+    assert doc["reason"] == "step 'break' failed: exit code 3, expected 0" and doc["commands"]["retry"] == f"runbook retry {fid}"
+    assert "exit code 3" in json.dumps(chats[1].json()) and f"Retry: runbook retry {fid}" in mails[1].body
+    assert f"runbook retry {fid}" in json.dumps(chats[1].json()) and "resume" not in json.dumps(doc["commands"])
 
     again = project.run("notify", "deliver", "--wait", "1s", "--json", env=env)
     assert again.code == 0 and again.json() == {"delivered": []}, again
@@ -202,8 +203,15 @@ def test_an_unknown_step_and_a_cancel_notify_with_their_commands(project: Projec
     assert resumed.code == 4 and resumed.json()["next"]["action"] == "decide", resumed
     (unknown,) = [r.json() for r in http_server.requests_to("/hook")]
     assert unknown["kind"] == "unknown" and unknown["step"] == "push" and "needs a decision" in unknown["reason"]
-    assert unknown["commands"]["retry_step"] == f"runbook resume {rid} --retry-step push"
-    assert unknown["commands"]["skip_step"] == f"runbook resume {rid} --skip-step push"
+    assert unknown["commands"]["retry_step"] == f"runbook decide {rid} --retry-step push"
+    assert unknown["commands"]["skip_step"] == f"runbook decide {rid} --skip-step push"
+    import shlex
+
+    before = project.run("events", rid, "--json").json()["events"]
+    skip = project.run(*shlex.split(unknown["commands"]["skip_step"])[1:], "--json")  # what the on-call person runs
+    assert skip.code == 0 and skip.json()["next"]["action"] == "resume", skip
+    after = project.run("events", rid, "--json").json()["events"]
+    assert [e["type"] for e in after[len(before) :]] == ["request.decide"], "the message's command records; it runs nothing"
     assert project.run("cancel", rid, "--reason", "rolled out by hand").code == 0
     cancelled = http_server.requests_to("/hook")[-1].json()
     assert len(http_server.requests_to("/hook")) == 2 and cancelled["kind"] == "cancelled"

@@ -58,7 +58,12 @@ def test_commands_and_backoff() -> None:
         "deny": "runbook --store 'sqlite:////a b.db' deny R1 --step s",
         "status": "runbook --store 'sqlite:////a b.db' status R1",
     }
-    assert commands_for("unknown", "R1", "s", None, "runbook")["retry_step"] == "runbook resume R1 --retry-step s"
+    assert commands_for("unknown", "R1", "s", None, "runbook") == {
+        "retry_step": "runbook decide R1 --retry-step s",
+        "skip_step": "runbook decide R1 --skip-step s",
+        "status": "runbook status R1",
+    }
+    assert commands_for("failed", "R1", "s", None, "runbook") == {"retry": "runbook retry R1", "status": "runbook status R1"}
     assert commands_for("storm_refused", None, None, "disk", "runbook") == {"decisions": "runbook alerts decisions --route disk"}
     delays = [backoff(n, 5, 60) for n in range(1, 7)]
     assert [round(d / b, 1) <= 1.1 for d, b in zip(delays, [5, 10, 20, 40, 60, 60], strict=True)] == [True] * 6

@@ -18,6 +18,7 @@ _MARK = {
     "succeeded": ("✓", "green"), "satisfied": ("=", "cyan"), "skipped": ("-", "dim"), "failed": ("✗", "red"),
     "blocked": ("⊘", "red"), "waiting": ("…", "yellow"), "unknown": ("?", "magenta"), "rolled_back": ("↺", "yellow"),
     "interrupted": ("!", "yellow"), "pending": (" ", "dim"), "running": ("▸", "blue"), "not_started": (" ", "dim"),
+    "succeeded, rollback failed": ("✗", "red"),
 }  # fmt: skip
 _RUN_COLOR = {"succeeded": "green", "failed": "red", "paused": "yellow", "waiting": "yellow", "cancelled": "red",
               "interrupted": "yellow", "running": "blue", "queued": "dim"}  # fmt: skip
@@ -90,6 +91,8 @@ class Progress:
             took = time.monotonic() - self._started.pop(sid, time.monotonic())
             elapsed = f" [dim]{took:.2f}s[/]" if took >= 0.005 else ""
             reason = event.data.get("reason", "")
+            if event.data.get("rollback") == "failed":  # its change is still in place: no success mark
+                state, elapsed = "succeeded, rollback failed", ""
             self.console.print(f"{_mark(state)} [bold]{sid}[/] {state}{elapsed}" + (f" [dim]— {reason}[/]" if reason else ""))
         elif kind == "step.finished" and sid:
             self.console.print(f"  {_mark(event.data.get('state', ''))} {sid}@{event.data['target']} {event.data.get('state')}"
@@ -118,7 +121,8 @@ def print_run(console: Console, view: RunView, *, notices: list[str] | None = No
         if steps:
             extra = f" [dim]— {s.reason}[/]" if s.reason else ""
             tries = f" [dim](attempts {s.attempts})[/]" if s.attempts > 1 else ""
-            console.print(f"{_mark(str(s.state))} [bold]{s.id}[/] {s.state}{tries}{extra}", highlight=False)
+            state = "succeeded, rollback failed" if s.rollback_failed else str(s.state)
+            console.print(f"{_mark(state)} [bold]{s.id}[/] {state}{tries}{extra}", highlight=False)
             for name, t in (s.targets or {}).items():
                 console.print(f"    {_mark(t.get('state', ''))} {name} {t.get('state')} [dim]{t.get('reason', '')}[/]", highlight=False)
         if str(s.state) in ("failed", "blocked"):
@@ -163,8 +167,11 @@ def _print_next(console: Console, view: RunView) -> None:
             console.print(f"  or refuse: {deny}", highlight=False)
         console.print(f"then: {nxt.command}{when}", highlight=False)
     elif action == "fix_and_retry":
+        if str(view.state) == "cancelled":  # a rollback failed: the reason says which, and what is still in place
+            console.print(f"[yellow]{nxt.reason}[/]", highlight=False)
         console.print(f"fix the cause, then: {nxt.human_command}", highlight=False)
-        console.print(f"then: {nxt.then}", highlight=False)
+        if nxt.then:
+            console.print(f"then: {nxt.then}", highlight=False)
         for option in nxt.options:
             console.print(f"  or retry and resume at once: {option['command']}", highlight=False)
     elif action == "decide":

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from runner.engine.engine import Engine
     from runner.store.base import Store
 
-__all__ = ["STOPPED_BY_CANCEL", "CancelRequest", "cancel_request", "close_for_cancel", "settle"]
+__all__ = ["STOPPED_BY_CANCEL", "CancelRequest", "cancel_request", "close_for_cancel", "roll_back_cancelled", "settle"]
 
 STOPPED_BY_CANCEL = (StepState.RUNNING, StepState.WAITING, StepState.UNKNOWN, StepState.INTERRUPTED)
 """Step states a cancelled run leaves as ``failed`` (nothing is left open in a cancelled run)."""
@@ -108,6 +108,32 @@ def settle(engine: Engine, run_id: str, state: RunState, reason: str, actor: str
         store.release(lease)
     if state == RunState.CANCELLED:
         engine.cancel_children(run_id, reason)
+
+
+def roll_back_cancelled(engine: Engine, run_id: str, actor: str) -> None:
+    """``cancel --rollback`` of a run a plain ``cancel`` already cancelled: run the rollback actions it left, here.
+
+    Under the run's lease (taken without its lock key), like a cancel's rollback of an idle run; the run stays
+    ``cancelled`` and its reason says what was rolled back (``run.rolled_back``). Raises :class:`LeaseHeld` if
+    another live process is rolling it back right now.
+    """
+    from runner.engine.execution import DriveOptions, Execution
+
+    store = engine.store
+    rb = engine.runbook_for(store.get_run(run_id))
+    lease = store.acquire(run_id, engine.holder, engine.lease_ttl, force=False, is_alive=is_alive, take_lock=False)
+    try:
+        run = store.get_run(run_id)
+        if run.state != RunState.CANCELLED:
+            return
+        exe = Execution(engine, run, rb, lease, DriveOptions(actor=actor, take_lock=False, wait_in_process=False, detach=False))
+        try:
+            exe.roll_back_cancelled()
+        finally:
+            engine.notices.extend(n for n in exe.opts.notices if n not in engine.notices)
+            exe.forget()
+    finally:
+        store.release(lease)
 
 
 def _stop_leftovers(engine: Engine, lease: Any, run_id: str, in_flight: set[str]) -> NewEvent | None:

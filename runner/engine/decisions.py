@@ -19,7 +19,9 @@ from runner.store.transitions import StepEvent, step_after
 if TYPE_CHECKING:
     from runner.store.base import Store
 
-__all__ = ["DECISION_TYPES", "UNDECIDED", "apply_decision", "apply_retry", "check_decision", "check_retry", "pending"]
+__all__ = [
+    "DECISION_TYPES", "UNDECIDED", "apply_decision", "apply_retry", "check_decision", "check_retry", "check_undecided", "pending",
+]  # fmt: skip
 
 DECISION_TYPES = ("request.decide", "request.retry")
 _DRIVES = ("run.started", "run.resumed")
@@ -53,6 +55,27 @@ def check_decision(run: RunRecord, steps: Iterable[StepRecord], step_id: str, ch
     if run.state in (RunState.SUCCEEDED, RunState.CANCELLED):
         raise UsageError(f"run {run.id} is {run.state}: there is nothing left to decide")
     return rec
+
+
+def check_undecided(run_id: str, step_id: str, choice: Choice, recorded: Iterable[Event]) -> None:
+    """Refuse a second decision on ``step_id`` while one ``recorded`` for it waits for the next drive.
+
+    Two decisions on one step cannot both apply: the first would be applied and the second dropped with a note. So,
+    like an approval past the quorum, the second is refused (:class:`UsageError`, exit 2), naming the first.
+    """
+    from runner.views import iso
+
+    for event in recorded:
+        if event.type != "request.decide" or (event.step_id or event.data.get("step_id")) != step_id:
+            continue
+        earlier = str(event.data.get("decision") or "a decision")
+        who = event.actor or "someone"
+        same = "the same decision" if earlier == choice else f"a different decision ({earlier})"
+        raise UsageError(
+            f"step '{step_id}' of run {run_id} already has a decision recorded: {earlier}, by {who} at {iso(event.ts)}, not yet "
+            f"applied; --{choice}-step would be {same}",
+            hint=f"`runbook resume {run_id}` applies the recorded {earlier}; if the step needs a decision after that, decide again",
+        )
 
 
 def check_retry(run: RunRecord) -> None:

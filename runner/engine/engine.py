@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner.authority import Action, LivePolicy, Principal, decide, enforce
 from runner.cursor import CommandHint
@@ -242,9 +242,16 @@ class Engine:
             self.notices.append(f"run {run.id} already {run.state}; nothing to resume")
             return self.view(run_id)
         decided = options.retry_failed or options.retry_step or options.skip_step
+        if options.retry_step or options.skip_step:  # the old one-call flags: one decision per step at a time, too
+            from runner.engine.decisions import check_undecided
+
+            choice: Literal["retry", "skip"] = "retry" if options.retry_step else "skip"
+            check_undecided(run.id, str(options.retry_step or options.skip_step), choice, pending(self.store, run.id))
         if run.state == RunState.FAILED and not decided and not pending(self.store, run.id):
-            raise UsageError(f"run {run.id} failed: {run.reason}",
-                             hint=f"fix the cause, then record a retry with `runbook retry {run.id}` and resume")  # fmt: skip
+            # Not an error: the run's view says what to do (`next`: fix_and_retry), as for any other state.
+            self.notices.append(f"run {run.id} failed; resume runs nothing until the cause is fixed and a retry is recorded "
+                                f"(`runbook retry {run.id}`)")  # fmt: skip
+            return self.view(run_id)
         try:
             return self.drive(run.id, options)
         except LeaseHeld as exc:  # not an error for a driver: the view says wait_elsewhere (who, until when)

@@ -24,6 +24,7 @@ from runner.engine.services import StepServices
 from runner.engine.steprunner import Unit
 from runner.engine.units import ITEM, host_of
 from runner.errors import CancelRequested, Interrupted, LeaseLost, RunControl, StoreError
+from runner.params import validate_params
 from runner.secrets import Redactor, SecretResolver, SecretsUnavailable, SecretsView
 from runner.store.records import DONE_STEP_STATES, Flags, NewEvent, RunRecord, StepRecord
 
@@ -200,6 +201,30 @@ class Execution:
             with contextlib.suppress(LeaseLost):
                 self.journal.flush()
                 self.store.release(self.lease)
+
+    def roll_back_cancelled(self) -> tuple[list[str], list[str]]:
+        """``cancel --rollback`` of a run already cancelled without it: run the rollback actions of its completed
+        steps, last first, journaled under this execution's lease (the run stays ``cancelled``; a crash part-way is
+        recovered by the same command: a finished rollback action never runs twice). Returns (rolled back, failed)."""
+        from runner.engine.rollback import rollback_steps
+        from runner.secrets import resolve_at_start
+
+        self.params_obj = validate_params(self.spec.name, self.rb.params_model, self.run.params)
+        resolve_at_start(self.secrets_view, self.param_values, self.spec.params, self.run.params)
+        self.cancelling = True  # the run's own cancel must not stop the rollback it asks for
+        try:
+            with Heartbeat(self.store, self.lease, self._on_flags, self._on_lost, interval=min(1.0, self.lease.ttl / 3)):
+                rolled, failed = rollback_steps(self, self.spec.steps)
+                base = self.run.reason.split("; not rolled back:", 1)[0]
+                reason = base + (f"; rolled back {', '.join(rolled)}" if rolled else "")
+                reason += f"; rollback failed for {', '.join(failed)}" if failed else ""
+                self.journal.commit([NewEvent("run.rolled_back", actor=self.opts.actor or None,
+                                              data={"reason": reason, "rolled_back": rolled, "failed": failed})], {"reason": reason})  # fmt: skip
+                return rolled, failed
+        finally:
+            self.resources.close()
+            with contextlib.suppress(LeaseLost):
+                self.journal.flush()
 
     def forget(self) -> None:
         """The drive is over: drop what it held per step (records, outputs), which reference cycles through this

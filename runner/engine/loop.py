@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from runner.engine import budget
 from runner.engine.steprunner import StepRunner, Unit
 from runner.errors import CancelRequested, Interrupted, StepFailed, UsageError
-from runner.store.progress import WaitKind
+from runner.store.progress import Recovery, WaitKind
 from runner.store.records import DONE_STEP_STATES, NewEvent, RunState, StepRecord, StepState
 from runner.store.transitions import RunEvent, StepEvent, run_after, step_after
 
@@ -162,8 +162,20 @@ def _expiry(exe: Execution, rec: StepRecord) -> float | None:
 
 def _wait_for_decision(exe: Execution, step: Step, rec: StepRecord) -> None:
     reason = f"step '{step.id}' needs a decision: {rec.reason or 'some targets are in an unknown state'}"
-    _end(exe, RunEvent.WAIT, reason, NewEvent("run.waiting", step_id=step.id, data={"reason": reason, "kind": "decision"}),
-         cursor=step.id, wake_at=None)  # fmt: skip
+    data: dict[str, object] = {"reason": reason, "kind": "decision"}
+    if already_asked(exe, step.id):
+        data["asked"] = True  # the same question as the run's latest one: people were told then (no second message)
+    _end(exe, RunEvent.WAIT, reason, NewEvent("run.waiting", step_id=step.id, data=data), cursor=step.id, wake_at=None)
+
+
+_ASKED = ("run.waiting", "run.interrupted", "step.decision", "request.decide", "request.retry")
+
+
+def already_asked(exe: Execution, step_id: str) -> bool:
+    """Whether the run's latest question to a person is a decision on ``step_id`` that nothing has answered since."""
+    events = exe.store.events(exe.run.id, types=_ASKED, limit=1_000_000)
+    latest = events[-1] if events else None
+    return latest is not None and latest.type.startswith("run.") and latest.data.get("kind") == "decision" and latest.step_id == step_id
 
 
 def _fail(exe: Execution, step: Step, rec: StepRecord) -> None:
@@ -218,7 +230,7 @@ def _cancel_rollback(exe: Execution, wanted: bool) -> str:
         left = [s.id for s in undoable(exe, exe.spec.steps)]
         if left:
             exe.opts.notices.append(f"completed steps with a rollback action that was not run: {', '.join(left)} "
-                                    "(`runbook cancel RUN --rollback` runs them)")  # fmt: skip
+                                    f"(`runbook cancel {exe.run.id} --rollback` runs them)")  # fmt: skip
             return f"; not rolled back: {', '.join(left)}"
         return ""
     exe.cancelling = True  # the rollback's own actions are not stopped by the cancel that asked for them
@@ -235,14 +247,23 @@ def finish_interrupted(exe: Execution, reason: str) -> None:
     events: list[NewEvent] = []
     closed: list[StepRecord] = []
     ids = set(exe.spec.steps.ids)
+    unknown: str | None = None
     for rec in exe.steps.values():
         if rec.state == StepState.RUNNING:
             if rec.step_id in ids:  # what a resume will do with the step cut short, for `next` to say now
                 rec.progress.recovery = recovery_for(exe.spec.step(rec.step_id), rec)
+                if rec.progress.recovery == Recovery.UNKNOWN and unknown is None:
+                    unknown = rec.step_id
             rec.state, rec.reason, rec.finished_at = step_after(rec.state, StepEvent.INTERRUPT), reason, now
             events.append(
                 NewEvent("step.finished", step_id=rec.step_id, attempt=rec.attempts, data={"state": str(rec.state), "reason": reason})
             )
             closed.append(rec)
-    exe.journal.commit([*events, NewEvent("run.interrupted", data={"reason": reason})],
+    # a step cut short in its action with no check and not idempotent: the run needs a decision now (`next` is
+    # `decide`), so the event says so and notifies `unknown` at once, not when someone next resumes
+    data: dict[str, object] = {"reason": reason}
+    if unknown is not None:
+        data.update(kind="decision", reason=f"{reason}; step '{unknown}' needs a decision: it was cut short in its action, has no "
+                                            "check and is not idempotent, so whether it took effect is unknown")  # fmt: skip
+    exe.journal.commit([*events, NewEvent("run.interrupted", step_id=unknown, data=data)],
                        {"state": run_after(exe.run.state, RunEvent.INTERRUPT), "reason": reason}, closed)  # fmt: skip

@@ -2,8 +2,8 @@
 
 Each is authorised for its principal (:mod:`runner.authority`), checked against the run's typed state, and
 *recorded* (``store.request``): none runs a step in the requester's process — the run's driver (an agent, a
-worker, a person with ``resume``) applies it. The exception is ``cancel --rollback`` of an idle run, which
-runs the rollback actions there and then: that is the request.
+worker, a person with ``resume``) applies it. The exception is ``cancel --rollback`` of an idle run (or of one
+a plain ``cancel`` already cancelled), which runs the rollback actions there and then: that is the request.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from runner.authority import Action, Principal
-from runner.engine.cancel import settle
+from runner.engine.cancel import roll_back_cancelled, settle
 from runner.engine.inspect import holder_gone
 from runner.errors import InvalidState
 from runner.steptypes import Vote
@@ -49,13 +49,16 @@ def cancel(engine: Engine, run_id: str, *, actor: str, reason: str = "", rollbac
 
     run = engine.store.get_run(run_id)
     engine.authorize(principal, Action.CANCEL, run)
+    if rollback and run.state == RunState.CANCELLED and _undoable(engine, run_id):
+        roll_back_cancelled(engine, run_id, actor)  # a plain cancel left them (and said so): run them now
+        return engine.view(run_id)
     if run.state in TERMINAL_STATES:
         raise InvalidState(run.id, str(run.state), "cancel it")
     why = reason or f"cancelled by {actor}"
     engine.store.request(run_id, "cancel", actor=actor, reason=why, data={"rollback": True} if rollback else None)
     cancel_children(engine, run_id, why)  # a sub-runbook in flight stops now, not when its parent next looks
-    if run.state == RunState.RUNNING and not holder_gone(run):
-        return engine.view(run_id)  # its executor sees the request at once and finishes the cancel (and rollback)
+    if run.state == RunState.RUNNING and not holder_gone(run):  # its executor sees the request at once and finishes it
+        return _requested(engine, run_id, why, rollback)
     left = _undoable(engine, run_id)
     if rollback and left:  # the rollback runs here, journaled and resumable, then the run is cancelled
         engine.drive(run_id, DriveOptions(actor=actor, take_lock=False, wait_in_process=False, detach=False, accept_changes=True))
@@ -66,6 +69,19 @@ def cancel(engine: Engine, run_id: str, *, actor: str, reason: str = "", rollbac
                               f"(`runbook cancel {run_id} --rollback` runs them)")  # fmt: skip
     settle(engine, run_id, RunState.CANCELLED, why, actor)
     return engine.view(run_id)
+
+
+def _requested(engine: Engine, run_id: str, why: str, rollback: bool) -> RunView:
+    """The answer to a cancel of a run another live executor holds: requested, done by that executor (exit 0)."""
+    view = engine.view(run_id)
+    if view.state != RunState.RUNNING:  # it was quicker than this answer
+        return view
+    run = engine.store.get_run(run_id)
+    who = run.holder.label() if run.holder else "its executor"
+    then = "runs the rollback actions of the completed steps, then cancels it" if rollback else "stops its step in flight and cancels it"
+    note = f"cancel requested ({why}); the run's executor ({who}) {then}; `runbook status {run_id}` shows when it is cancelled"
+    engine.notices.append(note)
+    return view.model_copy(update={"reason": f"cancel requested: {why}; {who} applies it", "exit_code": 0})
 
 
 def _undoable(engine: Engine, run_id: str) -> list[str]:
@@ -111,7 +127,7 @@ def approve_or_deny(engine: Engine, run_id: str, *, actor: str, approve: bool, c
 
 def decide_step(engine: Engine, run_id: str, step_id: str, choice: str, *, actor: str, principal: Principal | None = None) -> RunView:
     """Record a decision on a step whose outcome is unknown (or that failed): ``retry`` it or ``skip`` it."""
-    from runner.engine.decisions import check_decision
+    from runner.engine.decisions import check_decision, check_undecided, pending
 
     if choice not in ("retry", "skip"):
         from runner.errors import UsageError
@@ -121,6 +137,7 @@ def decide_step(engine: Engine, run_id: str, step_id: str, choice: str, *, actor
     engine.authorize(principal, Action.DECIDE, run)
     how: Literal["retry", "skip"] = "retry" if choice == "retry" else "skip"
     check_decision(run, engine.store.get_steps(run_id), step_id, how)
+    check_undecided(run_id, step_id, how, pending(engine.store, run_id))
     engine.store.request(run_id, "decide", actor=actor, reason=f"{choice} step '{step_id}'", data={"step_id": step_id, "decision": how})
     _wake_parents(engine, run_id, actor, f"a decision in sub-runbook run {run_id}")
     return engine.view(run_id)

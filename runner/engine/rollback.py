@@ -65,8 +65,10 @@ def _rollback_one(exe: Execution, step: Step) -> bool:
             ok, detail = False, f"rollback failed: {why}"
     if ok:
         rec.state = step_after(rec.state, StepEvent.ROLL_BACK)
+    progress.failed = "" if ok else detail  # the step stays `succeeded` (its change is in place): `next` names it
     rec.reason, rec.finished_at = detail, time.time()
-    exe.journal.commit([NewEvent("step.finished", step_id=step.id, data={"state": str(rec.state), "reason": detail})], steps=[rec])
+    data = {"state": str(rec.state), "reason": detail, **({} if ok else {"rollback": "failed"})}
+    exe.journal.commit([NewEvent("step.finished", step_id=step.id, data=data)], steps=[rec])
     return ok
 
 

@@ -31,7 +31,11 @@ def context_of(rec: NotificationRecord, run: RunRecord | None) -> tuple[str | No
 
 
 def commands_for(kind: str, run_id: str | None, step_id: str | None, route: str | None, command: str) -> dict[str, str]:
-    """What a person may do about a notification of ``kind``, as exact command lines starting with ``command``."""
+    """What a person may do about a notification of ``kind``, as exact command lines starting with ``command``.
+
+    Like ``next.human_command``, each only *records* a decision (approve, deny, decide, retry) or reads the run: none
+    runs a step in the person's terminal; the run's driver (an agent, a worker, a person) continues with ``resume``.
+    """
     base = shlex.split(command) or ["runbook"]
 
     def cmd(*args: str) -> str:
@@ -42,9 +46,9 @@ def commands_for(kind: str, run_id: str | None, step_id: str | None, route: str 
         return {"decisions": cmd("alerts", "decisions", "--route", route or "")} if route else {}
     out = {
         "waiting_approval": {"approve": cmd("approve", run_id, *step), "deny": cmd("deny", run_id, *step)},
-        "unknown": {"retry_step": cmd("resume", run_id, "--retry-step", step_id or "STEP"),
-                    "skip_step": cmd("resume", run_id, "--skip-step", step_id or "STEP")},
-        "failed": {"retry": cmd("resume", run_id, "--retry")},
+        "unknown": {"retry_step": cmd("decide", run_id, "--retry-step", step_id or "STEP"),
+                    "skip_step": cmd("decide", run_id, "--skip-step", step_id or "STEP")},
+        "failed": {"retry": cmd("retry", run_id)},
     }.get(kind, {})  # fmt: skip
     out["status"] = cmd("status", run_id)
     if kind == "breaker_open" and route:

@@ -50,7 +50,7 @@ __all__ = [
 EVENT_KINDS = ("waiting_approval", "failed", "unknown", "succeeded", "cancelled", "breaker_open", "storm_refused")
 """Every kind a rule may name, in the order the docs list them."""
 
-NOTIFY_EVENT_TYPES = frozenset({"run.failed", "run.succeeded", "run.cancelled", "run.waiting", "step.waiting"})
+NOTIFY_EVENT_TYPES = frozenset({"run.failed", "run.succeeded", "run.cancelled", "run.waiting", "run.interrupted", "step.waiting"})
 """Journal event types that may notify (a cheap test a store makes on every event it commits)."""
 
 _RUN_KINDS = {"run.failed": "failed", "run.succeeded": "succeeded", "run.cancelled": "cancelled"}
@@ -67,8 +67,8 @@ def event_kind(type_: str, data: Mapping[str, Any]) -> str | None:
         return _RUN_KINDS[type_]
     if type_ == "step.waiting" and data.get("kind") == "approval":
         return "waiting_approval"
-    if type_ == "run.waiting" and data.get("kind") == "decision":
-        return "unknown"
+    if type_ in ("run.waiting", "run.interrupted") and data.get("kind") == "decision" and not data.get("asked"):
+        return "unknown"  # (a run interrupted in such a step needs the decision at once; asked: the same question again)
     return None
 
 

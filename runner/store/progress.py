@@ -110,15 +110,18 @@ class RollbackProgress:
     rollback actions finished (``""`` is the step itself, else target names), so none is run twice on resume."""
 
     done: list[str] = field(default_factory=list)
+    failed: str = ""
+    """Why its latest rollback failed ("" if it did not): what it changed is still in place, a person must act."""
 
     def to_json(self) -> dict[str, Any]:
         """The stored form."""
-        return {"done": list(self.done)}
+        return {"done": list(self.done), **({"failed": self.failed} if self.failed else {})}
 
     @classmethod
     def from_json(cls, data: Any) -> RollbackProgress:
         """Read the stored form."""
-        return cls([str(x) for x in _dict(data, "rollback").get("done") or []])
+        stored = _dict(data, "rollback")
+        return cls([str(x) for x in stored.get("done") or []], str(stored.get("failed") or ""))
 
 
 @dataclass(slots=True)
