@@ -38,7 +38,10 @@ import anyio
 
 RUNBOOK = "name: beat\nsteps:\n  - {id: one, shell: ['true']}\n  - {id: gate, approval: {message: go?}}\n"
 TOKEN = "bench-agent-token-0123456789abcdef"
-CONFIG = "tokens:\n  - {name: agent, token: env:RB_BENCH_TOKEN, scopes: [agent]}\n"
+CONFIG = "tokens:\n  - {name: agent, token: env:RB_BENCH_TOKEN, scopes: [agent]}\nagent_policy: policy.yaml\n"
+POLICY = "runbooks:\n  beat: {agents_may_read: true}\n"
+"""The run an agent follows was started by a person here: the policy lets agents read it (without a policy file an
+agent reads only the runs it started)."""
 
 
 def _free_port() -> int:
@@ -49,7 +52,7 @@ def _free_port() -> int:
 
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
-    env.update(RUNBOOK_ACTOR="bench", RB_BENCH_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
+    env.update(RUNBOOK_ACTOR="bench", RB_BENCH_TOKEN=TOKEN, PYTHONUNBUFFERED="1", RUNBOOK_AGENT_POLICY=str(root / "policy.yaml"))
     return env
 
 
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         (root / "runbooks").mkdir()
         (root / "runbooks" / "beat.yaml").write_text(RUNBOOK)
+        (root / "policy.yaml").write_text(POLICY)
         started = subprocess.run([sys.executable, "-m", "runner", "run", "beat", "--json"], cwd=root, env=_env(root),
                                  capture_output=True, text=True, check=False)  # fmt: skip
         run_id = json.loads(started.stdout)["run_id"]
