@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
-import time
 
 from harness.httpserver import HTTPTestServer, Reply
 
-from tests.conftest import Project, kill
+from tests.conftest import Project
 from tests.test_engine_cli import wait_for
+from tests.test_engine_semantics import interrupt_twice
 from tests.test_notify import configure
 
 
-def interrupt_twice(project: Project, name: str) -> str:
-    """Start runbook ``name`` (whose step ``s`` sleeps, with no check), stop it with two SIGINTs; its run id."""
-    project.write(f"{name}.yaml", f"name: {name}\nsteps:\n  - {{id: s, shell: [sleep, '60']}}\n")
-    proc = project.popen("run", name, "--json")
-    wait_for(lambda: project.run("runs", "--runbook", name, "--state", "running", "--json").json()["runs"], what=f"{name} running")
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    out, err = kill(proc, signal.SIGINT)
-    assert proc.returncode == 130, err
-    doc = json.loads(out)
-    assert doc["state"] == "interrupted" and doc["next"]["action"] == "decide", doc
-    return str(doc["run_id"])
-
-
 def test_a_second_decision_on_a_step_is_refused_until_the_first_is_applied(project: Project) -> None:
-    rid = interrupt_twice(project, "twice")
+    rid = interrupt_twice(project, "twice")["run_id"]
     first = project.run("decide", rid, "--retry-step", "s", "--json", env={"RUNBOOK_ACTOR": "alice"})
     assert first.code == 0 and first.json()["next"]["action"] == "resume", first
     for flag in ("--skip-step", "--retry-step"):
@@ -67,7 +51,7 @@ def test_a_step_interrupted_into_a_decision_notifies_at_once(project: Project, h
           channels: {{hook: {{type: webhook, url: "{hook}"}}}}
           rules: [{{events: [unknown], channels: [hook]}}]
         """, hook=http_server.url("/hook"))  # fmt: skip
-    rid = interrupt_twice(project, "cut")
+    rid = interrupt_twice(project, "cut")["run_id"]
     rows = project.run("notify", "list", "--json").json()["notifications"]
     assert [(r["kind"], r["step"] if "step" in r else r.get("step_id")) for r in rows] == [("unknown", "s")], rows
     assert project.run("notify", "deliver", "--wait", "2s").code == 0

@@ -7,6 +7,7 @@ import shlex
 import signal
 import time
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 
 from tests.conftest import Project, kill
@@ -422,17 +423,23 @@ def test_first_sigint_finishes_the_step_second_interrupts(project: Project) -> N
     assert doc["next"]["action"] == "resume", "with a check, resuming re-enters the step"
 
 
-def test_interrupting_a_step_with_no_check_asks_for_a_decision_at_once(project: Project) -> None:
-    project.write("sig3.yaml", "name: sig3\nsteps:\n  - {id: long, shell: [sleep, '60']}\n")
-    proc = project.popen("run", "sig3", "--json")
-    wait_for(lambda: project.run("runs", "--runbook", "sig3", "--state", "running", "--json").json()["runs"], what="sig3 running")
+def interrupt_twice(project: Project, name: str, step: str = "s") -> dict[str, Any]:
+    """Start runbook ``name`` (whose one step sleeps, with no check), stop it with two SIGINTs; its run's document."""
+    project.write(f"{name}.yaml", f"name: {name}\nsteps:\n  - {{id: {step}, shell: [sleep, '60']}}\n")
+    proc = project.popen("run", name, "--json")
+    wait_for(lambda: project.run("runs", "--runbook", name, "--state", "running", "--json").json()["runs"], what=f"{name} running")
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     out, err = kill(proc, signal.SIGINT)
     assert proc.returncode == 130, err
-    doc = json.loads(out)
-    assert doc["state"] == "interrupted" and doc["next"]["action"] == "decide" and doc["next"]["step"] == "long"
+    doc: dict[str, Any] = json.loads(out)
+    assert doc["state"] == "interrupted" and doc["next"]["action"] == "decide" and doc["next"]["step"] == step, doc
+    return doc
+
+
+def test_interrupting_a_step_with_no_check_asks_for_a_decision_at_once(project: Project) -> None:
+    doc = interrupt_twice(project, "sig3", "long")
     assert "whether it took effect is unknown" in doc["next"]["reason"]
     skip = next(o["command"] for o in doc["next"]["options"] if o["action"] == "skip_step")
     assert project.run(*shlex.split(skip)[1:]).code == 0
