@@ -366,17 +366,28 @@ class Client:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         limit = max(1, min(limit, 1000))
-        runs = self.store.list_runs(runbook=runbook, states=wanted, limit=limit, before=before, since=bounds[0], until=bounds[1],
-                                    started_by=started_by)  # fmt: skip
         who = self.session.principal
-        if who.is_agent:  # an agent lists only the runs it may read, like GET /v1/runs
-            from runner.authority import Action, decide
+        if not who.is_agent:
+            runs = self.store.list_runs(runbook=runbook, states=wanted, limit=limit, before=before, since=bounds[0], until=bounds[1],
+                                        started_by=started_by)  # fmt: skip
+            return RunList(runs=[run_summary(r) for r in runs], next_before=runs[-1].id if len(runs) == limit else None)
+        # An agent lists only the runs it may read, like GET /v1/runs: store pages are read until the page holds
+        # ``limit`` of them or the journal is exhausted, and ``next_before`` is given only when more may exist.
+        from runner.authority import Action, decide
 
-            policy = self.policy
-            shown = [r for r in runs if decide(who, Action.READ, runbook=r.runbook, run=r, policy=policy).ok]
-        else:
-            shown = list(runs)
-        return RunList(runs=[run_summary(r) for r in shown], next_before=runs[-1].id if runs and len(runs) == limit else None)
+        policy, keep, batch = self.policy, [], max(limit, 50)
+        while True:
+            page = self.store.list_runs(runbook=runbook, states=wanted, limit=batch, before=before, since=bounds[0], until=bounds[1],
+                                        started_by=started_by)  # fmt: skip
+            for i, run in enumerate(page):
+                if decide(who, Action.READ, runbook=run.runbook, run=run, policy=policy).ok:
+                    keep.append(run)
+                    if len(keep) == limit:
+                        more = i + 1 < len(page) or len(page) == batch
+                        return RunList(runs=[run_summary(r) for r in keep], next_before=run.id if more else None)
+            if len(page) < batch:
+                return RunList(runs=[run_summary(r) for r in keep], next_before=None)
+            before = page[-1].id
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> EventList:
         """A run's journal events with ``seq > after`` (``runbook events --json``)."""

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from runner.api import Client, EventList, PlanView, RunbookDetail, RunbookList, RunList, RunResult
 
 if TYPE_CHECKING:
-    from runner.store.records import RunRecord
     from runner.views import RunView
 
 __all__ = ["INSTRUCTIONS", "TOOL_NAME", "Call", "Hints", "LogList", "ToolSpec", "run_line", "summary", "tool_specs"]
@@ -209,34 +208,10 @@ def _resume(client: Client, a: ResumeArgs, call: Call) -> RunResult:
                          retry_step=a.retry_step, skip_step=a.skip_step, observers=call.observers)  # fmt: skip
 
 
-_SCAN = 50
-"""Runs read from the store at a time while filling a page of readable runs."""
-
-
 def _readable_runs(client: Client, a: ListRunsArgs) -> RunList:
-    """Up to ``a.limit`` runs the caller may read, newest first (an agent reads what its policy lets it): pages of the
-    store are read until the page is filled or the journal is exhausted; ``next_before`` only when more may exist."""
-    from runner.authority import Action, decide
-    from runner.listings import run_summary
-    from runner.store.records import RunState
-
-    who = client.session.principal
-    policy = client.policy if who.is_agent else None
-    states = [RunState(s) for s in a.states]
-    keep: list[RunRecord] = []
-    before, batch = a.before, max(a.limit, _SCAN)
-    while True:
-        page = client.store.list_runs(runbook=a.runbook, states=states, limit=batch, before=before)
-        for i, run in enumerate(page):
-            if not decide(who, Action.READ, runbook=run.runbook, run=run, policy=policy).ok:
-                continue
-            keep.append(run)
-            if len(keep) == a.limit:  # more may exist if the store has rows after this one
-                more = i + 1 < len(page) or len(page) == batch
-                return RunList(runs=[run_summary(r) for r in keep], next_before=run.id if more else None)
-        if len(page) < batch:
-            return RunList(runs=[run_summary(r) for r in keep], next_before=None)
-        before = page[-1].id
+    """Up to ``a.limit`` runs the caller may read, newest first (:meth:`Client.list_runs`: an agent's page is filled
+    with runs its policy lets it read)."""
+    return client.list_runs(runbook=a.runbook, states=a.states, limit=a.limit, before=a.before)
 
 
 def _logs(client: Client, a: LogsArgs) -> LogList:
